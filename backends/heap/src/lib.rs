@@ -1,0 +1,261 @@
+//! The heap backend: statewright's embedded default.
+//!
+//! State lives in hash maps in the process's memory, one per state; map states keep one sorted
+//! map per key so that iteration is in key order and a put touches one entry. Nothing is
+//! written to disk except through snapshots and checkpoints. Reads return slices of the stored
+//! bytes, so values are read in place.
+//!
+//! # Examples
+//!
+//! ```
+//! use statewright::prelude::*;
+//!
+//! #[derive(StatefulOperator, Default)]
+//! #[operator(name = "clicks", key = u64)]
+//! struct Clicks { count: ValueState<u32> }
+//!
+//! let mut op = Clicks::default().bind(HeapBackend::new())?;
+//! op.key(&1)?.count().set(&3)?;
+//! assert_eq!(op.backend().entries(), 1);
+//! # Ok::<(), statewright::Error>(())
+//! ```
+
+#![warn(missing_docs)]
+
+use std::collections::{BTreeMap, HashMap};
+
+use statewright_core::backend::{EntryIter, EntryVisitor, StateBackend, StateId};
+use statewright_core::{Error, Result, StateDescriptor};
+
+type Hasher = foldhash::fast::RandomState;
+
+#[derive(Debug)]
+enum Column {
+    /// Value, list, reducing and aggregating states: one value per key, empty user key.
+    Flat(HashMap<Box<[u8]>, Vec<u8>, Hasher>),
+    /// Map states: a sorted map of user keys per key.
+    Nested(HashMap<Box<[u8]>, BTreeMap<Box<[u8]>, Vec<u8>>, Hasher>),
+}
+
+#[derive(Debug)]
+struct Registered {
+    operator: String,
+    state: &'static str,
+    column: Column,
+}
+
+/// In-memory keyed state storage.
+#[derive(Debug, Default)]
+pub struct HeapBackend {
+    columns: Vec<Registered>,
+}
+
+impl HeapBackend {
+    /// An empty backend.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of stored entries over all states (map entries count one each).
+    #[must_use]
+    pub fn entries(&self) -> usize {
+        self.columns
+            .iter()
+            .map(|r| match &r.column {
+                Column::Flat(m) => m.len(),
+                Column::Nested(m) => m.values().map(BTreeMap::len).sum(),
+            })
+            .sum()
+    }
+
+    fn column(&self, state: StateId) -> Result<&Column> {
+        self.columns
+            .get(state.0 as usize)
+            .map(|r| &r.column)
+            .ok_or(Error::UnknownState {
+                backend: "heap",
+                id: state.0,
+            })
+    }
+
+    fn column_mut(&mut self, state: StateId) -> Result<&mut Column> {
+        self.columns
+            .get_mut(state.0 as usize)
+            .map(|r| &mut r.column)
+            .ok_or(Error::UnknownState {
+                backend: "heap",
+                id: state.0,
+            })
+    }
+}
+
+fn user_key_on_flat(state: StateId) -> Error {
+    Error::Backend {
+        backend: "heap",
+        message: format!(
+            "state id {} has no user keys (it is not a map state)",
+            state.0
+        ),
+    }
+}
+
+impl StateBackend for HeapBackend {
+    fn name(&self) -> &'static str {
+        "heap"
+    }
+
+    fn register(&mut self, operator: &str, state: &StateDescriptor) -> Result<StateId> {
+        if let Some(i) = self
+            .columns
+            .iter()
+            .position(|r| r.operator == operator && r.state == state.name)
+        {
+            return Ok(StateId(i as u32));
+        }
+        let id = u32::try_from(self.columns.len()).map_err(|_| Error::Backend {
+            backend: "heap",
+            message: "too many states".into(),
+        })?;
+        let column = if state.kind.has_user_key() {
+            Column::Nested(HashMap::default())
+        } else {
+            Column::Flat(HashMap::default())
+        };
+        self.columns.push(Registered {
+            operator: operator.to_owned(),
+            state: state.name,
+            column,
+        });
+        Ok(StateId(id))
+    }
+
+    #[inline]
+    fn get(&self, state: StateId, key: &[u8], user_key: &[u8]) -> Result<Option<&[u8]>> {
+        Ok(match self.column(state)? {
+            Column::Flat(m) if user_key.is_empty() => m.get(key).map(Vec::as_slice),
+            Column::Flat(_) => return Err(user_key_on_flat(state)),
+            Column::Nested(m) => m
+                .get(key)
+                .and_then(|entries| entries.get(user_key))
+                .map(Vec::as_slice),
+        })
+    }
+
+    #[inline]
+    fn put(&mut self, state: StateId, key: &[u8], user_key: &[u8], value: &[u8]) -> Result<()> {
+        match self.column_mut(state)? {
+            Column::Flat(m) if user_key.is_empty() => {
+                if let Some(slot) = m.get_mut(key) {
+                    slot.clear();
+                    slot.extend_from_slice(value);
+                } else {
+                    m.insert(key.into(), value.to_vec());
+                }
+            }
+            Column::Flat(_) => return Err(user_key_on_flat(state)),
+            Column::Nested(m) => {
+                if let Some(entries) = m.get_mut(key) {
+                    if let Some(slot) = entries.get_mut(user_key) {
+                        slot.clear();
+                        slot.extend_from_slice(value);
+                    } else {
+                        entries.insert(user_key.into(), value.to_vec());
+                    }
+                } else {
+                    m.insert(
+                        key.into(),
+                        BTreeMap::from([(user_key.into(), value.to_vec())]),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn merge(&mut self, state: StateId, key: &[u8], user_key: &[u8], operand: &[u8]) -> Result<()> {
+        match self.column_mut(state)? {
+            Column::Flat(m) if user_key.is_empty() => match m.get_mut(key) {
+                Some(slot) => slot.extend_from_slice(operand),
+                None => {
+                    m.insert(key.into(), operand.to_vec());
+                }
+            },
+            Column::Flat(_) => return Err(user_key_on_flat(state)),
+            Column::Nested(m) => {
+                let entries = m.entry(key.into()).or_default();
+                entries
+                    .entry(user_key.into())
+                    .or_default()
+                    .extend_from_slice(operand);
+            }
+        }
+        Ok(())
+    }
+
+    fn delete(&mut self, state: StateId, key: &[u8], user_key: &[u8]) -> Result<()> {
+        match self.column_mut(state)? {
+            Column::Flat(m) if user_key.is_empty() => {
+                m.remove(key);
+            }
+            Column::Flat(_) => return Err(user_key_on_flat(state)),
+            Column::Nested(m) => {
+                if let Some(entries) = m.get_mut(key) {
+                    entries.remove(user_key);
+                    if entries.is_empty() {
+                        m.remove(key);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn scan<'a>(&'a self, state: StateId, key: &[u8]) -> Result<EntryIter<'a>> {
+        Ok(match self.column(state)? {
+            Column::Flat(m) => Box::new(m.get(key).into_iter().map(|v| (&[][..], v.as_slice()))),
+            Column::Nested(m) => match m.get(key) {
+                Some(entries) => Box::new(entries.iter().map(|(u, v)| (&u[..], v.as_slice()))),
+                None => Box::new(std::iter::empty()),
+            },
+        })
+    }
+
+    fn delete_key(&mut self, state: StateId, key: &[u8]) -> Result<()> {
+        match self.column_mut(state)? {
+            Column::Flat(m) => {
+                m.remove(key);
+            }
+            Column::Nested(m) => {
+                m.remove(key);
+            }
+        }
+        Ok(())
+    }
+
+    fn for_each_entry(&self, state: StateId, visit: &mut EntryVisitor<'_>) -> Result<()> {
+        match self.column(state)? {
+            Column::Flat(m) => {
+                for (k, v) in m {
+                    visit(k, &[], v)?;
+                }
+            }
+            Column::Nested(m) => {
+                for (k, entries) in m {
+                    for (u, v) in entries {
+                        visit(k, u, v)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn clear_state(&mut self, state: StateId) -> Result<()> {
+        match self.column_mut(state)? {
+            Column::Flat(m) => m.clear(),
+            Column::Nested(m) => m.clear(),
+        }
+        Ok(())
+    }
+}

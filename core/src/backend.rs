@@ -1,0 +1,136 @@
+//! The storage contract: a small, object-safe, byte-level trait that every backend implements.
+
+use crate::descriptor::StateDescriptor;
+use crate::error::Result;
+
+/// A backend's handle for one registered state (one column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StateId(pub u32);
+
+/// Iterator over `(user key, value)` pairs of one key, in user-key byte order.
+pub type EntryIter<'a> = Box<dyn Iterator<Item = (&'a [u8], &'a [u8])> + 'a>;
+
+/// A visitor over every entry of a state: `(key, user key, value)`.
+pub type EntryVisitor<'v> = dyn FnMut(&[u8], &[u8], &[u8]) -> Result<()> + 'v;
+
+/// Byte-level keyed state storage.
+///
+/// Addresses: every entry lives in one state (a column, see [`register`](Self::register)) under
+/// a *key* and a *user key*. The key is the key-group prefix (2 bytes, big endian) followed by
+/// the canonical key bytes; the user key is empty except for map states, where it is the
+/// canonical user key. Values are opaque bytes. Canonical encodings are prefix-free, so no key
+/// is a prefix of another key of the same state: a backend may store `key ++ user_key` as one
+/// byte string and serve [`scan`](Self::scan) as a prefix scan.
+///
+/// Contracts every implementation keeps (the conformance suite in
+/// [`conformance`](crate::conformance) checks them):
+///
+/// - `get` after `put` returns exactly the bytes put; after `delete`, `None`.
+/// - `merge` appends the operand to the stored bytes (or stores it when absent), without the
+///   caller reading the old value: list state relies on it.
+/// - `scan` yields the user keys of one key in ascending byte order.
+/// - `for_each_entry` visits every live entry of a state exactly once, in any order.
+/// - States are independent: nothing written to one is visible in another.
+/// - No method panics on any input; failures are [`Error`](crate::Error)s.
+pub trait StateBackend {
+    /// Short name for errors and statistics (`heap`, `rocksdb`).
+    fn name(&self) -> &'static str;
+
+    /// Creates (or finds, when the same operator and state were registered before) the column
+    /// for a state.
+    ///
+    /// # Errors
+    ///
+    /// When the backend cannot create the column.
+    fn register(&mut self, operator: &str, state: &StateDescriptor) -> Result<StateId>;
+
+    /// The value stored at `(key, user_key)`.
+    ///
+    /// # Errors
+    ///
+    /// Unknown state, or a backend failure.
+    fn get(&self, state: StateId, key: &[u8], user_key: &[u8]) -> Result<Option<&[u8]>>;
+
+    /// Stores `value` at `(key, user_key)`, replacing what was there.
+    ///
+    /// # Errors
+    ///
+    /// Unknown state, or a backend failure.
+    fn put(&mut self, state: StateId, key: &[u8], user_key: &[u8], value: &[u8]) -> Result<()>;
+
+    /// Appends `operand` to the bytes at `(key, user_key)`.
+    ///
+    /// # Errors
+    ///
+    /// Unknown state, or a backend failure.
+    fn merge(&mut self, state: StateId, key: &[u8], user_key: &[u8], operand: &[u8]) -> Result<()>;
+
+    /// Removes the entry at `(key, user_key)`; removing a missing entry is not an error.
+    ///
+    /// # Errors
+    ///
+    /// Unknown state, or a backend failure.
+    fn delete(&mut self, state: StateId, key: &[u8], user_key: &[u8]) -> Result<()>;
+
+    /// The `(user key, value)` pairs stored under `key`, in ascending user-key order.
+    ///
+    /// # Errors
+    ///
+    /// Unknown state, or a backend failure.
+    fn scan<'a>(&'a self, state: StateId, key: &[u8]) -> Result<EntryIter<'a>>;
+
+    /// Removes every entry stored under `key`.
+    ///
+    /// # Errors
+    ///
+    /// Unknown state, or a backend failure.
+    fn delete_key(&mut self, state: StateId, key: &[u8]) -> Result<()>;
+
+    /// Calls `visit(key, user_key, value)` for every entry of the state; stops at the first
+    /// error the visitor returns and returns it.
+    ///
+    /// # Errors
+    ///
+    /// Unknown state, a backend failure, or the visitor's error.
+    fn for_each_entry(&self, state: StateId, visit: &mut EntryVisitor<'_>) -> Result<()>;
+
+    /// Removes every entry of the state (used before a restore).
+    ///
+    /// # Errors
+    ///
+    /// Unknown state, or a backend failure.
+    fn clear_state(&mut self, state: StateId) -> Result<()>;
+}
+
+impl<B: StateBackend + ?Sized> StateBackend for Box<B> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+    fn register(&mut self, operator: &str, state: &StateDescriptor) -> Result<StateId> {
+        (**self).register(operator, state)
+    }
+    fn get(&self, state: StateId, key: &[u8], user_key: &[u8]) -> Result<Option<&[u8]>> {
+        (**self).get(state, key, user_key)
+    }
+    fn put(&mut self, state: StateId, key: &[u8], user_key: &[u8], value: &[u8]) -> Result<()> {
+        (**self).put(state, key, user_key, value)
+    }
+    fn merge(&mut self, state: StateId, key: &[u8], user_key: &[u8], operand: &[u8]) -> Result<()> {
+        (**self).merge(state, key, user_key, operand)
+    }
+    fn delete(&mut self, state: StateId, key: &[u8], user_key: &[u8]) -> Result<()> {
+        (**self).delete(state, key, user_key)
+    }
+    fn scan<'a>(&'a self, state: StateId, key: &[u8]) -> Result<EntryIter<'a>> {
+        (**self).scan(state, key)
+    }
+    fn delete_key(&mut self, state: StateId, key: &[u8]) -> Result<()> {
+        (**self).delete_key(state, key)
+    }
+    fn for_each_entry(&self, state: StateId, visit: &mut EntryVisitor<'_>) -> Result<()> {
+        (**self).for_each_entry(state, visit)
+    }
+    fn clear_state(&mut self, state: StateId) -> Result<()> {
+        (**self).clear_state(state)
+    }
+}

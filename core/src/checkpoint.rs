@@ -1,0 +1,644 @@
+//! Local checkpoint storage: numbered checkpoints in a directory, committed by a manifest.
+//!
+//! ```text
+//! <dir>/MANIFEST                      the commit point: the retained checkpoints, newest last
+//! <dir>/chk-0000000007/<operator>.snap
+//! ```
+//!
+//! A checkpoint's files are written and fsynced first; then the new manifest is written to
+//! `MANIFEST.tmp`, fsynced, renamed over `MANIFEST` and the directory fsynced. A crash at any
+//! point leaves either the old or the new manifest, each naming only complete files. The
+//! manifest records each file's length and crc32c, so a damaged file is found before it is
+//! parsed. One process writes to a directory at a time.
+
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::backend::StateBackend;
+use crate::error::{Corruption, Error, Result};
+use crate::operator::{Bound, StatefulOperator};
+use crate::snapshot::{SnapshotOptions, SnapshotSummary};
+
+const MANIFEST: &str = "MANIFEST";
+const MANIFEST_TMP: &str = "MANIFEST.tmp";
+const MANIFEST_FORMAT: &str = "statewright-checkpoints";
+const MANIFEST_VERSION: u32 = 1;
+const CRC_PREFIX: &str = "crc32c ";
+
+/// The number of a committed checkpoint (1, 2, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CheckpointId(pub u64);
+
+impl std::fmt::Display for CheckpointId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Which checkpoint to restore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RestorePoint {
+    /// The newest committed checkpoint.
+    Latest,
+    /// A retained checkpoint by number.
+    Id(CheckpointId),
+}
+
+impl From<CheckpointId> for RestorePoint {
+    fn from(id: CheckpointId) -> Self {
+        RestorePoint::Id(id)
+    }
+}
+
+/// One operator's snapshot file in a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointFile {
+    /// The operator.
+    pub operator: String,
+    /// Path relative to the storage directory.
+    pub path: String,
+    /// Length in bytes.
+    pub bytes: u64,
+    /// crc32c of the whole file.
+    pub crc32c: u32,
+    /// Entries in the snapshot.
+    pub entries: u64,
+}
+
+/// A committed checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointInfo {
+    /// Its number.
+    pub id: CheckpointId,
+    /// When it was committed, in milliseconds since the Unix epoch.
+    pub created_ms: u64,
+    /// One snapshot file per operator.
+    pub files: Vec<CheckpointFile>,
+}
+
+impl CheckpointInfo {
+    /// Total bytes of the checkpoint's files.
+    #[must_use]
+    pub fn bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.bytes).sum()
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Manifest {
+    format: String,
+    version: u32,
+    next_id: u64,
+    checkpoints: Vec<CheckpointInfo>,
+}
+
+/// A directory of checkpoints.
+///
+/// # Examples
+///
+/// ```
+/// use statewright::prelude::*;
+///
+/// #[derive(StatefulOperator, Default)]
+/// #[operator(name = "totals", key = u32)]
+/// struct Totals { sum: ValueState<i64> }
+///
+/// let dir = tempfile::tempdir()?;
+/// let storage = CheckpointStorage::open(dir.path())?.max_retained(2);
+///
+/// let mut op = Totals::default().bind(HeapBackend::new())?;
+/// op.key(&7)?.sum().set(&100)?;
+/// let first = op.checkpoint(&storage)?;
+///
+/// let mut restored = Totals::default().restore(HeapBackend::new(), &storage, RestorePoint::Latest)?;
+/// assert_eq!(restored.key(&7)?.sum().get_owned()?, Some(100));
+/// assert_eq!(storage.list()?[0].id, first.id);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct CheckpointStorage {
+    dir: PathBuf,
+    max_retained: usize,
+    options: SnapshotOptions,
+}
+
+impl CheckpointStorage {
+    /// Opens (creating if needed) a checkpoint directory. Retains 3 checkpoints by default.
+    ///
+    /// # Errors
+    ///
+    /// When the directory cannot be created.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Self> {
+        let dir = dir.into();
+        fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        Ok(Self {
+            dir,
+            max_retained: 3,
+            options: SnapshotOptions::default(),
+        })
+    }
+
+    /// How many committed checkpoints to keep (at least 1); older ones are deleted on commit.
+    #[must_use]
+    pub fn max_retained(mut self, n: usize) -> Self {
+        self.max_retained = n.max(1);
+        self
+    }
+
+    /// How snapshots are written (compression, block size).
+    #[must_use]
+    pub fn snapshot_options(mut self, options: SnapshotOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// The directory.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The retained checkpoints, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Foreign`] or [`Error::Corrupt`] for a damaged manifest, or an I/O failure.
+    pub fn list(&self) -> Result<Vec<CheckpointInfo>> {
+        Ok(self.read_manifest()?.checkpoints)
+    }
+
+    /// The checkpoint a restore point names.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::CheckpointNotFound`], or the errors of [`list`](Self::list).
+    pub fn resolve(&self, point: RestorePoint) -> Result<CheckpointInfo> {
+        let list = self.list()?;
+        let found = match point {
+            RestorePoint::Latest => list.into_iter().next_back(),
+            RestorePoint::Id(id) => list.into_iter().find(|c| c.id == id),
+        };
+        found.ok_or_else(|| Error::CheckpointNotFound {
+            dir: self.dir.clone(),
+            wanted: match point {
+                RestorePoint::Latest => "(none committed)".into(),
+                RestorePoint::Id(id) => id.to_string(),
+            },
+        })
+    }
+
+    /// Reads an operator's snapshot file of a checkpoint, checking its length and crc32c
+    /// against the manifest.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Incompatible`] when the checkpoint has no snapshot of `operator`,
+    /// [`Error::Corrupt`] when the file's length or checksum differ from the manifest's, or an
+    /// I/O failure.
+    pub fn read_snapshot(
+        &self,
+        checkpoint: &CheckpointInfo,
+        operator: &str,
+    ) -> Result<(PathBuf, Vec<u8>)> {
+        let file = checkpoint
+            .files
+            .iter()
+            .find(|f| f.operator == operator)
+            .ok_or_else(|| Error::Incompatible {
+                operator: operator.to_owned(),
+                path: self.dir.join(checkpoint_dir_name(checkpoint.id)),
+                reason: format!(
+                    "checkpoint {} has no snapshot of this operator",
+                    checkpoint.id
+                ),
+            })?;
+        let path = self.safe_join(&file.path)?;
+        let bytes = fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        if bytes.len() as u64 != file.bytes {
+            return Err(Error::corrupt(
+                &path,
+                bytes.len() as u64,
+                Corruption::Truncated {
+                    needed: file.bytes,
+                    available: bytes.len() as u64,
+                },
+            ));
+        }
+        let computed = crc32c::crc32c(&bytes);
+        if computed != file.crc32c {
+            return Err(Error::corrupt(
+                &path,
+                0,
+                Corruption::ChecksumMismatch {
+                    section: "file",
+                    stored: file.crc32c,
+                    computed,
+                },
+            ));
+        }
+        Ok((path, bytes))
+    }
+
+    /// Starts a new checkpoint; add snapshots to it, then [`commit`](PendingCheckpoint::commit).
+    /// Dropping it uncommitted removes its files.
+    ///
+    /// # Errors
+    ///
+    /// A damaged manifest (the directory is left as it is) or an I/O failure.
+    pub fn begin(&self) -> Result<PendingCheckpoint<'_>> {
+        let manifest = self.read_manifest()?;
+        // Never reuse the number of a directory a crashed attempt may have left behind.
+        let mut id = manifest.next_id.max(1);
+        for (existing, _) in self.checkpoint_dirs()? {
+            id = id.max(existing.0 + 1);
+        }
+        let id = CheckpointId(id);
+        let dir = self.dir.join(checkpoint_dir_name(id));
+        fs::create_dir(&dir).map_err(|e| Error::io(&dir, e))?;
+        Ok(PendingCheckpoint {
+            storage: self,
+            manifest,
+            id,
+            dir,
+            files: Vec::new(),
+            committed: false,
+        })
+    }
+
+    fn safe_join(&self, relative: &str) -> Result<PathBuf> {
+        let p = Path::new(relative);
+        let ok = p.components().count() == 2
+            && p.components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !ok {
+            return Err(Error::corrupt(
+                self.dir.join(MANIFEST),
+                0,
+                Corruption::Malformed {
+                    section: "manifest",
+                    detail: format!("file path `{relative}` leaves the checkpoint directory"),
+                },
+            ));
+        }
+        Ok(self.dir.join(p))
+    }
+
+    fn checkpoint_dirs(&self) -> Result<Vec<(CheckpointId, PathBuf)>> {
+        let mut out = Vec::new();
+        let entries = fs::read_dir(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io(&self.dir, e))?;
+            let name = entry.file_name();
+            let Some(id) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("chk-"))
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            out.push((CheckpointId(id), entry.path()));
+        }
+        Ok(out)
+    }
+
+    fn read_manifest(&self) -> Result<Manifest> {
+        let path = self.dir.join(MANIFEST);
+        let text = match fs::read(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Manifest {
+                    format: MANIFEST_FORMAT.into(),
+                    version: MANIFEST_VERSION,
+                    next_id: 1,
+                    checkpoints: Vec::new(),
+                });
+            }
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        parse_manifest(&path, &text)
+    }
+
+    fn write_manifest(&self, manifest: &Manifest) -> Result<()> {
+        let tmp = self.dir.join(MANIFEST_TMP);
+        let body = serde_json::to_string_pretty(manifest).map_err(|e| Error::Backend {
+            backend: "checkpoint",
+            message: format!("cannot encode the manifest: {e}"),
+        })?;
+        let crc = crc32c::crc32c(body.as_bytes());
+        let text = format!("{body}\n{CRC_PREFIX}{crc:08x}\n");
+        write_synced(&tmp, text.as_bytes())?;
+        let path = self.dir.join(MANIFEST);
+        fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+        sync_dir(&self.dir)
+    }
+}
+
+fn parse_manifest(path: &Path, text: &[u8]) -> Result<Manifest> {
+    let prefix = br#"{
+  "format": "statewright-checkpoints""#;
+    if !text.starts_with(prefix) {
+        return Err(Error::Foreign {
+            path: path.to_owned(),
+            expected: "checkpoint manifest",
+        });
+    }
+    let malformed = |offset: usize, detail: String| {
+        Error::corrupt(
+            path,
+            offset as u64,
+            Corruption::Malformed {
+                section: "manifest",
+                detail,
+            },
+        )
+    };
+    let text =
+        std::str::from_utf8(text).map_err(|e| malformed(e.valid_up_to(), "not UTF-8".into()))?;
+    let trimmed = text.strip_suffix('\n').unwrap_or(text);
+    let Some((body, crc_line)) = trimmed.rsplit_once('\n') else {
+        return Err(Error::corrupt(
+            path,
+            text.len() as u64,
+            Corruption::Truncated {
+                needed: 1,
+                available: 0,
+            },
+        ));
+    };
+    let Some(stored) = crc_line
+        .strip_prefix(CRC_PREFIX)
+        .and_then(|h| u32::from_str_radix(h, 16).ok())
+    else {
+        return Err(Error::corrupt(
+            path,
+            body.len() as u64,
+            Corruption::Truncated {
+                needed: 1,
+                available: 0,
+            },
+        ));
+    };
+    let computed = crc32c::crc32c(body.as_bytes());
+    if stored != computed {
+        return Err(Error::corrupt(
+            path,
+            0,
+            Corruption::ChecksumMismatch {
+                section: "manifest",
+                stored,
+                computed,
+            },
+        ));
+    }
+    let manifest: Manifest =
+        serde_json::from_str(body).map_err(|e| malformed(0, format!("json: {e}")))?;
+    if manifest.format != MANIFEST_FORMAT {
+        return Err(Error::Foreign {
+            path: path.to_owned(),
+            expected: "checkpoint manifest",
+        });
+    }
+    if manifest.version != MANIFEST_VERSION {
+        return Err(Error::UnsupportedVersion {
+            path: path.to_owned(),
+            what: "manifest",
+            found: manifest.version,
+            supported: MANIFEST_VERSION,
+        });
+    }
+    Ok(manifest)
+}
+
+fn checkpoint_dir_name(id: CheckpointId) -> String {
+    format!("chk-{:010}", id.0)
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = File::create(path).map_err(|e| Error::io(path, e))?;
+    f.write_all(bytes).map_err(|e| Error::io(path, e))?;
+    f.sync_all().map_err(|e| Error::io(path, e))
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))
+}
+
+/// Checks that a name can become a file name: 1 to 200 characters of `A-Z a-z 0-9 . _ -`,
+/// not starting with a dot.
+///
+/// # Errors
+///
+/// [`Error::InvalidName`] otherwise.
+pub fn validate_name(what: &'static str, name: &str) -> Result<()> {
+    let reason = if name.is_empty() || name.len() > 200 {
+        Some("must be 1 to 200 characters")
+    } else if name.starts_with('.') {
+        Some("must not start with `.`")
+    } else if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        Some("may hold only ASCII letters, digits, `.`, `_` and `-`")
+    } else {
+        None
+    };
+    match reason {
+        None => Ok(()),
+        Some(reason) => Err(Error::InvalidName {
+            what,
+            name: name.to_owned(),
+            reason,
+        }),
+    }
+}
+
+/// A checkpoint being written: add one snapshot per operator, then commit.
+#[derive(Debug)]
+pub struct PendingCheckpoint<'s> {
+    storage: &'s CheckpointStorage,
+    manifest: Manifest,
+    id: CheckpointId,
+    dir: PathBuf,
+    files: Vec<CheckpointFile>,
+    committed: bool,
+}
+
+impl PendingCheckpoint<'_> {
+    /// The number this checkpoint will have.
+    #[must_use]
+    pub fn id(&self) -> CheckpointId {
+        self.id
+    }
+
+    /// Adds the snapshot of a bound operator.
+    ///
+    /// # Errors
+    ///
+    /// A name clash (each operator once per checkpoint), a backend or an I/O failure.
+    pub fn add<Op: StatefulOperator, B: StateBackend>(
+        &mut self,
+        bound: &Bound<Op, B>,
+    ) -> Result<&CheckpointFile> {
+        let options = self.storage.options;
+        self.add_with(Op::DESCRIPTOR.name, |path, out| {
+            bound.write_snapshot(options, path, out)
+        })
+    }
+
+    /// Adds a snapshot written by `write` (for engines that drive snapshots themselves).
+    ///
+    /// # Errors
+    ///
+    /// An invalid or repeated operator name, `write`'s error, or an I/O failure.
+    pub fn add_with(
+        &mut self,
+        operator: &str,
+        write: impl FnOnce(&Path, &mut dyn Write) -> Result<SnapshotSummary>,
+    ) -> Result<&CheckpointFile> {
+        validate_name("operator", operator)?;
+        if self.files.iter().any(|f| f.operator == operator) {
+            return Err(Error::InvalidName {
+                what: "operator",
+                name: operator.to_owned(),
+                reason: "is already in this checkpoint",
+            });
+        }
+        let file_name = format!("{operator}.snap");
+        let path = self.dir.join(&file_name);
+        let file = File::create(&path).map_err(|e| Error::io(&path, e))?;
+        let mut out = CrcWriter {
+            inner: BufWriter::with_capacity(1 << 20, file),
+            crc: 0,
+        };
+        let summary = write(&path, &mut out)?;
+        let crc = out.crc;
+        let file = out
+            .inner
+            .into_inner()
+            .map_err(|e| Error::io(&path, e.into_error()))?;
+        file.sync_all().map_err(|e| Error::io(&path, e))?;
+        let relative = format!("{}/{file_name}", checkpoint_dir_name(self.id));
+        self.files.push(CheckpointFile {
+            operator: operator.to_owned(),
+            path: relative,
+            bytes: summary.bytes,
+            crc32c: crc,
+            entries: summary.entries,
+        });
+        Ok(&self.files[self.files.len() - 1])
+    }
+
+    /// Makes the checkpoint durable and visible: fsyncs its directory, then atomically replaces
+    /// the manifest. Checkpoints beyond `max_retained` are deleted afterwards.
+    ///
+    /// # Errors
+    ///
+    /// An I/O failure; the previous manifest and its checkpoints are then untouched.
+    pub fn commit(mut self) -> Result<CheckpointInfo> {
+        sync_dir(&self.dir)?;
+        let created_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let info = CheckpointInfo {
+            id: self.id,
+            created_ms,
+            files: std::mem::take(&mut self.files),
+        };
+        let mut manifest = Manifest {
+            format: MANIFEST_FORMAT.into(),
+            version: MANIFEST_VERSION,
+            next_id: self.id.0 + 1,
+            checkpoints: std::mem::take(&mut self.manifest.checkpoints),
+        };
+        manifest.checkpoints.push(info.clone());
+        let excess = manifest
+            .checkpoints
+            .len()
+            .saturating_sub(self.storage.max_retained);
+        manifest.checkpoints.drain(..excess);
+        self.storage.write_manifest(&manifest)?;
+        self.committed = true;
+        // Old and orphaned checkpoint directories; failures here lose nothing committed.
+        if let Ok(dirs) = self.storage.checkpoint_dirs() {
+            for (id, path) in dirs {
+                if !manifest.checkpoints.iter().any(|c| c.id == id) {
+                    let _ = fs::remove_dir_all(path);
+                }
+            }
+        }
+        Ok(info)
+    }
+}
+
+impl Drop for PendingCheckpoint<'_> {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+struct CrcWriter<W> {
+    inner: W,
+    crc: u32,
+}
+
+impl<W: Write> Write for CrcWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.crc = crc32c::crc32c_append(self.crc, &buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_that_escape_the_directory_are_rejected() {
+        for bad in [
+            "",
+            "..",
+            "../x",
+            "/abs",
+            "a/b",
+            "a\\b",
+            ".hidden",
+            &"x".repeat(201),
+            "nul\0",
+        ] {
+            assert!(validate_name("operator", bad).is_err(), "{bad:?}");
+        }
+        for good in ["fraud-detector", "a.b_c-1", "X"] {
+            assert!(validate_name("operator", good).is_ok(), "{good:?}");
+        }
+    }
+
+    #[test]
+    fn manifest_paths_cannot_escape() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = CheckpointStorage::open(dir.path()).unwrap();
+        assert!(s.safe_join("chk-0000000001/op.snap").is_ok());
+        for bad in [
+            "../x/op.snap",
+            "/etc/passwd",
+            "chk-1/../../x",
+            "a/b/c",
+            "op.snap",
+        ] {
+            assert!(s.safe_join(bad).is_err(), "{bad}");
+        }
+    }
+}

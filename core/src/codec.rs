@@ -1,0 +1,333 @@
+//! The value codec: the one module that encodes and decodes state values.
+//!
+//! Values are rkyv 0.8 archives in the `unaligned`, little-endian, 32-bit-offset format, fixed
+//! for every build of statewright and recorded in snapshot headers ([`RKYV_FORMAT`]). With
+//! `unaligned`, every archived type has alignment 1, so a value can be read in place from any
+//! byte slice: a heap vector, an element in the middle of a list, or a RocksDB block.
+//!
+//! Every read validates the bytes (`bytecheck`) before handing out a reference; there is no
+//! `unsafe` on the read path. Bytes from outside (snapshots) are validated when restored too.
+//!
+//! List states store their elements one after another, each framed by a little-endian `u32`
+//! length, so that appending is a byte append (a RocksDB merge) and never rewrites the list.
+
+use rkyv::api::high::{HighDeserializer, HighSerializer, HighValidator};
+use rkyv::rancor;
+use rkyv::ser::allocator::ArenaHandle;
+
+use crate::error::CodecError;
+
+/// The rkyv format of stored values: bit 0 `unaligned`, bit 1 big endian (never set),
+/// bits 2-3 offset width (`1` = 32 bit). Written into snapshot headers.
+pub const RKYV_FORMAT: u8 = 0b0101;
+
+/// The serialiser state values are written with.
+pub type ValueSerializer<'a> = HighSerializer<Vec<u8>, ArenaHandle<'a>, rancor::Error>;
+/// The validator state values are checked with.
+pub type ValueValidator<'a> = HighValidator<'a, rancor::Error>;
+/// The deserialiser owned values are made with.
+pub type ValueDeserializer = HighDeserializer<rancor::Error>;
+
+/// A type that can be stored as a state value.
+///
+/// Implemented for primitives, `String`, `Vec<T>`, `Option<T>`, arrays and tuples of state
+/// values, and for user types marked `#[statewright::value]`:
+///
+/// ```
+/// use statewright::prelude::*;
+///
+/// #[statewright::value]
+/// #[derive(Debug, PartialEq)]
+/// pub struct Txn { pub card: u64, pub amount_cents: i64 }
+///
+/// fn assert_state_value<T: StateValue>() {}
+/// assert_state_value::<Txn>();
+/// assert_state_value::<Vec<Option<Txn>>>();
+/// ```
+///
+/// The methods are the codec's entry points for generated code; call them through the typed
+/// state views instead.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be stored as a state value",
+    label = "not a state value",
+    note = "mark the type with `#[statewright::value]` (it derives the zero-copy codec)"
+)]
+pub trait StateValue: rkyv::Archive + Sized + 'static {
+    #[doc(hidden)]
+    fn __encode(&self, out: Vec<u8>) -> Result<Vec<u8>, rancor::Error>;
+    #[doc(hidden)]
+    fn __access(bytes: &[u8]) -> Result<&Self::Archived, rancor::Error>;
+    #[doc(hidden)]
+    fn __deserialize(archived: &Self::Archived) -> Result<Self, rancor::Error>;
+}
+
+#[doc(hidden)]
+pub mod raw {
+    //! Generic helpers that generated `StateValue` impls call; their bounds are rkyv's.
+    use super::{ValueDeserializer, ValueSerializer, ValueValidator};
+    use rkyv::rancor;
+
+    #[inline]
+    pub fn encode<T>(value: &T, out: Vec<u8>) -> Result<Vec<u8>, rancor::Error>
+    where
+        T: for<'a> rkyv::Serialize<ValueSerializer<'a>>,
+    {
+        rkyv::api::high::to_bytes_in::<Vec<u8>, rancor::Error>(value, out)
+    }
+
+    #[inline]
+    pub fn access<T>(bytes: &[u8]) -> Result<&T::Archived, rancor::Error>
+    where
+        T: rkyv::Archive,
+        T::Archived: for<'a> bytecheck::CheckBytes<ValueValidator<'a>>,
+    {
+        rkyv::access::<T::Archived, rancor::Error>(bytes)
+    }
+
+    #[inline]
+    pub fn deserialize<T>(archived: &T::Archived) -> Result<T, rancor::Error>
+    where
+        T: rkyv::Archive,
+        T::Archived: rkyv::Deserialize<T, ValueDeserializer>,
+    {
+        rkyv::deserialize::<T, rancor::Error>(archived)
+    }
+
+    use rkyv::bytecheck;
+}
+
+/// Implements [`StateValue`] for types whose rkyv impls satisfy the codec's bounds.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __impl_state_value {
+    (generic [$($gen:tt)*] $t:ty where $($bounds:tt)*) => {
+        $crate::__impl_state_value!(@impl [$($gen)*] $t [$($bounds)*]);
+    };
+    ($t:ty) => {
+        $crate::__impl_state_value!(@impl [] $t []);
+    };
+    (@impl [$($gen:tt)*] $t:ty [$($bounds:tt)*]) => {
+        #[automatically_derived]
+        impl<$($gen)*> $crate::StateValue for $t where $($bounds)* {
+            #[inline]
+            fn __encode(&self, out: ::std::vec::Vec<u8>) -> ::core::result::Result<::std::vec::Vec<u8>, $crate::__private::rkyv::rancor::Error> {
+                $crate::codec::raw::encode::<Self>(self, out)
+            }
+            #[inline]
+            fn __access(bytes: &[u8]) -> ::core::result::Result<&<Self as $crate::__private::rkyv::Archive>::Archived, $crate::__private::rkyv::rancor::Error> {
+                $crate::codec::raw::access::<Self>(bytes)
+            }
+            #[inline]
+            fn __deserialize(archived: &<Self as $crate::__private::rkyv::Archive>::Archived) -> ::core::result::Result<Self, $crate::__private::rkyv::rancor::Error> {
+                $crate::codec::raw::deserialize::<Self>(archived)
+            }
+        }
+    };
+}
+
+macro_rules! prims {
+    ($($t:ty),*) => {$( crate::__impl_state_value!($t); )*};
+}
+prims!(
+    (),
+    bool,
+    u8,
+    u16,
+    u32,
+    u64,
+    u128,
+    i8,
+    i16,
+    i32,
+    i64,
+    i128,
+    f32,
+    f64,
+    char,
+    String
+);
+
+crate::__impl_state_value!(generic [T] Vec<T> where Vec<T>: for<'a> rkyv::Serialize<ValueSerializer<'a>>,
+    <Vec<T> as rkyv::Archive>::Archived: for<'a> rkyv::bytecheck::CheckBytes<ValueValidator<'a>> + rkyv::Deserialize<Vec<T>, ValueDeserializer>,
+    T: rkyv::Archive + 'static);
+crate::__impl_state_value!(generic [T] Option<T> where Option<T>: for<'a> rkyv::Serialize<ValueSerializer<'a>>,
+    <Option<T> as rkyv::Archive>::Archived: for<'a> rkyv::bytecheck::CheckBytes<ValueValidator<'a>> + rkyv::Deserialize<Option<T>, ValueDeserializer>,
+    T: rkyv::Archive + 'static);
+crate::__impl_state_value!(generic [T, const N: usize] [T; N] where [T; N]: for<'a> rkyv::Serialize<ValueSerializer<'a>>,
+    <[T; N] as rkyv::Archive>::Archived: for<'a> rkyv::bytecheck::CheckBytes<ValueValidator<'a>> + rkyv::Deserialize<[T; N], ValueDeserializer>,
+    T: rkyv::Archive + 'static);
+crate::__impl_state_value!(generic [A, B] (A, B) where (A, B): for<'a> rkyv::Serialize<ValueSerializer<'a>>,
+    <(A, B) as rkyv::Archive>::Archived: for<'a> rkyv::bytecheck::CheckBytes<ValueValidator<'a>> + rkyv::Deserialize<(A, B), ValueDeserializer>,
+    A: rkyv::Archive + 'static, B: rkyv::Archive + 'static);
+crate::__impl_state_value!(generic [A, B, C] (A, B, C) where (A, B, C): for<'a> rkyv::Serialize<ValueSerializer<'a>>,
+    <(A, B, C) as rkyv::Archive>::Archived: for<'a> rkyv::bytecheck::CheckBytes<ValueValidator<'a>> + rkyv::Deserialize<(A, B, C), ValueDeserializer>,
+    A: rkyv::Archive + 'static, B: rkyv::Archive + 'static, C: rkyv::Archive + 'static);
+crate::__impl_state_value!(generic [A, B, C, D] (A, B, C, D) where (A, B, C, D): for<'a> rkyv::Serialize<ValueSerializer<'a>>,
+    <(A, B, C, D) as rkyv::Archive>::Archived: for<'a> rkyv::bytecheck::CheckBytes<ValueValidator<'a>> + rkyv::Deserialize<(A, B, C, D), ValueDeserializer>,
+    A: rkyv::Archive + 'static, B: rkyv::Archive + 'static, C: rkyv::Archive + 'static, D: rkyv::Archive + 'static);
+
+/// Encodes `value` into `buf` (cleared first), reusing its allocation.
+///
+/// # Errors
+///
+/// [`CodecError::Encode`] when serialisation fails.
+pub fn encode_into<T: StateValue>(value: &T, buf: &mut Vec<u8>) -> Result<(), CodecError> {
+    let mut out = std::mem::take(buf);
+    out.clear();
+    *buf = value.__encode(out).map_err(|e| CodecError::Encode {
+        type_name: std::any::type_name::<T>(),
+        message: e.to_string(),
+    })?;
+    Ok(())
+}
+
+/// Appends one list frame (`u32` length, then the archive) for `value` to `buf`.
+///
+/// # Errors
+///
+/// [`CodecError::Encode`] when serialisation fails or the archive exceeds 4 GiB.
+pub fn encode_frame_into<T: StateValue>(value: &T, buf: &mut Vec<u8>) -> Result<(), CodecError> {
+    let start = buf.len();
+    buf.extend_from_slice(&[0; 4]);
+    // rkyv's relative pointers do not depend on where the archive starts, and the unaligned
+    // format needs no padding, so the archive can be written right after the length prefix.
+    let out = std::mem::take(buf);
+    *buf = value.__encode(out).map_err(|e| CodecError::Encode {
+        type_name: std::any::type_name::<T>(),
+        message: e.to_string(),
+    })?;
+    let len = u32::try_from(buf.len() - start - 4).map_err(|_| CodecError::Encode {
+        type_name: std::any::type_name::<T>(),
+        message: "a list element's archive exceeds 4 GiB".into(),
+    })?;
+    buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    Ok(())
+}
+
+/// A validated view of archived `T` in `bytes`.
+///
+/// # Errors
+///
+/// [`CodecError::Invalid`] when the bytes are not a valid archive of `T`.
+#[inline]
+pub fn access<T: StateValue>(bytes: &[u8]) -> Result<&T::Archived, CodecError> {
+    T::__access(bytes).map_err(|e| CodecError::Invalid {
+        type_name: std::any::type_name::<T>(),
+        message: e.to_string(),
+    })
+}
+
+/// An owned `T` from a validated archive.
+///
+/// # Errors
+///
+/// [`CodecError::Invalid`] when the bytes are not a valid archive of `T`.
+pub fn decode<T: StateValue>(bytes: &[u8]) -> Result<T, CodecError> {
+    to_owned::<T>(access::<T>(bytes)?)
+}
+
+/// An owned `T` from an archived one.
+///
+/// # Errors
+///
+/// [`CodecError::Invalid`] when deserialisation fails.
+pub fn to_owned<T: StateValue>(archived: &T::Archived) -> Result<T, CodecError> {
+    T::__deserialize(archived).map_err(|e| CodecError::Invalid {
+        type_name: std::any::type_name::<T>(),
+        message: e.to_string(),
+    })
+}
+
+/// Validates that `bytes` is one archived `T`.
+///
+/// # Errors
+///
+/// [`CodecError::Invalid`] when it is not.
+pub fn validate<T: StateValue>(bytes: &[u8]) -> Result<(), CodecError> {
+    access::<T>(bytes).map(drop)
+}
+
+/// Validates that `bytes` is a sequence of list frames, each an archived `T`.
+///
+/// # Errors
+///
+/// [`CodecError::Framing`] or [`CodecError::Invalid`].
+pub fn validate_frames<T: StateValue>(bytes: &[u8]) -> Result<(), CodecError> {
+    for element in Frames::new(bytes) {
+        access::<T>(element?)?;
+    }
+    Ok(())
+}
+
+/// Iterator over the frames of a list's bytes.
+#[derive(Debug, Clone)]
+pub struct Frames<'a> {
+    bytes: &'a [u8],
+    offset: usize,
+}
+
+impl<'a> Frames<'a> {
+    /// Frames of `bytes`.
+    #[must_use]
+    pub fn new(bytes: &'a [u8]) -> Self {
+        Self { bytes, offset: 0 }
+    }
+}
+
+impl<'a> Iterator for Frames<'a> {
+    type Item = Result<&'a [u8], CodecError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let rest = self.bytes.get(self.offset..)?;
+        if rest.is_empty() {
+            return None;
+        }
+        let framing = CodecError::Framing {
+            offset: self.offset,
+        };
+        let Some((len, body)) = rest.split_first_chunk::<4>() else {
+            self.offset = self.bytes.len();
+            return Some(Err(framing));
+        };
+        let len = u32::from_le_bytes(*len) as usize;
+        match body.get(..len) {
+            Some(element) => {
+                self.offset += 4 + len;
+                Some(Ok(element))
+            }
+            None => {
+                self.offset = self.bytes.len();
+                Some(Err(framing))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_roundtrip_through_frames_at_odd_offsets() {
+        let mut buf = vec![0xAB]; // misalign every frame on purpose
+        for s in ["a", "", "hello world", "ü"] {
+            encode_frame_into(&(s.to_string(), 7u64, Some(-3i32)), &mut buf).unwrap();
+        }
+        let items: Vec<_> = Frames::new(&buf[1..])
+            .map(|f| decode::<(String, u64, Option<i32>)>(f.unwrap()).unwrap())
+            .collect();
+        assert_eq!(items.len(), 4);
+        assert_eq!(items[2], ("hello world".to_string(), 7, Some(-3)));
+    }
+
+    #[test]
+    fn damaged_frames_are_errors_not_panics() {
+        let mut buf = Vec::new();
+        encode_frame_into(&12345u64, &mut buf).unwrap();
+        for cut in 0..buf.len() {
+            let r = validate_frames::<u64>(&buf[..cut]);
+            assert!(cut == 0 || r.is_err(), "cut at {cut}");
+        }
+        assert!(validate::<String>(&[0xFF; 3]).is_err());
+    }
+}

@@ -1,0 +1,386 @@
+//! The backend conformance suite: one function per behaviour of the [`StateBackend`] contract.
+//!
+//! A backend crate instantiates it in a test file; every behaviour becomes its own `#[test]`:
+//!
+//! ```ignore
+//! statewright_core::conformance_suite!(statewright_heap::HeapBackend::new());
+//! ```
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::backend::{StateBackend, StateId};
+use crate::descriptor::{OperatorDescriptor, StateDescriptor, StateKind, TtlConfig, no_user_key};
+use crate::error::Error;
+use crate::keygroup::{KeyGroupRange, key_group};
+use crate::snapshot::{SnapshotOptions, SnapshotReader, restore_operator, write_operator};
+
+fn any_value(_: &[u8]) -> Result<(), crate::CodecError> {
+    Ok(())
+}
+fn any_key(_: &[u8]) -> Result<(), crate::KeyError> {
+    Ok(())
+}
+
+const fn desc(name: &'static str, kind: StateKind) -> StateDescriptor {
+    StateDescriptor {
+        name,
+        kind,
+        value_type: "bytes",
+        user_key_type: None,
+        ttl: None,
+        validate_value: any_value,
+        validate_user_key: if matches!(kind, StateKind::Map) {
+            any_key
+        } else {
+            no_user_key
+        },
+    }
+}
+
+pub const VALUE: StateDescriptor = desc("value", StateKind::Value);
+pub const LIST: StateDescriptor = desc("list", StateKind::List);
+pub const MAP: StateDescriptor = desc("map", StateKind::Map);
+pub const TTL_VALUE: StateDescriptor = StateDescriptor {
+    ttl: Some(TtlConfig {
+        ttl: Duration::from_secs(60),
+        update_on_read: false,
+    }),
+    ..desc("ttl_value", StateKind::Value)
+};
+pub const OPERATOR: OperatorDescriptor = OperatorDescriptor {
+    name: "conformance",
+    key_type: "bytes",
+    max_parallelism: 16,
+    validate_key: any_key,
+    states: &[VALUE, LIST, MAP, TTL_VALUE],
+};
+
+/// A key with its key-group prefix, as `Bound::key` builds it.
+pub fn key(canonical: &[u8]) -> Vec<u8> {
+    let mut k = key_group(canonical, OPERATOR.max_parallelism)
+        .to_be_bytes()
+        .to_vec();
+    k.extend_from_slice(canonical);
+    k
+}
+
+fn register_all<B: StateBackend>(b: &mut B) -> Vec<StateId> {
+    OPERATOR
+        .states
+        .iter()
+        .map(|s| b.register(OPERATOR.name, s).unwrap())
+        .collect()
+}
+
+fn dump<B: StateBackend>(b: &B, col: StateId) -> BTreeMap<(Vec<u8>, Vec<u8>), Vec<u8>> {
+    let mut out = BTreeMap::new();
+    b.for_each_entry(col, &mut |k, u, v| {
+        assert!(
+            out.insert((k.to_vec(), u.to_vec()), v.to_vec()).is_none(),
+            "visited twice"
+        );
+        Ok(())
+    })
+    .unwrap();
+    out
+}
+
+pub fn missing_entry_is_none<B: StateBackend>(mut b: B) {
+    let c = register_all(&mut b);
+    assert_eq!(b.get(c[0], &key(b"k"), &[]).unwrap(), None);
+    assert_eq!(b.get(c[2], &key(b"k"), b"u").unwrap(), None);
+}
+
+pub fn put_then_get_returns_the_bytes<B: StateBackend>(mut b: B) {
+    let c = register_all(&mut b);
+    b.put(c[0], &key(b"k"), &[], b"hello").unwrap();
+    assert_eq!(b.get(c[0], &key(b"k"), &[]).unwrap(), Some(&b"hello"[..]));
+}
+
+pub fn put_replaces<B: StateBackend>(mut b: B) {
+    let c = register_all(&mut b);
+    b.put(c[0], &key(b"k"), &[], b"a long first value").unwrap();
+    b.put(c[0], &key(b"k"), &[], b"b").unwrap();
+    assert_eq!(b.get(c[0], &key(b"k"), &[]).unwrap(), Some(&b"b"[..]));
+}
+
+pub fn empty_values_are_stored<B: StateBackend>(mut b: B) {
+    let c = register_all(&mut b);
+    b.put(c[0], &key(b"k"), &[], b"").unwrap();
+    assert_eq!(b.get(c[0], &key(b"k"), &[]).unwrap(), Some(&b""[..]));
+}
+
+pub fn delete_removes_and_missing_delete_is_ok<B: StateBackend>(mut b: B) {
+    let c = register_all(&mut b);
+    b.put(c[0], &key(b"k"), &[], b"v").unwrap();
+    b.delete(c[0], &key(b"k"), &[]).unwrap();
+    assert_eq!(b.get(c[0], &key(b"k"), &[]).unwrap(), None);
+    b.delete(c[0], &key(b"never"), &[]).unwrap();
+    b.delete(c[2], &key(b"never"), b"u").unwrap();
+}
+
+pub fn merge_appends_and_creates<B: StateBackend>(mut b: B) {
+    let c = register_all(&mut b);
+    b.merge(c[1], &key(b"k"), &[], b"ab").unwrap();
+    b.merge(c[1], &key(b"k"), &[], b"").unwrap();
+    b.merge(c[1], &key(b"k"), &[], b"cd").unwrap();
+    assert_eq!(b.get(c[1], &key(b"k"), &[]).unwrap(), Some(&b"abcd"[..]));
+    b.put(c[1], &key(b"k"), &[], b"x").unwrap();
+    b.merge(c[1], &key(b"k"), &[], b"y").unwrap();
+    assert_eq!(b.get(c[1], &key(b"k"), &[]).unwrap(), Some(&b"xy"[..]));
+}
+
+pub fn states_are_independent<B: StateBackend>(mut b: B) {
+    let c = register_all(&mut b);
+    b.put(c[0], &key(b"k"), &[], b"value").unwrap();
+    assert_eq!(b.get(c[1], &key(b"k"), &[]).unwrap(), None);
+    assert_eq!(b.get(c[3], &key(b"k"), &[]).unwrap(), None);
+    b.clear_state(c[1]).unwrap();
+    assert_eq!(b.get(c[0], &key(b"k"), &[]).unwrap(), Some(&b"value"[..]));
+}
+
+pub fn keys_that_prefix_each_other_are_distinct<B: StateBackend>(mut b: B) {
+    let c = register_all(&mut b);
+    // Same key group prefix, one key a prefix of the other.
+    let k1 = [0u8, 1, 7];
+    let k2 = [0u8, 1, 7, 7];
+    b.put(c[0], &k1, &[], b"1").unwrap();
+    b.put(c[0], &k2, &[], b"2").unwrap();
+    assert_eq!(b.get(c[0], &k1, &[]).unwrap(), Some(&b"1"[..]));
+    assert_eq!(b.get(c[0], &k2, &[]).unwrap(), Some(&b"2"[..]));
+}
+
+pub fn scan_yields_user_keys_in_order<B: StateBackend>(mut b: B) {
+    let c = register_all(&mut b);
+    let k = key(b"k");
+    for u in [&b"b"[..], b"\xff", b"a", b"", b"ab", b"\x00"] {
+        b.put(c[2], &k, u, u).unwrap();
+    }
+    b.put(c[2], &key(b"other"), b"0", b"x").unwrap();
+    let got: Vec<Vec<u8>> = b
+        .scan(c[2], &k)
+        .unwrap()
+        .map(|(u, v)| {
+            assert_eq!(u, v);
+            u.to_vec()
+        })
+        .collect();
+    let want: Vec<Vec<u8>> = vec![
+        b"".to_vec(),
+        b"\x00".to_vec(),
+        b"a".to_vec(),
+        b"ab".to_vec(),
+        b"b".to_vec(),
+        b"\xff".to_vec(),
+    ];
+    assert_eq!(got, want);
+}
+
+pub fn scan_of_a_value_state_yields_its_value<B: StateBackend>(mut b: B) {
+    let c = register_all(&mut b);
+    b.put(c[0], &key(b"k"), &[], b"v").unwrap();
+    let got: Vec<_> = b
+        .scan(c[0], &key(b"k"))
+        .unwrap()
+        .map(|(u, v)| (u.to_vec(), v.to_vec()))
+        .collect();
+    assert_eq!(got, vec![(Vec::new(), b"v".to_vec())]);
+    assert_eq!(b.scan(c[0], &key(b"none")).unwrap().count(), 0);
+}
+
+pub fn delete_key_removes_every_user_key<B: StateBackend>(mut b: B) {
+    let c = register_all(&mut b);
+    let k = key(b"k");
+    for i in 0u8..50 {
+        b.put(c[2], &k, &[i], &[i]).unwrap();
+    }
+    b.put(c[2], &key(b"j"), b"x", b"keep").unwrap();
+    b.delete_key(c[2], &k).unwrap();
+    assert_eq!(b.scan(c[2], &k).unwrap().count(), 0);
+    assert_eq!(b.get(c[2], &key(b"j"), b"x").unwrap(), Some(&b"keep"[..]));
+    b.put(c[0], &k, &[], b"v").unwrap();
+    b.delete_key(c[0], &k).unwrap();
+    assert_eq!(b.get(c[0], &k, &[]).unwrap(), None);
+}
+
+pub fn for_each_entry_visits_every_entry_once<B: StateBackend>(mut b: B) {
+    let c = register_all(&mut b);
+    let mut want = BTreeMap::new();
+    for i in 0u32..300 {
+        let k = key(&i.to_be_bytes());
+        b.put(c[2], &k, &[1], &i.to_le_bytes()).unwrap();
+        b.put(c[2], &k, &[2], b"two").unwrap();
+        want.insert((k.clone(), vec![1]), i.to_le_bytes().to_vec());
+        want.insert((k, vec![2]), b"two".to_vec());
+    }
+    b.delete(c[2], &key(&7u32.to_be_bytes()), &[2]).unwrap();
+    want.remove(&(key(&7u32.to_be_bytes()), vec![2]));
+    assert_eq!(dump(&b, c[2]), want);
+}
+
+pub fn visitor_error_stops_the_visit<B: StateBackend>(mut b: B) {
+    let c = register_all(&mut b);
+    for i in 0u8..10 {
+        b.put(c[0], &key(&[i]), &[], b"v").unwrap();
+    }
+    let mut seen = 0;
+    let r = b.for_each_entry(c[0], &mut |_, _, _| {
+        seen += 1;
+        Err(Error::Backend {
+            backend: "visitor",
+            message: "stop".into(),
+        })
+    });
+    assert!(matches!(
+        r,
+        Err(Error::Backend {
+            backend: "visitor",
+            ..
+        })
+    ));
+    assert_eq!(seen, 1);
+}
+
+pub fn clear_state_removes_only_that_state<B: StateBackend>(mut b: B) {
+    let c = register_all(&mut b);
+    for i in 0u8..20 {
+        b.put(c[0], &key(&[i]), &[], b"v").unwrap();
+        b.put(c[2], &key(&[i]), b"u", b"m").unwrap();
+    }
+    b.clear_state(c[2]).unwrap();
+    assert!(dump(&b, c[2]).is_empty());
+    assert_eq!(dump(&b, c[0]).len(), 20);
+}
+
+pub fn register_is_idempotent<B: StateBackend>(mut b: B) {
+    let c = register_all(&mut b);
+    b.put(c[0], &key(b"k"), &[], b"v").unwrap();
+    let again = b.register(OPERATOR.name, &VALUE).unwrap();
+    assert_eq!(again, c[0]);
+    assert_eq!(b.get(again, &key(b"k"), &[]).unwrap(), Some(&b"v"[..]));
+    let other = b.register("another-operator", &VALUE).unwrap();
+    assert_ne!(other, c[0]);
+}
+
+pub fn unknown_state_is_an_error<B: StateBackend>(mut b: B) {
+    let _ = register_all(&mut b);
+    let bogus = StateId(9_999);
+    assert!(matches!(
+        b.get(bogus, &key(b"k"), &[]),
+        Err(Error::UnknownState { .. })
+    ));
+    assert!(matches!(
+        b.put(bogus, &key(b"k"), &[], b"v"),
+        Err(Error::UnknownState { .. })
+    ));
+    assert!(b.scan(bogus, &key(b"k")).is_err());
+    assert!(b.for_each_entry(bogus, &mut |_, _, _| Ok(())).is_err());
+}
+
+pub fn large_values_roundtrip<B: StateBackend>(mut b: B) {
+    let c = register_all(&mut b);
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    b.put(c[0], &key(b"big"), &[], &big).unwrap();
+    assert_eq!(b.get(c[0], &key(b"big"), &[]).unwrap(), Some(&big[..]));
+}
+
+/// Fills every state of [`OPERATOR`], writes a snapshot, restores it into `fresh` and compares.
+pub fn snapshot_roundtrips<B: StateBackend, F: StateBackend>(mut b: B, mut fresh: F) {
+    let c = register_all(&mut b);
+    for i in 0u32..2_000 {
+        let k = key(&i.to_be_bytes());
+        b.put(c[0], &k, &[], &i.to_le_bytes()).unwrap();
+        if i % 3 == 0 {
+            b.merge(c[1], &k, &[], b"xy").unwrap();
+        }
+        if i % 5 == 0 {
+            for u in 0u8..4 {
+                b.put(c[2], &k, &[u], &[u; 9]).unwrap();
+            }
+        }
+    }
+    let mut bytes = Vec::new();
+    let path = std::path::Path::new("conformance.snap");
+    let range = KeyGroupRange::all(OPERATOR.max_parallelism);
+    let summary = write_operator(
+        &b,
+        &OPERATOR,
+        &c,
+        range,
+        SnapshotOptions {
+            compression: true,
+            block_size: 4096,
+        },
+        path,
+        &mut bytes,
+    )
+    .unwrap();
+    assert_eq!(summary.bytes, bytes.len() as u64);
+    assert_eq!(summary.entries, 2_000 + 667 + 400 * 4);
+    let reader = SnapshotReader::parse(path, &bytes).unwrap();
+    let cf = register_all(&mut fresh);
+    fresh
+        .put(cf[0], &key(b"stale"), &[], b"gone after restore")
+        .unwrap();
+    restore_operator(&reader, &mut fresh, &OPERATOR, &cf, range).unwrap();
+    for (i, (&from, &to)) in c.iter().zip(&cf).enumerate() {
+        assert_eq!(dump(&b, from), dump(&fresh, to), "state {i}");
+    }
+    // Same content, same bytes, whatever the backend.
+    let mut again = Vec::new();
+    write_operator(
+        &fresh,
+        &OPERATOR,
+        &cf,
+        range,
+        SnapshotOptions {
+            compression: true,
+            block_size: 4096,
+        },
+        path,
+        &mut again,
+    )
+    .unwrap();
+    assert_eq!(bytes, again);
+}
+
+/// Expands to one `#[test]` per behaviour of the [`StateBackend`] contract, each on a backend
+/// made by `$make`.
+#[macro_export]
+macro_rules! conformance_suite {
+    ($make:expr) => {
+        $crate::conformance_suite!(@tests $make;
+            missing_entry_is_none,
+            put_then_get_returns_the_bytes,
+            put_replaces,
+            empty_values_are_stored,
+            delete_removes_and_missing_delete_is_ok,
+            merge_appends_and_creates,
+            states_are_independent,
+            keys_that_prefix_each_other_are_distinct,
+            scan_yields_user_keys_in_order,
+            scan_of_a_value_state_yields_its_value,
+            delete_key_removes_every_user_key,
+            for_each_entry_visits_every_entry_once,
+            visitor_error_stops_the_visit,
+            clear_state_removes_only_that_state,
+            register_is_idempotent,
+            unknown_state_is_an_error,
+            large_values_roundtrip,
+        );
+        #[test]
+        fn snapshot_roundtrips() {
+            $crate::conformance::snapshot_roundtrips($make, $make);
+        }
+    };
+    (@tests $make:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                $crate::conformance::$name($make);
+            }
+        )*
+    };
+}

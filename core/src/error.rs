@@ -1,0 +1,245 @@
+//! Errors: one typed, non-exhaustive enum for everything a state operation, a snapshot or a
+//! checkpoint can fail with.
+
+use std::path::PathBuf;
+
+/// `Result` with statewright's [`Error`] as the default error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in statewright.
+///
+/// Errors carry the context a person needs to act on them: the operator, the state and the key
+/// group for state access, the file and what is wrong with it for snapshots and checkpoints.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A state operation failed; `source` says why.
+    #[error("operator `{operator}`, state `{state}`, key group {key_group}: {source}")]
+    State {
+        /// The operator's name.
+        operator: &'static str,
+        /// The state's name.
+        state: &'static str,
+        /// The key group of the current key.
+        key_group: u16,
+        /// What went wrong.
+        #[source]
+        source: Box<Error>,
+    },
+    /// A value could not be encoded, or stored bytes are not a valid archive of the state's type.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    /// Bytes are not a valid canonical key encoding.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// The key belongs to a key group this instance does not own.
+    #[error("key group {key_group} is outside this instance's range {first}..={last}")]
+    KeyGroupNotOwned {
+        /// The key's group.
+        key_group: u16,
+        /// First key group owned by this instance.
+        first: u16,
+        /// Last key group owned by this instance.
+        last: u16,
+    },
+    /// A backend was asked about a state it never registered.
+    #[error("state id {id} is not registered with the {backend} backend")]
+    UnknownState {
+        /// The backend's name.
+        backend: &'static str,
+        /// The unknown id.
+        id: u32,
+    },
+    /// A backend operation does not fit the state's kind (a user key on a value state, ...).
+    #[error("{backend} backend: {message}")]
+    Backend {
+        /// The backend's name.
+        backend: &'static str,
+        /// What went wrong.
+        message: String,
+    },
+    /// An I/O operation on a file or directory failed.
+    #[error("i/o error on `{}`: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file is not one of ours: wrong magic bytes.
+    #[error("`{}` is not a statewright {expected} file", path.display())]
+    Foreign {
+        /// The file.
+        path: PathBuf,
+        /// What kind of file was expected (`snapshot`, `manifest`).
+        expected: &'static str,
+    },
+    /// A file was written by a newer format version than this build reads.
+    #[error("`{}` has {what} version {found}; this build reads version {supported}", path.display())]
+    UnsupportedVersion {
+        /// The file.
+        path: PathBuf,
+        /// Which version field (`format`, `rkyv format`, `key hash`).
+        what: &'static str,
+        /// The version found.
+        found: u32,
+        /// The version this build supports.
+        supported: u32,
+    },
+    /// A file is damaged: truncated, a checksum mismatch, or a malformed structure.
+    #[error("`{}` is corrupt at byte {offset}: {kind}", path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Byte offset in the file where the damage was found.
+        offset: u64,
+        /// What is wrong.
+        kind: Corruption,
+    },
+    /// No committed checkpoint matches the request.
+    #[error("no checkpoint {wanted} in `{}`", dir.display())]
+    CheckpointNotFound {
+        /// The checkpoint directory.
+        dir: PathBuf,
+        /// What was asked for (`latest`, `7`).
+        wanted: String,
+    },
+    /// A checkpoint does not fit the operator restoring from it.
+    #[error("operator `{operator}` cannot restore from `{}`: {reason}", path.display())]
+    Incompatible {
+        /// The operator being restored.
+        operator: String,
+        /// The snapshot file.
+        path: PathBuf,
+        /// What does not fit.
+        reason: String,
+    },
+    /// A name that becomes part of a path (operator, checkpoint) is not allowed.
+    #[error("invalid {what} name `{name}`: {reason}")]
+    InvalidName {
+        /// What was being named.
+        what: &'static str,
+        /// The rejected name.
+        name: String,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+}
+
+/// What is wrong with a corrupt file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Corruption {
+    /// The file ends before a structure it declares.
+    #[error("truncated: needed {needed} more bytes, {available} available")]
+    Truncated {
+        /// Bytes needed.
+        needed: u64,
+        /// Bytes available.
+        available: u64,
+    },
+    /// A checksum does not match the bytes it covers.
+    #[error("crc32c mismatch in {section}: stored {stored:#010x}, computed {computed:#010x}")]
+    ChecksumMismatch {
+        /// Which part of the file (`header`, `index`, `block`, `manifest`).
+        section: &'static str,
+        /// The stored checksum.
+        stored: u32,
+        /// The checksum of the bytes as read.
+        computed: u32,
+    },
+    /// A structure is well-checksummed but makes no sense (bad lengths, unknown kinds).
+    #[error("malformed {section}: {detail}")]
+    Malformed {
+        /// Which part of the file.
+        section: &'static str,
+        /// What makes no sense.
+        detail: String,
+    },
+    /// An entry's bytes do not decode as the state's declared key or value type.
+    #[error("invalid entry in state `{state}`: {detail}")]
+    InvalidEntry {
+        /// The state.
+        state: String,
+        /// What failed to validate.
+        detail: String,
+    },
+}
+
+/// A value failed to encode, or bytes failed validation as an archive of the expected type.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CodecError {
+    /// Serialising a value failed.
+    #[error("cannot encode a `{type_name}`: {message}")]
+    Encode {
+        /// The value's type.
+        type_name: &'static str,
+        /// The serialiser's message.
+        message: String,
+    },
+    /// Bytes are not a valid archive of the type.
+    #[error("bytes are not a valid archived `{type_name}`: {message}")]
+    Invalid {
+        /// The expected type.
+        type_name: &'static str,
+        /// The validator's message.
+        message: String,
+    },
+    /// A list's framing (length prefixes) is damaged.
+    #[error("list element framing is damaged at byte {offset}")]
+    Framing {
+        /// Offset of the damaged frame in the list's bytes.
+        offset: usize,
+    },
+}
+
+/// Bytes are not a valid canonical key encoding.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The bytes end in the middle of a key.
+    #[error("key bytes end early while decoding a `{type_name}`")]
+    Truncated {
+        /// The type being decoded.
+        type_name: &'static str,
+    },
+    /// A tag byte (option, enum variant, escape) has a value no encoder writes.
+    #[error("invalid tag {tag:#04x} while decoding a `{type_name}`")]
+    InvalidTag {
+        /// The type being decoded.
+        type_name: &'static str,
+        /// The offending byte or variant index.
+        tag: u32,
+    },
+    /// A string's bytes are not UTF-8, or a `char` is not a Unicode scalar value.
+    #[error("invalid text while decoding a `{type_name}`")]
+    InvalidText {
+        /// The type being decoded.
+        type_name: &'static str,
+    },
+    /// Bytes are left over after a whole key was decoded.
+    #[error("{count} bytes left over after decoding a key")]
+    TrailingBytes {
+        /// How many bytes were left.
+        count: usize,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn corrupt(path: impl Into<PathBuf>, offset: u64, kind: Corruption) -> Self {
+        Error::Corrupt {
+            path: path.into(),
+            offset,
+            kind,
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! The core of statewright: everything about typed, keyed state that does not depend on a
+//! storage engine.
+//!
+//! Users depend on the `statewright` crate, which re-exports this one; backend authors
+//! implement [`StateBackend`] and run the [`conformance`] suite.
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`key`] | canonical, order-preserving key encoding ([`StateKey`]) |
+//! | [`keygroup`] | key groups and instance ranges (Flink's scheme, a stable hash) |
+//! | [`codec`] | the one place values are encoded and decoded (rkyv, `unaligned`) |
+//! | [`state`] | the state types declared as operator fields |
+//! | [`view`] | typed, key-scoped access to state |
+//! | [`backend`] | the byte-level [`StateBackend`] trait |
+//! | [`snapshot`] | snapshot format v1 |
+//! | [`checkpoint`] | checkpoint directories with a manifest, retention and restore |
+//!
+//! | feature | enables |
+//! |---|---|
+//! | `conformance` | the backend conformance suite, for backend crates' tests |
+
+#![warn(missing_docs)]
+
+pub mod backend;
+pub mod checkpoint;
+pub mod codec;
+#[cfg(feature = "conformance")]
+pub mod conformance;
+pub mod descriptor;
+mod error;
+pub mod key;
+pub mod keygroup;
+mod operator;
+pub mod snapshot;
+pub mod state;
+pub mod view;
+
+pub use backend::{StateBackend, StateId};
+pub use checkpoint::{CheckpointId, CheckpointInfo, CheckpointStorage, RestorePoint};
+pub use codec::StateValue;
+pub use descriptor::{OperatorDescriptor, StateDescriptor, StateKind, TtlConfig};
+pub use error::{CodecError, Corruption, Error, KeyError, Result};
+pub use key::{EncodeKey, StateKey};
+pub use operator::{Bound, StatefulOperator};
+pub use state::{Aggregate, AggregatingState, ListState, MapState, ReducingState, ValueState};
+
+/// Paths used by generated code; not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::__impl_state_value;
+    pub use crate::codec::{validate, validate_frames};
+    pub use crate::descriptor::no_user_key;
+    pub use crate::key::validate_key;
+    pub use crate::state::reduce;
+    pub use crate::view::{
+        AggregatingView, KeyContext, ListView, MapView, ReducingView, Slot, ValueView,
+    };
+    pub use rkyv;
+    pub use rkyv::bytecheck;
+
+    /// Registers every state of an operator, in declaration order.
+    ///
+    /// # Errors
+    ///
+    /// A backend failure.
+    pub fn register_all<B: crate::StateBackend + ?Sized, const N: usize>(
+        backend: &mut B,
+        operator: &crate::OperatorDescriptor,
+    ) -> crate::Result<[crate::StateId; N]> {
+        let mut out = [crate::StateId(0); N];
+        if operator.states.len() != N {
+            return Err(crate::Error::Backend {
+                backend: backend.name(),
+                message: format!(
+                    "operator `{}` declares {} states, {N} expected",
+                    operator.name,
+                    operator.states.len()
+                ),
+            });
+        }
+        for (slot, state) in out.iter_mut().zip(operator.states) {
+            *slot = backend.register(operator.name, state)?;
+        }
+        Ok(out)
+    }
+}

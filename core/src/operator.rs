@@ -1,0 +1,275 @@
+//! Operators: the trait `#[derive(StatefulOperator)]` implements, and [`Bound`], an operator
+//! bound to a backend.
+
+use std::borrow::Borrow;
+
+use crate::backend::{StateBackend, StateId};
+use crate::checkpoint::{CheckpointInfo, CheckpointStorage, RestorePoint};
+use crate::descriptor::OperatorDescriptor;
+use crate::error::{Error, Result};
+use crate::key::{EncodeKey, StateKey};
+use crate::keygroup::{KeyGroupRange, key_group};
+use crate::snapshot::{self, RestoreSummary, SnapshotOptions, SnapshotReader, SnapshotSummary};
+use crate::view::{KeyContext, Scratch};
+
+/// An operator with keyed state; implemented by `#[derive(StatefulOperator)]`.
+///
+/// # Examples
+///
+/// ```
+/// use statewright::prelude::*;
+///
+/// #[derive(StatefulOperator, Default)]
+/// #[operator(name = "counter", key = String)]
+/// struct Counter {
+///     count: ValueState<u64>,
+/// }
+///
+/// let mut op = Counter::default().bind(HeapBackend::new())?;
+/// for word in ["a", "b", "a"] {
+///     let mut st = op.key(word)?;
+///     st.count().update(|c| c.unwrap_or(0) + 1)?;
+/// }
+/// assert_eq!(op.key("a")?.count().get_owned()?, Some(2));
+/// # Ok::<(), statewright::Error>(())
+/// ```
+pub trait StatefulOperator: Sized {
+    /// The type of the key state is scoped to (`#[operator(key = ...)]`).
+    type Key: StateKey;
+    #[doc(hidden)]
+    type Columns: AsRef<[StateId]>;
+    /// The generated key-scoped view, with one accessor method per state.
+    type Keyed<'a, B: StateBackend + ?Sized + 'a>
+    where
+        Self: 'a;
+
+    /// Name, key type, maximum parallelism and states of the operator.
+    const DESCRIPTOR: OperatorDescriptor;
+
+    #[doc(hidden)]
+    fn __register<B: StateBackend + ?Sized>(backend: &mut B) -> Result<Self::Columns>;
+
+    #[doc(hidden)]
+    fn __keyed<'a, B: StateBackend + ?Sized>(
+        op: &'a Self,
+        columns: &'a Self::Columns,
+        ctx: KeyContext<'a, B>,
+    ) -> Self::Keyed<'a, B>;
+
+    /// Registers the operator's states with `backend`.
+    ///
+    /// # Errors
+    ///
+    /// When the backend cannot register a state.
+    fn bind<B: StateBackend>(self, backend: B) -> Result<Bound<Self, B>> {
+        Bound::new(self, backend)
+    }
+
+    /// Binds to `backend` and restores the operator's state from a checkpoint.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::CheckpointNotFound`], or any error of [`Bound::restore_from`].
+    fn restore<B: StateBackend>(
+        self,
+        backend: B,
+        storage: &CheckpointStorage,
+        point: RestorePoint,
+    ) -> Result<Bound<Self, B>> {
+        let mut bound = Bound::new(self, backend)?;
+        bound.restore_from(storage, point)?;
+        Ok(bound)
+    }
+}
+
+/// An operator bound to a backend: the entry point for state access, snapshots and
+/// checkpoints.
+pub struct Bound<Op: StatefulOperator, B> {
+    op: Op,
+    backend: B,
+    columns: Op::Columns,
+    key_groups: KeyGroupRange,
+    key: Vec<u8>,
+    scratch: Scratch,
+}
+
+impl<Op: StatefulOperator, B: StateBackend> Bound<Op, B> {
+    /// Binds `op` to `backend`, registering its states; this instance owns every key group.
+    ///
+    /// # Errors
+    ///
+    /// When the backend cannot register a state.
+    pub fn new(op: Op, mut backend: B) -> Result<Self> {
+        let columns = Op::__register(&mut backend)?;
+        Ok(Self {
+            op,
+            backend,
+            columns,
+            key_groups: KeyGroupRange::all(Op::DESCRIPTOR.max_parallelism),
+            key: Vec::with_capacity(32),
+            scratch: Scratch::default(),
+        })
+    }
+
+    /// Restricts this instance to a range of key groups (one instance of a parallel operator).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::KeyGroupNotOwned`] when the range exceeds the operator's key groups.
+    pub fn with_key_groups(mut self, range: KeyGroupRange) -> Result<Self> {
+        let max = Op::DESCRIPTOR.max_parallelism;
+        if range.last() >= max {
+            return Err(Error::KeyGroupNotOwned {
+                key_group: range.last(),
+                first: 0,
+                last: max - 1,
+            });
+        }
+        self.key_groups = range;
+        Ok(self)
+    }
+
+    /// The key groups this instance owns.
+    #[must_use]
+    pub fn key_groups(&self) -> KeyGroupRange {
+        self.key_groups
+    }
+
+    /// Makes `key` the current key: encodes it once and returns the key-scoped view of every
+    /// state. The view borrows `self`, so it cannot outlive this call's key.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::KeyGroupNotOwned`] when the key belongs to another instance's key groups.
+    pub fn key<Q>(&mut self, key: &Q) -> Result<Op::Keyed<'_, B>>
+    where
+        Op::Key: Borrow<Q>,
+        Q: EncodeKey + ?Sized,
+    {
+        self.key.clear();
+        self.key.extend_from_slice(&[0, 0]);
+        key.encode_key(&mut self.key);
+        let kg = key_group(&self.key[2..], Op::DESCRIPTOR.max_parallelism);
+        if !self.key_groups.contains(kg) {
+            return Err(Error::KeyGroupNotOwned {
+                key_group: kg,
+                first: self.key_groups.first(),
+                last: self.key_groups.last(),
+            });
+        }
+        self.key[..2].copy_from_slice(&kg.to_be_bytes());
+        let ctx = KeyContext::new(
+            &mut self.backend,
+            &self.key,
+            kg,
+            Op::DESCRIPTOR.name,
+            &mut self.scratch,
+        );
+        Ok(Op::__keyed(&self.op, &self.columns, ctx))
+    }
+
+    /// The operator (its plain fields).
+    #[must_use]
+    pub fn operator(&self) -> &Op {
+        &self.op
+    }
+
+    /// The operator, mutably (its plain fields).
+    pub fn operator_mut(&mut self) -> &mut Op {
+        &mut self.op
+    }
+
+    /// The backend.
+    #[must_use]
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// The backend, mutably (for backend-specific calls; state access goes through
+    /// [`key`](Self::key)).
+    pub fn backend_mut(&mut self) -> &mut B {
+        &mut self.backend
+    }
+
+    /// The operator and the backend.
+    pub fn into_parts(self) -> (Op, B) {
+        (self.op, self.backend)
+    }
+
+    /// Writes a canonical snapshot of this instance's state (format v1) to `out`; `path` names
+    /// the destination in errors.
+    ///
+    /// # Errors
+    ///
+    /// A backend or I/O failure.
+    pub fn write_snapshot<W: std::io::Write>(
+        &self,
+        options: SnapshotOptions,
+        path: &std::path::Path,
+        out: W,
+    ) -> Result<SnapshotSummary> {
+        snapshot::write_operator(
+            &self.backend,
+            &Op::DESCRIPTOR,
+            self.columns.as_ref(),
+            self.key_groups,
+            options,
+            path,
+            out,
+        )
+    }
+
+    /// Replaces this instance's state with the snapshot's (only this instance's key groups are
+    /// read). Every entry is validated against the declared types first.
+    ///
+    /// # Errors
+    ///
+    /// See [`snapshot::restore_operator`].
+    pub fn restore_snapshot(&mut self, snapshot: &SnapshotReader<'_>) -> Result<RestoreSummary> {
+        snapshot::restore_operator(
+            snapshot,
+            &mut self.backend,
+            &Op::DESCRIPTOR,
+            self.columns.as_ref(),
+            self.key_groups,
+        )
+    }
+
+    /// Takes a checkpoint of this operator alone and commits it.
+    ///
+    /// # Errors
+    ///
+    /// A backend or I/O failure; the previous checkpoints are untouched.
+    pub fn checkpoint(&self, storage: &CheckpointStorage) -> Result<CheckpointInfo> {
+        let mut pending = storage.begin()?;
+        pending.add(self)?;
+        pending.commit()
+    }
+
+    /// Replaces this instance's state with the operator's snapshot in a checkpoint.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::CheckpointNotFound`], [`Error::Incompatible`] when the checkpoint has no
+    /// snapshot of this operator, and the errors of reading and restoring a snapshot.
+    pub fn restore_from(
+        &mut self,
+        storage: &CheckpointStorage,
+        point: RestorePoint,
+    ) -> Result<RestoreSummary> {
+        let info = storage.resolve(point)?;
+        let (path, bytes) = storage.read_snapshot(&info, Op::DESCRIPTOR.name)?;
+        let reader = SnapshotReader::parse(path, &bytes)?;
+        self.restore_snapshot(&reader)
+    }
+}
+
+impl<Op: StatefulOperator + std::fmt::Debug, B: StateBackend> std::fmt::Debug for Bound<Op, B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bound")
+            .field("operator", &self.op)
+            .field("backend", &self.backend.name())
+            .field("key_groups", &self.key_groups)
+            .finish_non_exhaustive()
+    }
+}

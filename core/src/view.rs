@@ -1,0 +1,738 @@
+//! Key-scoped views: typed access to one state for the current key.
+//!
+//! [`Bound::key`](crate::Bound::key) encodes the key once and returns the operator's generated
+//! key-scoped view; its accessor methods (one per state field) return the views below. Every
+//! view borrows the backend mutably through the key-scoped view, so the borrow checker ensures a
+//! view never outlives its key and a zero-copy read is never held across a write.
+
+use std::borrow::Borrow;
+use std::marker::PhantomData;
+
+use crate::backend::{StateBackend, StateId};
+use crate::codec::{self, Frames, StateValue};
+use crate::error::{Error, Result};
+use crate::key::{EncodeKey, StateKey};
+use crate::state::Aggregate;
+
+/// Reusable buffers of a bound operator, so that state access does not allocate.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    value: Vec<u8>,
+    user_key: Vec<u8>,
+}
+
+/// The current key, a mutable borrow of the backend and scratch buffers: what every view holds.
+pub struct KeyContext<'a, B: ?Sized> {
+    backend: &'a mut B,
+    key: &'a [u8],
+    key_group: u16,
+    operator: &'static str,
+    scratch: &'a mut Scratch,
+}
+
+impl<'a, B: ?Sized> KeyContext<'a, B> {
+    pub(crate) fn new(
+        backend: &'a mut B,
+        key: &'a [u8],
+        key_group: u16,
+        operator: &'static str,
+        scratch: &'a mut Scratch,
+    ) -> Self {
+        Self {
+            backend,
+            key,
+            key_group,
+            operator,
+            scratch,
+        }
+    }
+
+    /// A shorter-lived copy of this context (used by generated accessors).
+    pub fn reborrow(&mut self) -> KeyContext<'_, B> {
+        KeyContext {
+            backend: &mut *self.backend,
+            key: self.key,
+            key_group: self.key_group,
+            operator: self.operator,
+            scratch: &mut *self.scratch,
+        }
+    }
+
+    /// The key group of the current key.
+    #[must_use]
+    pub fn key_group(&self) -> u16 {
+        self.key_group
+    }
+
+    /// The canonical bytes of the current key (without the key-group prefix).
+    #[must_use]
+    pub fn key_bytes(&self) -> &[u8] {
+        self.key.get(2..).unwrap_or_default()
+    }
+
+    fn loc(&self, state: &'static str) -> Err2 {
+        Err2 {
+            operator: self.operator,
+            state,
+            key_group: self.key_group,
+        }
+    }
+
+    fn wrap(&self, state: &'static str, error: impl Into<Error>) -> Error {
+        Error::State {
+            operator: self.operator,
+            state,
+            key_group: self.key_group,
+            source: Box::new(error.into()),
+        }
+    }
+}
+
+/// Which state a view addresses.
+#[derive(Debug, Clone, Copy)]
+#[doc(hidden)]
+pub struct Slot {
+    pub id: StateId,
+    pub name: &'static str,
+}
+
+macro_rules! common {
+    () => {
+        /// Removes this key's state.
+        ///
+        /// # Errors
+        ///
+        /// A backend failure, with the operator, state and key group.
+        pub fn clear(&mut self) -> Result<()> {
+            let r = self.ctx.backend.delete_key(self.slot.id, self.ctx.key);
+            r.map_err(|e| self.ctx.wrap(self.slot.name, e))
+        }
+    };
+}
+
+/// [`ValueState`](crate::ValueState) for the current key.
+pub struct ValueView<'a, T, B: ?Sized> {
+    ctx: KeyContext<'a, B>,
+    slot: Slot,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<'a, T, B: ?Sized> ValueView<'a, T, B> {
+    #[doc(hidden)]
+    pub fn new(ctx: KeyContext<'a, B>, slot: Slot) -> Self {
+        Self {
+            ctx,
+            slot,
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<'a, T: StateValue, B: StateBackend + ?Sized> ValueView<'a, T, B> {
+    /// The stored value, read in place: a validated view of the archived bytes, no copy.
+    ///
+    /// # Errors
+    ///
+    /// A backend failure, or stored bytes that are not a valid archive of `T`.
+    pub fn get(self) -> Result<Option<&'a T::Archived>> {
+        let Self { ctx, slot, .. } = self;
+        let (bytes, key_group, operator) = (ctx.backend, ctx.key_group, ctx.operator);
+        let wrap = |e: Error| Error::State {
+            operator,
+            state: slot.name,
+            key_group,
+            source: Box::new(e),
+        };
+        match bytes.get(slot.id, ctx.key, &[]).map_err(wrap)? {
+            None => Ok(None),
+            Some(b) => codec::access::<T>(b).map(Some).map_err(|e| wrap(e.into())),
+        }
+    }
+
+    /// The stored value, deserialised into an owned `T`.
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](Self::get).
+    pub fn get_owned(&self) -> Result<Option<T>> {
+        let r = self.ctx.backend.get(self.slot.id, self.ctx.key, &[]);
+        match r.map_err(|e| self.ctx.wrap(self.slot.name, e))? {
+            None => Ok(None),
+            Some(b) => codec::decode::<T>(b)
+                .map(Some)
+                .map_err(|e| self.ctx.wrap(self.slot.name, e)),
+        }
+    }
+
+    /// Whether a value is stored.
+    ///
+    /// # Errors
+    ///
+    /// A backend failure.
+    pub fn exists(&self) -> Result<bool> {
+        let r = self.ctx.backend.get(self.slot.id, self.ctx.key, &[]);
+        r.map(|v| v.is_some())
+            .map_err(|e| self.ctx.wrap(self.slot.name, e))
+    }
+
+    /// Stores `value`.
+    ///
+    /// # Errors
+    ///
+    /// An encoding or backend failure.
+    pub fn set(&mut self, value: &T) -> Result<()> {
+        codec::encode_into(value, &mut self.ctx.scratch.value)
+            .map_err(|e| self.ctx.wrap(self.slot.name, e))?;
+        let r = self
+            .ctx
+            .backend
+            .put(self.slot.id, self.ctx.key, &[], &self.ctx.scratch.value);
+        r.map_err(|e| self.ctx.wrap(self.slot.name, e))
+    }
+
+    /// Stores `f(old)`, where `old` is the current value (if any).
+    ///
+    /// # Errors
+    ///
+    /// As [`get_owned`](Self::get_owned) and [`set`](Self::set).
+    pub fn update(&mut self, f: impl FnOnce(Option<T>) -> T) -> Result<()> {
+        let new = f(self.get_owned()?);
+        self.set(&new)
+    }
+
+    common!();
+}
+
+/// [`ListState`](crate::ListState) for the current key.
+pub struct ListView<'a, T, B: ?Sized> {
+    ctx: KeyContext<'a, B>,
+    slot: Slot,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<'a, T, B: ?Sized> ListView<'a, T, B> {
+    #[doc(hidden)]
+    pub fn new(ctx: KeyContext<'a, B>, slot: Slot) -> Self {
+        Self {
+            ctx,
+            slot,
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<'a, T: StateValue, B: StateBackend + ?Sized> ListView<'a, T, B> {
+    /// Appends one element, without reading or rewriting the stored list.
+    ///
+    /// # Errors
+    ///
+    /// An encoding or backend failure.
+    pub fn add(&mut self, value: &T) -> Result<()> {
+        self.add_all(std::iter::once(value))
+    }
+
+    /// Appends every element of `values` with one backend write.
+    ///
+    /// # Errors
+    ///
+    /// An encoding or backend failure.
+    pub fn add_all<'v>(&mut self, values: impl IntoIterator<Item = &'v T>) -> Result<()> {
+        let loc = self.ctx.loc(self.slot.name);
+        let buf = &mut self.ctx.scratch.value;
+        buf.clear();
+        for v in values {
+            codec::encode_frame_into(v, buf).map_err(|e| loc.wrap(e))?;
+        }
+        if self.ctx.scratch.value.is_empty() {
+            return Ok(());
+        }
+        let r = self
+            .ctx
+            .backend
+            .merge(self.slot.id, self.ctx.key, &[], &self.ctx.scratch.value);
+        r.map_err(|e| self.ctx.wrap(self.slot.name, e))
+    }
+
+    /// Replaces the list with `values` (an empty slice clears it).
+    ///
+    /// # Errors
+    ///
+    /// An encoding or backend failure.
+    pub fn update(&mut self, values: &[T]) -> Result<()> {
+        let loc = self.ctx.loc(self.slot.name);
+        let buf = &mut self.ctx.scratch.value;
+        buf.clear();
+        for v in values {
+            codec::encode_frame_into(v, buf).map_err(|e| loc.wrap(e))?;
+        }
+        let r = if values.is_empty() {
+            self.ctx.backend.delete(self.slot.id, self.ctx.key, &[])
+        } else {
+            self.ctx
+                .backend
+                .put(self.slot.id, self.ctx.key, &[], &self.ctx.scratch.value)
+        };
+        r.map_err(|e| self.ctx.wrap(self.slot.name, e))
+    }
+
+    /// The elements in insertion order, each a validated view of its archived bytes.
+    ///
+    /// # Errors
+    ///
+    /// A backend failure; each element is validated as the iterator reaches it.
+    pub fn iter(self) -> Result<ListIter<'a, T>> {
+        let Self { ctx, slot, .. } = self;
+        let err = Err2 {
+            operator: ctx.operator,
+            state: slot.name,
+            key_group: ctx.key_group,
+        };
+        let bytes = ctx
+            .backend
+            .get(slot.id, ctx.key, &[])
+            .map_err(|e| err.wrap(e))?;
+        Ok(ListIter {
+            frames: Frames::new(bytes.unwrap_or_default()),
+            err,
+            _t: PhantomData,
+        })
+    }
+
+    /// The elements as owned values.
+    ///
+    /// # Errors
+    ///
+    /// A backend failure or an invalid element.
+    pub fn get_owned(&self) -> Result<Vec<T>> {
+        let r = self.ctx.backend.get(self.slot.id, self.ctx.key, &[]);
+        let bytes = r.map_err(|e| self.ctx.wrap(self.slot.name, e))?;
+        Frames::new(bytes.unwrap_or_default())
+            .map(|f| {
+                f.and_then(codec::decode::<T>)
+                    .map_err(|e| self.ctx.wrap(self.slot.name, e))
+            })
+            .collect()
+    }
+
+    /// Number of elements (counts frames; decodes nothing).
+    ///
+    /// # Errors
+    ///
+    /// A backend failure or damaged framing.
+    pub fn len(&self) -> Result<usize> {
+        let r = self.ctx.backend.get(self.slot.id, self.ctx.key, &[]);
+        let bytes = r.map_err(|e| self.ctx.wrap(self.slot.name, e))?;
+        let mut n = 0;
+        for f in Frames::new(bytes.unwrap_or_default()) {
+            f.map_err(|e| self.ctx.wrap(self.slot.name, e))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Whether the list has no elements.
+    ///
+    /// # Errors
+    ///
+    /// A backend failure.
+    pub fn is_empty(&self) -> Result<bool> {
+        let r = self.ctx.backend.get(self.slot.id, self.ctx.key, &[]);
+        r.map(|b| b.is_none_or(<[u8]>::is_empty))
+            .map_err(|e| self.ctx.wrap(self.slot.name, e))
+    }
+
+    common!();
+}
+
+#[derive(Clone, Copy)]
+struct Err2 {
+    operator: &'static str,
+    state: &'static str,
+    key_group: u16,
+}
+
+impl Err2 {
+    fn wrap(self, e: impl Into<Error>) -> Error {
+        Error::State {
+            operator: self.operator,
+            state: self.state,
+            key_group: self.key_group,
+            source: Box::new(e.into()),
+        }
+    }
+}
+
+/// Iterator over a list's elements, each validated as it is reached.
+pub struct ListIter<'a, T> {
+    frames: Frames<'a>,
+    err: Err2,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<'a, T: StateValue> Iterator for ListIter<'a, T> {
+    type Item = Result<&'a T::Archived>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let frame = self.frames.next()?;
+        Some(
+            frame
+                .and_then(codec::access::<T>)
+                .map_err(|e| self.err.wrap(e)),
+        )
+    }
+}
+
+/// [`MapState`](crate::MapState) for the current key.
+pub struct MapView<'a, K, V, B: ?Sized> {
+    ctx: KeyContext<'a, B>,
+    slot: Slot,
+    _t: PhantomData<fn() -> (K, V)>,
+}
+
+impl<'a, K, V, B: ?Sized> MapView<'a, K, V, B> {
+    #[doc(hidden)]
+    pub fn new(ctx: KeyContext<'a, B>, slot: Slot) -> Self {
+        Self {
+            ctx,
+            slot,
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<'a, K: StateKey, V: StateValue, B: StateBackend + ?Sized> MapView<'a, K, V, B> {
+    fn encode_user_key<Q: EncodeKey + ?Sized>(&mut self, key: &Q) {
+        let buf = &mut self.ctx.scratch.user_key;
+        buf.clear();
+        key.encode_key(buf);
+    }
+
+    /// The value at `key`, read in place.
+    ///
+    /// # Errors
+    ///
+    /// A backend failure or an invalid stored value.
+    pub fn get<Q>(mut self, key: &Q) -> Result<Option<&'a V::Archived>>
+    where
+        K: Borrow<Q>,
+        Q: EncodeKey + ?Sized,
+    {
+        self.encode_user_key(key);
+        let Self { ctx, slot, .. } = self;
+        let err = Err2 {
+            operator: ctx.operator,
+            state: slot.name,
+            key_group: ctx.key_group,
+        };
+        let backend: &'a B = ctx.backend;
+        match backend
+            .get(slot.id, ctx.key, &ctx.scratch.user_key)
+            .map_err(|e| err.wrap(e))?
+        {
+            None => Ok(None),
+            Some(b) => codec::access::<V>(b).map(Some).map_err(|e| err.wrap(e)),
+        }
+    }
+
+    /// The value at `key`, deserialised.
+    ///
+    /// # Errors
+    ///
+    /// A backend failure or an invalid stored value.
+    pub fn get_owned<Q>(&mut self, key: &Q) -> Result<Option<V>>
+    where
+        K: Borrow<Q>,
+        Q: EncodeKey + ?Sized,
+    {
+        self.encode_user_key(key);
+        let r = self
+            .ctx
+            .backend
+            .get(self.slot.id, self.ctx.key, &self.ctx.scratch.user_key);
+        match r.map_err(|e| self.ctx.wrap(self.slot.name, e))? {
+            None => Ok(None),
+            Some(b) => codec::decode::<V>(b)
+                .map(Some)
+                .map_err(|e| self.ctx.wrap(self.slot.name, e)),
+        }
+    }
+
+    /// Whether an entry exists at `key`.
+    ///
+    /// # Errors
+    ///
+    /// A backend failure.
+    pub fn contains<Q>(&mut self, key: &Q) -> Result<bool>
+    where
+        K: Borrow<Q>,
+        Q: EncodeKey + ?Sized,
+    {
+        self.encode_user_key(key);
+        let r = self
+            .ctx
+            .backend
+            .get(self.slot.id, self.ctx.key, &self.ctx.scratch.user_key);
+        r.map(|v| v.is_some())
+            .map_err(|e| self.ctx.wrap(self.slot.name, e))
+    }
+
+    /// Stores `value` at `key`; only this entry is written.
+    ///
+    /// # Errors
+    ///
+    /// An encoding or backend failure.
+    pub fn put<Q>(&mut self, key: &Q, value: &V) -> Result<()>
+    where
+        K: Borrow<Q>,
+        Q: EncodeKey + ?Sized,
+    {
+        self.encode_user_key(key);
+        codec::encode_into(value, &mut self.ctx.scratch.value)
+            .map_err(|e| self.ctx.wrap(self.slot.name, e))?;
+        let s = &*self.ctx.scratch;
+        let r = self
+            .ctx
+            .backend
+            .put(self.slot.id, self.ctx.key, &s.user_key, &s.value);
+        r.map_err(|e| self.ctx.wrap(self.slot.name, e))
+    }
+
+    /// Stores `f(old)` at `key`.
+    ///
+    /// # Errors
+    ///
+    /// As [`get_owned`](Self::get_owned) and [`put`](Self::put).
+    pub fn update<Q>(&mut self, key: &Q, f: impl FnOnce(Option<V>) -> V) -> Result<()>
+    where
+        K: Borrow<Q>,
+        Q: EncodeKey + ?Sized,
+    {
+        let new = f(self.get_owned(key)?);
+        self.put(key, &new)
+    }
+
+    /// Removes the entry at `key`.
+    ///
+    /// # Errors
+    ///
+    /// A backend failure.
+    pub fn remove<Q>(&mut self, key: &Q) -> Result<()>
+    where
+        K: Borrow<Q>,
+        Q: EncodeKey + ?Sized,
+    {
+        self.encode_user_key(key);
+        let r = self
+            .ctx
+            .backend
+            .delete(self.slot.id, self.ctx.key, &self.ctx.scratch.user_key);
+        r.map_err(|e| self.ctx.wrap(self.slot.name, e))
+    }
+
+    /// Whether the map has no entries.
+    ///
+    /// # Errors
+    ///
+    /// A backend failure.
+    pub fn is_empty(&self) -> Result<bool> {
+        let r = self.ctx.backend.scan(self.slot.id, self.ctx.key);
+        r.map(|mut it| it.next().is_none())
+            .map_err(|e| self.ctx.wrap(self.slot.name, e))
+    }
+
+    /// Number of entries.
+    ///
+    /// # Errors
+    ///
+    /// A backend failure.
+    pub fn len(&self) -> Result<usize> {
+        let r = self.ctx.backend.scan(self.slot.id, self.ctx.key);
+        r.map(Iterator::count)
+            .map_err(|e| self.ctx.wrap(self.slot.name, e))
+    }
+
+    /// The entries in key order: decoded keys and in-place values.
+    ///
+    /// # Errors
+    ///
+    /// A backend failure; each entry is decoded and validated as the iterator reaches it.
+    pub fn entries(self) -> Result<impl Iterator<Item = Result<(K, &'a V::Archived)>> + 'a> {
+        let err = Err2 {
+            operator: self.ctx.operator,
+            state: self.slot.name,
+            key_group: self.ctx.key_group,
+        };
+        let backend: &'a B = self.ctx.backend;
+        let it = backend
+            .scan(self.slot.id, self.ctx.key)
+            .map_err(|e| err.wrap(e))?;
+        Ok(it.map(move |(k, v)| {
+            let key = K::from_key_bytes(k).map_err(|e| err.wrap(e))?;
+            let value = codec::access::<V>(v).map_err(|e| err.wrap(e))?;
+            Ok((key, value))
+        }))
+    }
+
+    /// The keys in order.
+    ///
+    /// # Errors
+    ///
+    /// A backend failure; each key is decoded as the iterator reaches it.
+    pub fn keys(self) -> Result<impl Iterator<Item = Result<K>> + 'a> {
+        let err = Err2 {
+            operator: self.ctx.operator,
+            state: self.slot.name,
+            key_group: self.ctx.key_group,
+        };
+        let backend: &'a B = self.ctx.backend;
+        let it = backend
+            .scan(self.slot.id, self.ctx.key)
+            .map_err(|e| err.wrap(e))?;
+        Ok(it.map(move |(k, _)| K::from_key_bytes(k).map_err(|e| err.wrap(e))))
+    }
+
+    /// The values in key order, read in place.
+    ///
+    /// # Errors
+    ///
+    /// A backend failure; each value is validated as the iterator reaches it.
+    pub fn values(self) -> Result<impl Iterator<Item = Result<&'a V::Archived>> + 'a> {
+        let err = Err2 {
+            operator: self.ctx.operator,
+            state: self.slot.name,
+            key_group: self.ctx.key_group,
+        };
+        let backend: &'a B = self.ctx.backend;
+        let it = backend
+            .scan(self.slot.id, self.ctx.key)
+            .map_err(|e| err.wrap(e))?;
+        Ok(it.map(move |(_, v)| codec::access::<V>(v).map_err(|e| err.wrap(e))))
+    }
+
+    common!();
+}
+
+/// [`ReducingState`](crate::ReducingState) for the current key.
+pub struct ReducingView<'a, T, B: ?Sized> {
+    inner: ValueView<'a, T, B>,
+    reduce: fn(&T, &T) -> T,
+}
+
+impl<'a, T, B: ?Sized> ReducingView<'a, T, B> {
+    #[doc(hidden)]
+    pub fn new(ctx: KeyContext<'a, B>, slot: Slot, reduce: fn(&T, &T) -> T) -> Self {
+        Self {
+            inner: ValueView::new(ctx, slot),
+            reduce,
+        }
+    }
+}
+
+impl<'a, T: StateValue, B: StateBackend + ?Sized> ReducingView<'a, T, B> {
+    /// Folds `value` into the stored value with the reduce function (stores it when empty).
+    ///
+    /// # Errors
+    ///
+    /// A codec or backend failure.
+    pub fn add(&mut self, value: &T) -> Result<()> {
+        match self.inner.get_owned()? {
+            None => self.inner.set(value),
+            Some(old) => {
+                let new = (self.reduce)(&old, value);
+                self.inner.set(&new)
+            }
+        }
+    }
+
+    /// The reduced value, read in place.
+    ///
+    /// # Errors
+    ///
+    /// A codec or backend failure.
+    pub fn get(self) -> Result<Option<&'a T::Archived>> {
+        self.inner.get()
+    }
+
+    /// The reduced value, deserialised.
+    ///
+    /// # Errors
+    ///
+    /// A codec or backend failure.
+    pub fn get_owned(&self) -> Result<Option<T>> {
+        self.inner.get_owned()
+    }
+
+    /// Removes this key's value.
+    ///
+    /// # Errors
+    ///
+    /// A backend failure.
+    pub fn clear(&mut self) -> Result<()> {
+        self.inner.clear()
+    }
+}
+
+/// [`AggregatingState`](crate::AggregatingState) for the current key.
+pub struct AggregatingView<'a, A: Aggregate, B: ?Sized> {
+    inner: ValueView<'a, A::Acc, B>,
+}
+
+impl<'a, A: Aggregate, B: ?Sized> AggregatingView<'a, A, B> {
+    #[doc(hidden)]
+    pub fn new(ctx: KeyContext<'a, B>, slot: Slot) -> Self {
+        Self {
+            inner: ValueView::new(ctx, slot),
+        }
+    }
+}
+
+impl<'a, A: Aggregate, B: StateBackend + ?Sized> AggregatingView<'a, A, B> {
+    /// Adds `value` to the accumulator (created with [`Aggregate::create`] when empty).
+    ///
+    /// # Errors
+    ///
+    /// A codec or backend failure.
+    pub fn add(&mut self, value: &A::In) -> Result<()> {
+        let mut acc = self.inner.get_owned()?.unwrap_or_else(A::create);
+        A::add(&mut acc, value);
+        self.inner.set(&acc)
+    }
+
+    /// The aggregate's result; `None` when nothing was added.
+    ///
+    /// # Errors
+    ///
+    /// A codec or backend failure.
+    pub fn get(&self) -> Result<Option<A::Out>> {
+        Ok(self.inner.get_owned()?.map(|acc| A::result(&acc)))
+    }
+
+    /// Merges another accumulator into this key's (for example one restored from elsewhere).
+    ///
+    /// # Errors
+    ///
+    /// A codec or backend failure.
+    pub fn merge(&mut self, other: A::Acc) -> Result<()> {
+        let mut acc = self.inner.get_owned()?.unwrap_or_else(A::create);
+        A::merge(&mut acc, other);
+        self.inner.set(&acc)
+    }
+
+    /// The accumulator, read in place.
+    ///
+    /// # Errors
+    ///
+    /// A codec or backend failure.
+    pub fn accumulator(self) -> Result<Option<&'a <A::Acc as rkyv::Archive>::Archived>> {
+        self.inner.get()
+    }
+
+    /// Removes this key's accumulator.
+    ///
+    /// # Errors
+    ///
+    /// A backend failure.
+    pub fn clear(&mut self) -> Result<()> {
+        self.inner.clear()
+    }
+}

@@ -1,0 +1,224 @@
+//! `#[operator(...)]` and `#[state(...)]` parsed into typed structs that keep the user's tokens
+//! for error spans. Unknown keys and bad values are reported to the [`Ctxt`]; parsing goes on
+//! so that every mistake is reported at once.
+
+use proc_macro2::Span;
+use syn::meta::ParseNestedMeta;
+use syn::spanned::Spanned;
+use syn::{Attribute, LitInt, LitStr, Path, Type};
+
+use crate::ctxt::Ctxt;
+use crate::symbol::{self, one_of, suggest};
+
+/// `#[operator(name = "...", key = Type, max_parallelism = N)]`.
+#[derive(Default)]
+pub struct OperatorAttrs {
+    pub name: Option<LitStr>,
+    pub key: Option<Type>,
+    pub max_parallelism: Option<(u16, LitInt)>,
+}
+
+/// A parsed `ttl = "..."`.
+pub struct Ttl {
+    pub millis: u64,
+}
+
+/// `#[state(name = "...", ttl = "...", update = "...", reduce = path, aggregate = Type)]`.
+#[derive(Default)]
+pub struct StateAttrs {
+    /// The first `#[state]` attribute, for errors about the attribute as a whole.
+    pub attr: Option<Attribute>,
+    pub name: Option<LitStr>,
+    pub ttl: Option<(Ttl, LitStr)>,
+    pub update: Option<(bool, LitStr)>,
+    pub reduce: Option<Path>,
+    pub aggregate: Option<Path>,
+}
+
+fn set_once<T>(cx: &Ctxt, slot: &mut Option<T>, value: T, meta: &ParseNestedMeta<'_>, key: &str) {
+    if slot.is_some() {
+        cx.error_spanned_by(&meta.path, format!("duplicate `{key}` attribute"));
+    } else {
+        *slot = Some(value);
+    }
+}
+
+fn unknown(cx: &Ctxt, meta: &ParseNestedMeta<'_>, what: &str, known: &[&str]) -> syn::Result<()> {
+    let word = meta.path.get_ident().map_or_else(
+        || {
+            let p = &meta.path;
+            quote::quote!(#p).to_string()
+        },
+        ToString::to_string,
+    );
+    let hint = match suggest(&word, known) {
+        Some(s) => format!("; did you mean `{s}`?"),
+        None => String::new(),
+    };
+    cx.error_spanned_by(
+        &meta.path,
+        format!(
+            "unknown {what} attribute `{word}`, expected {}{hint}",
+            one_of(known)
+        ),
+    );
+    skip_value(meta)
+}
+
+/// Consumes `= value` (or a parenthesised list) so that parsing can go on after a bad key.
+fn skip_value(meta: &ParseNestedMeta<'_>) -> syn::Result<()> {
+    if meta.input.peek(syn::Token![=]) {
+        let _: syn::Expr = meta.value()?.parse()?;
+    } else if meta.input.peek(syn::token::Paren) {
+        let _ = meta.parse_nested_meta(|m| skip_value(&m));
+    }
+    Ok(())
+}
+
+pub fn operator_attrs(cx: &Ctxt, attrs: &[Attribute]) -> OperatorAttrs {
+    let mut out = OperatorAttrs::default();
+    for attr in attrs.iter().filter(|a| a.path().is_ident(symbol::OPERATOR)) {
+        let r = attr.parse_nested_meta(|meta| {
+            if meta.path.is_ident(symbol::NAME) {
+                let lit: LitStr = meta.value()?.parse()?;
+                if let Err(why) = symbol::valid_name(&lit.value()) {
+                    cx.error_spanned_by(
+                        &lit,
+                        format!("invalid operator name `{}`: {why}", lit.value()),
+                    );
+                }
+                set_once(cx, &mut out.name, lit, &meta, symbol::NAME);
+            } else if meta.path.is_ident(symbol::KEY) {
+                let ty: Type = meta.value()?.parse()?;
+                set_once(cx, &mut out.key, ty, &meta, symbol::KEY);
+            } else if meta.path.is_ident(symbol::MAX_PARALLELISM) {
+                let lit: LitInt = meta.value()?.parse()?;
+                match lit.base10_parse::<u32>() {
+                    Ok(n) if (1..=32_768).contains(&n) => {
+                        let n = u16::try_from(n).unwrap_or(u16::MAX);
+                        set_once(
+                            cx,
+                            &mut out.max_parallelism,
+                            (n, lit),
+                            &meta,
+                            symbol::MAX_PARALLELISM,
+                        );
+                    }
+                    _ => cx.error_spanned_by(
+                        &lit,
+                        format!("`max_parallelism` must be between 1 and 32768, found `{lit}`"),
+                    ),
+                }
+            } else {
+                unknown(cx, &meta, "operator", symbol::OPERATOR_KEYS)?;
+            }
+            Ok(())
+        });
+        if let Err(e) = r {
+            cx.syn_error(e);
+        }
+    }
+    out
+}
+
+pub fn state_attrs(cx: &Ctxt, attrs: &[Attribute]) -> StateAttrs {
+    let mut out = StateAttrs::default();
+    for attr in attrs.iter().filter(|a| a.path().is_ident(symbol::STATE)) {
+        if out.attr.is_none() {
+            out.attr = Some(attr.clone());
+        }
+        let r = attr.parse_nested_meta(|meta| {
+            if meta.path.is_ident(symbol::NAME) {
+                let lit: LitStr = meta.value()?.parse()?;
+                if let Err(why) = symbol::valid_name(&lit.value()) {
+                    cx.error_spanned_by(
+                        &lit,
+                        format!("invalid state name `{}`: {why}", lit.value()),
+                    );
+                }
+                set_once(cx, &mut out.name, lit, &meta, symbol::NAME);
+            } else if meta.path.is_ident(symbol::TTL) {
+                let lit: LitStr = meta.value()?.parse()?;
+                if let Some(ttl) = parse_ttl(cx, &lit) {
+                    set_once(cx, &mut out.ttl, (ttl, lit), &meta, symbol::TTL);
+                }
+            } else if meta.path.is_ident(symbol::UPDATE) {
+                let lit: LitStr = meta.value()?.parse()?;
+                match lit.value().as_str() {
+                    "on_create_and_write" => {
+                        set_once(cx, &mut out.update, (false, lit), &meta, symbol::UPDATE)
+                    }
+                    "on_read_and_write" => {
+                        set_once(cx, &mut out.update, (true, lit), &meta, symbol::UPDATE)
+                    }
+                    other => {
+                        let hint = suggest(other, symbol::UPDATE_VALUES)
+                            .map(|s| format!("; did you mean `{s}`?"))
+                            .unwrap_or_default();
+                        cx.error_spanned_by(
+                            &lit,
+                            format!(
+                                "unknown ttl update mode `{other}`, expected {}{hint}",
+                                one_of(symbol::UPDATE_VALUES)
+                            ),
+                        );
+                    }
+                }
+            } else if meta.path.is_ident(symbol::REDUCE) {
+                let path: Path = meta.value()?.parse()?;
+                set_once(cx, &mut out.reduce, path, &meta, symbol::REDUCE);
+            } else if meta.path.is_ident(symbol::AGGREGATE) {
+                let path: Path = meta.value()?.parse()?;
+                set_once(cx, &mut out.aggregate, path, &meta, symbol::AGGREGATE);
+            } else {
+                unknown(cx, &meta, "state", symbol::STATE_KEYS)?;
+            }
+            Ok(())
+        });
+        if let Err(e) = r {
+            cx.syn_error(e);
+        }
+    }
+    out
+}
+
+/// Parses a ttl literal with humantime; zero, overflowing and malformed durations are errors
+/// under the literal.
+fn parse_ttl(cx: &Ctxt, lit: &LitStr) -> Option<Ttl> {
+    let text = lit.value();
+    match humantime::parse_duration(&text) {
+        Err(e) => {
+            cx.error_spanned_by(
+                lit,
+                format!("invalid ttl `{text}`: {e}; expected a duration such as \"90s\", \"15m\" or \"1h 30m\""),
+            );
+            None
+        }
+        Ok(d) if d.is_zero() => {
+            cx.error_spanned_by(lit, format!("ttl `{text}` is zero; a ttl must be positive"));
+            None
+        }
+        Ok(d) if d.as_millis() == 0 => {
+            cx.error_spanned_by(
+                lit,
+                format!("ttl `{text}` is below the 1 ms resolution of state time stamps"),
+            );
+            None
+        }
+        Ok(d) => match u64::try_from(d.as_millis()) {
+            Ok(millis) if millis <= i64::MAX as u64 => Some(Ttl { millis }),
+            _ => {
+                cx.error_spanned_by(lit, format!("ttl `{text}` is too large"));
+                None
+            }
+        },
+    }
+}
+
+/// The span of a field's `#[state]` attribute, or of its type.
+pub fn attr_span(attrs: &StateAttrs, fallback: &impl Spanned) -> Span {
+    attrs
+        .attr
+        .as_ref()
+        .map_or_else(|| fallback.span(), Spanned::span)
+}

@@ -1,0 +1,83 @@
+//! Cross-field checks on the model, after every attribute was parsed.
+
+use std::collections::HashMap;
+
+use crate::ctxt::Ctxt;
+use crate::model::{Kind, Operator};
+
+pub fn check(cx: &Ctxt, op: &Operator<'_>) {
+    if op.attrs.key.is_none() {
+        cx.error_spanned_by(
+            &op.input.ident,
+            "missing key type: add `#[operator(key = <type>)]`, e.g. `#[operator(key = u64)]`; state is scoped to one key of this type",
+        );
+    }
+    if op.attrs.name.is_none() {
+        if let Err(why) = crate::symbol::valid_name(&op.name) {
+            cx.error_spanned_by(
+                &op.input.ident,
+                format!("the default operator name `{}` {why}; set one with `#[operator(name = \"...\")]`", op.name),
+            );
+        }
+    }
+    duplicate_names(cx, op);
+    for s in &op.states {
+        let a = &s.attrs;
+        match (s.kind, &a.reduce) {
+            (Kind::Reducing, None) => cx.error_spanned_by(
+                s.original,
+                format!(
+                    "`ReducingState` field `{}` needs a reduce function: `#[state(reduce = max)]` (`max`, `min`, `sum` or a path to `fn(&T, &T) -> T`)",
+                    s.ident
+                ),
+            ),
+            (Kind::Reducing, Some(_)) | (_, None) => {}
+            (kind, Some(path)) => cx.error_spanned_by(
+                path,
+                format!("`reduce` applies to `ReducingState`, but `{}` is a `{}`", s.ident, kind.type_name()),
+            ),
+        }
+        match (s.kind, &a.aggregate) {
+            (Kind::Aggregating, None) => cx.error_spanned_by(
+                s.original,
+                format!(
+                    "`AggregatingState` field `{}` needs an aggregate: `#[state(aggregate = MyAggregate)]`, a type implementing `statewright::Aggregate`",
+                    s.ident
+                ),
+            ),
+            (Kind::Aggregating, Some(_)) | (_, None) => {}
+            (kind, Some(path)) => cx.error_spanned_by(
+                path,
+                format!("`aggregate` applies to `AggregatingState`, but `{}` is a `{}`", s.ident, kind.type_name()),
+            ),
+        }
+        if let (Some((_, lit)), None) = (&a.update, &a.ttl) {
+            cx.error_spanned_by(
+                lit,
+                "`update` sets when a ttl is refreshed; it needs `ttl = \"...\"` on the same state",
+            );
+        }
+    }
+}
+
+fn duplicate_names(cx: &Ctxt, op: &Operator<'_>) {
+    let mut seen: HashMap<&str, &syn::Ident> = HashMap::new();
+    for s in &op.states {
+        if let Some(first) = seen.get(s.name.as_str()) {
+            let how = if s.attrs.name.is_some() {
+                "named"
+            } else {
+                "implicitly named"
+            };
+            cx.syn_error(syn::Error::new(
+                s.name_span,
+                format!(
+                    "duplicate state name `{}`: field `{}` is {how} `{}`, and so is field `{first}`; state names must be unique within an operator",
+                    s.name, s.ident, s.name
+                ),
+            ));
+        } else {
+            seen.insert(&s.name, s.ident);
+        }
+    }
+}

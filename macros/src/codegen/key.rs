@@ -1,0 +1,109 @@
+//! `#[derive(StateKey)]`: the fields in declaration order (enums: the variant index first), so
+//! that byte order matches the order `#[derive(PartialOrd)]` gives.
+
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote};
+use syn::{Data, DeriveInput, Fields};
+
+use crate::ctxt::Ctxt;
+
+pub fn expand(cx: &Ctxt, input: &DeriveInput) -> TokenStream {
+    let ident = &input.ident;
+    let mut generics = input.generics.clone();
+    for p in generics.type_params_mut() {
+        p.bounds.push(syn::parse_quote!(::statewright::StateKey));
+    }
+    let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
+    let (encode, decode) = match &input.data {
+        Data::Struct(s) => {
+            let (pat, enc, dec) = fields(&s.fields);
+            (
+                quote!(let #ident #pat = self; #(#enc)*),
+                quote!(::core::result::Result::Ok(#ident #dec)),
+            )
+        }
+        Data::Enum(e) => {
+            let mut enc_arms = Vec::new();
+            let mut dec_arms = Vec::new();
+            for (i, v) in e.variants.iter().enumerate() {
+                let Ok(index) = u32::try_from(i) else {
+                    cx.error_spanned_by(v, "too many variants for a state key");
+                    break;
+                };
+                let vi = &v.ident;
+                let (pat, enc, dec) = fields(&v.fields);
+                enc_arms.push(quote!(#ident::#vi #pat => {
+                    ::statewright::EncodeKey::encode_key(&#index, out);
+                    #(#enc)*
+                }));
+                dec_arms.push(quote!(#index => ::core::result::Result::Ok(#ident::#vi #dec),));
+            }
+            let name = ident.to_string();
+            (
+                quote!(match self { #(#enc_arms)* }),
+                quote!(match <u32 as ::statewright::StateKey>::decode_key(input)? {
+                    #(#dec_arms)*
+                    tag => ::core::result::Result::Err(::statewright::KeyError::InvalidTag { type_name: #name, tag }),
+                }),
+            )
+        }
+        Data::Union(u) => {
+            cx.error_spanned_by(
+                u.union_token,
+                "`#[derive(StateKey)]` cannot be used on a union",
+            );
+            return TokenStream::new();
+        }
+    };
+    quote! {
+        const _: () = {
+            #[automatically_derived]
+            impl #impl_generics ::statewright::EncodeKey for #ident #ty_generics #where_clause {
+                fn encode_key(&self, out: &mut ::std::vec::Vec<u8>) {
+                    #encode
+                }
+            }
+            #[automatically_derived]
+            impl #impl_generics ::statewright::StateKey for #ident #ty_generics #where_clause {
+                fn decode_key(input: &mut &[u8]) -> ::core::result::Result<Self, ::statewright::KeyError> {
+                    #decode
+                }
+            }
+        };
+    }
+}
+
+/// The destructuring pattern, the encode statements and the decode constructor of some fields.
+fn fields(fields: &Fields) -> (TokenStream, Vec<TokenStream>, TokenStream) {
+    match fields {
+        Fields::Named(named) => {
+            let names: Vec<_> = named.named.iter().filter_map(|f| f.ident.clone()).collect();
+            let tys: Vec<_> = named.named.iter().map(|f| &f.ty).collect();
+            let enc = names
+                .iter()
+                .map(|n| quote!(::statewright::EncodeKey::encode_key(#n, out);))
+                .collect();
+            (
+                quote!({ #(#names),* }),
+                enc,
+                quote!({ #(#names: <#tys as ::statewright::StateKey>::decode_key(input)?),* }),
+            )
+        }
+        Fields::Unnamed(unnamed) => {
+            let names: Vec<_> = (0..unnamed.unnamed.len())
+                .map(|i| format_ident!("__f{}", i))
+                .collect();
+            let tys: Vec<_> = unnamed.unnamed.iter().map(|f| &f.ty).collect();
+            let enc = names
+                .iter()
+                .map(|n| quote!(::statewright::EncodeKey::encode_key(#n, out);))
+                .collect();
+            (
+                quote!(( #(#names),* )),
+                enc,
+                quote!(( #(<#tys as ::statewright::StateKey>::decode_key(input)?),* )),
+            )
+        }
+        Fields::Unit => (TokenStream::new(), Vec::new(), TokenStream::new()),
+    }
+}

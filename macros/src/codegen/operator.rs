@@ -1,0 +1,338 @@
+//! `#[derive(StatefulOperator)]`: descriptors, registration, the key-scoped view and its
+//! accessors.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{GenericParam, Lifetime, LifetimeParam};
+
+use super::type_string;
+use crate::model::{Kind, Operator, Reduce, StateField};
+
+pub fn expand(op: &Operator<'_>) -> TokenStream {
+    let input = op.input;
+    let ident = &input.ident;
+    let vis = &input.vis;
+    let keyed = format_ident!("{}Keyed", ident);
+    let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
+    let n = op.states.len();
+    let name = &op.name;
+    let max_parallelism = op.max_parallelism;
+    let key = op
+        .attrs
+        .key
+        .as_ref()
+        .map_or_else(|| quote!(()), |k| quote!(#k));
+    let key_str = type_string(&key);
+
+    // Generics of the view: the operator's, plus the view's lifetime first and the backend last.
+    let mut view_generics = input.generics.clone();
+    view_generics.params.insert(
+        0,
+        GenericParam::Lifetime(LifetimeParam::new(Lifetime::new(
+            "'__sw",
+            Span::call_site(),
+        ))),
+    );
+    view_generics
+        .params
+        .push(syn::parse_quote!(__SwB: ?::core::marker::Sized + '__sw));
+    let (view_impl_generics, view_ty_generics, view_where) = view_generics.split_for_impl();
+    let op_args = input.generics.params.iter().map(|p| match p {
+        GenericParam::Lifetime(l) => {
+            let l = &l.lifetime;
+            quote!(#l)
+        }
+        GenericParam::Type(t) => {
+            let i = &t.ident;
+            quote!(#i)
+        }
+        GenericParam::Const(c) => {
+            let i = &c.ident;
+            quote!(#i)
+        }
+    });
+    let keyed_of = quote!(#keyed<'__sw, #(#op_args,)* __SwB>);
+
+    let descriptors = op.states.iter().map(descriptor);
+    let accessors = op.states.iter().enumerate().map(|(i, s)| accessor(i, s));
+    let bounds = op.states.iter().flat_map(bounds);
+    let key_bound = op
+        .attrs
+        .key
+        .as_ref()
+        .map(|k| quote_spanned!(k.span()=> #k: ::statewright::StateKey,));
+    let mut where_tokens = match where_clause {
+        Some(w) => {
+            let preds = &w.predicates;
+            quote!(where #preds,)
+        }
+        None => quote!(where),
+    };
+    where_tokens.extend(quote!(#key_bound #(#bounds)*));
+
+    let view_doc = format!(
+        "The state of [`{ident}`] for one key, returned by [`Bound::key`](::statewright::Bound::key): one accessor method per state, and the operator's plain fields through `Deref`."
+    );
+
+    quote! {
+        #[doc = #view_doc]
+        #vis struct #keyed #view_generics #view_where {
+            __ctx: ::statewright::__private::KeyContext<'__sw, __SwB>,
+            __columns: &'__sw [::statewright::StateId; #n],
+            __op: &'__sw #ident #ty_generics,
+        }
+
+        const _: () = {
+            #[automatically_derived]
+            impl #view_impl_generics #keyed #view_ty_generics #view_where {
+                #(#accessors)*
+            }
+
+            #[automatically_derived]
+            impl #view_impl_generics ::core::ops::Deref for #keyed #view_ty_generics #view_where {
+                type Target = #ident #ty_generics;
+                fn deref(&self) -> &Self::Target {
+                    self.__op
+                }
+            }
+
+            #[automatically_derived]
+            impl #impl_generics ::statewright::StatefulOperator for #ident #ty_generics #where_tokens {
+                type Key = #key;
+                type Columns = [::statewright::StateId; #n];
+                type Keyed<'__sw, __SwB: ::statewright::StateBackend + ?::core::marker::Sized + '__sw> = #keyed_of
+                where
+                    Self: '__sw;
+
+                const DESCRIPTOR: ::statewright::OperatorDescriptor = ::statewright::OperatorDescriptor {
+                    name: #name,
+                    key_type: #key_str,
+                    max_parallelism: #max_parallelism,
+                    validate_key: ::statewright::__private::validate_key::<#key>,
+                    states: &[#(#descriptors),*],
+                };
+
+                fn __register<__SwB: ::statewright::StateBackend + ?::core::marker::Sized>(
+                    backend: &mut __SwB,
+                ) -> ::statewright::Result<Self::Columns> {
+                    ::statewright::__private::register_all(
+                        backend,
+                        &<Self as ::statewright::StatefulOperator>::DESCRIPTOR,
+                    )
+                }
+
+                fn __keyed<'__sw, __SwB: ::statewright::StateBackend + ?::core::marker::Sized>(
+                    op: &'__sw Self,
+                    columns: &'__sw Self::Columns,
+                    ctx: ::statewright::__private::KeyContext<'__sw, __SwB>,
+                ) -> Self::Keyed<'__sw, __SwB> {
+                    #keyed {
+                        __ctx: ctx,
+                        __columns: columns,
+                        __op: op,
+                    }
+                }
+            }
+        };
+    }
+}
+
+/// Where-clause predicates that check each state's types, spanned at the user's tokens so that
+/// a type that cannot be stored is reported on the field that declares it.
+fn bounds(s: &StateField<'_>) -> Vec<TokenStream> {
+    let a = &s.args;
+    match s.kind {
+        Kind::Value | Kind::List | Kind::Reducing => {
+            let t = &a[0];
+            vec![quote_spanned!(t.span()=> #t: ::statewright::StateValue,)]
+        }
+        Kind::Map => {
+            let (k, v) = (&a[0], &a[1]);
+            vec![
+                quote_spanned!(k.span()=> #k: ::statewright::StateKey,),
+                quote_spanned!(v.span()=> #v: ::statewright::StateValue,),
+            ]
+        }
+        Kind::Aggregating => {
+            let (i, o) = (&a[0], &a[1]);
+            match &s.attrs.aggregate {
+                Some(agg) => vec![
+                    quote_spanned!(agg.span()=> #agg: ::statewright::Aggregate<In = #i, Out = #o>,),
+                ],
+                None => Vec::new(),
+            }
+        }
+    }
+}
+
+fn descriptor(s: &StateField<'_>) -> TokenStream {
+    let name = &s.name;
+    let kind = format_ident!(
+        "{}",
+        match s.kind {
+            Kind::Value => "Value",
+            Kind::List => "List",
+            Kind::Map => "Map",
+            Kind::Reducing => "Reducing",
+            Kind::Aggregating => "Aggregating",
+        }
+    );
+    let a = &s.args;
+    let (value_type, validate_value) = match s.kind {
+        Kind::Value | Kind::Reducing => {
+            let t = &a[0];
+            (
+                type_string(&quote!(#t)),
+                quote!(::statewright::__private::validate::<#t>),
+            )
+        }
+        Kind::List => {
+            let t = &a[0];
+            (
+                type_string(&quote!(#t)),
+                quote!(::statewright::__private::validate_frames::<#t>),
+            )
+        }
+        Kind::Map => {
+            let v = &a[1];
+            (
+                type_string(&quote!(#v)),
+                quote!(::statewright::__private::validate::<#v>),
+            )
+        }
+        Kind::Aggregating => match &s.attrs.aggregate {
+            Some(agg) => (
+                format!("<{} as Aggregate>::Acc", type_string(&quote!(#agg))),
+                quote!(::statewright::__private::validate::<<#agg as ::statewright::Aggregate>::Acc>),
+            ),
+            None => (
+                String::new(),
+                quote!(::statewright::__private::validate::<()>),
+            ),
+        },
+    };
+    let (user_key_type, validate_user_key) = if s.kind == Kind::Map {
+        let k = &a[0];
+        let ks = type_string(&quote!(#k));
+        (
+            quote!(::core::option::Option::Some(#ks)),
+            quote!(::statewright::__private::validate_key::<#k>),
+        )
+    } else {
+        (
+            quote!(::core::option::Option::None),
+            quote!(::statewright::__private::no_user_key),
+        )
+    };
+    let ttl = match &s.attrs.ttl {
+        Some((ttl, _)) => {
+            let ms = ttl.millis;
+            let on_read = s.attrs.update.as_ref().is_some_and(|(r, _)| *r);
+            quote!(::core::option::Option::Some(::statewright::TtlConfig {
+                ttl: ::core::time::Duration::from_millis(#ms),
+                update_on_read: #on_read,
+            }))
+        }
+        None => quote!(::core::option::Option::None),
+    };
+    quote! {
+        ::statewright::StateDescriptor {
+            name: #name,
+            kind: ::statewright::StateKind::#kind,
+            value_type: #value_type,
+            user_key_type: #user_key_type,
+            ttl: #ttl,
+            validate_value: #validate_value,
+            validate_user_key: #validate_user_key,
+        }
+    }
+}
+
+fn accessor(index: usize, s: &StateField<'_>) -> TokenStream {
+    let ident = s.ident;
+    let vis = &s.original.vis;
+    let name = &s.name;
+    let a = &s.args;
+    let docs: Vec<_> = s
+        .original
+        .attrs
+        .iter()
+        .filter(|attr| attr.path().is_ident("doc"))
+        .collect();
+    let ty = &s.original.ty;
+    let default_doc = format!("The `{name}` state: `{}`.", type_string(&quote!(#ty)));
+    let doc = if docs.is_empty() {
+        quote!(#[doc = #default_doc])
+    } else {
+        quote!(#(#docs)*)
+    };
+    let ctx = quote!(self.__ctx.reborrow());
+    let slot = quote!(::statewright::__private::Slot { id: self.__columns[#index], name: #name });
+    let (ret, body) = match s.kind {
+        Kind::Value => {
+            let t = &a[0];
+            (
+                quote!(::statewright::__private::ValueView<'_, #t, __SwB>),
+                quote!(::statewright::__private::ValueView::new(#ctx, #slot)),
+            )
+        }
+        Kind::List => {
+            let t = &a[0];
+            (
+                quote!(::statewright::__private::ListView<'_, #t, __SwB>),
+                quote!(::statewright::__private::ListView::new(#ctx, #slot)),
+            )
+        }
+        Kind::Map => {
+            let (k, v) = (&a[0], &a[1]);
+            (
+                quote!(::statewright::__private::MapView<'_, #k, #v, __SwB>),
+                quote!(::statewright::__private::MapView::new(#ctx, #slot)),
+            )
+        }
+        Kind::Reducing => {
+            let t = &a[0];
+            let f = match s.reduce() {
+                Some(Reduce::Builtin(i)) => {
+                    quote_spanned!(i.span()=> ::statewright::__private::reduce::#i::<#t>)
+                }
+                Some(Reduce::Function(p)) => quote!(#p),
+                None => quote!(|a: &#t, _: &#t| -> #t { ::core::clone::Clone::clone(a) }),
+            };
+            let span = s
+                .attrs
+                .reduce
+                .as_ref()
+                .map_or_else(|| t.span(), Spanned::span);
+            let coerce = quote_spanned!(span=> let reduce: fn(&#t, &#t) -> #t = #f;);
+            (
+                quote!(::statewright::__private::ReducingView<'_, #t, __SwB>),
+                quote!({
+                    #coerce
+                    ::statewright::__private::ReducingView::new(#ctx, #slot, reduce)
+                }),
+            )
+        }
+        Kind::Aggregating => {
+            let agg = s
+                .attrs
+                .aggregate
+                .as_ref()
+                .map_or_else(|| quote!(()), |p| quote!(#p));
+            (
+                quote!(::statewright::__private::AggregatingView<'_, #agg, __SwB>),
+                quote!(::statewright::__private::AggregatingView::new(#ctx, #slot)),
+            )
+        }
+    };
+    quote! {
+        #doc
+        #[inline]
+        #vis fn #ident(&mut self) -> #ret {
+            // The field is the declaration; reading it here keeps it from looking unused.
+            let _: &#ty = &self.__op.#ident;
+            #body
+        }
+    }
+}

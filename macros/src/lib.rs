@@ -1,0 +1,130 @@
+//! Procedural macros of statewright. Use them through the `statewright` crate:
+//! `#[derive(StatefulOperator)]`, `#[derive(StateKey)]` and `#[statewright::value]`.
+//!
+//! Each entry point parses its input into a typed model ([`model`]), reports every mistake at
+//! once under the user's tokens ([`ctxt`], [`check`]), and generates code from the model only
+//! ([`codegen`]).
+
+mod attr;
+mod check;
+mod codegen;
+mod ctxt;
+mod model;
+mod symbol;
+
+use proc_macro::TokenStream;
+use syn::{DeriveInput, parse_macro_input};
+
+/// Derives `statewright::StatefulOperator` for a struct whose fields declare its state.
+///
+/// See the `statewright` crate for the attributes: `#[operator(name = "...", key = Type,
+/// max_parallelism = N)]` on the struct, `#[state(name = "...", ttl = "...", update = "...",
+/// reduce = f, aggregate = A)]` on state fields.
+#[proc_macro_derive(StatefulOperator, attributes(operator, state))]
+pub fn derive_stateful_operator(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    expand_operator(&input)
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
+}
+
+/// Derives `statewright::StateKey` (canonical, order-preserving key encoding).
+#[proc_macro_derive(StateKey)]
+pub fn derive_state_key(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    let cx = ctxt::Ctxt::new();
+    let out = codegen::key::expand(&cx, &input);
+    match cx.check() {
+        Ok(()) => out.into(),
+        Err(e) => e.into_compile_error().into(),
+    }
+}
+
+/// Makes a struct or enum storable as state: adds the rkyv derives (through statewright's
+/// re-export, so users do not depend on rkyv) and implements `StateValue`.
+#[proc_macro_attribute]
+pub fn value(args: TokenStream, input: TokenStream) -> TokenStream {
+    let args = proc_macro2::TokenStream::from(args);
+    if !args.is_empty() {
+        return syn::Error::new_spanned(args, "`#[statewright::value]` takes no arguments")
+            .into_compile_error()
+            .into();
+    }
+    let input = parse_macro_input!(input as DeriveInput);
+    codegen::value::expand(&input).into()
+}
+
+fn expand_operator(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
+    let cx = ctxt::Ctxt::new();
+    let Some(model) = model::operator(&cx, input) else {
+        cx.check()?;
+        return Ok(proc_macro2::TokenStream::new());
+    };
+    check::check(&cx, &model);
+    cx.check()?;
+    Ok(codegen::operator::expand(&model))
+}
+
+#[cfg(test)]
+mod expansion {
+    //! Snapshots of generated code, reviewed with `cargo insta review`.
+
+    fn pretty(tokens: proc_macro2::TokenStream) -> String {
+        match syn::parse2::<syn::File>(tokens.clone()) {
+            Ok(file) => prettyplease::unparse(&file),
+            Err(e) => panic!("generated code does not parse: {e}\n{tokens}"),
+        }
+    }
+
+    fn operator(input: proc_macro2::TokenStream) -> String {
+        let input: syn::DeriveInput = syn::parse2(input).unwrap();
+        pretty(super::expand_operator(&input).unwrap())
+    }
+
+    #[test]
+    fn fraud_detector() {
+        insta::assert_snapshot!(operator(quote::quote! {
+            #[operator(name = "fraud-detector", key = u64, max_parallelism = 128)]
+            pub struct FraudDetector {
+                #[state(ttl = "1m")]
+                small_seen: ValueState<bool>,
+                #[state(ttl = "1h", update = "on_read_and_write")]
+                recent: ListState<Txn>,
+                per_merchant: MapState<u32, i64>,
+                #[state(reduce = max)]
+                largest: ReducingState<i64>,
+                threshold_cents: i64,
+            }
+        }));
+    }
+
+    #[test]
+    fn generic_operator_with_aggregate() {
+        insta::assert_snapshot!(operator(quote::quote! {
+            #[operator(key = String)]
+            pub(crate) struct Averages<T: Clone> where T: Default {
+                /// Mean of the values.
+                #[state(name = "mean", aggregate = Mean)]
+                avg: AggregatingState<i64, f64>,
+                #[state(reduce = crate::longest)]
+                longest: ReducingState<String>,
+                extra: T,
+            }
+        }));
+    }
+
+    #[test]
+    fn state_key_and_value() {
+        let key: syn::DeriveInput = syn::parse_quote! {
+            enum Route { Direct(u32), Via { hub: String, hops: u8 }, Unknown }
+        };
+        let cx = super::ctxt::Ctxt::new();
+        let k = super::codegen::key::expand(&cx, &key);
+        assert!(cx.check().is_ok());
+        let value: syn::DeriveInput = syn::parse_quote! {
+            pub struct Pair<T> { pub a: T, pub b: u64 }
+        };
+        let v = super::codegen::value::expand(&value);
+        insta::assert_snapshot!(format!("{}\n{}", pretty(k), pretty(v)));
+    }
+}
