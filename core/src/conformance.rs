@@ -2,7 +2,7 @@
 //!
 //! A backend crate instantiates it in a test file; every behaviour becomes its own `#[test]`:
 //!
-//! ```ignore
+//! ```text
 //! statewright_core::conformance_suite!(statewright_heap::HeapBackend::new());
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]

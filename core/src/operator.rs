@@ -264,10 +264,10 @@ impl<Op: StatefulOperator, B: StateBackend> Bound<Op, B> {
     }
 }
 
-impl<Op: StatefulOperator + std::fmt::Debug, B: StateBackend> std::fmt::Debug for Bound<Op, B> {
+impl<Op: StatefulOperator, B: StateBackend> std::fmt::Debug for Bound<Op, B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Bound")
-            .field("operator", &self.op)
+            .field("operator", &Op::DESCRIPTOR.name)
             .field("backend", &self.backend.name())
             .field("key_groups", &self.key_groups)
             .finish_non_exhaustive()

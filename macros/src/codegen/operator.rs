@@ -55,6 +55,7 @@ pub fn expand(op: &Operator<'_>) -> TokenStream {
     let keyed_of = quote!(#keyed<'__sw, #(#op_args,)* __SwB>);
 
     let descriptors = op.states.iter().map(descriptor);
+    let field_idents = op.states.iter().map(|s| s.ident);
     let accessors = op.states.iter().enumerate().map(|(i, s)| accessor(i, s));
     let bounds = op.states.iter().flat_map(bounds);
     let key_bound = op
@@ -127,6 +128,9 @@ pub fn expand(op: &Operator<'_>) -> TokenStream {
                     columns: &'__sw Self::Columns,
                     ctx: ::statewright::__private::KeyContext<'__sw, __SwB>,
                 ) -> Self::Keyed<'__sw, __SwB> {
+                    // State fields are declarations, used through this view; reading them here
+                    // keeps the compiler from calling them unused.
+                    let _ = (#(&op.#field_idents,)*);
                     #keyed {
                         __ctx: ctx,
                         __columns: columns,
@@ -330,8 +334,6 @@ fn accessor(index: usize, s: &StateField<'_>) -> TokenStream {
         #doc
         #[inline]
         #vis fn #ident(&mut self) -> #ret {
-            // The field is the declaration; reading it here keeps it from looking unused.
-            let _: &#ty = &self.__op.#ident;
             #body
         }
     }

@@ -1,0 +1,193 @@
+//! Local checkpoint storage: commit by manifest, retention, restore by id, and damage that
+//! never reaches the last good checkpoint.
+#![allow(missing_docs)]
+
+use std::fs;
+
+use statewright::prelude::*;
+use statewright::{Corruption, Error};
+
+#[derive(StatefulOperator, Default)]
+#[operator(name = "counts", key = u64)]
+pub struct Counts {
+    count: ValueState<u64>,
+    seen: MapState<u32, bool>,
+}
+
+#[derive(StatefulOperator, Default)]
+#[operator(name = "other", key = u64)]
+pub struct Other {
+    v: ValueState<u64>,
+}
+
+fn bump(op: &mut Bound<Counts, HeapBackend>, keys: std::ops::Range<u64>) -> statewright::Result<()> {
+    for k in keys {
+        let mut st = op.key(&k)?;
+        st.count().update(|c| c.unwrap_or(0) + 1)?;
+        st.seen().put(&(k as u32 % 7), &true)?;
+    }
+    Ok(())
+}
+
+fn count(op: &mut Bound<Counts, HeapBackend>, k: u64) -> statewright::Result<Option<u64>> {
+    op.key(&k)?.count().get_owned()
+}
+
+#[test]
+fn restore_latest_or_a_retained_checkpoint_by_id() -> statewright::Result<()> {
+    let dir = tempfile::tempdir().map_err(|e| Error::Io { path: "tmp".into(), source: e })?;
+    let storage = CheckpointStorage::open(dir.path())?.max_retained(2);
+    let mut op = Counts::default().bind(HeapBackend::new())?;
+    let mut ids = Vec::new();
+    for round in 0..4 {
+        bump(&mut op, 0..100)?;
+        let info = op.checkpoint(&storage)?;
+        assert_eq!(info.id, CheckpointId(round + 1));
+        assert!(info.bytes() > 0);
+        ids.push(info.id);
+    }
+    // Retention: the two newest remain, the others' directories are gone.
+    let kept: Vec<_> = storage.list()?.iter().map(|c| c.id).collect();
+    assert_eq!(kept, [CheckpointId(3), CheckpointId(4)]);
+    let dirs: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("chk-"))
+        .collect();
+    assert_eq!(dirs.len(), 2, "{dirs:?}");
+
+    let mut latest = Counts::default().restore(HeapBackend::new(), &storage, RestorePoint::Latest)?;
+    assert_eq!(count(&mut latest, 42)?, Some(4));
+    let mut third = Counts::default().restore(HeapBackend::new(), &storage, CheckpointId(3).into())?;
+    assert_eq!(count(&mut third, 42)?, Some(3));
+    let err = Counts::default()
+        .restore(HeapBackend::new(), &storage, CheckpointId(1).into())
+        .unwrap_err();
+    assert!(matches!(err, Error::CheckpointNotFound { .. }), "{err}");
+    Ok(())
+}
+
+#[test]
+fn a_damaged_latest_checkpoint_leaves_the_previous_one_intact() -> statewright::Result<()> {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = CheckpointStorage::open(dir.path())?;
+    let mut op = Counts::default().bind(HeapBackend::new())?;
+    bump(&mut op, 0..50)?;
+    let first = op.checkpoint(&storage)?;
+    let first_file = dir.path().join(&first.files[0].path);
+    let first_bytes = fs::read(&first_file).unwrap();
+    bump(&mut op, 0..50)?;
+    let second = op.checkpoint(&storage)?;
+
+    let damaged = dir.path().join(&second.files[0].path);
+    let mut bytes = fs::read(&damaged).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xFF;
+    fs::write(&damaged, &bytes).unwrap();
+
+    let err = Counts::default()
+        .restore(HeapBackend::new(), &storage, RestorePoint::Latest)
+        .unwrap_err();
+    match &err {
+        Error::Corrupt { path, kind: Corruption::ChecksumMismatch { .. }, .. } => {
+            assert_eq!(path, &damaged);
+        }
+        other => panic!("unexpected: {other}"),
+    }
+    let mut back = Counts::default().restore(HeapBackend::new(), &storage, first.id.into())?;
+    assert_eq!(count(&mut back, 10)?, Some(1));
+    assert_eq!(fs::read(&first_file).unwrap(), first_bytes);
+
+    // A truncated file is reported as such.
+    fs::write(&damaged, &bytes[..mid]).unwrap();
+    let err = Counts::default()
+        .restore(HeapBackend::new(), &storage, RestorePoint::Latest)
+        .unwrap_err();
+    assert!(matches!(err, Error::Corrupt { kind: Corruption::Truncated { .. }, .. }), "{err}");
+    Ok(())
+}
+
+#[test]
+fn a_damaged_manifest_is_an_error_and_is_not_overwritten() -> statewright::Result<()> {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = CheckpointStorage::open(dir.path())?;
+    let mut op = Counts::default().bind(HeapBackend::new())?;
+    bump(&mut op, 0..10)?;
+    op.checkpoint(&storage)?;
+    let manifest = dir.path().join("MANIFEST");
+    let good = fs::read_to_string(&manifest).unwrap();
+
+    let flipped = good.replacen("\"id\": 1", "\"id\": 7", 1);
+    fs::write(&manifest, &flipped).unwrap();
+    let err = storage.list().unwrap_err();
+    assert!(
+        matches!(err, Error::Corrupt { kind: Corruption::ChecksumMismatch { section: "manifest", .. }, .. }),
+        "{err}"
+    );
+    assert!(op.checkpoint(&storage).is_err());
+    assert_eq!(fs::read_to_string(&manifest).unwrap(), flipped, "a damaged manifest was replaced");
+
+    fs::write(&manifest, &good[..good.len() / 2]).unwrap();
+    assert!(matches!(storage.list(), Err(Error::Corrupt { .. })));
+    fs::write(&manifest, "PK\x03\x04 not ours").unwrap();
+    assert!(matches!(storage.list(), Err(Error::Foreign { .. })));
+
+    fs::write(&manifest, &good).unwrap();
+    assert_eq!(storage.list()?.len(), 1);
+    Ok(())
+}
+
+#[test]
+fn an_abandoned_checkpoint_is_invisible_and_cleaned_up() -> statewright::Result<()> {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = CheckpointStorage::open(dir.path())?;
+    let mut op = Counts::default().bind(HeapBackend::new())?;
+    bump(&mut op, 0..10)?;
+    op.checkpoint(&storage)?;
+    {
+        let mut pending = storage.begin()?;
+        assert_eq!(pending.id(), CheckpointId(2));
+        pending.add(&op)?;
+        // Dropped without commit, as a failed checkpoint would be.
+    }
+    assert_eq!(storage.list()?.len(), 1);
+    // A crash leaves a directory behind; its number is never reused and it is removed.
+    fs::create_dir(dir.path().join("chk-0000000005")).unwrap();
+    let next = op.checkpoint(&storage)?;
+    assert_eq!(next.id, CheckpointId(6));
+    assert!(!dir.path().join("chk-0000000005").exists());
+    Ok(())
+}
+
+#[test]
+fn one_checkpoint_holds_several_operators() -> statewright::Result<()> {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = CheckpointStorage::open(dir.path())?;
+    let mut a = Counts::default().bind(HeapBackend::new())?;
+    let mut b = Other::default().bind(HeapBackend::new())?;
+    bump(&mut a, 0..5)?;
+    b.key(&1)?.v().set(&99)?;
+    let mut pending = storage.begin()?;
+    pending.add(&a)?;
+    pending.add(&b)?;
+    assert!(pending.add(&b).is_err(), "the same operator twice");
+    let info = pending.commit()?;
+    assert_eq!(info.files.len(), 2);
+
+    let mut b2 = Other::default().restore(HeapBackend::new(), &storage, RestorePoint::Latest)?;
+    assert_eq!(b2.key(&1)?.v().get_owned()?, Some(99));
+    let mut a2 = Counts::default().restore(HeapBackend::new(), &storage, RestorePoint::Latest)?;
+    assert_eq!(count(&mut a2, 3)?, Some(1));
+    Ok(())
+}
+
+#[test]
+fn restoring_from_an_empty_directory_says_so() -> statewright::Result<()> {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = CheckpointStorage::open(dir.path())?;
+    let err = Counts::default()
+        .restore(HeapBackend::new(), &storage, RestorePoint::Latest)
+        .unwrap_err();
+    assert!(matches!(err, Error::CheckpointNotFound { .. }), "{err}");
+    Ok(())
+}
