@@ -1,6 +1,6 @@
 //! Local checkpoint storage: commit by manifest, retention, restore by id, and damage that
 //! never reaches the last good checkpoint.
-#![allow(missing_docs)]
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::fs;
 
@@ -20,7 +20,10 @@ pub struct Other {
     v: ValueState<u64>,
 }
 
-fn bump(op: &mut Bound<Counts, HeapBackend>, keys: std::ops::Range<u64>) -> statewright::Result<()> {
+fn bump(
+    op: &mut Bound<Counts, HeapBackend>,
+    keys: std::ops::Range<u64>,
+) -> statewright::Result<()> {
     for k in keys {
         let mut st = op.key(&k)?;
         st.count().update(|c| c.unwrap_or(0) + 1)?;
@@ -35,7 +38,10 @@ fn count(op: &mut Bound<Counts, HeapBackend>, k: u64) -> statewright::Result<Opt
 
 #[test]
 fn restore_latest_or_a_retained_checkpoint_by_id() -> statewright::Result<()> {
-    let dir = tempfile::tempdir().map_err(|e| Error::Io { path: "tmp".into(), source: e })?;
+    let dir = tempfile::tempdir().map_err(|e| Error::Io {
+        path: "tmp".into(),
+        source: e,
+    })?;
     let storage = CheckpointStorage::open(dir.path())?.max_retained(2);
     let mut op = Counts::default().bind(HeapBackend::new())?;
     let mut ids = Vec::new();
@@ -56,9 +62,11 @@ fn restore_latest_or_a_retained_checkpoint_by_id() -> statewright::Result<()> {
         .collect();
     assert_eq!(dirs.len(), 2, "{dirs:?}");
 
-    let mut latest = Counts::default().restore(HeapBackend::new(), &storage, RestorePoint::Latest)?;
+    let mut latest =
+        Counts::default().restore(HeapBackend::new(), &storage, RestorePoint::Latest)?;
     assert_eq!(count(&mut latest, 42)?, Some(4));
-    let mut third = Counts::default().restore(HeapBackend::new(), &storage, CheckpointId(3).into())?;
+    let mut third =
+        Counts::default().restore(HeapBackend::new(), &storage, CheckpointId(3).into())?;
     assert_eq!(count(&mut third, 42)?, Some(3));
     let err = Counts::default()
         .restore(HeapBackend::new(), &storage, CheckpointId(1).into())
@@ -89,7 +97,11 @@ fn a_damaged_latest_checkpoint_leaves_the_previous_one_intact() -> statewright::
         .restore(HeapBackend::new(), &storage, RestorePoint::Latest)
         .unwrap_err();
     match &err {
-        Error::Corrupt { path, kind: Corruption::ChecksumMismatch { .. }, .. } => {
+        Error::Corrupt {
+            path,
+            kind: Corruption::ChecksumMismatch { .. },
+            ..
+        } => {
             assert_eq!(path, &damaged);
         }
         other => panic!("unexpected: {other}"),
@@ -103,7 +115,16 @@ fn a_damaged_latest_checkpoint_leaves_the_previous_one_intact() -> statewright::
     let err = Counts::default()
         .restore(HeapBackend::new(), &storage, RestorePoint::Latest)
         .unwrap_err();
-    assert!(matches!(err, Error::Corrupt { kind: Corruption::Truncated { .. }, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::Corrupt {
+                kind: Corruption::Truncated { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
     Ok(())
 }
 
@@ -121,11 +142,24 @@ fn a_damaged_manifest_is_an_error_and_is_not_overwritten() -> statewright::Resul
     fs::write(&manifest, &flipped).unwrap();
     let err = storage.list().unwrap_err();
     assert!(
-        matches!(err, Error::Corrupt { kind: Corruption::ChecksumMismatch { section: "manifest", .. }, .. }),
+        matches!(
+            err,
+            Error::Corrupt {
+                kind: Corruption::ChecksumMismatch {
+                    section: "manifest",
+                    ..
+                },
+                ..
+            }
+        ),
         "{err}"
     );
     assert!(op.checkpoint(&storage).is_err());
-    assert_eq!(fs::read_to_string(&manifest).unwrap(), flipped, "a damaged manifest was replaced");
+    assert_eq!(
+        fs::read_to_string(&manifest).unwrap(),
+        flipped,
+        "a damaged manifest was replaced"
+    );
 
     fs::write(&manifest, &good[..good.len() / 2]).unwrap();
     assert!(matches!(storage.list(), Err(Error::Corrupt { .. })));

@@ -1,6 +1,6 @@
 //! A truncated, corrupted or foreign snapshot gives a typed error naming the file, never a
 //! panic, and never half-restored state.
-#![allow(missing_docs)]
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
 
@@ -94,7 +94,9 @@ fn every_single_byte_flip_is_detected() {
         let mut damaged = bytes.clone();
         damaged[at] ^= 0x20;
         match restore(&damaged) {
-            Err(Error::Corrupt { .. } | Error::Foreign { .. } | Error::UnsupportedVersion { .. }) => {}
+            Err(
+                Error::Corrupt { .. } | Error::Foreign { .. } | Error::UnsupportedVersion { .. },
+            ) => {}
             Err(other) => panic!("flip at {at}: unexpected error {other}"),
             Ok(_) => panic!("flip at byte {at} of {} went unnoticed", bytes.len()),
         }
@@ -150,7 +152,16 @@ fn foreign_files_are_named_as_such() {
         b"SWSNAP",
     ] {
         let err = restore(foreign).err().unwrap();
-        assert!(matches!(err, Error::Foreign { expected: "snapshot", .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                Error::Foreign {
+                    expected: "snapshot",
+                    ..
+                }
+            ),
+            "{err}"
+        );
         assert!(err.to_string().contains("sessions.snap"), "{err}");
     }
 }
@@ -163,7 +174,15 @@ fn a_newer_format_version_is_refused_by_name() {
     bytes[16..20].copy_from_slice(&crc.to_le_bytes());
     let err = restore(&bytes).err().unwrap();
     assert!(
-        matches!(err, Error::UnsupportedVersion { what: "format", found: 2, supported: 1, .. }),
+        matches!(
+            err,
+            Error::UnsupportedVersion {
+                what: "format",
+                found: 2,
+                supported: 1,
+                ..
+            }
+        ),
         "{err}"
     );
 }
@@ -174,7 +193,11 @@ fn crc32c(bytes: &[u8]) -> u32 {
     for &b in bytes {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0x82F6_3B78 } else { crc >> 1 };
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -220,7 +243,13 @@ fn snapshots_that_do_not_fit_the_operator_are_refused() -> statewright::Result<(
     let mut retyped = SessionsRetyped::default().bind(HeapBackend::new())?;
     let err = retyped.restore_snapshot(&reader).unwrap_err();
     assert!(
-        matches!(err, Error::Corrupt { kind: Corruption::InvalidEntry { .. }, .. }),
+        matches!(
+            err,
+            Error::Corrupt {
+                kind: Corruption::InvalidEntry { .. },
+                ..
+            }
+        ),
         "{err}"
     );
     assert_eq!(retyped.backend().entries(), 0);

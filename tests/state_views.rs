@@ -1,5 +1,5 @@
 //! Every state primitive through the generated key-scoped view, on the heap backend.
-#![allow(missing_docs)]
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use statewright::StateBackend as _;
 use statewright::prelude::*;
@@ -35,6 +35,7 @@ impl Aggregate for Mean {
     }
 }
 
+#[allow(clippy::ptr_arg)] // a reduce function is `fn(&T, &T) -> T`
 fn longest(a: &String, b: &String) -> String {
     if b.len() > a.len() {
         b.clone()

@@ -2,9 +2,7 @@
 //! for error spans. Unknown keys and bad values are reported to the [`Ctxt`]; parsing goes on
 //! so that every mistake is reported at once.
 
-use proc_macro2::Span;
 use syn::meta::ParseNestedMeta;
-use syn::spanned::Spanned;
 use syn::{Attribute, LitInt, LitStr, Path, Type};
 
 use crate::ctxt::Ctxt;
@@ -213,12 +211,4 @@ fn parse_ttl(cx: &Ctxt, lit: &LitStr) -> Option<Ttl> {
             }
         },
     }
-}
-
-/// The span of a field's `#[state]` attribute, or of its type.
-pub fn attr_span(attrs: &StateAttrs, fallback: &impl Spanned) -> Span {
-    attrs
-        .attr
-        .as_ref()
-        .map_or_else(|| fallback.span(), Spanned::span)
 }

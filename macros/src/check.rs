@@ -12,20 +12,21 @@ pub fn check(cx: &Ctxt, op: &Operator<'_>) {
             "missing key type: add `#[operator(key = <type>)]`, e.g. `#[operator(key = u64)]`; state is scoped to one key of this type",
         );
     }
-    if op.attrs.name.is_none() {
-        if let Err(why) = crate::symbol::valid_name(&op.name) {
-            cx.error_spanned_by(
-                &op.input.ident,
-                format!("the default operator name `{}` {why}; set one with `#[operator(name = \"...\")]`", op.name),
-            );
-        }
+    if let (None, Err(why)) = (&op.attrs.name, crate::symbol::valid_name(&op.name)) {
+        cx.error_spanned_by(
+            &op.input.ident,
+            format!(
+                "the default operator name `{}` {why}; set one with `#[operator(name = \"...\")]`",
+                op.name
+            ),
+        );
     }
     duplicate_names(cx, op);
     for s in &op.states {
         let a = &s.attrs;
         match (s.kind, &a.reduce) {
             (Kind::Reducing, None) => cx.error_spanned_by(
-                s.original,
+                &s.original.ty,
                 format!(
                     "`ReducingState` field `{}` needs a reduce function: `#[state(reduce = max)]` (`max`, `min`, `sum` or a path to `fn(&T, &T) -> T`)",
                     s.ident
@@ -39,7 +40,7 @@ pub fn check(cx: &Ctxt, op: &Operator<'_>) {
         }
         match (s.kind, &a.aggregate) {
             (Kind::Aggregating, None) => cx.error_spanned_by(
-                s.original,
+                &s.original.ty,
                 format!(
                     "`AggregatingState` field `{}` needs an aggregate: `#[state(aggregate = MyAggregate)]`, a type implementing `statewright::Aggregate`",
                     s.ident

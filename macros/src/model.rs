@@ -142,14 +142,13 @@ pub fn operator<'a>(cx: &Ctxt, input: &'a DeriveInput) -> Option<Operator<'a>> {
                 });
             }
             None if attrs.attr.is_some() => {
-                let span = attr::attr_span(&attrs, field);
-                cx.syn_error(syn::Error::new(
-                    span,
+                cx.error_spanned_by(
+                    &attrs.attr,
                     format!(
                         "`#[state]` on field `{ident}`, which is not a state; state fields have one of the types {}",
                         symbol::one_of(&symbol::STATE_TYPES.iter().map(|(n, _)| *n).collect::<Vec<_>>())
                     ),
-                ));
+                );
             }
             None => {}
         }

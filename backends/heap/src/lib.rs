@@ -28,13 +28,15 @@ use statewright_core::backend::{EntryIter, EntryVisitor, StateBackend, StateId};
 use statewright_core::{Error, Result, StateDescriptor};
 
 type Hasher = foldhash::fast::RandomState;
+/// The entries of one key of a map state, sorted by user key.
+type UserEntries = BTreeMap<Box<[u8]>, Vec<u8>>;
 
 #[derive(Debug)]
 enum Column {
     /// Value, list, reducing and aggregating states: one value per key, empty user key.
     Flat(HashMap<Box<[u8]>, Vec<u8>, Hasher>),
     /// Map states: a sorted map of user keys per key.
-    Nested(HashMap<Box<[u8]>, BTreeMap<Box<[u8]>, Vec<u8>>, Hasher>),
+    Nested(HashMap<Box<[u8]>, UserEntries, Hasher>),
 }
 
 #[derive(Debug)]

@@ -26,5 +26,5 @@ pub use format::{
     BlockRef, COMPRESSION_LZ4, COMPRESSION_NONE, FORMAT_VERSION, KeyGroupIndex, SnapshotIndex,
     StateSection,
 };
-pub use read::{RestoreSummary, SnapshotReader, restore_operator};
+pub use read::{RecordVisitor, RestoreSummary, SnapshotReader, restore_operator};
 pub use write::{SnapshotOptions, SnapshotSummary, write_operator};

@@ -13,6 +13,9 @@ use crate::descriptor::{OperatorDescriptor, StateDescriptor};
 use crate::error::{Corruption, Error, Result};
 use crate::keygroup::{KEY_HASH_VERSION, KeyGroupRange, key_group};
 
+/// A visitor over snapshot records: `(key group, canonical key, user key, value)`.
+pub type RecordVisitor<'v> = dyn FnMut(u16, &[u8], &[u8], &[u8]) -> Result<()> + 'v;
+
 /// A parsed, checksum-verified snapshot held in memory.
 #[derive(Debug)]
 pub struct SnapshotReader<'a> {
@@ -224,7 +227,7 @@ impl<'a> SnapshotReader<'a> {
         &self,
         state: &StateSection,
         range: KeyGroupRange,
-        visit: &mut dyn FnMut(u16, &[u8], &[u8], &[u8]) -> Result<()>,
+        visit: &mut RecordVisitor<'_>,
     ) -> Result<()> {
         for kg in state
             .key_groups

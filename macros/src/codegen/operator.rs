@@ -65,8 +65,8 @@ pub fn expand(op: &Operator<'_>) -> TokenStream {
         .map(|k| quote_spanned!(k.span()=> #k: ::statewright::StateKey,));
     let mut where_tokens = match where_clause {
         Some(w) => {
-            let preds = &w.predicates;
-            quote!(where #preds,)
+            let preds = w.predicates.iter();
+            quote!(where #(#preds,)*)
         }
         None => quote!(where),
     };
