@@ -1,1 +1,9 @@
-//! placeholder
+//! The statewright guide (`book/src`, built with mdBook). Its pages and the README are included
+//! here so that every Rust block in them compiles and runs as a doctest; code the pages pull in
+//! with `{{#include}}` lives in compiled examples.
+
+#[doc = include_str!("src/getting-started.md")]
+pub mod getting_started {}
+
+#[doc = include_str!("../README.md")]
+pub mod readme {}
