@@ -5,5 +5,8 @@
 #[doc = include_str!("src/getting-started.md")]
 pub mod getting_started {}
 
+#[doc = include_str!("src/backends.md")]
+pub mod backends {}
+
 #[doc = include_str!("../README.md")]
 pub mod readme {}

@@ -9,6 +9,7 @@
 //!
 //! ```text
 //! cargo run --example fraud_detection -- [--events N]
+//! cargo run --example fraud_detection --features rocksdb -- --backend rocksdb
 //! ```
 
 use std::path::Path;
@@ -98,7 +99,41 @@ pub struct Outcome {
     pub final_state: Vec<u8>,
 }
 
-fn final_state(op: &Bound<FraudDetector, HeapBackend>) -> statewright::Result<Vec<u8>> {
+/// Which backend holds the state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded default.
+    Heap,
+    /// RocksDB, in a directory below the run's directory.
+    #[cfg(feature = "rocksdb")]
+    RocksDb,
+}
+
+impl Backend {
+    fn open(self, dir: &Path, name: &str) -> statewright::Result<Box<dyn StateBackend>> {
+        let _ = (dir, name);
+        Ok(match self {
+            Backend::Heap => Box::new(HeapBackend::new()),
+            #[cfg(feature = "rocksdb")]
+            Backend::RocksDb => Box::new(statewright::RocksDbBackend::open(
+                dir.join(name),
+                statewright::RocksDbOptions::default(),
+            )?),
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Backend::Heap => "heap",
+            #[cfg(feature = "rocksdb")]
+            Backend::RocksDb => "rocksdb",
+        }
+    }
+}
+
+type Op = Bound<FraudDetector, Box<dyn StateBackend>>;
+
+fn final_state(op: &Op) -> statewright::Result<Vec<u8>> {
     let mut bytes = Vec::new();
     op.write_snapshot(
         SnapshotOptions::default(),
@@ -109,8 +144,8 @@ fn final_state(op: &Bound<FraudDetector, HeapBackend>) -> statewright::Result<Ve
 }
 
 /// Processes events `0..events` without interruption.
-pub fn uninterrupted(events: u64) -> statewright::Result<Outcome> {
-    let mut op = detector().bind(HeapBackend::new())?;
+pub fn uninterrupted(events: u64, backend: Backend, dir: &Path) -> statewright::Result<Outcome> {
+    let mut op = detector().bind(backend.open(dir, "uninterrupted")?)?;
     let mut alerts = Vec::new();
     for i in 0..events {
         if process(&mut op, &txn(i))? {
@@ -135,13 +170,13 @@ pub struct Recovery {
 }
 
 /// Processes the stream, checkpoints midway, crashes, restores and finishes.
-pub fn with_crash(events: u64, dir: &Path) -> statewright::Result<Recovery> {
+pub fn with_crash(events: u64, backend: Backend, dir: &Path) -> statewright::Result<Recovery> {
     // ANCHOR: checkpoint
-    let storage = CheckpointStorage::open(dir)?;
+    let storage = CheckpointStorage::open(dir.join("checkpoints"))?;
     let checkpoint_at = events / 2;
     let crash_at = checkpoint_at + events / 5;
 
-    let mut op = detector().bind(HeapBackend::new())?;
+    let mut op = detector().bind(backend.open(dir, "before-crash")?)?;
     let mut alerts = Vec::new();
     for i in 0..checkpoint_at {
         if process(&mut op, &txn(i))? {
@@ -158,7 +193,11 @@ pub fn with_crash(events: u64, dir: &Path) -> statewright::Result<Recovery> {
     drop(op); // the crash: everything since the checkpoint is gone
     alerts.truncate(alerts_at_checkpoint);
 
-    let mut op = detector().restore(HeapBackend::new(), &storage, RestorePoint::Latest)?;
+    let mut op = detector().restore(
+        backend.open(dir, "after-crash")?,
+        &storage,
+        RestorePoint::Latest,
+    )?;
     for i in checkpoint_at..events {
         if process(&mut op, &txn(i))? {
             alerts.push(i);
@@ -177,6 +216,7 @@ pub fn with_crash(events: u64, dir: &Path) -> statewright::Result<Recovery> {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut events = 100_000u64;
+    let mut backend = Backend::Heap;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -184,19 +224,34 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 events = args.next().ok_or("--events needs a number")?.parse()?;
             }
             "--backend" => match args.next().as_deref() {
-                Some("heap") => {}
+                Some("heap") => backend = Backend::Heap,
+                #[cfg(feature = "rocksdb")]
+                Some("rocksdb") => backend = Backend::RocksDb,
+                #[cfg(not(feature = "rocksdb"))]
+                Some("rocksdb") => {
+                    return Err(
+                        "this build has no RocksDB backend; run with `--features rocksdb`".into(),
+                    );
+                }
                 other => {
-                    return Err(format!("unknown backend {other:?}; this build has `heap`").into());
+                    return Err(
+                        format!("unknown backend {other:?}; expected `heap` or `rocksdb`").into(),
+                    );
                 }
             },
-            other => return Err(format!("unknown argument `{other}`; use --events N").into()),
+            other => {
+                return Err(format!(
+                    "unknown argument `{other}`; use --events N and --backend heap|rocksdb"
+                )
+                .into());
+            }
         }
     }
     let dir = tempfile::tempdir()?;
-    let expected = uninterrupted(events)?;
-    let recovery = with_crash(events, dir.path())?;
+    let expected = uninterrupted(events, backend, dir.path())?;
+    let recovery = with_crash(events, backend, dir.path())?;
     let matched = recovery.outcome == expected;
-    println!("fraud_detection on the heap backend");
+    println!("fraud_detection on the {} backend", backend.name());
     println!("  events:      {events}");
     println!("  alerts:      {}", recovery.outcome.alerts.len());
     println!(

@@ -34,7 +34,7 @@
 //!
 //! | feature | enables |
 //! |---|---|
-//! | `rocksdb` | the RocksDB backend for state larger than memory (reserved) |
+//! | `rocksdb` | [`RocksDbBackend`](https://docs.rs/statewright-rocksdb), for state larger than memory |
 //!
 //! The guide in `book/` explains every part; [`prelude`] has what an operator needs.
 
@@ -43,6 +43,8 @@
 pub use statewright_core::*;
 pub use statewright_heap::HeapBackend;
 pub use statewright_macros::{StateKey, StatefulOperator, value};
+#[cfg(feature = "rocksdb")]
+pub use statewright_rocksdb::{Compression, RocksDbBackend, RocksDbOptions, RocksDbStats};
 
 /// Everything an operator needs: `use statewright::prelude::*;`.
 pub mod prelude {

@@ -94,6 +94,11 @@ pub trait StateBackend {
     /// Unknown state, a backend failure, or the visitor's error.
     fn for_each_entry(&self, state: StateId, visit: &mut EntryVisitor<'_>) -> Result<()>;
 
+    /// Called whenever no value returned by [`get`](Self::get) or [`scan`](Self::scan) can still
+    /// be borrowed (the caller holds `&mut self`). Backends that keep read buffers alive for
+    /// those borrows (RocksDB's pinned slices) release them here; the default does nothing.
+    fn release_reads(&mut self) {}
+
     /// Removes every entry of the state (used before a restore).
     ///
     /// # Errors
@@ -129,6 +134,9 @@ impl<B: StateBackend + ?Sized> StateBackend for Box<B> {
     }
     fn for_each_entry(&self, state: StateId, visit: &mut EntryVisitor<'_>) -> Result<()> {
         (**self).for_each_entry(state, visit)
+    }
+    fn release_reads(&mut self) {
+        (**self).release_reads();
     }
     fn clear_state(&mut self, state: StateId) -> Result<()> {
         (**self).clear_state(state)

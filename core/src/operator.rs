@@ -158,6 +158,8 @@ impl<Op: StatefulOperator, B: StateBackend> Bound<Op, B> {
             });
         }
         self.key[..2].copy_from_slice(&kg.to_be_bytes());
+        // The previous key's view is gone (we hold `&mut self`), so are its reads.
+        self.backend.release_reads();
         let ctx = KeyContext::new(
             &mut self.backend,
             &self.key,

@@ -1,0 +1,633 @@
+//! The RocksDB backend of statewright, for keyed state larger than memory.
+//!
+//! - One column family per state, named `<operator>.<state>`, all sharing one block cache.
+//! - Key layout: key group (2 bytes, big endian), the canonical key's length (LEB128), the
+//!   canonical key, then the canonical user key of map states. Entries of a key group are
+//!   contiguous, so a key-group range can be cut off on rescale; the entries of one key are
+//!   contiguous, so map iteration is a prefix scan in user-key order.
+//! - Reads are zero-copy: [`StateBackend::get`] hands out the bytes of a RocksDB pinned slice
+//!   (the block in the cache, or the memtable entry), which stays pinned until the next write or
+//!   key change. Values use rkyv's `unaligned` format, so any slice can be read in place.
+//! - List appends are RocksDB merges with an append operator: no read-modify-write.
+//! - The write-ahead log is off by default, as in Flink: checkpoints make state durable.
+//!
+//! # Examples
+//!
+//! ```
+//! use statewright::prelude::*;
+//! use statewright::{RocksDbBackend, RocksDbOptions};
+//!
+//! #[derive(StatefulOperator, Default)]
+//! #[operator(name = "counts", key = u64)]
+//! struct Counts { n: ValueState<u64> }
+//!
+//! let dir = tempfile::tempdir()?;
+//! let backend = RocksDbBackend::open(dir.path().join("db"), RocksDbOptions::low_memory())?;
+//! let mut op = Counts::default().bind(backend)?;
+//! op.key(&1)?.n().set(&41)?;
+//! op.key(&1)?.n().update(|n| n.unwrap_or(0) + 1)?;
+//! assert_eq!(op.key(&1)?.n().get()?.map(|n| n.to_native()), Some(42));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![warn(missing_docs)]
+
+mod native;
+mod options;
+mod stats;
+
+use std::cell::{Cell, RefCell};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use rocksdb::{ColumnFamily, DB, DBPinnableSlice, ReadOptions, WriteOptions};
+use statewright_core::backend::{EntryIter, EntryVisitor, StateBackend, StateId};
+use statewright_core::checkpoint::validate_name;
+use statewright_core::{Error, Result, StateDescriptor};
+
+pub use native::{NativeCheckpoint, NativeCheckpoints};
+pub use options::{Compression, RocksDbOptions};
+pub use stats::{Latency, RocksDbStats, StateKeys};
+
+fn db_error(e: &rocksdb::Error) -> Error {
+    Error::Backend {
+        backend: "rocksdb",
+        message: e.to_string(),
+    }
+}
+
+/// Read buffers that must outlive a `get` or `scan` call: pinned slices and copied scan
+/// entries. Emptied whenever the backend is borrowed mutably, which proves no read is alive.
+#[derive(Default)]
+struct Pins {
+    slices: Vec<DBPinnableSlice<'static>>,
+    scanned: Vec<Box<[u8]>>,
+}
+
+struct Column {
+    name: String,
+}
+
+/// Keyed state in a RocksDB database.
+pub struct RocksDbBackend {
+    // Declared before `db`: fields drop in order, and pinned slices must go before the database.
+    pins: RefCell<Pins>,
+    key_buf: RefCell<Vec<u8>>,
+    db: DB,
+    db_opts: rocksdb::Options,
+    path: PathBuf,
+    options: RocksDbOptions,
+    cache: rocksdb::Cache,
+    columns: Vec<Column>,
+    read_opts: ReadOptions,
+    write_opts: WriteOptions,
+    reads: Cell<u64>,
+    writes: Cell<u64>,
+    rate_window: Cell<(Instant, u64, u64)>,
+    // Last: removed after the database has closed.
+    temporary: Option<tempfile::TempDir>,
+}
+
+impl std::fmt::Debug for RocksDbBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RocksDbBackend")
+            .field("path", &self.path)
+            .field("states", &self.columns.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Appends `n` as LEB128.
+fn put_len(out: &mut Vec<u8>, mut n: usize) {
+    loop {
+        let byte = (n & 0x7F) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// Splits an internal key into (key group prefix + canonical key, user key).
+fn split_internal(internal: &[u8], key_out: &mut Vec<u8>) -> Option<usize> {
+    let (kg, rest) = internal.split_first_chunk::<2>()?;
+    let mut len = 0usize;
+    let mut shift = 0;
+    let mut i = 0;
+    loop {
+        let b = *rest.get(i)?;
+        len |= usize::from(b & 0x7F).checked_shl(shift)?;
+        i += 1;
+        if b & 0x80 == 0 {
+            break;
+        }
+        shift += 7;
+        if shift > 63 {
+            return None;
+        }
+    }
+    let canonical = rest.get(i..i.checked_add(len)?)?;
+    key_out.clear();
+    key_out.extend_from_slice(kg);
+    key_out.extend_from_slice(canonical);
+    Some(2 + i + len)
+}
+
+/// The smallest byte string greater than every string starting with `prefix`.
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xFF {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+impl RocksDbBackend {
+    /// Opens (creating if needed) a database at `path`, reopening the column families of any
+    /// states registered before.
+    ///
+    /// # Errors
+    ///
+    /// When RocksDB cannot open the database.
+    pub fn open(path: impl Into<PathBuf>, options: RocksDbOptions) -> Result<Self> {
+        let path = path.into();
+        std::fs::create_dir_all(&path).map_err(|e| Error::Io {
+            path: path.clone(),
+            source: e,
+        })?;
+        let cache = rocksdb::Cache::new_lru_cache(options.block_cache_size);
+        let db_opts = options.rocksdb_db_options();
+        let existing = match DB::list_cf(&db_opts, &path) {
+            Ok(names) => names,
+            Err(_) => Vec::new(), // no database yet
+        };
+        let cfs = existing
+            .iter()
+            .filter(|n| n.as_str() != rocksdb::DEFAULT_COLUMN_FAMILY_NAME)
+            .map(|n| rocksdb::ColumnFamilyDescriptor::new(n, options.rocksdb_cf_options(&cache)));
+        let db = DB::open_cf_descriptors(&db_opts, &path, cfs).map_err(|e| db_error(&e))?;
+        let mut write_opts = WriteOptions::default();
+        write_opts.disable_wal(!options.write_ahead_log);
+        let mut read_opts = ReadOptions::default();
+        read_opts.set_verify_checksums(true);
+        Ok(Self {
+            pins: RefCell::default(),
+            key_buf: RefCell::default(),
+            db,
+            db_opts,
+            path,
+            options,
+            cache,
+            columns: Vec::new(),
+            read_opts,
+            write_opts,
+            reads: Cell::new(0),
+            writes: Cell::new(0),
+            rate_window: Cell::new((Instant::now(), 0, 0)),
+            temporary: None,
+        })
+    }
+
+    /// Opens a database in a new temporary directory that is deleted when the backend drops
+    /// (tests, benchmarks, throw-away jobs).
+    ///
+    /// # Errors
+    ///
+    /// When the directory cannot be created or RocksDB cannot open the database.
+    pub fn open_temporary(options: RocksDbOptions) -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("statewright-rocksdb-")
+            .tempdir()
+            .map_err(|e| Error::Io {
+                path: std::env::temp_dir(),
+                source: e,
+            })?;
+        let mut backend = Self::open(dir.path(), options)?;
+        backend.temporary = Some(dir);
+        Ok(backend)
+    }
+
+    /// The database directory.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The options this backend was opened with.
+    #[must_use]
+    pub fn options(&self) -> &RocksDbOptions {
+        &self.options
+    }
+
+    /// The underlying database, for what statewright does not wrap.
+    #[must_use]
+    pub fn db(&self) -> &DB {
+        &self.db
+    }
+
+    /// The column family name of a registered state.
+    #[must_use]
+    pub fn column_family_name(&self, state: StateId) -> Option<&str> {
+        self.columns.get(state.0 as usize).map(|c| c.name.as_str())
+    }
+
+    /// Flushes every state's memtables to SST files.
+    ///
+    /// # Errors
+    ///
+    /// When RocksDB fails to flush.
+    pub fn flush(&self) -> Result<()> {
+        for c in &self.columns {
+            let cf = self.cf_by_name(&c.name)?;
+            self.db.flush_cf(cf).map_err(|e| db_error(&e))?;
+        }
+        Ok(())
+    }
+
+    /// Compacts every state's whole key range.
+    ///
+    /// # Errors
+    ///
+    /// When a column family is missing.
+    pub fn compact(&self) -> Result<()> {
+        for c in &self.columns {
+            let cf = self.cf_by_name(&c.name)?;
+            self.db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
+        }
+        Ok(())
+    }
+
+    fn cf_by_name(&self, name: &str) -> Result<&ColumnFamily> {
+        self.db.cf_handle(name).ok_or_else(|| Error::Backend {
+            backend: "rocksdb",
+            message: format!("column family `{name}` is missing"),
+        })
+    }
+
+    fn cf(&self, state: StateId) -> Result<&ColumnFamily> {
+        let column = self
+            .columns
+            .get(state.0 as usize)
+            .ok_or(Error::UnknownState {
+                backend: "rocksdb",
+                id: state.0,
+            })?;
+        self.cf_by_name(&column.name)
+    }
+
+    fn internal_key(buf: &mut Vec<u8>, key: &[u8], user_key: &[u8]) -> Result<()> {
+        let Some((kg, canonical)) = key.split_first_chunk::<2>() else {
+            return Err(Error::Backend {
+                backend: "rocksdb",
+                message: "a key must start with its 2-byte key group".into(),
+            });
+        };
+        buf.clear();
+        buf.extend_from_slice(kg);
+        put_len(buf, canonical.len());
+        buf.extend_from_slice(canonical);
+        buf.extend_from_slice(user_key);
+        Ok(())
+    }
+
+    fn with_key<T>(
+        &self,
+        key: &[u8],
+        user_key: &[u8],
+        f: impl FnOnce(&[u8]) -> Result<T>,
+    ) -> Result<T> {
+        let mut buf = self.key_buf.try_borrow_mut().map_err(|_| Error::Backend {
+            backend: "rocksdb",
+            message: "re-entrant key buffer use".into(),
+        })?;
+        Self::internal_key(&mut buf, key, user_key)?;
+        f(&buf)
+    }
+
+    fn pins(&self) -> Result<std::cell::RefMut<'_, Pins>> {
+        self.pins.try_borrow_mut().map_err(|_| Error::Backend {
+            backend: "rocksdb",
+            message: "re-entrant read".into(),
+        })
+    }
+
+    fn wrote(&mut self) {
+        self.writes.set(self.writes.get() + 1);
+        self.release_reads();
+    }
+}
+
+impl StateBackend for RocksDbBackend {
+    fn name(&self) -> &'static str {
+        "rocksdb"
+    }
+
+    fn register(&mut self, operator: &str, state: &StateDescriptor) -> Result<StateId> {
+        validate_name("operator", operator)?;
+        validate_name("state", state.name)?;
+        let name = format!("{operator}.{}", state.name);
+        if let Some(i) = self.columns.iter().position(|c| c.name == name) {
+            return Ok(StateId(i as u32));
+        }
+        if self.db.cf_handle(&name).is_none() {
+            let opts = self.options.rocksdb_cf_options(&self.cache);
+            self.db.create_cf(&name, &opts).map_err(|e| db_error(&e))?;
+        }
+        let id = u32::try_from(self.columns.len()).map_err(|_| Error::Backend {
+            backend: "rocksdb",
+            message: "too many states".into(),
+        })?;
+        self.columns.push(Column { name });
+        Ok(StateId(id))
+    }
+
+    fn get(&self, state: StateId, key: &[u8], user_key: &[u8]) -> Result<Option<&[u8]>> {
+        let cf = self.cf(state)?;
+        self.reads.set(self.reads.get() + 1);
+        let pinned = self.with_key(key, user_key, |k| {
+            self.db
+                .get_pinned_cf_opt(cf, k, &self.read_opts)
+                .map_err(|e| db_error(&e))
+        })?;
+        let Some(pinned) = pinned else {
+            return Ok(None);
+        };
+        // SAFETY: the slice's bytes are owned by RocksDB (a pinned block or memtable entry, or
+        // the pinnable slice's own heap buffer), not by the `DBPinnableSlice` value, so moving
+        // that value into `pins` does not move them. They stay valid until the value is dropped,
+        // which happens only in `release_reads` or when the backend drops (`pins` drops before
+        // `db`). `release_reads` takes `&mut self`, so no `&self` borrow, and hence no slice
+        // returned here with that borrow's lifetime, is alive then. The `'static` lifetime only
+        // lets the value live in `pins`; it never escapes the backend.
+        #[allow(unsafe_code)]
+        let pinned: DBPinnableSlice<'static> = unsafe { std::mem::transmute(pinned) };
+        let bytes: *const [u8] = &*pinned;
+        self.pins()?.slices.push(pinned);
+        // SAFETY: `bytes` points into memory kept alive by the slice just stored in `pins`, as
+        // argued above, for at least the lifetime of `&self`.
+        #[allow(unsafe_code)]
+        Ok(Some(unsafe { &*bytes }))
+    }
+
+    fn put(&mut self, state: StateId, key: &[u8], user_key: &[u8], value: &[u8]) -> Result<()> {
+        self.wrote();
+        let cf = self.cf(state)?;
+        self.with_key(key, user_key, |k| {
+            self.db
+                .put_cf_opt(cf, k, value, &self.write_opts)
+                .map_err(|e| db_error(&e))
+        })
+    }
+
+    fn merge(&mut self, state: StateId, key: &[u8], user_key: &[u8], operand: &[u8]) -> Result<()> {
+        self.wrote();
+        let cf = self.cf(state)?;
+        self.with_key(key, user_key, |k| {
+            self.db
+                .merge_cf_opt(cf, k, operand, &self.write_opts)
+                .map_err(|e| db_error(&e))
+        })
+    }
+
+    fn delete(&mut self, state: StateId, key: &[u8], user_key: &[u8]) -> Result<()> {
+        self.wrote();
+        let cf = self.cf(state)?;
+        self.with_key(key, user_key, |k| {
+            self.db
+                .delete_cf_opt(cf, k, &self.write_opts)
+                .map_err(|e| db_error(&e))
+        })
+    }
+
+    fn scan<'a>(&'a self, state: StateId, key: &[u8]) -> Result<EntryIter<'a>> {
+        let cf = self.cf(state)?;
+        self.reads.set(self.reads.get() + 1);
+        let prefix = self.with_key(key, &[], |k| Ok(k.to_vec()))?;
+        let mut opts = ReadOptions::default();
+        if let Some(end) = prefix_end(&prefix) {
+            opts.set_iterate_upper_bound(end);
+        }
+        let mut it = self.db.raw_iterator_cf_opt(cf, opts);
+        it.seek(&prefix);
+        let mut entries: Vec<(Box<[u8]>, Box<[u8]>)> = Vec::new();
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            let Some(user_key) = k.strip_prefix(prefix.as_slice()) else {
+                break;
+            };
+            entries.push((user_key.into(), v.into()));
+            it.next();
+        }
+        it.status().map_err(|e| db_error(&e))?;
+        let mut pins = self.pins()?;
+        let mut out: Vec<(*const [u8], *const [u8])> = Vec::with_capacity(entries.len());
+        for (k, v) in entries {
+            out.push((&*k as *const [u8], &*v as *const [u8]));
+            pins.scanned.push(k);
+            pins.scanned.push(v);
+        }
+        // SAFETY: each pointer refers to the heap allocation of a box now owned by `pins`; a
+        // box's allocation does not move when the box is moved, and `pins` frees it only in
+        // `release_reads` (under `&mut self`) or on drop, as for pinned slices in `get`.
+        #[allow(unsafe_code)]
+        let it = out.into_iter().map(|(k, v)| unsafe { (&*k, &*v) });
+        Ok(Box::new(it))
+    }
+
+    fn delete_key(&mut self, state: StateId, key: &[u8]) -> Result<()> {
+        self.wrote();
+        let cf = self.cf(state)?;
+        // Point deletes of the key's entries, not a range delete: range tombstones pile up in
+        // memtables and slow every later read until compaction removes them.
+        self.with_key(key, &[], |prefix| {
+            let mut opts = ReadOptions::default();
+            if let Some(end) = prefix_end(prefix) {
+                opts.set_iterate_upper_bound(end);
+            }
+            let mut it = self.db.raw_iterator_cf_opt(cf, opts);
+            it.seek(prefix);
+            let mut batch = rocksdb::WriteBatch::default();
+            while let Some(k) = it.key() {
+                if !k.starts_with(prefix) {
+                    break;
+                }
+                batch.delete_cf(cf, k);
+                it.next();
+            }
+            it.status().map_err(|e| db_error(&e))?;
+            self.db
+                .write_opt(batch, &self.write_opts)
+                .map_err(|e| db_error(&e))
+        })
+    }
+
+    fn for_each_entry(&self, state: StateId, visit: &mut EntryVisitor<'_>) -> Result<()> {
+        let cf = self.cf(state)?;
+        let mut it = self.db.raw_iterator_cf_opt(cf, ReadOptions::default());
+        it.seek_to_first();
+        let mut key = Vec::new();
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            let split = split_internal(k, &mut key).ok_or_else(|| Error::Backend {
+                backend: "rocksdb",
+                message: format!(
+                    "malformed key in column family `{}`",
+                    self.columns[state.0 as usize].name
+                ),
+            })?;
+            visit(&key, &k[split..], v)?;
+            it.next();
+        }
+        it.status().map_err(|e| db_error(&e))
+    }
+
+    fn release_reads(&mut self) {
+        let pins = self.pins.get_mut();
+        pins.slices.clear();
+        pins.scanned.clear();
+    }
+
+    fn clear_state(&mut self, state: StateId) -> Result<()> {
+        self.wrote();
+        // Dropping and recreating the column family empties it at once and leaves no
+        // tombstones behind (a restore clears its states first).
+        let name = self
+            .columns
+            .get(state.0 as usize)
+            .map(|c| c.name.clone())
+            .ok_or(Error::UnknownState {
+                backend: "rocksdb",
+                id: state.0,
+            })?;
+        self.db.drop_cf(&name).map_err(|e| db_error(&e))?;
+        let opts = self.options.rocksdb_cf_options(&self.cache);
+        self.db.create_cf(&name, &opts).map_err(|e| db_error(&e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_keys_split_back() {
+        let mut buf = Vec::new();
+        let mut key = Vec::new();
+        for len in [0usize, 1, 127, 128, 300] {
+            let k: Vec<u8> = [0u8, 5]
+                .into_iter()
+                .chain((0..len).map(|i| i as u8))
+                .collect();
+            RocksDbBackend::internal_key(&mut buf, &k, b"user").unwrap();
+            let at = split_internal(&buf, &mut key).unwrap();
+            assert_eq!(key, k);
+            assert_eq!(&buf[at..], b"user");
+        }
+        assert!(split_internal(&[0, 1, 0x85], &mut key).is_none());
+    }
+
+    #[test]
+    fn prefix_end_is_the_next_prefix() {
+        assert_eq!(prefix_end(&[1, 2]), Some(vec![1, 3]));
+        assert_eq!(prefix_end(&[1, 0xFF]), Some(vec![2]));
+        assert_eq!(prefix_end(&[0xFF, 0xFF]), None);
+    }
+}
+
+/// RocksDB's own record of the options in force: the newest `OPTIONS-*` file of the database,
+/// parsed into sections (`DBOptions`, `CFOptions "<cf>"`, `TableOptions/BlockBasedTable "<cf>"`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EffectiveOptions {
+    sections: Vec<(String, Vec<(String, String)>)>,
+}
+
+impl EffectiveOptions {
+    /// The value of `key` in the section named `section` (for example `DBOptions`, or
+    /// `CFOptions "op.state"`).
+    #[must_use]
+    pub fn value(&self, section: &str, key: &str) -> Option<&str> {
+        self.sections
+            .iter()
+            .find(|(s, _)| s == section)
+            .and_then(|(_, kv)| kv.iter().find(|(k, _)| k == key))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn parse(text: &str) -> Self {
+        let mut sections: Vec<(String, Vec<(String, String)>)> = Vec::new();
+        for line in text.lines().map(str::trim) {
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                sections.push((name.to_owned(), Vec::new()));
+            } else if let (Some((k, v)), Some((_, kv))) =
+                (line.split_once('='), sections.last_mut())
+            {
+                kv.push((k.trim().to_owned(), v.trim().to_owned()));
+            }
+        }
+        Self { sections }
+    }
+}
+
+impl RocksDbBackend {
+    /// The options RocksDB recorded for this database (its latest OPTIONS file), to check that
+    /// what was configured is what runs.
+    ///
+    /// # Errors
+    ///
+    /// When the OPTIONS file cannot be found or read.
+    pub fn effective_options(&self) -> Result<EffectiveOptions> {
+        let io = |e| Error::Io {
+            path: self.path.clone(),
+            source: e,
+        };
+        let mut newest: Option<(u64, PathBuf)> = None;
+        for entry in std::fs::read_dir(&self.path).map_err(io)? {
+            let entry = entry.map_err(io)?;
+            let name = entry.file_name();
+            let Some(n) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("OPTIONS-"))
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            if newest.as_ref().is_none_or(|(m, _)| n > *m) {
+                newest = Some((n, entry.path()));
+            }
+        }
+        let (_, path) = newest.ok_or_else(|| Error::Backend {
+            backend: "rocksdb",
+            message: format!("no OPTIONS file in `{}`", self.path.display()),
+        })?;
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::Io { path, source: e })?;
+        Ok(EffectiveOptions::parse(&text))
+    }
+
+    /// The block cache's capacity as RocksDB reports it.
+    ///
+    /// # Errors
+    ///
+    /// When RocksDB cannot report the property.
+    pub fn block_cache_capacity(&self) -> Result<u64> {
+        let cf = match self.columns.first() {
+            Some(c) => self.cf_by_name(&c.name)?,
+            None => {
+                return Ok(self.options.block_cache_size as u64);
+            }
+        };
+        self.db
+            .property_int_value_cf(cf, properties_block_cache_capacity())
+            .map(Option::unwrap_or_default)
+            .map_err(|e| db_error(&e))
+    }
+}
+
+fn properties_block_cache_capacity() -> &'static rocksdb::properties::PropName {
+    rocksdb::properties::BLOCK_CACHE_CAPACITY
+}

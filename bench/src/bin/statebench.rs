@@ -1,0 +1,50 @@
+//! `statebench --backend heap,rocksdb --workload value_rmw --K 100000 --N 1000000 --seed 42`
+//!
+//! Runs the workloads of `WORKLOAD.md` and prints one line per result:
+//! `statewright <backend> <workload> K=<K> N=<N> ops_per_s=<f> secs=<f> checksum=<u64> verify=<u64>`.
+
+use statewright_bench::{BACKENDS, Params, WORKLOADS, run};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut backends: Vec<String> = vec!["heap".into()];
+    let mut workloads: Vec<String> = WORKLOADS.iter().map(|w| (*w).to_owned()).collect();
+    let mut p = Params {
+        k: 1_000_000,
+        n: 10_000_000,
+        seed: 42,
+        m: 10,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
+        let list = |v: String| v.split(',').map(str::to_owned).collect::<Vec<_>>();
+        match flag.as_str() {
+            "--backend" => backends = list(value()?),
+            "--workload" => workloads = list(value()?),
+            "--K" => p.k = value()?.parse()?,
+            "--N" => p.n = value()?.parse()?,
+            "--seed" => p.seed = value()?.parse()?,
+            "--M" => p.m = value()?.parse()?,
+            "--help" | "-h" => {
+                println!(
+                    "statebench [--backend {}] [--workload {}] [--K keys] [--N ops] [--seed s] [--M map-keys]",
+                    BACKENDS.join(","),
+                    WORKLOADS.join(",")
+                );
+                return Ok(());
+            }
+            other => return Err(format!("unknown flag `{other}`; see --help").into()),
+        }
+    }
+    if p.k == 0 || p.m == 0 {
+        return Err("--K and --M must be positive".into());
+    }
+    for backend in &backends {
+        for workload in &workloads {
+            for line in run(backend, workload, p)? {
+                println!("{line}");
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,58 @@
+//! statebench reproduces `WORKLOAD.md`: its test vectors and the reference checksums of the
+//! small run, on every backend.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use statewright_bench::{BACKENDS, Params, WORKLOADS, run};
+
+const SMALL: Params = Params {
+    k: 1000,
+    n: 10_000,
+    seed: 42,
+    m: 10,
+};
+
+#[test]
+fn key_sequence_matches_the_test_vectors() {
+    let p = Params {
+        k: 1_000_000,
+        ..SMALL
+    };
+    let vectors: [(u64, u64, u64); 8] = [
+        (13_679_457_532_755_275_413, 275_413, 2),
+        (2_949_826_092_126_892_291, 892_291, 7),
+        (5_139_283_748_462_763_858, 763_858, 3),
+        (6_349_198_060_258_255_764, 255_764, 1),
+        (701_532_786_141_963_250, 963_250, 0),
+        (16_015_981_125_662_989_062, 989_062, 4),
+        (4_028_864_712_777_624_925, 624_925, 4),
+        (14_769_051_326_987_775_908, 775_908, 6),
+    ];
+    for (i, (r, key, sub)) in vectors.into_iter().enumerate() {
+        let i = i as u64;
+        assert_eq!((p.r(i), p.key(i), p.sub(i)), (r, key, sub), "i = {i}");
+    }
+}
+
+#[test]
+fn small_run_reproduces_the_reference_checksums() {
+    let reference = [
+        ("value_update", 0u64, 8_946_517u64),
+        ("value_get", 5_028_934, 499_500),
+        ("value_rmw", 60_364, 10_000),
+        ("map_put", 0, 36_546_916),
+        ("map_get", 50_334_338, 49_995_000),
+        ("list_add", 0, 49_995_000),
+    ];
+    assert_eq!(reference.len(), WORKLOADS.len());
+    for backend in BACKENDS {
+        for (workload, checksum, verify) in reference {
+            let lines = run(backend, workload, SMALL).unwrap();
+            let last = lines.last().unwrap();
+            assert_eq!(
+                (last.checksum, last.verify),
+                (checksum, verify),
+                "{backend} {workload}"
+            );
+        }
+    }
+}
