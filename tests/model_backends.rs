@@ -183,15 +183,17 @@ fn backends_agree_with_the_model() {
     let case = std::cell::Cell::new(0u16);
     runner
         .run(&proptest::collection::vec(op(), 1..60), |ops| {
-            let base = (case.get() % 50) * 8;
-            case.set(case.get().wrapping_add(1));
+            let case_no = case.get();
+            case.set(case_no.wrapping_add(1));
+            #[cfg(feature = "rocksdb")]
+            let base = (case_no % 50) * 8;
             let mut model = Expected::default();
             let mut heap = Model::default().bind(HeapBackend::new()).unwrap();
             #[cfg(feature = "rocksdb")]
             let mut rocks = rocks.borrow_mut();
             // A new database every 50 cases keeps the whole-state snapshots small.
             #[cfg(feature = "rocksdb")]
-            if case.get() % 50 == 0 {
+            if case_no % 50 == 0 && case_no > 0 {
                 *rocks = rocksdb();
             }
             for o in &ops {

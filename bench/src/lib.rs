@@ -431,3 +431,108 @@ pub fn run(backend: &str, workload: &str, p: Params) -> statewright::Result<Vec<
     lines.push(line(workload, p.n, t, checksum, verify));
     Ok(lines)
 }
+
+/// A value of about 64 bytes with a string and a vector, for the read-path measurement.
+#[statewright::value]
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reading {
+    /// Sensor id.
+    pub sensor: u64,
+    /// Measured value.
+    pub value: f64,
+    /// Label.
+    pub label: String,
+    /// Raw samples.
+    pub samples: Vec<i32>,
+}
+
+#[derive(StatefulOperator, Default)]
+#[operator(name = "read-path", key = u64)]
+struct ReadPath {
+    last: ValueState<Reading>,
+}
+
+/// Nanoseconds per point read of a value in an SST file, three ways: statewright's pinned,
+/// validated, in-place read; a copy out of RocksDB (`get`, an owned and aligned vector) read the
+/// same way; and `get_pinned` alone. Returns `(name, ns_per_read)`.
+///
+/// # Errors
+///
+/// A RocksDB failure.
+pub fn read_path(keys: u64, reads: u64) -> statewright::Result<Vec<(&'static str, f64)>> {
+    let backend = RocksDbBackend::open_temporary(RocksDbOptions::default())?;
+    let mut op = ReadPath::default().bind(backend)?;
+    for k in 0..keys {
+        let r = Reading {
+            sensor: k,
+            value: k as f64,
+            label: format!("sensor-{k}"),
+            samples: (0..(k % 16) as i32).collect(),
+        };
+        op.key(&k)?.last().set(&r)?;
+    }
+    op.backend().flush()?;
+    op.backend().compact()?;
+    let p = Params {
+        k: keys,
+        n: reads,
+        seed: 7,
+        m: 1,
+    };
+    let raw_keys: Vec<Vec<u8>> = (0..4096)
+        .map(|i| {
+            let canonical = p.key(i).to_be_bytes();
+            let kg = statewright::keygroup::key_group(&canonical, 128);
+            let mut key = kg.to_be_bytes().to_vec();
+            key.push(8);
+            key.extend_from_slice(&canonical);
+            key
+        })
+        .collect();
+    let mut out = Vec::new();
+    let mut sum = 0u64;
+
+    let start = Instant::now();
+    for i in 0..reads {
+        let mut st = op.key(&p.key(i % 4096))?;
+        sum = sum.wrapping_add(st.last().get()?.map_or(0, |r| r.sensor.to_native()));
+    }
+    out.push((
+        "pinned_in_place",
+        start.elapsed().as_nanos() as f64 / reads as f64,
+    ));
+
+    let db = op.backend().db();
+    let cf = db
+        .cf_handle("read-path.last")
+        .ok_or_else(|| statewright::Error::Backend {
+            backend: "statebench",
+            message: "no column family".into(),
+        })?;
+    let start = Instant::now();
+    for i in 0..reads {
+        let key = &raw_keys[(i % 4096) as usize];
+        if let Some(bytes) = db.get_cf(cf, key).map_err(|e| rocks_err(&e))? {
+            let r = statewright::codec::access::<Reading>(&bytes)?;
+            sum = sum.wrapping_add(r.sensor.to_native());
+        }
+    }
+    out.push((
+        "copied_then_read",
+        start.elapsed().as_nanos() as f64 / reads as f64,
+    ));
+
+    let start = Instant::now();
+    for i in 0..reads {
+        let key = &raw_keys[(i % 4096) as usize];
+        if let Some(bytes) = db.get_pinned_cf(cf, key).map_err(|e| rocks_err(&e))? {
+            sum = sum.wrapping_add(bytes.len() as u64);
+        }
+    }
+    out.push((
+        "raw_pinned",
+        start.elapsed().as_nanos() as f64 / reads as f64,
+    ));
+    std::hint::black_box(sum);
+    Ok(out)
+}

@@ -475,7 +475,7 @@ impl StateBackend for RocksDbBackend {
                 backend: "rocksdb",
                 message: format!(
                     "malformed key in column family `{}`",
-                    self.columns[state.0 as usize].name
+                    self.column_family_name(state).unwrap_or("?")
                 ),
             })?;
             visit(&key, &k[split..], v)?;

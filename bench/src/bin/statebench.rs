@@ -3,7 +3,7 @@
 //! Runs the workloads of `WORKLOAD.md` and prints one line per result:
 //! `statewright <backend> <workload> K=<K> N=<N> ops_per_s=<f> secs=<f> checksum=<u64> verify=<u64>`.
 
-use statewright_bench::{BACKENDS, Params, WORKLOADS, run};
+use statewright_bench::{BACKENDS, Params, WORKLOADS, read_path, run};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut backends: Vec<String> = vec!["heap".into()];
@@ -14,6 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         seed: 42,
         m: 10,
     };
+    let mut read_path_only = false;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -25,6 +26,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--N" => p.n = value()?.parse()?,
             "--seed" => p.seed = value()?.parse()?,
             "--M" => p.m = value()?.parse()?,
+            "--read-path" => read_path_only = true,
             "--help" | "-h" => {
                 println!(
                     "statebench [--backend {}] [--workload {}] [--K keys] [--N ops] [--seed s] [--M map-keys]",
@@ -38,6 +40,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if p.k == 0 || p.m == 0 {
         return Err("--K and --M must be positive".into());
+    }
+    if read_path_only {
+        // Point reads of SST-resident values: in place vs copied vs raw.
+        for (name, ns) in read_path(p.k, p.n)? {
+            println!(
+                "statewright rocksdb read_path_{name} K={} N={} ns_per_op={ns:.0}",
+                p.k, p.n
+            );
+        }
+        return Ok(());
     }
     for backend in &backends {
         for workload in &workloads {
