@@ -170,16 +170,13 @@ fn backends_agree_with_the_model() {
     // One RocksDB database for all cases (opening one per case would dominate the run); each
     // case works on keys of its own.
     #[cfg(feature = "rocksdb")]
-    let rocks = std::cell::RefCell::new(
-        Model::default()
-            .bind(
-                statewright::RocksDbBackend::open_temporary(
-                    statewright::RocksDbOptions::low_memory(),
-                )
-                .unwrap(),
-            )
-            .unwrap(),
-    );
+    let rocksdb = || {
+        let backend =
+            statewright::RocksDbBackend::open_temporary(statewright::RocksDbOptions::low_memory());
+        Model::default().bind(backend.unwrap()).unwrap()
+    };
+    #[cfg(feature = "rocksdb")]
+    let rocks = std::cell::RefCell::new(rocksdb());
     let case = std::cell::Cell::new(0u16);
     runner
         .run(&proptest::collection::vec(op(), 1..60), |ops| {
