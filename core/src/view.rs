@@ -70,8 +70,8 @@ impl<'a, B: ?Sized> KeyContext<'a, B> {
         self.key.get(2..).unwrap_or_default()
     }
 
-    fn loc(&self, state: &'static str) -> Err2 {
-        Err2 {
+    fn loc(&self, state: &'static str) -> StateLoc {
+        StateLoc {
             operator: self.operator,
             state,
             key_group: self.key_group,
@@ -79,12 +79,7 @@ impl<'a, B: ?Sized> KeyContext<'a, B> {
     }
 
     fn wrap(&self, state: &'static str, error: impl Into<Error>) -> Error {
-        Error::State {
-            operator: self.operator,
-            state,
-            key_group: self.key_group,
-            source: Box::new(error.into()),
-        }
+        self.loc(state).wrap(error)
     }
 }
 
@@ -136,16 +131,14 @@ impl<'a, T: StateValue, B: StateBackend + ?Sized> ValueView<'a, T, B> {
     /// A backend failure, or stored bytes that are not a valid archive of `T`.
     pub fn get(self) -> Result<Option<&'a T::Archived>> {
         let Self { ctx, slot, .. } = self;
-        let (bytes, key_group, operator) = (ctx.backend, ctx.key_group, ctx.operator);
-        let wrap = |e: Error| Error::State {
-            operator,
-            state: slot.name,
-            key_group,
-            source: Box::new(e),
-        };
-        match bytes.get(slot.id, ctx.key, &[]).map_err(wrap)? {
+        let err = ctx.loc(slot.name);
+        let backend: &'a B = ctx.backend;
+        match backend
+            .get(slot.id, ctx.key, &[])
+            .map_err(|e| err.wrap(e))?
+        {
             None => Ok(None),
-            Some(b) => codec::access::<T>(b).map(Some).map_err(|e| wrap(e.into())),
+            Some(b) => codec::access::<T>(b).map(Some).map_err(|e| err.wrap(e)),
         }
     }
 
@@ -282,11 +275,7 @@ impl<'a, T: StateValue, B: StateBackend + ?Sized> ListView<'a, T, B> {
     /// A backend failure; each element is validated as the iterator reaches it.
     pub fn iter(self) -> Result<ListIter<'a, T>> {
         let Self { ctx, slot, .. } = self;
-        let err = Err2 {
-            operator: ctx.operator,
-            state: slot.name,
-            key_group: ctx.key_group,
-        };
+        let err = ctx.loc(slot.name);
         let bytes = ctx
             .backend
             .get(slot.id, ctx.key, &[])
@@ -344,14 +333,15 @@ impl<'a, T: StateValue, B: StateBackend + ?Sized> ListView<'a, T, B> {
     common!();
 }
 
+/// Operator, state and key group: the context every state error carries.
 #[derive(Clone, Copy)]
-struct Err2 {
+struct StateLoc {
     operator: &'static str,
     state: &'static str,
     key_group: u16,
 }
 
-impl Err2 {
+impl StateLoc {
     fn wrap(self, e: impl Into<Error>) -> Error {
         Error::State {
             operator: self.operator,
@@ -365,7 +355,7 @@ impl Err2 {
 /// Iterator over a list's elements, each validated as it is reached.
 pub struct ListIter<'a, T> {
     frames: Frames<'a>,
-    err: Err2,
+    err: StateLoc,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -419,11 +409,7 @@ impl<'a, K: StateKey, V: StateValue, B: StateBackend + ?Sized> MapView<'a, K, V,
     {
         self.encode_user_key(key);
         let Self { ctx, slot, .. } = self;
-        let err = Err2 {
-            operator: ctx.operator,
-            state: slot.name,
-            key_group: ctx.key_group,
-        };
+        let err = ctx.loc(slot.name);
         let backend: &'a B = ctx.backend;
         match backend
             .get(slot.id, ctx.key, &ctx.scratch.user_key)
@@ -557,11 +543,7 @@ impl<'a, K: StateKey, V: StateValue, B: StateBackend + ?Sized> MapView<'a, K, V,
     ///
     /// A backend failure; each entry is decoded and validated as the iterator reaches it.
     pub fn entries(self) -> Result<impl Iterator<Item = Result<(K, &'a V::Archived)>> + 'a> {
-        let err = Err2 {
-            operator: self.ctx.operator,
-            state: self.slot.name,
-            key_group: self.ctx.key_group,
-        };
+        let err = self.ctx.loc(self.slot.name);
         let backend: &'a B = self.ctx.backend;
         let it = backend
             .scan(self.slot.id, self.ctx.key)
@@ -579,11 +561,7 @@ impl<'a, K: StateKey, V: StateValue, B: StateBackend + ?Sized> MapView<'a, K, V,
     ///
     /// A backend failure; each key is decoded as the iterator reaches it.
     pub fn keys(self) -> Result<impl Iterator<Item = Result<K>> + 'a> {
-        let err = Err2 {
-            operator: self.ctx.operator,
-            state: self.slot.name,
-            key_group: self.ctx.key_group,
-        };
+        let err = self.ctx.loc(self.slot.name);
         let backend: &'a B = self.ctx.backend;
         let it = backend
             .scan(self.slot.id, self.ctx.key)
@@ -597,11 +575,7 @@ impl<'a, K: StateKey, V: StateValue, B: StateBackend + ?Sized> MapView<'a, K, V,
     ///
     /// A backend failure; each value is validated as the iterator reaches it.
     pub fn values(self) -> Result<impl Iterator<Item = Result<&'a V::Archived>> + 'a> {
-        let err = Err2 {
-            operator: self.ctx.operator,
-            state: self.slot.name,
-            key_group: self.ctx.key_group,
-        };
+        let err = self.ctx.loc(self.slot.name);
         let backend: &'a B = self.ctx.backend;
         let it = backend
             .scan(self.slot.id, self.ctx.key)
