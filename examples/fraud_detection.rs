@@ -7,6 +7,10 @@
 //! and finishes. The result must equal an uninterrupted run: the same alerts and, byte for
 //! byte, the same final state.
 //!
+//! Two states expire in event time: the watermark follows the transactions' timestamps, a tiny
+//! charge counts for one minute and the recent transactions for one hour of event time, so a
+//! replay after a restore expires exactly what the uninterrupted run expired.
+//!
 //! ```text
 //! cargo run --example fraud_detection -- [--events N]
 //! cargo run --example fraud_detection --features rocksdb -- --backend rocksdb
@@ -16,6 +20,7 @@ use std::path::Path;
 
 use statewright::prelude::*;
 use statewright::snapshot::SnapshotOptions;
+use statewright::ttl::TtlBackend;
 
 // ANCHOR: operator
 /// A card transaction.
@@ -28,6 +33,8 @@ pub struct Txn {
     pub amount_cents: i64,
     /// The merchant.
     pub merchant: u32,
+    /// Event time, milliseconds.
+    pub time_ms: i64,
 }
 
 /// Flags a large transaction that follows a tiny "test" charge on the same card.
@@ -35,10 +42,10 @@ pub struct Txn {
 #[operator(name = "fraud-detector", key = u64, max_parallelism = 128)]
 pub struct FraudDetector {
     /// Whether the card's last transaction was tiny.
-    #[state(ttl = "1m")]
+    #[state(ttl = "1m", time = "event")]
     small_seen: ValueState<bool>,
-    /// The card's recent transactions.
-    #[state(ttl = "1h", update = "on_read_and_write")]
+    /// The card's transactions of the last hour.
+    #[state(ttl = "1h", time = "event")]
     recent: ListState<Txn>,
     /// Spend per merchant.
     per_merchant: MapState<u32, i64>,
@@ -49,10 +56,12 @@ pub struct FraudDetector {
     threshold_cents: i64,
 }
 
-fn process(
-    op: &mut Bound<FraudDetector, impl StateBackend>,
+fn process<B: StateBackend>(
+    op: &mut Bound<FraudDetector, TtlBackend<B>>,
     txn: &Txn,
 ) -> statewright::Result<bool> {
+    // In order here; a runtime would advance the watermark from its sources.
+    op.backend().set_watermark(txn.time_ms);
     let mut st = op.key(&txn.card)?; // a typed view scoped to one key; the key is encoded once
     let alert =
         st.small_seen().get()?.copied().unwrap_or(false) && txn.amount_cents > st.threshold_cents;
@@ -80,6 +89,7 @@ pub fn txn(i: u64) -> Txn {
         card: (z >> 20) % 5_000,
         amount_cents,
         merchant: ((z >> 40) % 200) as u32,
+        time_ms: i as i64 * 50, // 20 transactions a second
     }
 }
 
@@ -131,7 +141,12 @@ impl Backend {
     }
 }
 
-type Op = Bound<FraudDetector, Box<dyn StateBackend>>;
+type Op = Bound<FraudDetector, TtlBackend<Box<dyn StateBackend>>>;
+
+/// Values and list elements that expired and were removed in a run.
+fn expired(op: &Op) -> u64 {
+    op.backend().ttl_stats().iter().map(|s| s.total()).sum()
+}
 
 fn final_state(op: &Op) -> statewright::Result<Vec<u8>> {
     let mut bytes = Vec::new();
@@ -145,7 +160,7 @@ fn final_state(op: &Op) -> statewright::Result<Vec<u8>> {
 
 /// Processes events `0..events` without interruption.
 pub fn uninterrupted(events: u64, backend: Backend, dir: &Path) -> statewright::Result<Outcome> {
-    let mut op = detector().bind(backend.open(dir, "uninterrupted")?)?;
+    let mut op = detector().bind(TtlBackend::new(backend.open(dir, "uninterrupted")?))?;
     let mut alerts = Vec::new();
     for i in 0..events {
         if process(&mut op, &txn(i))? {
@@ -167,6 +182,8 @@ pub struct Recovery {
     pub checkpoint: statewright::CheckpointInfo,
     /// Events processed after the checkpoint and lost in the crash (replayed after restore).
     pub replayed: u64,
+    /// Values and list elements removed after their TTL expired, after the restore.
+    pub expired: u64,
 }
 
 /// Processes the stream, checkpoints midway, crashes, restores and finishes.
@@ -176,7 +193,7 @@ pub fn with_crash(events: u64, backend: Backend, dir: &Path) -> statewright::Res
     let checkpoint_at = events / 2;
     let crash_at = checkpoint_at + events / 5;
 
-    let mut op = detector().bind(backend.open(dir, "before-crash")?)?;
+    let mut op = detector().bind(TtlBackend::new(backend.open(dir, "before-crash")?))?;
     let mut alerts = Vec::new();
     for i in 0..checkpoint_at {
         if process(&mut op, &txn(i))? {
@@ -194,7 +211,7 @@ pub fn with_crash(events: u64, backend: Backend, dir: &Path) -> statewright::Res
     alerts.truncate(alerts_at_checkpoint);
 
     let mut op = detector().restore(
-        backend.open(dir, "after-crash")?,
+        TtlBackend::new(backend.open(dir, "after-crash")?),
         &storage,
         RestorePoint::Latest,
     )?;
@@ -211,6 +228,7 @@ pub fn with_crash(events: u64, backend: Backend, dir: &Path) -> statewright::Res
         },
         checkpoint,
         replayed: crash_at - checkpoint_at,
+        expired: expired(&op),
     })
 }
 
@@ -263,6 +281,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "  crash:       {} events lost and replayed after restore",
         recovery.replayed
+    );
+    println!(
+        "  ttl:         {} expired values and list elements removed after the restore (event time)",
+        recovery.expired
     );
     println!(
         "  restored run matched the uninterrupted run: {}",

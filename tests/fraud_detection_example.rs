@@ -22,6 +22,10 @@ fn restored_run_matches_uninterrupted_run() {
         "the stream should raise alerts"
     );
     assert!(recovery.replayed > 0);
+    assert!(
+        recovery.expired > 0,
+        "a tiny charge counts for one minute of event time; the run spans four"
+    );
     assert_eq!(recovery.outcome, expected);
 }
 

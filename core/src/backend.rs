@@ -2,6 +2,7 @@
 
 use crate::descriptor::StateDescriptor;
 use crate::error::Result;
+use crate::ttl::ExpiryFilter;
 
 /// A backend's handle for one registered state (one column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -105,6 +106,72 @@ pub trait StateBackend {
     ///
     /// Unknown state, or a backend failure.
     fn clear_state(&mut self, state: StateId) -> Result<()>;
+
+    /// Whether this backend stores a time-to-live stamp with every value of the state (see
+    /// [`ttl`](crate::ttl)); binding a state that declares a TTL to a backend that does not is
+    /// an error. The default: no.
+    fn stamps_ttl(&self, state: StateId) -> bool {
+        let _ = state;
+        false
+    }
+
+    /// Like [`for_each_entry`](Self::for_each_entry), with values as snapshots keep them:
+    /// for a state this backend [stamps](Self::stamps_ttl), with their stamps (and without
+    /// expired data). The default visits [`for_each_entry`](Self::for_each_entry).
+    ///
+    /// # Errors
+    ///
+    /// As [`for_each_entry`](Self::for_each_entry).
+    fn for_each_stored(&self, state: StateId, visit: &mut EntryVisitor<'_>) -> Result<()> {
+        self.for_each_entry(state, visit)
+    }
+
+    /// Stores a value as [`for_each_stored`](Self::for_each_stored) visited it (a restore).
+    /// The default is [`put`](Self::put).
+    ///
+    /// # Errors
+    ///
+    /// As [`put`](Self::put), or damaged stamps.
+    fn put_stored(
+        &mut self,
+        state: StateId,
+        key: &[u8],
+        user_key: &[u8],
+        value: &[u8],
+    ) -> Result<()> {
+        self.put(state, key, user_key, value)
+    }
+
+    /// Visits up to `limit` entries of the state, continuing from `*cursor` (0 starts at the
+    /// beginning) in the backend's own order, and advances the cursor, wrapping to 0 after the
+    /// last entry. Returns `false`, visiting nothing, when the backend cannot walk its entries
+    /// in steps (the default). Used for incremental TTL cleanup.
+    ///
+    /// # Errors
+    ///
+    /// Unknown state, a backend failure, or the visitor's error.
+    fn visit_some(
+        &self,
+        state: StateId,
+        cursor: &mut u64,
+        limit: usize,
+        visit: &mut EntryVisitor<'_>,
+    ) -> Result<bool> {
+        let _ = (state, cursor, limit, visit);
+        Ok(false)
+    }
+
+    /// Installs a filter that drops expired entries of the state during the backend's own
+    /// background work (RocksDB: compaction). Returns `false` when the backend has no such
+    /// work (the default).
+    ///
+    /// # Errors
+    ///
+    /// Unknown state, or a backend failure.
+    fn install_expiry_filter(&mut self, state: StateId, filter: ExpiryFilter) -> Result<bool> {
+        let _ = (state, filter);
+        Ok(false)
+    }
 }
 
 impl<B: StateBackend + ?Sized> StateBackend for Box<B> {
@@ -140,5 +207,32 @@ impl<B: StateBackend + ?Sized> StateBackend for Box<B> {
     }
     fn clear_state(&mut self, state: StateId) -> Result<()> {
         (**self).clear_state(state)
+    }
+    fn stamps_ttl(&self, state: StateId) -> bool {
+        (**self).stamps_ttl(state)
+    }
+    fn for_each_stored(&self, state: StateId, visit: &mut EntryVisitor<'_>) -> Result<()> {
+        (**self).for_each_stored(state, visit)
+    }
+    fn put_stored(
+        &mut self,
+        state: StateId,
+        key: &[u8],
+        user_key: &[u8],
+        value: &[u8],
+    ) -> Result<()> {
+        (**self).put_stored(state, key, user_key, value)
+    }
+    fn visit_some(
+        &self,
+        state: StateId,
+        cursor: &mut u64,
+        limit: usize,
+        visit: &mut EntryVisitor<'_>,
+    ) -> Result<bool> {
+        (**self).visit_some(state, cursor, limit, visit)
+    }
+    fn install_expiry_filter(&mut self, state: StateId, filter: ExpiryFilter) -> Result<bool> {
+        (**self).install_expiry_filter(state, filter)
     }
 }

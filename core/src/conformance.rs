@@ -43,10 +43,7 @@ pub const VALUE: StateDescriptor = desc("value", StateKind::Value);
 pub const LIST: StateDescriptor = desc("list", StateKind::List);
 pub const MAP: StateDescriptor = desc("map", StateKind::Map);
 pub const TTL_VALUE: StateDescriptor = StateDescriptor {
-    ttl: Some(TtlConfig {
-        ttl: Duration::from_secs(60),
-        update_on_read: false,
-    }),
+    ttl: Some(TtlConfig::new(Duration::from_secs(60))),
     ..desc("ttl_value", StateKind::Value)
 };
 pub const OPERATOR: OperatorDescriptor = OperatorDescriptor {
@@ -57,6 +54,39 @@ pub const OPERATOR: OperatorDescriptor = OperatorDescriptor {
     states: &[VALUE, LIST, MAP, TTL_VALUE],
 };
 
+const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+const fn with_ttl(d: StateDescriptor) -> StateDescriptor {
+    StateDescriptor {
+        ttl: Some(TtlConfig::new(YEAR)),
+        ..d
+    }
+}
+
+/// [`OPERATOR`] with a one-year TTL on every state: nothing expires while the suite runs, so
+/// a TTL backend must behave exactly as any other backend.
+pub const OPERATOR_TTL: OperatorDescriptor = OperatorDescriptor {
+    name: "conformance",
+    key_type: "bytes",
+    max_parallelism: 16,
+    validate_key: any_key,
+    states: &[
+        with_ttl(VALUE),
+        with_ttl(LIST),
+        with_ttl(MAP),
+        with_ttl(TTL_VALUE),
+    ],
+};
+
+/// List state bytes: each part as one frame (`u32` little-endian length, then the bytes).
+pub fn frames(parts: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for p in parts {
+        out.extend_from_slice(&u32::try_from(p.len()).unwrap().to_le_bytes());
+        out.extend_from_slice(p);
+    }
+    out
+}
+
 /// A key with its key-group prefix, as `Bound::key` builds it.
 pub fn key(canonical: &[u8]) -> Vec<u8> {
     let mut k = key_group(canonical, OPERATOR.max_parallelism)
@@ -66,11 +96,10 @@ pub fn key(canonical: &[u8]) -> Vec<u8> {
     k
 }
 
-fn register_all<B: StateBackend>(b: &mut B) -> Vec<StateId> {
-    OPERATOR
-        .states
+fn register_all<B: StateBackend>(b: &mut B, op: &OperatorDescriptor) -> Vec<StateId> {
+    op.states
         .iter()
-        .map(|s| b.register(OPERATOR.name, s).unwrap())
+        .map(|s| b.register(op.name, s).unwrap())
         .collect()
 }
 
@@ -87,33 +116,36 @@ fn dump<B: StateBackend>(b: &B, col: StateId) -> BTreeMap<(Vec<u8>, Vec<u8>), Ve
     out
 }
 
-pub fn missing_entry_is_none<B: StateBackend>(mut b: B) {
-    let c = register_all(&mut b);
+pub fn missing_entry_is_none<B: StateBackend>(mut b: B, op: &'static OperatorDescriptor) {
+    let c = register_all(&mut b, op);
     assert_eq!(b.get(c[0], &key(b"k"), &[]).unwrap(), None);
     assert_eq!(b.get(c[2], &key(b"k"), b"u").unwrap(), None);
 }
 
-pub fn put_then_get_returns_the_bytes<B: StateBackend>(mut b: B) {
-    let c = register_all(&mut b);
+pub fn put_then_get_returns_the_bytes<B: StateBackend>(mut b: B, op: &'static OperatorDescriptor) {
+    let c = register_all(&mut b, op);
     b.put(c[0], &key(b"k"), &[], b"hello").unwrap();
     assert_eq!(b.get(c[0], &key(b"k"), &[]).unwrap(), Some(&b"hello"[..]));
 }
 
-pub fn put_replaces<B: StateBackend>(mut b: B) {
-    let c = register_all(&mut b);
+pub fn put_replaces<B: StateBackend>(mut b: B, op: &'static OperatorDescriptor) {
+    let c = register_all(&mut b, op);
     b.put(c[0], &key(b"k"), &[], b"a long first value").unwrap();
     b.put(c[0], &key(b"k"), &[], b"b").unwrap();
     assert_eq!(b.get(c[0], &key(b"k"), &[]).unwrap(), Some(&b"b"[..]));
 }
 
-pub fn empty_values_are_stored<B: StateBackend>(mut b: B) {
-    let c = register_all(&mut b);
+pub fn empty_values_are_stored<B: StateBackend>(mut b: B, op: &'static OperatorDescriptor) {
+    let c = register_all(&mut b, op);
     b.put(c[0], &key(b"k"), &[], b"").unwrap();
     assert_eq!(b.get(c[0], &key(b"k"), &[]).unwrap(), Some(&b""[..]));
 }
 
-pub fn delete_removes_and_missing_delete_is_ok<B: StateBackend>(mut b: B) {
-    let c = register_all(&mut b);
+pub fn delete_removes_and_missing_delete_is_ok<B: StateBackend>(
+    mut b: B,
+    op: &'static OperatorDescriptor,
+) {
+    let c = register_all(&mut b, op);
     b.put(c[0], &key(b"k"), &[], b"v").unwrap();
     b.delete(c[0], &key(b"k"), &[]).unwrap();
     assert_eq!(b.get(c[0], &key(b"k"), &[]).unwrap(), None);
@@ -121,19 +153,22 @@ pub fn delete_removes_and_missing_delete_is_ok<B: StateBackend>(mut b: B) {
     b.delete(c[2], &key(b"never"), b"u").unwrap();
 }
 
-pub fn merge_appends_and_creates<B: StateBackend>(mut b: B) {
-    let c = register_all(&mut b);
-    b.merge(c[1], &key(b"k"), &[], b"ab").unwrap();
+pub fn merge_appends_and_creates<B: StateBackend>(mut b: B, op: &'static OperatorDescriptor) {
+    let c = register_all(&mut b, op);
+    b.merge(c[1], &key(b"k"), &[], &frames(&[b"ab"])).unwrap();
     b.merge(c[1], &key(b"k"), &[], b"").unwrap();
-    b.merge(c[1], &key(b"k"), &[], b"cd").unwrap();
-    assert_eq!(b.get(c[1], &key(b"k"), &[]).unwrap(), Some(&b"abcd"[..]));
-    b.put(c[1], &key(b"k"), &[], b"x").unwrap();
-    b.merge(c[1], &key(b"k"), &[], b"y").unwrap();
-    assert_eq!(b.get(c[1], &key(b"k"), &[]).unwrap(), Some(&b"xy"[..]));
+    b.merge(c[1], &key(b"k"), &[], &frames(&[b"cd", b""]))
+        .unwrap();
+    let want = frames(&[b"ab", b"cd", b""]);
+    assert_eq!(b.get(c[1], &key(b"k"), &[]).unwrap(), Some(&want[..]));
+    b.put(c[1], &key(b"k"), &[], &frames(&[b"x"])).unwrap();
+    b.merge(c[1], &key(b"k"), &[], &frames(&[b"y"])).unwrap();
+    let want = frames(&[b"x", b"y"]);
+    assert_eq!(b.get(c[1], &key(b"k"), &[]).unwrap(), Some(&want[..]));
 }
 
-pub fn states_are_independent<B: StateBackend>(mut b: B) {
-    let c = register_all(&mut b);
+pub fn states_are_independent<B: StateBackend>(mut b: B, op: &'static OperatorDescriptor) {
+    let c = register_all(&mut b, op);
     b.put(c[0], &key(b"k"), &[], b"value").unwrap();
     assert_eq!(b.get(c[1], &key(b"k"), &[]).unwrap(), None);
     assert_eq!(b.get(c[3], &key(b"k"), &[]).unwrap(), None);
@@ -141,8 +176,11 @@ pub fn states_are_independent<B: StateBackend>(mut b: B) {
     assert_eq!(b.get(c[0], &key(b"k"), &[]).unwrap(), Some(&b"value"[..]));
 }
 
-pub fn keys_that_prefix_each_other_are_distinct<B: StateBackend>(mut b: B) {
-    let c = register_all(&mut b);
+pub fn keys_that_prefix_each_other_are_distinct<B: StateBackend>(
+    mut b: B,
+    op: &'static OperatorDescriptor,
+) {
+    let c = register_all(&mut b, op);
     // Same key group prefix, one key a prefix of the other.
     let k1 = [0u8, 1, 7];
     let k2 = [0u8, 1, 7, 7];
@@ -152,8 +190,8 @@ pub fn keys_that_prefix_each_other_are_distinct<B: StateBackend>(mut b: B) {
     assert_eq!(b.get(c[0], &k2, &[]).unwrap(), Some(&b"2"[..]));
 }
 
-pub fn scan_yields_user_keys_in_order<B: StateBackend>(mut b: B) {
-    let c = register_all(&mut b);
+pub fn scan_yields_user_keys_in_order<B: StateBackend>(mut b: B, op: &'static OperatorDescriptor) {
+    let c = register_all(&mut b, op);
     let k = key(b"k");
     for u in [&b"b"[..], b"\xff", b"a", b"", b"ab", b"\x00"] {
         b.put(c[2], &k, u, u).unwrap();
@@ -178,8 +216,11 @@ pub fn scan_yields_user_keys_in_order<B: StateBackend>(mut b: B) {
     assert_eq!(got, want);
 }
 
-pub fn scan_of_a_value_state_yields_its_value<B: StateBackend>(mut b: B) {
-    let c = register_all(&mut b);
+pub fn scan_of_a_value_state_yields_its_value<B: StateBackend>(
+    mut b: B,
+    op: &'static OperatorDescriptor,
+) {
+    let c = register_all(&mut b, op);
     b.put(c[0], &key(b"k"), &[], b"v").unwrap();
     let got: Vec<_> = b
         .scan(c[0], &key(b"k"))
@@ -190,8 +231,11 @@ pub fn scan_of_a_value_state_yields_its_value<B: StateBackend>(mut b: B) {
     assert_eq!(b.scan(c[0], &key(b"none")).unwrap().count(), 0);
 }
 
-pub fn delete_key_removes_every_user_key<B: StateBackend>(mut b: B) {
-    let c = register_all(&mut b);
+pub fn delete_key_removes_every_user_key<B: StateBackend>(
+    mut b: B,
+    op: &'static OperatorDescriptor,
+) {
+    let c = register_all(&mut b, op);
     let k = key(b"k");
     for i in 0u8..50 {
         b.put(c[2], &k, &[i], &[i]).unwrap();
@@ -205,8 +249,11 @@ pub fn delete_key_removes_every_user_key<B: StateBackend>(mut b: B) {
     assert_eq!(b.get(c[0], &k, &[]).unwrap(), None);
 }
 
-pub fn for_each_entry_visits_every_entry_once<B: StateBackend>(mut b: B) {
-    let c = register_all(&mut b);
+pub fn for_each_entry_visits_every_entry_once<B: StateBackend>(
+    mut b: B,
+    op: &'static OperatorDescriptor,
+) {
+    let c = register_all(&mut b, op);
     let mut want = BTreeMap::new();
     for i in 0u32..300 {
         let k = key(&i.to_be_bytes());
@@ -220,8 +267,8 @@ pub fn for_each_entry_visits_every_entry_once<B: StateBackend>(mut b: B) {
     assert_eq!(dump(&b, c[2]), want);
 }
 
-pub fn visitor_error_stops_the_visit<B: StateBackend>(mut b: B) {
-    let c = register_all(&mut b);
+pub fn visitor_error_stops_the_visit<B: StateBackend>(mut b: B, op: &'static OperatorDescriptor) {
+    let c = register_all(&mut b, op);
     for i in 0u8..10 {
         b.put(c[0], &key(&[i]), &[], b"v").unwrap();
     }
@@ -243,8 +290,11 @@ pub fn visitor_error_stops_the_visit<B: StateBackend>(mut b: B) {
     assert_eq!(seen, 1);
 }
 
-pub fn clear_state_removes_only_that_state<B: StateBackend>(mut b: B) {
-    let c = register_all(&mut b);
+pub fn clear_state_removes_only_that_state<B: StateBackend>(
+    mut b: B,
+    op: &'static OperatorDescriptor,
+) {
+    let c = register_all(&mut b, op);
     for i in 0u8..20 {
         b.put(c[0], &key(&[i]), &[], b"v").unwrap();
         b.put(c[2], &key(&[i]), b"u", b"m").unwrap();
@@ -254,18 +304,18 @@ pub fn clear_state_removes_only_that_state<B: StateBackend>(mut b: B) {
     assert_eq!(dump(&b, c[0]).len(), 20);
 }
 
-pub fn register_is_idempotent<B: StateBackend>(mut b: B) {
-    let c = register_all(&mut b);
+pub fn register_is_idempotent<B: StateBackend>(mut b: B, op: &'static OperatorDescriptor) {
+    let c = register_all(&mut b, op);
     b.put(c[0], &key(b"k"), &[], b"v").unwrap();
-    let again = b.register(OPERATOR.name, &VALUE).unwrap();
+    let again = b.register(op.name, &op.states[0]).unwrap();
     assert_eq!(again, c[0]);
     assert_eq!(b.get(again, &key(b"k"), &[]).unwrap(), Some(&b"v"[..]));
-    let other = b.register("another-operator", &VALUE).unwrap();
+    let other = b.register("another-operator", &op.states[0]).unwrap();
     assert_ne!(other, c[0]);
 }
 
-pub fn unknown_state_is_an_error<B: StateBackend>(mut b: B) {
-    let _ = register_all(&mut b);
+pub fn unknown_state_is_an_error<B: StateBackend>(mut b: B, op: &'static OperatorDescriptor) {
+    let _ = register_all(&mut b, op);
     let bogus = StateId(9_999);
     assert!(matches!(
         b.get(bogus, &key(b"k"), &[]),
@@ -279,21 +329,25 @@ pub fn unknown_state_is_an_error<B: StateBackend>(mut b: B) {
     assert!(b.for_each_entry(bogus, &mut |_, _, _| Ok(())).is_err());
 }
 
-pub fn large_values_roundtrip<B: StateBackend>(mut b: B) {
-    let c = register_all(&mut b);
+pub fn large_values_roundtrip<B: StateBackend>(mut b: B, op: &'static OperatorDescriptor) {
+    let c = register_all(&mut b, op);
     let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
     b.put(c[0], &key(b"big"), &[], &big).unwrap();
     assert_eq!(b.get(c[0], &key(b"big"), &[]).unwrap(), Some(&big[..]));
 }
 
-/// Fills every state of [`OPERATOR`], writes a snapshot, restores it into `fresh` and compares.
-pub fn snapshot_roundtrips<B: StateBackend, F: StateBackend>(mut b: B, mut fresh: F) {
-    let c = register_all(&mut b);
+/// Fills every state of `op`, writes a snapshot, restores it into `fresh` and compares.
+pub fn snapshot_roundtrips<B: StateBackend, F: StateBackend>(
+    mut b: B,
+    mut fresh: F,
+    op: &'static OperatorDescriptor,
+) {
+    let c = register_all(&mut b, op);
     for i in 0u32..2_000 {
         let k = key(&i.to_be_bytes());
         b.put(c[0], &k, &[], &i.to_le_bytes()).unwrap();
         if i % 3 == 0 {
-            b.merge(c[1], &k, &[], b"xy").unwrap();
+            b.merge(c[1], &k, &[], &frames(&[b"xy"])).unwrap();
         }
         if i % 5 == 0 {
             for u in 0u8..4 {
@@ -303,10 +357,10 @@ pub fn snapshot_roundtrips<B: StateBackend, F: StateBackend>(mut b: B, mut fresh
     }
     let mut bytes = Vec::new();
     let path = std::path::Path::new("conformance.snap");
-    let range = KeyGroupRange::all(OPERATOR.max_parallelism);
+    let range = KeyGroupRange::all(op.max_parallelism);
     let summary = write_operator(
         &b,
-        &OPERATOR,
+        op,
         &c,
         range,
         SnapshotOptions {
@@ -320,11 +374,11 @@ pub fn snapshot_roundtrips<B: StateBackend, F: StateBackend>(mut b: B, mut fresh
     assert_eq!(summary.bytes, bytes.len() as u64);
     assert_eq!(summary.entries, 2_000 + 667 + 400 * 4);
     let reader = SnapshotReader::parse(path, &bytes).unwrap();
-    let cf = register_all(&mut fresh);
+    let cf = register_all(&mut fresh, op);
     fresh
         .put(cf[0], &key(b"stale"), &[], b"gone after restore")
         .unwrap();
-    restore_operator(&reader, &mut fresh, &OPERATOR, &cf, range).unwrap();
+    restore_operator(&reader, &mut fresh, op, &cf, range).unwrap();
     for (i, (&from, &to)) in c.iter().zip(&cf).enumerate() {
         assert_eq!(dump(&b, from), dump(&fresh, to), "state {i}");
     }
@@ -332,7 +386,7 @@ pub fn snapshot_roundtrips<B: StateBackend, F: StateBackend>(mut b: B, mut fresh
     let mut again = Vec::new();
     write_operator(
         &fresh,
-        &OPERATOR,
+        op,
         &cf,
         range,
         SnapshotOptions {
@@ -347,11 +401,18 @@ pub fn snapshot_roundtrips<B: StateBackend, F: StateBackend>(mut b: B, mut fresh
 }
 
 /// Expands to one `#[test]` per behaviour of the [`StateBackend`] contract, each on a backend
-/// made by `$make`.
+/// made by `$make`. With `ttl:` in front, every state declares a (one-year) TTL: for backends
+/// that stamp values, such as [`TtlBackend`](crate::ttl::TtlBackend).
 #[macro_export]
 macro_rules! conformance_suite {
+    (ttl: $make:expr) => {
+        $crate::conformance_suite!(@all $make, &$crate::conformance::OPERATOR_TTL);
+    };
     ($make:expr) => {
-        $crate::conformance_suite!(@tests $make;
+        $crate::conformance_suite!(@all $make, &$crate::conformance::OPERATOR);
+    };
+    (@all $make:expr, $op:expr) => {
+        $crate::conformance_suite!(@tests $make, $op;
             missing_entry_is_none,
             put_then_get_returns_the_bytes,
             put_replaces,
@@ -372,14 +433,14 @@ macro_rules! conformance_suite {
         );
         #[test]
         fn snapshot_roundtrips() {
-            $crate::conformance::snapshot_roundtrips($make, $make);
+            $crate::conformance::snapshot_roundtrips($make, $make, $op);
         }
     };
-    (@tests $make:expr; $($name:ident),* $(,)?) => {
+    (@tests $make:expr, $op:expr; $($name:ident),* $(,)?) => {
         $(
             #[test]
             fn $name() {
-                $crate::conformance::$name($make);
+                $crate::conformance::$name($make, $op);
             }
         )*
     };

@@ -42,6 +42,27 @@ pub enum Error {
         /// Last key group owned by this instance.
         last: u16,
     },
+    /// A state declares a time-to-live, but the backend it was bound to does not enforce one.
+    #[error(
+        "operator `{operator}`, state `{state}` declares a ttl, but the {backend} backend does not enforce it; wrap the backend: `TtlBackend::new(backend)`"
+    )]
+    TtlNotEnforced {
+        /// The operator's name.
+        operator: &'static str,
+        /// The state's name.
+        state: &'static str,
+        /// The backend's name.
+        backend: &'static str,
+    },
+    /// An event-time TTL state was written before the runtime set a watermark, so there is no
+    /// time to stamp it with.
+    #[error(
+        "event-time ttl state `{state}` was written before the first watermark; call `TtlBackend::set_watermark` first"
+    )]
+    NoWatermark {
+        /// `operator.state`.
+        state: String,
+    },
     /// A backend was asked about a state it never registered.
     #[error("state id {id} is not registered with the {backend} backend")]
     UnknownState {

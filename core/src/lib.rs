@@ -14,6 +14,7 @@
 //! | [`backend`] | the byte-level [`StateBackend`] trait |
 //! | [`snapshot`] | snapshot format v1 |
 //! | [`checkpoint`] | checkpoint directories with a manifest, retention and restore |
+//! | [`ttl`] | time-to-live: stamps, clocks and [`TtlBackend`](ttl::TtlBackend) |
 //!
 //! | feature | enables |
 //! |---|---|
@@ -33,16 +34,20 @@ pub mod keygroup;
 mod operator;
 pub mod snapshot;
 pub mod state;
+pub mod ttl;
 pub mod view;
 
 pub use backend::{StateBackend, StateId};
 pub use checkpoint::{CheckpointId, CheckpointInfo, CheckpointStorage, RestorePoint};
 pub use codec::StateValue;
-pub use descriptor::{OperatorDescriptor, StateDescriptor, StateKind, TtlConfig};
+pub use descriptor::{
+    OperatorDescriptor, StateDescriptor, StateKind, TtlConfig, TtlTime, TtlUpdate, TtlVisibility,
+};
 pub use error::{CodecError, Corruption, Error, KeyError, Result};
 pub use key::{EncodeKey, StateKey};
 pub use operator::{Bound, StatefulOperator};
 pub use state::{Aggregate, AggregatingState, ListState, MapState, ReducingState, ValueState};
+pub use ttl::{ManualClock, TtlBackend};
 
 /// Paths used by generated code; not a public API.
 #[doc(hidden)]

@@ -98,9 +98,20 @@ impl<Op: StatefulOperator, B: StateBackend> Bound<Op, B> {
     ///
     /// # Errors
     ///
-    /// When the backend cannot register a state.
+    /// When the backend cannot register a state; [`Error::TtlNotEnforced`] when a state
+    /// declares a TTL and the backend does not enforce it (wrap it in
+    /// [`TtlBackend`](crate::ttl::TtlBackend)).
     pub fn new(op: Op, mut backend: B) -> Result<Self> {
         let columns = Op::__register(&mut backend)?;
+        for (state, &column) in Op::DESCRIPTOR.states.iter().zip(columns.as_ref()) {
+            if state.ttl.is_some() && !backend.stamps_ttl(column) {
+                return Err(Error::TtlNotEnforced {
+                    operator: Op::DESCRIPTOR.name,
+                    state: state.name,
+                    backend: backend.name(),
+                });
+            }
+        }
         Ok(Self {
             op,
             backend,

@@ -21,14 +21,21 @@ pub struct Ttl {
     pub millis: u64,
 }
 
-/// `#[state(name = "...", ttl = "...", update = "...", reduce = path, aggregate = Type)]`.
+/// One of a fixed set of string values (`update = "on_read_and_write"`): its index in the
+/// value list, and the literal.
+pub type Choice = (usize, LitStr);
+
+/// `#[state(name = "...", ttl = "...", update = "...", visibility = "...", time = "...",
+/// reduce = path, aggregate = Type)]`.
 #[derive(Default)]
 pub struct StateAttrs {
     /// The first `#[state]` attribute, for errors about the attribute as a whole.
     pub attr: Option<Attribute>,
     pub name: Option<LitStr>,
     pub ttl: Option<(Ttl, LitStr)>,
-    pub update: Option<(bool, LitStr)>,
+    pub update: Option<Choice>,
+    pub visibility: Option<Choice>,
+    pub time: Option<Choice>,
     pub reduce: Option<Path>,
     pub aggregate: Option<Path>,
 }
@@ -140,27 +147,27 @@ pub fn state_attrs(cx: &Ctxt, attrs: &[Attribute]) -> StateAttrs {
                 if let Some(ttl) = parse_ttl(cx, &lit) {
                     set_once(cx, &mut out.ttl, (ttl, lit), &meta, symbol::TTL);
                 }
-            } else if meta.path.is_ident(symbol::UPDATE) {
+            } else if let Some((key, values, what, slot)) = [
+                (
+                    symbol::UPDATE,
+                    symbol::UPDATE_VALUES,
+                    "ttl update mode",
+                    &mut out.update,
+                ),
+                (
+                    symbol::VISIBILITY,
+                    symbol::VISIBILITY_VALUES,
+                    "ttl visibility",
+                    &mut out.visibility,
+                ),
+                (symbol::TIME, symbol::TIME_VALUES, "ttl time", &mut out.time),
+            ]
+            .into_iter()
+            .find(|(key, ..)| meta.path.is_ident(key))
+            {
                 let lit: LitStr = meta.value()?.parse()?;
-                match lit.value().as_str() {
-                    "on_create_and_write" => {
-                        set_once(cx, &mut out.update, (false, lit), &meta, symbol::UPDATE)
-                    }
-                    "on_read_and_write" => {
-                        set_once(cx, &mut out.update, (true, lit), &meta, symbol::UPDATE)
-                    }
-                    other => {
-                        let hint = suggest(other, symbol::UPDATE_VALUES)
-                            .map(|s| format!("; did you mean `{s}`?"))
-                            .unwrap_or_default();
-                        cx.error_spanned_by(
-                            &lit,
-                            format!(
-                                "unknown ttl update mode `{other}`, expected {}{hint}",
-                                one_of(symbol::UPDATE_VALUES)
-                            ),
-                        );
-                    }
+                if let Some(i) = parse_choice(cx, &lit, what, values) {
+                    set_once(cx, slot, (i, lit), &meta, key);
                 }
             } else if meta.path.is_ident(symbol::REDUCE) {
                 let path: Path = meta.value()?.parse()?;
@@ -178,6 +185,23 @@ pub fn state_attrs(cx: &Ctxt, attrs: &[Attribute]) -> StateAttrs {
         }
     }
     out
+}
+
+/// The index of the literal's value in `values`, or an error under the literal naming the
+/// accepted values (with a suggestion for a near miss).
+fn parse_choice(cx: &Ctxt, lit: &LitStr, what: &str, values: &[&str]) -> Option<usize> {
+    let text = lit.value();
+    if let Some(i) = values.iter().position(|v| *v == text) {
+        return Some(i);
+    }
+    let hint = suggest(&text, values)
+        .map(|s| format!("; did you mean `{s}`?"))
+        .unwrap_or_default();
+    cx.error_spanned_by(
+        lit,
+        format!("unknown {what} `{text}`, expected {}{hint}", one_of(values)),
+    );
+    None
 }
 
 /// Parses a ttl literal with humantime; zero, overflowing and malformed durations are errors

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use crate::ctxt::Ctxt;
 use crate::model::{Kind, Operator};
+use crate::symbol;
 
 pub fn check(cx: &Ctxt, op: &Operator<'_>) {
     if op.attrs.key.is_none() {
@@ -12,7 +13,7 @@ pub fn check(cx: &Ctxt, op: &Operator<'_>) {
             "missing key type: add `#[operator(key = <type>)]`, e.g. `#[operator(key = u64)]`; state is scoped to one key of this type",
         );
     }
-    if let (None, Err(why)) = (&op.attrs.name, crate::symbol::valid_name(&op.name)) {
+    if let (None, Err(why)) = (&op.attrs.name, symbol::valid_name(&op.name)) {
         cx.error_spanned_by(
             &op.input.ident,
             format!(
@@ -52,11 +53,23 @@ pub fn check(cx: &Ctxt, op: &Operator<'_>) {
                 format!("`aggregate` applies to `AggregatingState`, but `{}` is a `{}`", s.ident, kind.type_name()),
             ),
         }
-        if let (Some((_, lit)), None) = (&a.update, &a.ttl) {
-            cx.error_spanned_by(
-                lit,
-                "`update` sets when a ttl is refreshed; it needs `ttl = \"...\"` on the same state",
-            );
+        if a.ttl.is_none() {
+            for (choice, key, what) in [
+                (&a.update, symbol::UPDATE, "sets when a ttl is refreshed"),
+                (
+                    &a.visibility,
+                    symbol::VISIBILITY,
+                    "sets whether expired values are returned",
+                ),
+                (&a.time, symbol::TIME, "sets which time a ttl counts in"),
+            ] {
+                if let Some((_, lit)) = choice {
+                    cx.error_spanned_by(
+                        lit,
+                        format!("`{key}` {what}; it needs `ttl = \"...\"` on the same state"),
+                    );
+                }
+            }
         }
     }
 }

@@ -11,10 +11,18 @@ pub const OPERATOR_KEYS: &[&str] = &[NAME, KEY, MAX_PARALLELISM];
 pub const TTL: &str = "ttl";
 pub const UPDATE: &str = "update";
 pub const REDUCE: &str = "reduce";
+pub const VISIBILITY: &str = "visibility";
+pub const TIME: &str = "time";
 pub const AGGREGATE: &str = "aggregate";
-pub const STATE_KEYS: &[&str] = &[NAME, TTL, UPDATE, REDUCE, AGGREGATE];
+pub const STATE_KEYS: &[&str] = &[NAME, TTL, UPDATE, VISIBILITY, TIME, REDUCE, AGGREGATE];
 
+/// `update = "..."`, in the order of `TtlUpdate`'s variants.
 pub const UPDATE_VALUES: &[&str] = &["on_create_and_write", "on_read_and_write"];
+/// `visibility = "..."`, in the order of `TtlVisibility`'s variants.
+pub const VISIBILITY_VALUES: &[&str] =
+    &["never_return_expired", "return_expired_if_not_cleaned_up"];
+/// `time = "..."`, in the order of `TtlTime`'s variants.
+pub const TIME_VALUES: &[&str] = &["processing", "event"];
 
 /// The state types a field can have, with their number of type arguments.
 pub const STATE_TYPES: &[(&str, usize)] = &[

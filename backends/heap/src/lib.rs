@@ -22,7 +22,9 @@
 
 #![warn(missing_docs)]
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use indexmap::IndexMap;
 
 use statewright_core::backend::{EntryIter, EntryVisitor, StateBackend, StateId};
 use statewright_core::{Error, Result, StateDescriptor};
@@ -34,9 +36,11 @@ type UserEntries = BTreeMap<Box<[u8]>, Vec<u8>>;
 #[derive(Debug)]
 enum Column {
     /// Value, list, reducing and aggregating states: one value per key, empty user key.
-    Flat(HashMap<Box<[u8]>, Vec<u8>, Hasher>),
+    /// (Index maps: lookups by hash as a `HashMap`, and a position that incremental TTL
+    /// cleanup can walk in steps.)
+    Flat(IndexMap<Box<[u8]>, Vec<u8>, Hasher>),
     /// Map states: a sorted map of user keys per key.
-    Nested(HashMap<Box<[u8]>, UserEntries, Hasher>),
+    Nested(IndexMap<Box<[u8]>, UserEntries, Hasher>),
 }
 
 #[derive(Debug)]
@@ -120,9 +124,9 @@ impl StateBackend for HeapBackend {
             message: "too many states".into(),
         })?;
         let column = if state.kind.has_user_key() {
-            Column::Nested(HashMap::default())
+            Column::Nested(IndexMap::default())
         } else {
-            Column::Flat(HashMap::default())
+            Column::Flat(IndexMap::default())
         };
         self.columns.push(Registered {
             operator: operator.to_owned(),
@@ -198,14 +202,14 @@ impl StateBackend for HeapBackend {
     fn delete(&mut self, state: StateId, key: &[u8], user_key: &[u8]) -> Result<()> {
         match self.column_mut(state)? {
             Column::Flat(m) if user_key.is_empty() => {
-                m.remove(key);
+                m.swap_remove(key);
             }
             Column::Flat(_) => return Err(user_key_on_flat(state)),
             Column::Nested(m) => {
                 if let Some(entries) = m.get_mut(key) {
                     entries.remove(user_key);
                     if entries.is_empty() {
-                        m.remove(key);
+                        m.swap_remove(key);
                     }
                 }
             }
@@ -226,10 +230,10 @@ impl StateBackend for HeapBackend {
     fn delete_key(&mut self, state: StateId, key: &[u8]) -> Result<()> {
         match self.column_mut(state)? {
             Column::Flat(m) => {
-                m.remove(key);
+                m.swap_remove(key);
             }
             Column::Nested(m) => {
-                m.remove(key);
+                m.swap_remove(key);
             }
         }
         Ok(())
@@ -251,6 +255,45 @@ impl StateBackend for HeapBackend {
             }
         }
         Ok(())
+    }
+
+    fn visit_some(
+        &self,
+        state: StateId,
+        cursor: &mut u64,
+        limit: usize,
+        visit: &mut EntryVisitor<'_>,
+    ) -> Result<bool> {
+        let column = self.column(state)?;
+        let len = match column {
+            Column::Flat(m) => m.len(),
+            Column::Nested(m) => m.len(),
+        };
+        // Removals move the last entry into the gap, so a pass may see an entry twice or miss
+        // one that moved behind the cursor; the next pass sees it.
+        let mut i = usize::try_from(*cursor).unwrap_or(0);
+        for _ in 0..limit.min(len) {
+            if i >= len {
+                i = 0;
+            }
+            match column {
+                Column::Flat(m) => {
+                    if let Some((k, v)) = m.get_index(i) {
+                        visit(k, &[], v)?;
+                    }
+                }
+                Column::Nested(m) => {
+                    if let Some((k, entries)) = m.get_index(i) {
+                        for (u, v) in entries {
+                            visit(k, u, v)?;
+                        }
+                    }
+                }
+            }
+            i += 1;
+        }
+        *cursor = if i >= len { 0 } else { i as u64 };
+        Ok(true)
     }
 
     fn clear_state(&mut self, state: StateId) -> Result<()> {

@@ -37,12 +37,16 @@ mod options;
 mod stats;
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
+use rocksdb::compaction_filter::Decision as CompactionDecision;
 use rocksdb::{ColumnFamily, DB, DBPinnableSlice, ReadOptions, WriteOptions};
 use statewright_core::backend::{EntryIter, EntryVisitor, StateBackend, StateId};
 use statewright_core::checkpoint::validate_name;
+use statewright_core::ttl::ExpiryFilter;
 use statewright_core::{Error, Result, StateDescriptor};
 
 pub use native::{NativeCheckpoint, NativeCheckpoints};
@@ -68,6 +72,36 @@ struct Column {
     name: String,
 }
 
+/// The TTL filter of one column family, filled in when a TTL backend registers the state; the
+/// compaction filter installed with the column family reads it.
+type FilterSlot = Arc<RwLock<Option<ExpiryFilter>>>;
+
+/// Column family options with the compaction filter that drops expired TTL entries.
+fn cf_options(
+    options: &RocksDbOptions,
+    cache: &rocksdb::Cache,
+    slots: &mut HashMap<String, FilterSlot>,
+    name: &str,
+) -> rocksdb::Options {
+    let mut o = options.rocksdb_cf_options(cache);
+    let slot = Arc::clone(slots.entry(name.to_owned()).or_default());
+    o.set_compaction_filter(
+        "statewright-ttl",
+        move |_level: u32, _key: &[u8], value: &[u8]| {
+            let expired = slot
+                .read()
+                .ok()
+                .and_then(|f| f.as_ref().map(|f| f.remove(value)));
+            if expired == Some(true) {
+                CompactionDecision::Remove
+            } else {
+                CompactionDecision::Keep
+            }
+        },
+    );
+    o
+}
+
 /// Keyed state in a RocksDB database.
 pub struct RocksDbBackend {
     // Declared before `db`: fields drop in order, and pinned slices must go before the database.
@@ -79,6 +113,7 @@ pub struct RocksDbBackend {
     options: RocksDbOptions,
     cache: rocksdb::Cache,
     columns: Vec<Column>,
+    filters: HashMap<String, FilterSlot>,
     read_opts: ReadOptions,
     write_opts: WriteOptions,
     reads: Cell<u64>,
@@ -166,10 +201,15 @@ impl RocksDbBackend {
             Ok(names) => names,
             Err(_) => Vec::new(), // no database yet
         };
-        let cfs = existing
+        let mut filters = HashMap::new();
+        let cfs: Vec<_> = existing
             .iter()
             .filter(|n| n.as_str() != rocksdb::DEFAULT_COLUMN_FAMILY_NAME)
-            .map(|n| rocksdb::ColumnFamilyDescriptor::new(n, options.rocksdb_cf_options(&cache)));
+            .map(|n| {
+                let o = cf_options(&options, &cache, &mut filters, n);
+                rocksdb::ColumnFamilyDescriptor::new(n, o)
+            })
+            .collect();
         let db = DB::open_cf_descriptors(&db_opts, &path, cfs).map_err(|e| db_error(&e))?;
         let mut write_opts = WriteOptions::default();
         write_opts.disable_wal(!options.write_ahead_log);
@@ -184,6 +224,7 @@ impl RocksDbBackend {
             options,
             cache,
             columns: Vec::new(),
+            filters,
             read_opts,
             write_opts,
             reads: Cell::new(0),
@@ -262,6 +303,14 @@ impl RocksDbBackend {
         Ok(())
     }
 
+    /// Entries that compactions dropped from a column family because their TTL expired.
+    fn ttl_expired_in_compaction(&self, name: &str) -> u64 {
+        self.filters
+            .get(name)
+            .and_then(|slot| slot.read().ok()?.as_ref().map(ExpiryFilter::dropped))
+            .unwrap_or(0)
+    }
+
     fn cf_by_name(&self, name: &str) -> Result<&ColumnFamily> {
         self.db.cf_handle(name).ok_or_else(|| Error::Backend {
             backend: "rocksdb",
@@ -335,7 +384,7 @@ impl StateBackend for RocksDbBackend {
             return Ok(StateId(i as u32));
         }
         if self.db.cf_handle(&name).is_none() {
-            let opts = self.options.rocksdb_cf_options(&self.cache);
+            let opts = cf_options(&self.options, &self.cache, &mut self.filters, &name);
             self.db.create_cf(&name, &opts).map_err(|e| db_error(&e))?;
         }
         let id = u32::try_from(self.columns.len()).map_err(|_| Error::Backend {
@@ -503,8 +552,28 @@ impl StateBackend for RocksDbBackend {
                 id: state.0,
             })?;
         self.db.drop_cf(&name).map_err(|e| db_error(&e))?;
-        let opts = self.options.rocksdb_cf_options(&self.cache);
+        let opts = cf_options(&self.options, &self.cache, &mut self.filters, &name);
         self.db.create_cf(&name, &opts).map_err(|e| db_error(&e))
+    }
+
+    /// Compactions drop entries whose every part has expired; a list with live elements is
+    /// kept whole (reads drop its expired elements).
+    fn install_expiry_filter(&mut self, state: StateId, filter: ExpiryFilter) -> Result<bool> {
+        let name = &self
+            .columns
+            .get(state.0 as usize)
+            .ok_or(Error::UnknownState {
+                backend: "rocksdb",
+                id: state.0,
+            })?
+            .name;
+        let slot = self.filters.entry(name.clone()).or_default();
+        let mut guard = slot.write().map_err(|_| Error::Backend {
+            backend: "rocksdb",
+            message: format!("the ttl filter of `{name}` is poisoned"),
+        })?;
+        *guard = Some(filter);
+        Ok(true)
     }
 }
 

@@ -26,6 +26,9 @@ pub struct StateKeys {
     pub column_family: String,
     /// RocksDB's estimate of its entries.
     pub estimated_keys: u64,
+    /// Entries (list elements for list states) that compactions dropped because their TTL
+    /// expired.
+    pub ttl_expired_in_compaction: u64,
 }
 
 /// A picture of the backend's health; see [`RocksDbBackend::stats`].
@@ -89,6 +92,7 @@ impl RocksDbBackend {
             states.push(StateKeys {
                 column_family: c.name.clone(),
                 estimated_keys: int(properties::ESTIMATE_NUM_KEYS)?,
+                ttl_expired_in_compaction: self.ttl_expired_in_compaction(&c.name),
             });
             pending += int(properties::ESTIMATE_PENDING_COMPACTION_BYTES)?;
             write_stopped |= int(properties::IS_WRITE_STOPPED)? != 0;
@@ -184,6 +188,8 @@ impl RocksDbBackend {
         for st in &s.states {
             metrics::gauge!("statewright_rocksdb_estimated_keys", "path" => path.clone(), "state" => st.column_family.clone())
                 .set(st.estimated_keys as f64);
+            metrics::counter!("statewright_rocksdb_ttl_expired_in_compaction", "path" => path.clone(), "state" => st.column_family.clone())
+                .absolute(st.ttl_expired_in_compaction);
         }
         Ok(s)
     }

@@ -9,9 +9,10 @@ use super::format::{
 };
 use crate::backend::{StateBackend, StateId};
 use crate::codec::RKYV_FORMAT;
-use crate::descriptor::{OperatorDescriptor, StateDescriptor};
+use crate::descriptor::{OperatorDescriptor, StateDescriptor, StateKind};
 use crate::error::{Corruption, Error, Result};
 use crate::keygroup::{KEY_HASH_VERSION, KeyGroupRange, key_group};
+use crate::ttl;
 
 /// A visitor over snapshot records: `(key group, canonical key, user key, value)`.
 pub type RecordVisitor<'v> = dyn FnMut(u16, &[u8], &[u8], &[u8]) -> Result<()> + 'v;
@@ -362,6 +363,7 @@ pub fn restore_operator<B: StateBackend + ?Sized>(
     let mut summary = RestoreSummary::default();
     let result = (|| -> Result<()> {
         let mut full_key = Vec::new();
+        let mut plain_buf = Vec::new();
         for &(section, desc, column) in &plan {
             let invalid = |detail: String| {
                 Error::corrupt(
@@ -383,11 +385,27 @@ pub fn restore_operator<B: StateBackend + ?Sized>(
                 }
                 (desc.validate_user_key)(user_key)
                     .map_err(|e| invalid(format!("user key: {e}")))?;
-                (desc.validate_value)(value).map_err(|e| invalid(format!("value: {e}")))?;
+                let list = section.kind == StateKind::List;
+                let stored_stamped = section.ttl_ms != 0;
+                let plain = if stored_stamped {
+                    plain_buf.clear();
+                    ttl::strip_stamps(list, value, &mut plain_buf)
+                        .map_err(|e| invalid(format!("ttl stamps: {e}")))?;
+                    &plain_buf[..]
+                } else {
+                    value
+                };
+                (desc.validate_value)(plain).map_err(|e| invalid(format!("value: {e}")))?;
                 full_key.clear();
                 full_key.extend_from_slice(&kg.to_be_bytes());
                 full_key.extend_from_slice(key);
-                backend.put(column, &full_key, user_key, value)?;
+                match (stored_stamped, backend.stamps_ttl(column)) {
+                    // Stamps travel unchanged: a restore never extends a value's life.
+                    (true, true) => backend.put_stored(column, &full_key, user_key, value)?,
+                    // Written without a TTL, now with one: stamped at restore time by `put`.
+                    // Written with a TTL, now without one: the stamps are dropped.
+                    _ => backend.put(column, &full_key, user_key, plain)?,
+                }
                 summary.entries += 1;
                 Ok(())
             })?;

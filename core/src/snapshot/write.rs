@@ -130,7 +130,7 @@ pub fn write_operator<B: StateBackend + ?Sized, W: Write>(
     for (state, &column) in operator.states.iter().zip(columns) {
         arena.clear();
         entries.clear();
-        backend.for_each_entry(column, &mut |key, user_key, value| {
+        backend.for_each_stored(column, &mut |key, user_key, value| {
             let kg = key
                 .get(..2)
                 .map_or(u16::MAX, |p| u16::from_be_bytes([p[0], p[1]]));
@@ -160,9 +160,12 @@ pub fn write_operator<B: StateBackend + ?Sized, W: Write>(
             kind: state.kind,
             value_type: state.value_type.to_owned(),
             user_key_type: state.user_key_type.unwrap_or_default().to_owned(),
-            ttl_ms: state
-                .ttl
-                .map_or(0, |t| u64::try_from(t.ttl.as_millis()).unwrap_or(u64::MAX)),
+            // Non-zero exactly when the values carry TTL stamps.
+            ttl_ms: if backend.stamps_ttl(column) {
+                state.ttl.map_or(1, |t| t.ttl_millis().unsigned_abs())
+            } else {
+                0
+            },
             entries: entries.len() as u64,
             raw_bytes: 0,
             key_groups: Vec::new(),

@@ -232,10 +232,20 @@ fn descriptor(s: &StateField<'_>) -> TokenStream {
     let ttl = match &s.attrs.ttl {
         Some((ttl, _)) => {
             let ms = ttl.millis;
-            let on_read = s.attrs.update.as_ref().is_some_and(|(r, _)| *r);
+            let pick = |choice: &Option<crate::attr::Choice>, variants: [&str; 2]| {
+                format_ident!("{}", variants[choice.as_ref().map_or(0, |(i, _)| *i)])
+            };
+            let update = pick(&s.attrs.update, ["OnCreateAndWrite", "OnReadAndWrite"]);
+            let visibility = pick(
+                &s.attrs.visibility,
+                ["NeverReturnExpired", "ReturnExpiredIfNotCleanedUp"],
+            );
+            let time = pick(&s.attrs.time, ["Processing", "Event"]);
             quote!(::core::option::Option::Some(::statewright::TtlConfig {
                 ttl: ::core::time::Duration::from_millis(#ms),
-                update_on_read: #on_read,
+                update: ::statewright::descriptor::TtlUpdate::#update,
+                visibility: ::statewright::descriptor::TtlVisibility::#visibility,
+                time: ::statewright::descriptor::TtlTime::#time,
             }))
         }
         None => quote!(::core::option::Option::None),

@@ -1,0 +1,930 @@
+//! Time-to-live: stamps, clocks, and [`TtlBackend`], which enforces `#[state(ttl = "...")]`
+//! over any backend.
+//!
+//! A state that declares a TTL stores an 8-byte stamp (little-endian milliseconds, in the
+//! state's [time](crate::descriptor::TtlTime)) with every value, every list element and every
+//! map entry, so list elements and map entries expire independently. A value stamped `s`
+//! expires when the state's time reaches `s + ttl`.
+//!
+//! | kind | stored bytes |
+//! |---|---|
+//! | value, reducing, aggregating | `stamp ++ value` |
+//! | map | `stamp ++ value` per entry |
+//! | list | frames `u32 len ++ stamp ++ element` (`len` counts the stamp) |
+//!
+//! Expired data is never returned under
+//! [`NeverReturnExpired`](crate::descriptor::TtlVisibility::NeverReturnExpired), removed when
+//! it is read, checked a few entries at a time on every key change (on backends that can walk
+//! their entries in steps: the heap backend), dropped by a filter during the backend's own
+//! background work (RocksDB compactions), and never written into snapshots. Stamps travel in
+//! snapshots unchanged, so a restore never extends a value's life.
+//!
+//! # Examples
+//!
+//! ```
+//! use std::time::Duration;
+//! use statewright::prelude::*;
+//! use statewright::ttl::{ManualClock, TtlBackend};
+//!
+//! #[derive(StatefulOperator, Default)]
+//! #[operator(name = "sessions", key = u64)]
+//! struct Sessions {
+//!     #[state(ttl = "30m")]
+//!     last_seen: ValueState<u64>,
+//! }
+//!
+//! let clock = ManualClock::new(0);
+//! let mut op = Sessions::default().bind(TtlBackend::with_clock(HeapBackend::new(), clock.clone()))?;
+//! op.key(&7)?.last_seen().set(&1)?;
+//! clock.advance(Duration::from_secs(29 * 60));
+//! assert_eq!(op.key(&7)?.last_seen().get_owned()?, Some(1));
+//! clock.advance(Duration::from_secs(60));
+//! assert_eq!(op.key(&7)?.last_seen().get_owned()?, None);
+//! # Ok::<(), statewright::Error>(())
+//! ```
+
+use std::cell::RefCell;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::backend::{EntryIter, EntryVisitor, StateBackend, StateId};
+use crate::codec::Frames;
+use crate::descriptor::{StateDescriptor, StateKind, TtlTime, TtlUpdate, TtlVisibility};
+use crate::error::{CodecError, Error, Result};
+
+/// Bytes of a stamp.
+pub const STAMP_LEN: usize = 8;
+
+/// The watermark before the runtime has set one: nothing expires in event time yet.
+pub const NO_WATERMARK: i64 = i64::MIN;
+
+/// Processing time for TTL: milliseconds on some fixed scale (the Unix epoch for
+/// [`SystemClock`]).
+pub trait Clock: Send + Sync + fmt::Debug {
+    /// The current time in milliseconds.
+    fn now_millis(&self) -> i64;
+}
+
+/// The system's wall clock, in milliseconds since the Unix epoch.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_millis(&self) -> i64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    }
+}
+
+/// A clock that moves only when told to; clones share the time (tests, simulations).
+#[derive(Debug, Clone, Default)]
+pub struct ManualClock(Arc<AtomicI64>);
+
+impl ManualClock {
+    /// A clock reading `millis`.
+    #[must_use]
+    pub fn new(millis: i64) -> Self {
+        Self(Arc::new(AtomicI64::new(millis)))
+    }
+
+    /// Sets the time.
+    pub fn set(&self, millis: i64) {
+        self.0.store(millis, Ordering::Relaxed);
+    }
+
+    /// Moves the time forward by `by` (saturating).
+    pub fn advance(&self, by: Duration) {
+        let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                Some(t.saturating_add(ms))
+            });
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_millis(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Both times a TTL can count in; shared with expiry filters running on other threads.
+#[derive(Debug, Clone)]
+struct Time {
+    clock: Arc<dyn Clock>,
+    watermark: Arc<AtomicI64>,
+}
+
+impl Time {
+    fn now(&self, mode: TtlTime) -> i64 {
+        match mode {
+            TtlTime::Event => self.watermark.load(Ordering::Relaxed),
+            _ => self.clock.now_millis(),
+        }
+    }
+}
+
+fn split_stamp(raw: &[u8], offset: usize) -> Result<(i64, &[u8]), CodecError> {
+    raw.split_first_chunk::<STAMP_LEN>()
+        .map(|(s, rest)| (i64::from_le_bytes(*s), rest))
+        .ok_or(CodecError::Framing { offset })
+}
+
+fn is_expired(stamp: i64, ttl_ms: i64, now: i64) -> bool {
+    stamp.saturating_add(ttl_ms) <= now
+}
+
+fn push_frame(out: &mut Vec<u8>, stamp: Option<i64>, element: &[u8]) -> Result<(), CodecError> {
+    let extra = if stamp.is_some() { STAMP_LEN } else { 0 };
+    let len = u32::try_from(element.len() + extra)
+        .map_err(|_| CodecError::Framing { offset: out.len() })?;
+    out.extend_from_slice(&len.to_le_bytes());
+    if let Some(s) = stamp {
+        out.extend_from_slice(&s.to_le_bytes());
+    }
+    out.extend_from_slice(element);
+    Ok(())
+}
+
+/// Appends `plain` (a value, or a list's frames when `list`) to `out` with every part stamped
+/// `stamp`.
+///
+/// # Errors
+///
+/// Damaged list framing.
+pub fn add_stamps(
+    list: bool,
+    plain: &[u8],
+    stamp: i64,
+    out: &mut Vec<u8>,
+) -> Result<(), CodecError> {
+    if list {
+        for frame in Frames::new(plain) {
+            push_frame(out, Some(stamp), frame?)?;
+        }
+    } else {
+        out.extend_from_slice(&stamp.to_le_bytes());
+        out.extend_from_slice(plain);
+    }
+    Ok(())
+}
+
+/// Appends `stamped` (as a stamped state stores it) to `out` without its stamps.
+///
+/// # Errors
+///
+/// Damaged framing or a missing stamp.
+pub fn strip_stamps(list: bool, stamped: &[u8], out: &mut Vec<u8>) -> Result<(), CodecError> {
+    if list {
+        for (i, frame) in Frames::new(stamped).enumerate() {
+            let (_, element) = split_stamp(frame?, i)?;
+            push_frame(out, None, element)?;
+        }
+    } else {
+        out.extend_from_slice(split_stamp(stamped, 0)?.1);
+    }
+    Ok(())
+}
+
+/// What [`retain_live`] kept and dropped (values or list elements).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Retained {
+    kept: u64,
+    dropped: u64,
+}
+
+/// Appends the live parts of `stamped` to `out`, restamped with `max(stamp, restamp)` when
+/// `restamp` is given.
+fn retain_live(
+    list: bool,
+    stamped: &[u8],
+    ttl_ms: i64,
+    now: i64,
+    restamp: Option<i64>,
+    out: &mut Vec<u8>,
+) -> Result<Retained, CodecError> {
+    let mut r = Retained::default();
+    let mut one = |stamp: i64, element: &[u8], out: &mut Vec<u8>| {
+        if is_expired(stamp, ttl_ms, now) {
+            r.dropped += 1;
+            return Ok(());
+        }
+        r.kept += 1;
+        let stamp = restamp.map_or(stamp, |t| t.max(stamp));
+        if list {
+            push_frame(out, Some(stamp), element)
+        } else {
+            out.extend_from_slice(&stamp.to_le_bytes());
+            out.extend_from_slice(element);
+            Ok(())
+        }
+    };
+    if list {
+        for (i, frame) in Frames::new(stamped).enumerate() {
+            let (stamp, element) = split_stamp(frame?, i)?;
+            one(stamp, element, out)?;
+        }
+    } else {
+        let (stamp, value) = split_stamp(stamped, 0)?;
+        one(stamp, value, out)?;
+    }
+    Ok(r)
+}
+
+/// Drops expired entries of one stamped state in a backend's background work (installed with
+/// [`StateBackend::install_expiry_filter`]); safe to call from any thread.
+#[derive(Debug, Clone)]
+pub struct ExpiryFilter {
+    list: bool,
+    ttl_ms: i64,
+    mode: TtlTime,
+    time: Time,
+    dropped: Arc<AtomicU64>,
+}
+
+impl ExpiryFilter {
+    /// Whether everything in one stored value (every element of a list) has expired, so the
+    /// entry can be removed; counts what it drops. Undamaged data only: what cannot be parsed
+    /// is kept. A list with some live elements is kept whole; reads drop its expired elements.
+    pub fn remove(&self, stored: &[u8]) -> bool {
+        let now = self.time.now(self.mode);
+        let mut dropped = 0u64;
+        let all = if self.list {
+            let mut any = false;
+            let all = Frames::new(stored).all(|f| {
+                any = true;
+                match f.ok().and_then(|f| split_stamp(f, 0).ok()) {
+                    Some((s, _)) if is_expired(s, self.ttl_ms, now) => {
+                        dropped += 1;
+                        true
+                    }
+                    _ => false,
+                }
+            });
+            any && all
+        } else {
+            dropped = 1;
+            split_stamp(stored, 0).is_ok_and(|(s, _)| is_expired(s, self.ttl_ms, now))
+        };
+        if all {
+            self.dropped.fetch_add(dropped, Ordering::Relaxed);
+        }
+        all
+    }
+
+    /// Values (or list elements) this filter has dropped.
+    #[must_use]
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// Expired values (or list elements) removed from one state, by cause.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TtlStats {
+    /// `operator.state`.
+    pub state: String,
+    /// Removed when a read found them expired.
+    pub on_access: u64,
+    /// Removed by incremental cleanup.
+    pub by_cleanup: u64,
+    /// Dropped by the backend's expiry filter (RocksDB compactions).
+    pub in_compaction: u64,
+    /// Left out when restoring a snapshot.
+    pub at_restore: u64,
+}
+
+impl TtlStats {
+    /// All causes together.
+    #[must_use]
+    pub fn total(&self) -> u64 {
+        self.on_access + self.by_cleanup + self.in_compaction + self.at_restore
+    }
+}
+
+#[derive(Debug)]
+struct StateTtl {
+    name: String,
+    list: bool,
+    ttl_ms: i64,
+    update_on_read: bool,
+    return_expired: bool,
+    mode: TtlTime,
+    cursor: u64,
+    steps: bool,
+    on_access: u64,
+    by_cleanup: u64,
+    at_restore: u64,
+    in_compaction: Arc<AtomicU64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cause {
+    Access,
+    Cleanup,
+}
+
+/// A change a read found necessary, applied at the next mutable call: remove expired data,
+/// refresh stamps read under `update = "on_read_and_write"`.
+#[derive(Debug)]
+struct Fix {
+    state: StateId,
+    key: Box<[u8]>,
+    user_key: Box<[u8]>,
+    touch: Option<i64>,
+    cause: Cause,
+}
+
+/// Default number of entries incremental cleanup checks per key change (Flink's default).
+pub const DEFAULT_CLEANUP_SIZE: usize = 5;
+
+/// Enforces the time-to-live of every state that declares one, over any backend.
+///
+/// States without a TTL pass through untouched. Processing time comes from a [`Clock`] (the
+/// system clock by default, a [`ManualClock`] in tests); event time is the watermark the
+/// runtime advances with [`set_watermark`](Self::set_watermark).
+///
+/// Reads take `&self`, so what a read finds to change (expired data to remove, stamps to
+/// refresh) is applied at the next key change or write, re-checked against the stored bytes
+/// then; a write never loses to an older read.
+pub struct TtlBackend<B> {
+    inner: B,
+    time: Time,
+    states: Vec<Option<StateTtl>>,
+    cleanup_size: usize,
+    cleanup_next: usize,
+    pending: RefCell<Vec<Fix>>,
+    reads: bumpalo::Bump,
+    buf: Vec<u8>,
+    fixed: Vec<u8>,
+}
+
+impl<B: fmt::Debug> fmt::Debug for TtlBackend<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TtlBackend")
+            .field("inner", &self.inner)
+            .field("clock", &self.time.clock)
+            .field("watermark", &self.time.watermark.load(Ordering::Relaxed))
+            .field("cleanup_size", &self.cleanup_size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: StateBackend> TtlBackend<B> {
+    /// Wraps `inner`, with the system clock for processing time.
+    pub fn new(inner: B) -> Self {
+        Self::with_clock(inner, SystemClock)
+    }
+
+    /// Wraps `inner`, with `clock` for processing time.
+    pub fn with_clock(inner: B, clock: impl Clock + 'static) -> Self {
+        Self {
+            inner,
+            time: Time {
+                clock: Arc::new(clock),
+                watermark: Arc::new(AtomicI64::new(NO_WATERMARK)),
+            },
+            states: Vec::new(),
+            cleanup_size: DEFAULT_CLEANUP_SIZE,
+            cleanup_next: 0,
+            pending: RefCell::default(),
+            reads: bumpalo::Bump::new(),
+            buf: Vec::new(),
+            fixed: Vec::new(),
+        }
+    }
+
+    /// Sets how many entries incremental cleanup checks per key change (0 turns it off).
+    #[must_use]
+    pub fn with_cleanup_size(mut self, entries: usize) -> Self {
+        self.cleanup_size = entries;
+        self
+    }
+
+    /// Advances event time. Watermarks never go back: a lower value is ignored.
+    pub fn set_watermark(&self, millis: i64) {
+        self.time.watermark.fetch_max(millis, Ordering::Relaxed);
+    }
+
+    /// The current watermark, once one was set.
+    #[must_use]
+    pub fn watermark(&self) -> Option<i64> {
+        let w = self.time.watermark.load(Ordering::Relaxed);
+        (w != NO_WATERMARK).then_some(w)
+    }
+
+    /// The wrapped backend.
+    #[must_use]
+    pub fn inner(&self) -> &B {
+        &self.inner
+    }
+
+    /// The wrapped backend, mutably (for backend-specific calls).
+    pub fn inner_mut(&mut self) -> &mut B {
+        &mut self.inner
+    }
+
+    /// The wrapped backend; changes found by reads and not yet applied are dropped (expired
+    /// data stays expired by its stamp).
+    pub fn into_inner(self) -> B {
+        self.inner
+    }
+
+    /// Expired data removed so far, per state with a TTL, in registration order.
+    #[must_use]
+    pub fn ttl_stats(&self) -> Vec<TtlStats> {
+        self.states
+            .iter()
+            .flatten()
+            .map(|t| TtlStats {
+                state: t.name.clone(),
+                on_access: t.on_access,
+                by_cleanup: t.by_cleanup,
+                in_compaction: t.in_compaction.load(Ordering::Relaxed),
+                at_restore: t.at_restore,
+            })
+            .collect()
+    }
+
+    /// Publishes [`ttl_stats`](Self::ttl_stats) through the `metrics` facade as the counter
+    /// `statewright_ttl_expired_total` with labels `state` and `cause` (`access`, `cleanup`,
+    /// `compaction`, `restore`).
+    pub fn publish_metrics(&self) {
+        for s in self.ttl_stats() {
+            for (cause, n) in [
+                ("access", s.on_access),
+                ("cleanup", s.by_cleanup),
+                ("compaction", s.in_compaction),
+                ("restore", s.at_restore),
+            ] {
+                metrics::counter!("statewright_ttl_expired_total", "state" => s.state.clone(), "cause" => cause)
+                    .absolute(n);
+            }
+        }
+    }
+
+    /// Applies the changes reads found necessary. Called before every write; a change that
+    /// fails stays queued, so it is retried.
+    ///
+    /// # Errors
+    ///
+    /// A backend failure.
+    pub fn apply_pending(&mut self) -> Result<()> {
+        if self.pending.get_mut().is_empty() {
+            return Ok(());
+        }
+        let fixes = std::mem::take(self.pending.get_mut());
+        let mut fixes = fixes.into_iter();
+        while let Some(fix) = fixes.next() {
+            if let Err(e) = self.apply(&fix) {
+                let rest = self.pending.get_mut();
+                rest.push(fix);
+                rest.extend(fixes);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    fn ttl(&self, state: StateId) -> Option<&StateTtl> {
+        self.states.get(state.0 as usize).and_then(Option::as_ref)
+    }
+
+    fn defer(&self, state: StateId, key: &[u8], user_key: &[u8], touch: Option<i64>, cause: Cause) {
+        self.pending.borrow_mut().push(Fix {
+            state,
+            key: key.into(),
+            user_key: user_key.into(),
+            touch,
+            cause,
+        });
+    }
+
+    fn apply(&mut self, fix: &Fix) -> Result<()> {
+        let Some(t) = self
+            .states
+            .get_mut(fix.state.0 as usize)
+            .and_then(Option::as_mut)
+        else {
+            return Ok(());
+        };
+        self.buf.clear();
+        match self.inner.get(fix.state, &fix.key, &fix.user_key)? {
+            Some(raw) => self.buf.extend_from_slice(raw),
+            None => return Ok(()),
+        }
+        let now = self.time.now(t.mode);
+        self.fixed.clear();
+        let r = retain_live(t.list, &self.buf, t.ttl_ms, now, fix.touch, &mut self.fixed)?;
+        match fix.cause {
+            Cause::Access => t.on_access += r.dropped,
+            Cause::Cleanup => t.by_cleanup += r.dropped,
+        }
+        if r.kept == 0 {
+            self.inner.delete(fix.state, &fix.key, &fix.user_key)
+        } else if r.dropped > 0 || (fix.touch.is_some() && self.fixed != self.buf) {
+            self.inner
+                .put(fix.state, &fix.key, &fix.user_key, &self.fixed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Checks the next few entries of one TTL state (round robin over states).
+    fn cleanup_step(&mut self) {
+        if self.cleanup_size == 0 || self.states.is_empty() {
+            return;
+        }
+        let n = self.states.len();
+        for _ in 0..n {
+            let i = self.cleanup_next % n;
+            self.cleanup_next = (i + 1) % n;
+            let Some(t) = self.states.get_mut(i).and_then(Option::as_mut) else {
+                continue;
+            };
+            if !t.steps {
+                continue;
+            }
+            let state = StateId(u32::try_from(i).unwrap_or(u32::MAX));
+            let now = self.time.now(t.mode);
+            let (list, ttl_ms) = (t.list, t.ttl_ms);
+            let pending = &self.pending;
+            let mut visit = |key: &[u8], user_key: &[u8], raw: &[u8]| {
+                if has_expired(list, raw, ttl_ms, now) {
+                    pending.borrow_mut().push(Fix {
+                        state,
+                        key: key.into(),
+                        user_key: user_key.into(),
+                        touch: None,
+                        cause: Cause::Cleanup,
+                    });
+                }
+                Ok(())
+            };
+            match self
+                .inner
+                .visit_some(state, &mut t.cursor, self.cleanup_size, &mut visit)
+            {
+                Ok(true) => return,
+                // No stepwise walk on this backend (or it failed): its own filter, if any,
+                // does the cleanup.
+                Ok(false) | Err(_) => t.steps = false,
+            }
+        }
+    }
+
+    fn stamp_now(&self, t: &StateTtl) -> Result<i64> {
+        let now = self.time.now(t.mode);
+        if t.mode == TtlTime::Event && now == NO_WATERMARK {
+            return Err(Error::NoWatermark {
+                state: t.name.clone(),
+            });
+        }
+        Ok(now)
+    }
+
+    fn stamped<'a>(
+        &'a self,
+        t: &StateTtl,
+        state: StateId,
+        key: &[u8],
+        user_key: &[u8],
+        raw: &'a [u8],
+        now: i64,
+    ) -> Result<Option<&'a [u8]>> {
+        if !t.list {
+            let (stamp, value) = split_stamp(raw, 0)?;
+            if is_expired(stamp, t.ttl_ms, now) {
+                self.defer(state, key, user_key, None, Cause::Access);
+                return Ok(t.return_expired.then_some(value));
+            }
+            if t.update_on_read {
+                self.defer(state, key, user_key, Some(now), Cause::Access);
+            }
+            return Ok(Some(value));
+        }
+        let mut out = bumpalo::collections::Vec::with_capacity_in(raw.len(), &self.reads);
+        let mut expired = false;
+        for (i, frame) in Frames::new(raw).enumerate() {
+            let (stamp, element) = split_stamp(frame?, i)?;
+            if is_expired(stamp, t.ttl_ms, now) {
+                expired = true;
+                if !t.return_expired {
+                    continue;
+                }
+            }
+            let len =
+                u32::try_from(element.len()).map_err(|_| CodecError::Framing { offset: i })?;
+            out.extend_from_slice(&len.to_le_bytes());
+            out.extend_from_slice(element);
+        }
+        if expired || t.update_on_read {
+            let touch = t.update_on_read.then_some(now);
+            self.defer(state, key, user_key, touch, Cause::Access);
+        }
+        Ok((!out.is_empty()).then(|| &*out.into_bump_slice()))
+    }
+}
+
+fn has_expired(list: bool, raw: &[u8], ttl_ms: i64, now: i64) -> bool {
+    if list {
+        Frames::new(raw).any(|f| {
+            f.ok()
+                .and_then(|f| split_stamp(f, 0).ok())
+                .is_some_and(|(s, _)| is_expired(s, ttl_ms, now))
+        })
+    } else {
+        split_stamp(raw, 0).is_ok_and(|(s, _)| is_expired(s, ttl_ms, now))
+    }
+}
+
+impl<B: StateBackend> StateBackend for TtlBackend<B> {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    fn register(&mut self, operator: &str, state: &StateDescriptor) -> Result<StateId> {
+        let id = self.inner.register(operator, state)?;
+        let Some(ttl) = state.ttl else {
+            return Ok(id);
+        };
+        let i = id.0 as usize;
+        if self.states.len() <= i {
+            self.states.resize_with(i + 1, || None);
+        }
+        if self.states[i].is_none() {
+            let list = state.kind == StateKind::List;
+            let t = StateTtl {
+                name: format!("{operator}.{}", state.name),
+                list,
+                ttl_ms: ttl.ttl_millis(),
+                update_on_read: ttl.update == TtlUpdate::OnReadAndWrite,
+                return_expired: ttl.visibility == TtlVisibility::ReturnExpiredIfNotCleanedUp,
+                mode: ttl.time,
+                cursor: 0,
+                steps: true,
+                on_access: 0,
+                by_cleanup: 0,
+                at_restore: 0,
+                in_compaction: Arc::new(AtomicU64::new(0)),
+            };
+            let filter = ExpiryFilter {
+                list,
+                ttl_ms: t.ttl_ms,
+                mode: t.mode,
+                time: self.time.clone(),
+                dropped: Arc::clone(&t.in_compaction),
+            };
+            self.inner.install_expiry_filter(id, filter)?;
+            self.states[i] = Some(t);
+        }
+        Ok(id)
+    }
+
+    fn get(&self, state: StateId, key: &[u8], user_key: &[u8]) -> Result<Option<&[u8]>> {
+        let Some(t) = self.ttl(state) else {
+            return self.inner.get(state, key, user_key);
+        };
+        match self.inner.get(state, key, user_key)? {
+            None => Ok(None),
+            Some(raw) => {
+                let now = self.time.now(t.mode);
+                self.stamped(t, state, key, user_key, raw, now)
+            }
+        }
+    }
+
+    fn put(&mut self, state: StateId, key: &[u8], user_key: &[u8], value: &[u8]) -> Result<()> {
+        self.apply_pending()?;
+        let Some(t) = self.ttl(state) else {
+            return self.inner.put(state, key, user_key, value);
+        };
+        let (list, now) = (t.list, self.stamp_now(t)?);
+        self.buf.clear();
+        add_stamps(list, value, now, &mut self.buf)?;
+        if list && self.buf.is_empty() {
+            return self.inner.delete(state, key, user_key);
+        }
+        self.inner.put(state, key, user_key, &self.buf)
+    }
+
+    fn merge(&mut self, state: StateId, key: &[u8], user_key: &[u8], operand: &[u8]) -> Result<()> {
+        self.apply_pending()?;
+        let Some(t) = self.ttl(state) else {
+            return self.inner.merge(state, key, user_key, operand);
+        };
+        if !t.list {
+            return Err(Error::Backend {
+                backend: self.inner.name(),
+                message: format!(
+                    "state `{}` has a ttl; only list elements can be appended to a stamped state",
+                    t.name
+                ),
+            });
+        }
+        let now = self.stamp_now(t)?;
+        self.buf.clear();
+        add_stamps(true, operand, now, &mut self.buf)?;
+        self.inner.merge(state, key, user_key, &self.buf)
+    }
+
+    fn delete(&mut self, state: StateId, key: &[u8], user_key: &[u8]) -> Result<()> {
+        self.apply_pending()?;
+        self.inner.delete(state, key, user_key)
+    }
+
+    fn scan<'a>(&'a self, state: StateId, key: &[u8]) -> Result<EntryIter<'a>> {
+        let Some(t) = self.ttl(state) else {
+            return self.inner.scan(state, key);
+        };
+        let now = self.time.now(t.mode);
+        if t.list {
+            let list = self.get(state, key, &[])?;
+            return Ok(Box::new(list.into_iter().map(|v| (&[][..], v))));
+        }
+        let key: Box<[u8]> = key.into();
+        let it = self.inner.scan(state, &key)?;
+        Ok(Box::new(it.filter_map(move |(user_key, raw)| {
+            // A damaged stamp is passed on whole: the reader's validation reports it.
+            match self.stamped(t, state, &key, user_key, raw, now) {
+                Ok(v) => v.map(|v| (user_key, v)),
+                Err(_) => Some((user_key, raw)),
+            }
+        })))
+    }
+
+    fn delete_key(&mut self, state: StateId, key: &[u8]) -> Result<()> {
+        self.apply_pending()?;
+        self.inner.delete_key(state, key)
+    }
+
+    fn for_each_entry(&self, state: StateId, visit: &mut EntryVisitor<'_>) -> Result<()> {
+        let Some(t) = self.ttl(state) else {
+            return self.inner.for_each_entry(state, visit);
+        };
+        let now = self.time.now(t.mode);
+        let mut live = Vec::new();
+        let mut plain = Vec::new();
+        self.inner.for_each_entry(state, &mut |key, user_key, raw| {
+            live.clear();
+            plain.clear();
+            let r = retain_live(t.list, raw, t.ttl_ms, now, None, &mut live)?;
+            if r.kept == 0 {
+                return Ok(());
+            }
+            strip_stamps(t.list, &live, &mut plain)?;
+            visit(key, user_key, &plain)
+        })
+    }
+
+    fn release_reads(&mut self) {
+        self.inner.release_reads();
+        self.reads.reset();
+        // A change that fails here stays queued and is reported by the next write.
+        let _ = self.apply_pending();
+        self.cleanup_step();
+        let _ = self.apply_pending();
+    }
+
+    fn clear_state(&mut self, state: StateId) -> Result<()> {
+        self.apply_pending()?;
+        self.inner.clear_state(state)
+    }
+
+    fn stamps_ttl(&self, state: StateId) -> bool {
+        self.ttl(state).is_some()
+    }
+
+    fn for_each_stored(&self, state: StateId, visit: &mut EntryVisitor<'_>) -> Result<()> {
+        let Some(t) = self.ttl(state) else {
+            return self.inner.for_each_stored(state, visit);
+        };
+        let now = self.time.now(t.mode);
+        let mut live = Vec::new();
+        self.inner
+            .for_each_stored(state, &mut |key, user_key, raw| {
+                live.clear();
+                let r = retain_live(t.list, raw, t.ttl_ms, now, None, &mut live)?;
+                if r.kept == 0 {
+                    return Ok(());
+                }
+                visit(key, user_key, if r.dropped == 0 { raw } else { &live })
+            })
+    }
+
+    fn put_stored(
+        &mut self,
+        state: StateId,
+        key: &[u8],
+        user_key: &[u8],
+        value: &[u8],
+    ) -> Result<()> {
+        self.apply_pending()?;
+        let Some(t) = self
+            .states
+            .get_mut(state.0 as usize)
+            .and_then(Option::as_mut)
+        else {
+            return self.inner.put_stored(state, key, user_key, value);
+        };
+        let now = self.time.now(t.mode);
+        self.buf.clear();
+        let r = retain_live(t.list, value, t.ttl_ms, now, None, &mut self.buf)?;
+        t.at_restore += r.dropped;
+        if r.kept == 0 {
+            return Ok(());
+        }
+        self.inner.put_stored(state, key, user_key, &self.buf)
+    }
+
+    fn visit_some(
+        &self,
+        state: StateId,
+        cursor: &mut u64,
+        limit: usize,
+        visit: &mut EntryVisitor<'_>,
+    ) -> Result<bool> {
+        self.inner.visit_some(state, cursor, limit, visit)
+    }
+
+    fn install_expiry_filter(&mut self, state: StateId, filter: ExpiryFilter) -> Result<bool> {
+        self.inner.install_expiry_filter(state, filter)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_roundtrip_for_values_and_lists() {
+        let mut frames = Vec::new();
+        push_frame(&mut frames, None, b"ab").unwrap();
+        push_frame(&mut frames, None, b"").unwrap();
+        let mut stamped = Vec::new();
+        add_stamps(true, &frames, 42, &mut stamped).unwrap();
+        assert_eq!(stamped.len(), frames.len() + 2 * STAMP_LEN);
+        let mut back = Vec::new();
+        strip_stamps(true, &stamped, &mut back).unwrap();
+        assert_eq!(back, frames);
+
+        let mut v = Vec::new();
+        add_stamps(false, b"xyz", -7, &mut v).unwrap();
+        assert_eq!(split_stamp(&v, 0).unwrap(), (-7, &b"xyz"[..]));
+    }
+
+    #[test]
+    fn damaged_stamps_are_errors() {
+        let mut out = Vec::new();
+        assert!(strip_stamps(false, b"short", &mut out).is_err());
+        // A frame too short to hold a stamp.
+        let mut frames = Vec::new();
+        push_frame(&mut frames, None, b"abc").unwrap();
+        assert!(strip_stamps(true, &frames, &mut out).is_err());
+        assert!(retain_live(true, &frames, 10, 0, None, &mut out).is_err());
+    }
+
+    #[test]
+    fn retain_keeps_live_elements_and_restamps_forward_only() {
+        let mut stamped = Vec::new();
+        for (stamp, e) in [(0i64, &b"old"[..]), (50, b"new")] {
+            push_frame(&mut stamped, Some(stamp), e).unwrap();
+        }
+        let mut out = Vec::new();
+        let r = retain_live(true, &stamped, 100, 120, Some(10), &mut out).unwrap();
+        assert_eq!(
+            r,
+            Retained {
+                kept: 1,
+                dropped: 1
+            }
+        );
+        let mut expect = Vec::new();
+        push_frame(&mut expect, Some(50), b"new").unwrap(); // max(50, 10)
+        assert_eq!(out, expect);
+    }
+
+    #[test]
+    fn expiry_is_inclusive_and_saturating() {
+        assert!(!is_expired(0, 10, 9));
+        assert!(is_expired(0, 10, 10));
+        assert!(!is_expired(i64::MAX - 1, 10, i64::MAX - 1));
+        assert!(!is_expired(5, 10, NO_WATERMARK));
+    }
+
+    #[test]
+    fn manual_clock_is_shared_by_clones() {
+        let c = ManualClock::new(5);
+        let d = c.clone();
+        d.advance(Duration::from_millis(10));
+        assert_eq!(c.now_millis(), 15);
+        c.set(i64::MAX);
+        c.advance(Duration::from_secs(1));
+        assert_eq!(d.now_millis(), i64::MAX);
+    }
+}
