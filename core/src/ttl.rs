@@ -518,7 +518,8 @@ impl<B: StateBackend> TtlBackend<B> {
             Some(raw) => self.buf.extend_from_slice(raw),
             None => return Ok(()),
         }
-        let now = self.time.now(t.mode);
+        // A refresh happens as of the read that asked for it: what was alive then lives on.
+        let now = fix.touch.unwrap_or_else(|| self.time.now(t.mode));
         self.fixed.clear();
         let r = retain_live(t.list, &self.buf, t.ttl_ms, now, fix.touch, &mut self.fixed)?;
         match fix.cause {

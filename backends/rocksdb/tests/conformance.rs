@@ -1,4 +1,5 @@
-//! The core conformance suite, run against RocksDB in a temporary directory.
+//! The core conformance suite, run against RocksDB in a temporary directory, alone and under
+//! the TTL wrapper.
 #![allow(missing_docs)]
 
 fn backend() -> statewright_rocksdb::RocksDbBackend {
@@ -9,3 +10,9 @@ fn backend() -> statewright_rocksdb::RocksDbBackend {
 }
 
 statewright_core::conformance_suite!(backend());
+
+/// `TtlBackend<RocksDbBackend>` with a one-year TTL on every state: nothing expires, so it must
+/// behave exactly as a backend without TTL.
+mod ttl {
+    statewright_core::conformance_suite!(ttl: statewright_core::ttl::TtlBackend::new(super::backend()));
+}
