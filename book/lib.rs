@@ -5,6 +5,9 @@
 #[doc = include_str!("src/getting-started.md")]
 pub mod getting_started {}
 
+#[doc = include_str!("src/ttl.md")]
+pub mod ttl {}
+
 #[doc = include_str!("src/backends.md")]
 pub mod backends {}
 

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use statewright::prelude::*;
-use statewright::{RocksDbBackend, RocksDbOptions};
+use statewright::{RocksDbBackend, RocksDbOptions, TtlBackend};
 
 /// SplitMix64's increment.
 pub const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -96,7 +96,14 @@ pub const WORKLOADS: &[&str] = &[
     "list_add",
 ];
 /// The backends.
-pub const BACKENDS: &[&str] = &["heap", "rocksdb", "raw-hashmap", "raw-rocksdb"];
+pub const BACKENDS: &[&str] = &[
+    "heap",
+    "rocksdb",
+    "ttl-heap",
+    "ttl-rocksdb",
+    "raw-hashmap",
+    "raw-rocksdb",
+];
 
 /// The state access a workload needs; implemented by statewright operators and the raw baselines.
 trait Store {
@@ -116,30 +123,50 @@ struct BenchOp {
     list: ListState<i64>,
 }
 
-impl<B: StateBackend> Store for Bound<BenchOp, B> {
-    fn value_set(&mut self, k: u64, v: i64) -> statewright::Result<()> {
-        self.key(&k)?.value().set(&v)
-    }
-    fn value_get(&mut self, k: u64) -> statewright::Result<Option<i64>> {
-        Ok(self.key(&k)?.value().get()?.map(|v| v.to_native()))
-    }
-    fn map_put(&mut self, k: u64, u: u64, v: i64) -> statewright::Result<()> {
-        self.key(&k)?.map().put(&u, &v)
-    }
-    fn map_get(&mut self, k: u64, u: u64) -> statewright::Result<Option<i64>> {
-        Ok(self.key(&k)?.map().get(&u)?.map(|v| v.to_native()))
-    }
-    fn list_add(&mut self, k: u64, v: i64) -> statewright::Result<()> {
-        self.key(&k)?.list().add(&v)
-    }
-    fn list_sum(&mut self, k: u64) -> statewright::Result<i64> {
-        let mut sum = 0i64;
-        for v in self.key(&k)?.list().iter()? {
-            sum = sum.wrapping_add(v?.to_native());
-        }
-        Ok(sum)
-    }
+/// [`BenchOp`] with a one-day TTL on every state (the `ttl-*` backends): every value, list
+/// element and map entry carries a stamp, checked on every read; nothing expires during a run,
+/// so the checksums equal the plain backends'.
+#[derive(StatefulOperator, Default)]
+#[operator(name = "bench", key = u64)]
+struct TtlBenchOp {
+    #[state(ttl = "1day")]
+    value: ValueState<i64>,
+    #[state(ttl = "1day")]
+    map: MapState<u64, i64>,
+    #[state(ttl = "1day")]
+    list: ListState<i64>,
 }
+
+macro_rules! store_for {
+    ($op:ident) => {
+        impl<B: StateBackend> Store for Bound<$op, B> {
+            fn value_set(&mut self, k: u64, v: i64) -> statewright::Result<()> {
+                self.key(&k)?.value().set(&v)
+            }
+            fn value_get(&mut self, k: u64) -> statewright::Result<Option<i64>> {
+                Ok(self.key(&k)?.value().get()?.map(|v| v.to_native()))
+            }
+            fn map_put(&mut self, k: u64, u: u64, v: i64) -> statewright::Result<()> {
+                self.key(&k)?.map().put(&u, &v)
+            }
+            fn map_get(&mut self, k: u64, u: u64) -> statewright::Result<Option<i64>> {
+                Ok(self.key(&k)?.map().get(&u)?.map(|v| v.to_native()))
+            }
+            fn list_add(&mut self, k: u64, v: i64) -> statewright::Result<()> {
+                self.key(&k)?.list().add(&v)
+            }
+            fn list_sum(&mut self, k: u64) -> statewright::Result<i64> {
+                let mut sum = 0i64;
+                for v in self.key(&k)?.list().iter()? {
+                    sum = sum.wrapping_add(v?.to_native());
+                }
+                Ok(sum)
+            }
+        }
+    };
+}
+store_for!(BenchOp);
+store_for!(TtlBenchOp);
 
 /// The `HashMap` limit: typed values, no encoding.
 #[derive(Default)]
@@ -304,6 +331,10 @@ fn store(backend: &str) -> statewright::Result<Box<dyn Store>> {
         "rocksdb" => Box::new(
             BenchOp::default().bind(RocksDbBackend::open_temporary(RocksDbOptions::default())?)?,
         ),
+        "ttl-heap" => Box::new(TtlBenchOp::default().bind(TtlBackend::new(HeapBackend::new()))?),
+        "ttl-rocksdb" => Box::new(TtlBenchOp::default().bind(TtlBackend::new(
+            RocksDbBackend::open_temporary(RocksDbOptions::default())?,
+        ))?),
         "raw-hashmap" => Box::new(RawHashMap::default()),
         "raw-rocksdb" => Box::new(RawRocksDb::open()?),
         other => {

@@ -208,6 +208,13 @@ fn parse_choice(cx: &Ctxt, lit: &LitStr, what: &str, values: &[&str]) -> Option<
 /// under the literal.
 fn parse_ttl(cx: &Ctxt, lit: &LitStr) -> Option<Ttl> {
     let text = lit.value();
+    if text.trim_start().starts_with('-') {
+        cx.error_spanned_by(
+            lit,
+            format!("ttl `{text}` is negative; a ttl must be positive"),
+        );
+        return None;
+    }
     match humantime::parse_duration(&text) {
         Err(e) => {
             cx.error_spanned_by(

@@ -8,5 +8,6 @@ fn ui() {
     t.compile_fail("tests/ui/operator/*.rs");
     t.compile_fail("tests/ui/state/*.rs");
     t.compile_fail("tests/ui/types/*.rs");
+    t.compile_fail("tests/ui/ttl/*.rs");
     t.pass("tests/ui/pass/*.rs");
 }

@@ -38,11 +38,13 @@ mod stats;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::ffi::CStr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use rocksdb::compaction_filter::Decision as CompactionDecision;
+use rocksdb::compaction_filter::{CompactionFilter, Decision as CompactionDecision};
+use rocksdb::compaction_filter_factory::{CompactionFilterContext, CompactionFilterFactory};
 use rocksdb::{ColumnFamily, DB, DBPinnableSlice, ReadOptions, WriteOptions};
 use statewright_core::backend::{EntryIter, EntryVisitor, StateBackend, StateId};
 use statewright_core::checkpoint::validate_name;
@@ -76,6 +78,43 @@ struct Column {
 /// compaction filter installed with the column family reads it.
 type FilterSlot = Arc<RwLock<Option<ExpiryFilter>>>;
 
+/// Makes one compaction's TTL filter from the column family's slot. RocksDB owns the factory
+/// (it outlives the options it was set on), and each filter it makes runs on one thread.
+struct TtlFilterFactory {
+    slot: FilterSlot,
+}
+
+const TTL_FILTER: &CStr = c"statewright-ttl";
+
+impl CompactionFilterFactory for TtlFilterFactory {
+    type Filter = TtlFilter;
+
+    fn create(&mut self, _context: CompactionFilterContext) -> TtlFilter {
+        TtlFilter(self.slot.read().ok().and_then(|f| f.clone()))
+    }
+
+    fn name(&self) -> &CStr {
+        TTL_FILTER
+    }
+}
+
+/// Drops entries whose TTL expired (see [`ExpiryFilter::remove`]); keeps everything when the
+/// state has no TTL.
+struct TtlFilter(Option<ExpiryFilter>);
+
+impl CompactionFilter for TtlFilter {
+    fn filter(&mut self, _level: u32, _key: &[u8], value: &[u8]) -> CompactionDecision {
+        match &self.0 {
+            Some(f) if f.remove(value) => CompactionDecision::Remove,
+            _ => CompactionDecision::Keep,
+        }
+    }
+
+    fn name(&self) -> &CStr {
+        TTL_FILTER
+    }
+}
+
 /// Column family options with the compaction filter that drops expired TTL entries.
 fn cf_options(
     options: &RocksDbOptions,
@@ -85,20 +124,7 @@ fn cf_options(
 ) -> rocksdb::Options {
     let mut o = options.rocksdb_cf_options(cache);
     let slot = Arc::clone(slots.entry(name.to_owned()).or_default());
-    o.set_compaction_filter(
-        "statewright-ttl",
-        move |_level: u32, _key: &[u8], value: &[u8]| {
-            let expired = slot
-                .read()
-                .ok()
-                .and_then(|f| f.as_ref().map(|f| f.remove(value)));
-            if expired == Some(true) {
-                CompactionDecision::Remove
-            } else {
-                CompactionDecision::Keep
-            }
-        },
-    );
+    o.set_compaction_filter_factory(TtlFilterFactory { slot });
     o
 }
 

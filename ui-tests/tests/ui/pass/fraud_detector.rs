@@ -11,7 +11,7 @@ pub struct Txn {
 #[derive(StatefulOperator, Default)]
 #[operator(name = "fraud-detector", key = u64, max_parallelism = 128)]
 pub struct FraudDetector {
-    #[state(ttl = "1m")]
+    #[state(ttl = "1m", visibility = "return_expired_if_not_cleaned_up", time = "processing")]
     small_seen: ValueState<bool>,
     #[state(ttl = "1h", update = "on_read_and_write")]
     recent: ListState<Txn>,
@@ -33,7 +33,7 @@ fn process(op: &mut Bound<FraudDetector, impl StateBackend>, txn: &Txn) -> state
 }
 
 fn main() -> statewright::Result<()> {
-    let mut op = FraudDetector { threshold_cents: 50_000, ..Default::default() }.bind(HeapBackend::new())?;
+    let mut op = FraudDetector { threshold_cents: 50_000, ..Default::default() }.bind(statewright::TtlBackend::new(HeapBackend::new()))?;
     let small = Txn { card: 1, amount_cents: 50, merchant: 3 };
     let large = Txn { card: 1, amount_cents: 90_000, merchant: 3 };
     assert!(!process(&mut op, &small)?);
