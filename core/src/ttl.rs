@@ -628,7 +628,7 @@ impl<B: StateBackend> TtlBackend<B> {
             let touch = t.update_on_read.then_some(now);
             self.defer(state, key, user_key, touch, Cause::Access);
         }
-        Ok((!out.is_empty()).then(|| &*out.into_bump_slice()))
+        Ok((!out.is_empty()).then(|| out.into_bump_slice()))
     }
 }
 
