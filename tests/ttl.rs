@@ -29,7 +29,7 @@ impl Time {
     /// Incremental cleanup is off, so what a read sees depends on reads alone (it has its own
     /// test below).
     fn backend<B: StateBackend>(&self, inner: B) -> TtlBackend<B> {
-        let b = TtlBackend::with_clock(inner, self.clock.clone()).with_cleanup_size(0);
+        let b = TtlBackend::with_clock(inner, self.clock.clone()).with_incremental_cleanup(0, 1);
         if self.event {
             b.set_watermark(0);
         }
@@ -481,7 +481,10 @@ fn snapshots_leave_expired_data_out() {
 fn incremental_cleanup_removes_expired_entries_nobody_reads() {
     let clock = ManualClock::new(0);
     let mut op = WithTtl::default()
-        .bind(TtlBackend::with_clock(HeapBackend::new(), clock.clone()).with_cleanup_size(10))
+        .bind(
+            TtlBackend::with_clock(HeapBackend::new(), clock.clone())
+                .with_incremental_cleanup(10, 1),
+        )
         .unwrap();
     fill_with_ttl(&mut op, 0..1_000);
     assert_eq!(op.backend().inner().entries(), 3_000);
@@ -497,7 +500,10 @@ fn incremental_cleanup_removes_expired_entries_nobody_reads() {
 
     // Turned off, nothing is removed without a read.
     let mut off = WithTtl::default()
-        .bind(TtlBackend::with_clock(HeapBackend::new(), clock.clone()).with_cleanup_size(0))
+        .bind(
+            TtlBackend::with_clock(HeapBackend::new(), clock.clone())
+                .with_incremental_cleanup(0, 1),
+        )
         .unwrap();
     fill_with_ttl(&mut off, 0..100);
     clock.set(40 * SEC);
@@ -511,7 +517,7 @@ fn incremental_cleanup_removes_expired_entries_nobody_reads() {
 #[test]
 fn rocksdb_compaction_drops_expired_entries() {
     let clock = ManualClock::new(0);
-    let backend = TtlBackend::with_clock(rocksdb(), clock.clone()).with_cleanup_size(0);
+    let backend = TtlBackend::with_clock(rocksdb(), clock.clone()).with_incremental_cleanup(0, 1);
     let mut op = WithTtl::default().bind(backend).unwrap();
     for k in 0..1_000u64 {
         let mut st = op.key(&k).unwrap();
@@ -564,7 +570,10 @@ fn rocksdb_compaction_drops_expired_entries() {
 fn ttl_stats_reach_the_metrics_facade() {
     let clock = ManualClock::new(0);
     let mut op = WithTtl::default()
-        .bind(TtlBackend::with_clock(HeapBackend::new(), clock.clone()).with_cleanup_size(0))
+        .bind(
+            TtlBackend::with_clock(HeapBackend::new(), clock.clone())
+                .with_incremental_cleanup(0, 1),
+        )
         .unwrap();
     fill_with_ttl(&mut op, 0..3);
     clock.set(11 * SEC);

@@ -14,8 +14,8 @@
 //!
 //! Expired data is never returned under
 //! [`NeverReturnExpired`](crate::descriptor::TtlVisibility::NeverReturnExpired), removed when
-//! it is read, checked a few entries at a time on every key change (on backends that can walk
-//! their entries in steps: the heap backend), dropped by a filter during the backend's own
+//! it is read, checked a few entries at a time as keys change (on backends that can walk their
+//! entries in steps: the heap backend), dropped by a filter during the backend's own
 //! background work (RocksDB compactions), and never written into snapshots. Stamps travel in
 //! snapshots unchanged, so a restore never extends a value's life.
 //!
@@ -43,11 +43,13 @@
 //! # Ok::<(), statewright::Error>(())
 //! ```
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::backend::{EntryIter, EntryVisitor, StateBackend, StateId};
 use crate::codec::Frames;
@@ -68,10 +70,25 @@ pub trait Clock: Send + Sync + fmt::Debug {
 }
 
 /// The system's wall clock, in milliseconds since the Unix epoch.
+///
+/// On Linux, Android and FreeBSD it reads the coarse real-time clock (`CLOCK_REALTIME_COARSE`):
+/// a few nanoseconds a read instead of tens, with the kernel tick's resolution (1 to 4 ms),
+/// which is what a TTL needs. Elsewhere it reads [`SystemTime`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
 
 impl Clock for SystemClock {
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+    fn now_millis(&self) -> i64 {
+        let ts = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
+        let ms = i64::try_from(ts.tv_nsec).unwrap_or(0) / 1_000_000;
+        i64::try_from(ts.tv_sec)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(1_000)
+            .saturating_add(ms)
+    }
+
+    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
     fn now_millis(&self) -> i64 {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -340,14 +357,20 @@ struct Fix {
     cause: Cause,
 }
 
-/// Default number of entries incremental cleanup checks per key change (Flink's default).
-pub const DEFAULT_CLEANUP_SIZE: usize = 5;
+/// Entries incremental cleanup checks each time it runs, by default (Flink's default).
+pub const DEFAULT_CLEANUP_ENTRIES: usize = 5;
+/// Key changes between two runs of incremental cleanup, by default.
+pub const DEFAULT_CLEANUP_EVERY: u32 = 8;
 
 /// Enforces the time-to-live of every state that declares one, over any backend.
 ///
 /// States without a TTL pass through untouched. Processing time comes from a [`Clock`] (the
 /// system clock by default, a [`ManualClock`] in tests); event time is the watermark the
 /// runtime advances with [`set_watermark`](Self::set_watermark).
+///
+/// Processing time is read from the clock once per key change and once after every write, not
+/// on every access: a record's reads and writes share one time (reading the system clock costs
+/// more than a heap read).
 ///
 /// Reads take `&self`, so what a read finds to change (expired data to remove, stamps to
 /// refresh) is applied at the next key change or write, re-checked against the stored bytes
@@ -356,9 +379,13 @@ pub struct TtlBackend<B> {
     inner: B,
     time: Time,
     states: Vec<Option<StateTtl>>,
-    cleanup_size: usize,
+    cleanup_entries: usize,
+    cleanup_every: u32,
+    key_changes: u32,
     cleanup_next: usize,
     pending: RefCell<Vec<Fix>>,
+    /// Processing time as read once for the current key (see [`Self::now`]).
+    processing: Cell<Option<i64>>,
     reads: bumpalo::Bump,
     buf: Vec<u8>,
     fixed: Vec<u8>,
@@ -370,7 +397,8 @@ impl<B: fmt::Debug> fmt::Debug for TtlBackend<B> {
             .field("inner", &self.inner)
             .field("clock", &self.time.clock)
             .field("watermark", &self.time.watermark.load(Ordering::Relaxed))
-            .field("cleanup_size", &self.cleanup_size)
+            .field("cleanup_entries", &self.cleanup_entries)
+            .field("cleanup_every", &self.cleanup_every)
             .finish_non_exhaustive()
     }
 }
@@ -390,19 +418,26 @@ impl<B: StateBackend> TtlBackend<B> {
                 watermark: Arc::new(AtomicI64::new(NO_WATERMARK)),
             },
             states: Vec::new(),
-            cleanup_size: DEFAULT_CLEANUP_SIZE,
+            cleanup_entries: DEFAULT_CLEANUP_ENTRIES,
+            cleanup_every: DEFAULT_CLEANUP_EVERY,
+            key_changes: 0,
             cleanup_next: 0,
             pending: RefCell::default(),
+            processing: Cell::new(None),
             reads: bumpalo::Bump::new(),
             buf: Vec::new(),
             fixed: Vec::new(),
         }
     }
 
-    /// Sets how many entries incremental cleanup checks per key change (0 turns it off).
+    /// Incremental cleanup checks `entries` entries of one TTL state (round robin over the
+    /// states) every `every` key changes; by default 5 entries every 8 key changes. `entries`
+    /// 0 turns it off. Used on backends that can walk their entries in steps (the heap
+    /// backend); RocksDB cleans up in compactions instead.
     #[must_use]
-    pub fn with_cleanup_size(mut self, entries: usize) -> Self {
-        self.cleanup_size = entries;
+    pub fn with_incremental_cleanup(mut self, entries: usize, every: u32) -> Self {
+        self.cleanup_entries = entries;
+        self.cleanup_every = every.max(1);
         self
     }
 
@@ -491,6 +526,12 @@ impl<B: StateBackend> TtlBackend<B> {
         Ok(())
     }
 
+    /// The state's current time: the watermark, or the processing time cached until the next
+    /// key change or write.
+    fn now(&self, mode: TtlTime) -> i64 {
+        cached_now(&self.time, &self.processing, mode)
+    }
+
     fn ttl(&self, state: StateId) -> Option<&StateTtl> {
         self.states.get(state.0 as usize).and_then(Option::as_ref)
     }
@@ -519,7 +560,10 @@ impl<B: StateBackend> TtlBackend<B> {
             None => return Ok(()),
         }
         // A refresh happens as of the read that asked for it: what was alive then lives on.
-        let now = fix.touch.unwrap_or_else(|| self.time.now(t.mode));
+        let now = match fix.touch {
+            Some(t) => t,
+            None => cached_now(&self.time, &self.processing, t.mode),
+        };
         self.fixed.clear();
         let r = retain_live(t.list, &self.buf, t.ttl_ms, now, fix.touch, &mut self.fixed)?;
         match fix.cause {
@@ -538,7 +582,11 @@ impl<B: StateBackend> TtlBackend<B> {
 
     /// Checks the next few entries of one TTL state (round robin over states).
     fn cleanup_step(&mut self) {
-        if self.cleanup_size == 0 || self.states.is_empty() {
+        if self.cleanup_entries == 0 || self.states.is_empty() {
+            return;
+        }
+        self.key_changes = self.key_changes.wrapping_add(1);
+        if self.key_changes % self.cleanup_every != 0 {
             return;
         }
         let n = self.states.len();
@@ -552,7 +600,7 @@ impl<B: StateBackend> TtlBackend<B> {
                 continue;
             }
             let state = StateId(u32::try_from(i).unwrap_or(u32::MAX));
-            let now = self.time.now(t.mode);
+            let now = cached_now(&self.time, &self.processing, t.mode);
             let (list, ttl_ms) = (t.list, t.ttl_ms);
             let pending = &self.pending;
             let mut visit = |key: &[u8], user_key: &[u8], raw: &[u8]| {
@@ -569,7 +617,7 @@ impl<B: StateBackend> TtlBackend<B> {
             };
             match self
                 .inner
-                .visit_some(state, &mut t.cursor, self.cleanup_size, &mut visit)
+                .visit_some(state, &mut t.cursor, self.cleanup_entries, &mut visit)
             {
                 Ok(true) => return,
                 // No stepwise walk on this backend (or it failed): its own filter, if any,
@@ -580,7 +628,7 @@ impl<B: StateBackend> TtlBackend<B> {
     }
 
     fn stamp_now(&self, t: &StateTtl) -> Result<i64> {
-        let now = self.time.now(t.mode);
+        let now = self.now(t.mode);
         if t.mode == TtlTime::Event && now == NO_WATERMARK {
             return Err(Error::NoWatermark {
                 state: t.name.clone(),
@@ -630,6 +678,18 @@ impl<B: StateBackend> TtlBackend<B> {
         }
         Ok((!out.is_empty()).then(|| out.into_bump_slice()))
     }
+}
+
+fn cached_now(time: &Time, cache: &Cell<Option<i64>>, mode: TtlTime) -> i64 {
+    if mode == TtlTime::Event {
+        return time.now(mode);
+    }
+    if let Some(t) = cache.get() {
+        return t;
+    }
+    let t = time.now(mode);
+    cache.set(Some(t));
+    t
 }
 
 fn has_expired(list: bool, raw: &[u8], ttl_ms: i64, now: i64) -> bool {
@@ -694,7 +754,7 @@ impl<B: StateBackend> StateBackend for TtlBackend<B> {
         match self.inner.get(state, key, user_key)? {
             None => Ok(None),
             Some(raw) => {
-                let now = self.time.now(t.mode);
+                let now = self.now(t.mode);
                 self.stamped(t, state, key, user_key, raw, now)
             }
         }
@@ -708,6 +768,7 @@ impl<B: StateBackend> StateBackend for TtlBackend<B> {
         let (list, now) = (t.list, self.stamp_now(t)?);
         self.buf.clear();
         add_stamps(list, value, now, &mut self.buf)?;
+        self.processing.set(None);
         if list && self.buf.is_empty() {
             return self.inner.delete(state, key, user_key);
         }
@@ -731,6 +792,7 @@ impl<B: StateBackend> StateBackend for TtlBackend<B> {
         let now = self.stamp_now(t)?;
         self.buf.clear();
         add_stamps(true, operand, now, &mut self.buf)?;
+        self.processing.set(None);
         self.inner.merge(state, key, user_key, &self.buf)
     }
 
@@ -743,7 +805,7 @@ impl<B: StateBackend> StateBackend for TtlBackend<B> {
         let Some(t) = self.ttl(state) else {
             return self.inner.scan(state, key);
         };
-        let now = self.time.now(t.mode);
+        let now = self.now(t.mode);
         if t.list {
             let list = self.get(state, key, &[])?;
             return Ok(Box::new(list.into_iter().map(|v| (&[][..], v))));
@@ -768,7 +830,7 @@ impl<B: StateBackend> StateBackend for TtlBackend<B> {
         let Some(t) = self.ttl(state) else {
             return self.inner.for_each_entry(state, visit);
         };
-        let now = self.time.now(t.mode);
+        let now = self.now(t.mode);
         let mut live = Vec::new();
         let mut plain = Vec::new();
         self.inner.for_each_entry(state, &mut |key, user_key, raw| {
@@ -786,6 +848,7 @@ impl<B: StateBackend> StateBackend for TtlBackend<B> {
     fn release_reads(&mut self) {
         self.inner.release_reads();
         self.reads.reset();
+        self.processing.set(None);
         // A change that fails here stays queued and is reported by the next write.
         let _ = self.apply_pending();
         self.cleanup_step();
