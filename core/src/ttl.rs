@@ -79,6 +79,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+    #[allow(clippy::useless_conversion)] // the fields are narrower than i64 on some targets
     fn now_millis(&self) -> i64 {
         let ts = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
         let ms = i64::try_from(ts.tv_nsec).unwrap_or(0) / 1_000_000;
@@ -586,7 +587,7 @@ impl<B: StateBackend> TtlBackend<B> {
             return;
         }
         self.key_changes = self.key_changes.wrapping_add(1);
-        if self.key_changes % self.cleanup_every != 0 {
+        if !self.key_changes.is_multiple_of(self.cleanup_every) {
             return;
         }
         let n = self.states.len();

@@ -81,7 +81,8 @@ pub struct StateSection {
     pub value_type: String,
     /// Map user key type as declared when written (empty for other kinds).
     pub user_key_type: String,
-    /// Time-to-live in milliseconds when written (0: none).
+    /// Time-to-live in milliseconds when written; non-zero exactly when the section's values
+    /// carry TTL stamps (see [`ttl`](crate::ttl)), 0 when they do not.
     pub ttl_ms: u64,
     /// Entries in the section.
     pub entries: u64,
