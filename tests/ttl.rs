@@ -256,6 +256,14 @@ fn fill_without_ttl<B: StateBackend>(op: &mut Bound<WithoutTtl, B>, keys: std::o
     }
 }
 
+/// [`WithTtl`] on the heap backend with `clock`, checking `cleanup` entries per key change.
+fn on_heap(clock: &ManualClock, cleanup: usize) -> Bound<WithTtl, TtlBackend<HeapBackend>> {
+    let backend = TtlBackend::with_clock(HeapBackend::new(), clock.clone());
+    WithTtl::default()
+        .bind(backend.with_incremental_cleanup(cleanup, 1))
+        .unwrap()
+}
+
 fn alive<B: StateBackend>(op: &mut Bound<WithTtl, B>, k: u64) -> (Option<u64>, usize, usize) {
     let mut st = op.key(&k).unwrap();
     (
@@ -480,12 +488,7 @@ fn snapshots_leave_expired_data_out() {
 #[test]
 fn incremental_cleanup_removes_expired_entries_nobody_reads() {
     let clock = ManualClock::new(0);
-    let mut op = WithTtl::default()
-        .bind(
-            TtlBackend::with_clock(HeapBackend::new(), clock.clone())
-                .with_incremental_cleanup(10, 1),
-        )
-        .unwrap();
+    let mut op = on_heap(&clock, 10);
     fill_with_ttl(&mut op, 0..1_000);
     assert_eq!(op.backend().inner().entries(), 3_000);
     clock.set(20 * SEC);
@@ -499,12 +502,7 @@ fn incremental_cleanup_removes_expired_entries_nobody_reads() {
     assert_eq!(cleaned, 4_000);
 
     // Turned off, nothing is removed without a read.
-    let mut off = WithTtl::default()
-        .bind(
-            TtlBackend::with_clock(HeapBackend::new(), clock.clone())
-                .with_incremental_cleanup(0, 1),
-        )
-        .unwrap();
+    let mut off = on_heap(&clock, 0);
     fill_with_ttl(&mut off, 0..100);
     clock.set(40 * SEC);
     for _ in 0..400 {
@@ -569,12 +567,7 @@ fn rocksdb_compaction_drops_expired_entries() {
 #[test]
 fn ttl_stats_reach_the_metrics_facade() {
     let clock = ManualClock::new(0);
-    let mut op = WithTtl::default()
-        .bind(
-            TtlBackend::with_clock(HeapBackend::new(), clock.clone())
-                .with_incremental_cleanup(0, 1),
-        )
-        .unwrap();
+    let mut op = on_heap(&clock, 0);
     fill_with_ttl(&mut op, 0..3);
     clock.set(11 * SEC);
     for k in 0..3 {

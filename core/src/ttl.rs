@@ -832,16 +832,25 @@ impl<B: StateBackend> StateBackend for TtlBackend<B> {
             return self.inner.for_each_entry(state, visit);
         };
         let now = self.now(t.mode);
-        let mut live = Vec::new();
         let mut plain = Vec::new();
         self.inner.for_each_entry(state, &mut |key, user_key, raw| {
-            live.clear();
+            if !t.list {
+                let (stamp, value) = split_stamp(raw, 0)?;
+                if is_expired(stamp, t.ttl_ms, now) {
+                    return Ok(());
+                }
+                return visit(key, user_key, value);
+            }
             plain.clear();
-            let r = retain_live(t.list, raw, t.ttl_ms, now, None, &mut live)?;
-            if r.kept == 0 {
+            for (i, frame) in Frames::new(raw).enumerate() {
+                let (stamp, element) = split_stamp(frame?, i)?;
+                if !is_expired(stamp, t.ttl_ms, now) {
+                    push_frame(&mut plain, None, element)?;
+                }
+            }
+            if plain.is_empty() {
                 return Ok(());
             }
-            strip_stamps(t.list, &live, &mut plain)?;
             visit(key, user_key, &plain)
         })
     }
