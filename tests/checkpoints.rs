@@ -225,3 +225,41 @@ fn restoring_from_an_empty_directory_says_so() -> statewright::Result<()> {
     assert!(matches!(err, Error::CheckpointNotFound { .. }), "{err}");
     Ok(())
 }
+
+#[test]
+fn restore_the_state_as_of_a_point_in_time() -> statewright::Result<()> {
+    use std::time::{Duration, UNIX_EPOCH};
+    let dir = tempfile::tempdir().unwrap();
+    let storage = CheckpointStorage::open(dir.path())?;
+    let mut op = Counts::default().bind(HeapBackend::new())?;
+    let mut taken = Vec::new();
+    for round in 0..3u64 {
+        bump(&mut op, 0..10)?;
+        taken.push(op.checkpoint(&storage)?);
+        // Commit times are in milliseconds: keep them apart.
+        std::thread::sleep(Duration::from_millis(15 * (round + 1)));
+    }
+    let at = |ms: u64| RestorePoint::AtOrBefore(UNIX_EPOCH + Duration::from_millis(ms));
+
+    // Exactly at the second commit, and a moment after it: the second checkpoint.
+    for ms in [taken[1].created_ms, taken[1].created_ms + 1] {
+        let mut back = Counts::default().restore(HeapBackend::new(), &storage, at(ms))?;
+        assert_eq!(count(&mut back, 3)?, Some(2), "as of {ms}");
+    }
+    // Now: the newest.
+    let mut now = Counts::default().restore(
+        HeapBackend::new(),
+        &storage,
+        RestorePoint::AtOrBefore(std::time::SystemTime::now()),
+    )?;
+    assert_eq!(count(&mut now, 3)?, Some(3));
+    // Before the first commit: nothing to restore, and the error says what was asked.
+    let err = Counts::default()
+        .restore(HeapBackend::new(), &storage, at(taken[0].created_ms - 1))
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::CheckpointNotFound { ref wanted, .. } if wanted.contains("at or before")),
+        "{err}"
+    );
+    Ok(())
+}

@@ -48,6 +48,14 @@ pub enum RestorePoint {
     Latest,
     /// A retained checkpoint by number.
     Id(CheckpointId),
+    /// The newest retained checkpoint committed at or before this time (point-in-time
+    /// recovery: "the state as of 03:00").
+    AtOrBefore(SystemTime),
+}
+
+fn epoch_millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl From<CheckpointId> for RestorePoint {
@@ -183,12 +191,22 @@ impl CheckpointStorage {
         let found = match point {
             RestorePoint::Latest => list.into_iter().next_back(),
             RestorePoint::Id(id) => list.into_iter().find(|c| c.id == id),
+            RestorePoint::AtOrBefore(t) => {
+                let ms = epoch_millis(t);
+                list.into_iter()
+                    .filter(|c| c.created_ms <= ms)
+                    .max_by_key(|c| (c.created_ms, c.id))
+            }
         };
         found.ok_or_else(|| Error::CheckpointNotFound {
             dir: self.dir.clone(),
             wanted: match point {
                 RestorePoint::Latest => "(none committed)".into(),
                 RestorePoint::Id(id) => id.to_string(),
+                RestorePoint::AtOrBefore(t) => format!(
+                    "(committed at or before {} ms since the Unix epoch)",
+                    epoch_millis(t)
+                ),
             },
         })
     }
