@@ -1,0 +1,142 @@
+//! The command line tool, end to end, against checkpoints the test writes.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+
+use assert_cmd::Command;
+use statewright::prelude::*;
+
+#[derive(StatefulOperator, Default)]
+#[operator(name = "clicks", key = u64)]
+struct Clicks {
+    count: ValueState<u64>,
+    #[state(ttl = "1h")]
+    pages: MapState<u32, u64>,
+}
+
+/// Two checkpoints of 100 keys each.
+fn write_checkpoints(dir: &Path) -> Vec<statewright::CheckpointInfo> {
+    let storage = CheckpointStorage::open(dir).unwrap();
+    let mut op = Clicks::default()
+        .bind(TtlBackend::new(HeapBackend::new()))
+        .unwrap();
+    let mut taken = Vec::new();
+    for round in 1..=2u64 {
+        for k in 0..100u64 {
+            let mut st = op.key(&k).unwrap();
+            st.count().set(&round).unwrap();
+            st.pages().put(&(k as u32 % 3), &round).unwrap();
+        }
+        taken.push(op.checkpoint(&storage).unwrap());
+    }
+    taken
+}
+
+fn cli() -> Command {
+    Command::cargo_bin("statewright").unwrap()
+}
+
+fn stdout(cmd: &mut Command) -> String {
+    let out = cmd.assert().success().get_output().stdout.clone();
+    String::from_utf8(out).unwrap()
+}
+
+#[test]
+fn list_shows_every_retained_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = write_checkpoints(dir.path());
+    let out = stdout(cli().arg("list").arg(dir.path()));
+    let rows: Vec<&str> = out.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    for (row, info) in rows.iter().zip(&taken) {
+        let cols: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(cols[0], info.id.0.to_string());
+        assert_eq!(cols[2], "full");
+        assert_eq!(cols[4], "200", "100 values and 100 map entries: {row}");
+        assert_eq!(cols[5], info.bytes().to_string());
+    }
+}
+
+#[test]
+fn inspect_shows_operators_states_and_sizes() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = write_checkpoints(dir.path());
+    let out = stdout(cli().arg("inspect").arg(dir.path()));
+    assert!(
+        out.starts_with(&format!("checkpoint {} ", taken[1].id.0)),
+        "{out}"
+    );
+    assert!(out.contains("operator `clicks`"), "{out}");
+    assert!(out.contains("key type u64, max parallelism 128"), "{out}");
+    assert!(
+        out.contains("state `count`: ValueState<u64>, 100 entries"),
+        "{out}"
+    );
+    assert!(
+        out.contains("state `pages`: MapState<u32 -> u64>, ttl 1h, 100 entries"),
+        "{out}"
+    );
+
+    // One checkpoint by its directory, or by id.
+    let first = dir.path().join(format!("chk-{:010}", taken[0].id.0));
+    let by_path = stdout(cli().arg("inspect").arg(&first));
+    assert!(
+        by_path.starts_with(&format!("checkpoint {} ", taken[0].id.0)),
+        "{by_path}"
+    );
+    let by_id = stdout(
+        cli()
+            .arg("inspect")
+            .arg(dir.path())
+            .args(["--id", &taken[0].id.0.to_string()]),
+    );
+    assert_eq!(by_id, by_path);
+}
+
+#[test]
+fn verify_passes_on_intact_checkpoints_and_fails_on_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = write_checkpoints(dir.path());
+    let out = stdout(cli().arg("verify").arg(dir.path()));
+    assert!(
+        out.contains("2 checkpoint(s), 2 file(s): all checksums match"),
+        "{out}"
+    );
+
+    // Flip one byte in the middle of the newest snapshot.
+    let file = dir.path().join(&taken[1].files[0].path);
+    let mut bytes = std::fs::read(&file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&file, bytes).unwrap();
+    let assert = cli().arg("verify").arg(dir.path()).assert().code(1);
+    let out = String::from_utf8(assert.get_output().stdout.clone()).unwrap();
+    assert!(
+        out.contains(&format!("ok       checkpoint {}", taken[0].id.0)),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("DAMAGED  checkpoint {}", taken[1].id.0)),
+        "{out}"
+    );
+    assert!(out.contains("1 of 2 file(s) damaged"), "{out}");
+}
+
+#[test]
+fn every_command_has_help_and_bad_input_is_an_error() {
+    for cmd in [
+        &["--help"][..],
+        &["list", "--help"],
+        &["inspect", "--help"],
+        &["verify", "--help"],
+    ] {
+        let out = stdout(cli().args(cmd));
+        assert!(out.contains("Usage: statewright"), "{cmd:?}: {out}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = stdout(cli().arg("list").arg(dir.path()));
+    assert!(out.contains("no committed checkpoints"), "{out}");
+    let assert = cli().arg("inspect").arg(dir.path()).assert().code(2);
+    let err = String::from_utf8(assert.get_output().stderr.clone()).unwrap();
+    assert!(err.starts_with("error: "), "{err}");
+}
