@@ -191,3 +191,97 @@ pub fn no_user_key(bytes: &[u8]) -> Result<(), KeyError> {
         Err(KeyError::TrailingBytes { count: bytes.len() })
     }
 }
+
+/// A description of an operator's states that needs no backend: what
+/// [`StatefulOperator::manifest`](crate::StatefulOperator::manifest) returns. Serialises to JSON
+/// (for deployment checks, catalogues and reviews of state changes).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OperatorManifest {
+    /// The operator's name.
+    pub operator: String,
+    /// The key type, as declared.
+    pub key_type: String,
+    /// Number of key groups.
+    pub max_parallelism: u16,
+    /// The states, in declaration order.
+    pub states: Vec<StateManifest>,
+}
+
+/// One state in an [`OperatorManifest`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StateManifest {
+    /// The state's name.
+    pub name: String,
+    /// Its kind as users write it (`ValueState`, ...).
+    pub kind: String,
+    /// The value type (element type for lists, accumulator type for aggregating state).
+    pub value_type: String,
+    /// The user key type of a map.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_key_type: Option<String>,
+    /// Time-to-live, if declared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<TtlManifest>,
+}
+
+/// A state's time-to-live in an [`OperatorManifest`], with option values as users write them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TtlManifest {
+    /// Milliseconds.
+    pub ttl_ms: u64,
+    /// `on_create_and_write` or `on_read_and_write`.
+    pub update: String,
+    /// `never_return_expired` or `return_expired_if_not_cleaned_up`.
+    pub visibility: String,
+    /// `processing` or `event`.
+    pub time: String,
+}
+
+impl OperatorManifest {
+    /// The manifest of an operator's descriptor.
+    #[must_use]
+    pub fn of(d: &OperatorDescriptor) -> Self {
+        Self {
+            operator: d.name.to_owned(),
+            key_type: d.key_type.to_owned(),
+            max_parallelism: d.max_parallelism,
+            states: d
+                .states
+                .iter()
+                .map(|s| StateManifest {
+                    name: s.name.to_owned(),
+                    kind: s.kind.type_name().to_owned(),
+                    value_type: s.value_type.to_owned(),
+                    user_key_type: s.user_key_type.map(str::to_owned),
+                    ttl: s.ttl.map(|t| TtlManifest {
+                        ttl_ms: t.ttl_millis().unsigned_abs(),
+                        update: match t.update {
+                            TtlUpdate::OnReadAndWrite => "on_read_and_write",
+                            _ => "on_create_and_write",
+                        }
+                        .to_owned(),
+                        visibility: match t.visibility {
+                            TtlVisibility::ReturnExpiredIfNotCleanedUp => {
+                                "return_expired_if_not_cleaned_up"
+                            }
+                            _ => "never_return_expired",
+                        }
+                        .to_owned(),
+                        time: match t.time {
+                            TtlTime::Event => "event",
+                            _ => "processing",
+                        }
+                        .to_owned(),
+                    }),
+                })
+                .collect(),
+        }
+    }
+
+    /// The manifest as pretty-printed JSON.
+    #[must_use]
+    pub fn to_json(&self) -> String {
+        // Strings, numbers and options only: serialisation cannot fail.
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+}

@@ -41,7 +41,8 @@ pub use backend::{StateBackend, StateId};
 pub use checkpoint::{CheckpointId, CheckpointInfo, CheckpointStorage, RestorePoint};
 pub use codec::StateValue;
 pub use descriptor::{
-    OperatorDescriptor, StateDescriptor, StateKind, TtlConfig, TtlTime, TtlUpdate, TtlVisibility,
+    OperatorDescriptor, OperatorManifest, StateDescriptor, StateKind, TtlConfig, TtlTime,
+    TtlUpdate, TtlVisibility,
 };
 pub use error::{CodecError, Corruption, Error, KeyError, Result};
 pub use key::{EncodeKey, StateKey};

@@ -5,7 +5,7 @@ use std::borrow::Borrow;
 
 use crate::backend::{StateBackend, StateId};
 use crate::checkpoint::{CheckpointInfo, CheckpointStorage, RestorePoint};
-use crate::descriptor::OperatorDescriptor;
+use crate::descriptor::{OperatorDescriptor, OperatorManifest};
 use crate::error::{Error, Result};
 use crate::key::{EncodeKey, StateKey};
 use crate::keygroup::{KeyGroupRange, key_group};
@@ -55,6 +55,28 @@ pub trait StatefulOperator: Sized {
         columns: &'a Self::Columns,
         ctx: KeyContext<'a, B>,
     ) -> Self::Keyed<'a, B>;
+
+    /// Every state of the operator (name, kind, key and value types, TTL) without a backend;
+    /// serialisable to JSON.
+    ///
+    /// ```
+    /// use statewright::prelude::*;
+    ///
+    /// #[derive(StatefulOperator, Default)]
+    /// #[operator(name = "sessions", key = u64)]
+    /// struct Sessions {
+    ///     #[state(ttl = "30m", time = "event")]
+    ///     pages: ListState<u32>,
+    /// }
+    ///
+    /// let m = Sessions::manifest();
+    /// assert_eq!(m.states[0].kind, "ListState");
+    /// assert!(m.to_json().contains(r#""time": "event""#));
+    /// ```
+    #[must_use]
+    fn manifest() -> OperatorManifest {
+        OperatorManifest::of(&Self::DESCRIPTOR)
+    }
 
     /// Registers the operator's states with `backend`.
     ///
