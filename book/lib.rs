@@ -11,5 +11,8 @@ pub mod ttl {}
 #[doc = include_str!("src/backends.md")]
 pub mod backends {}
 
+#[doc = include_str!("src/inspecting.md")]
+pub mod inspecting {}
+
 #[doc = include_str!("../README.md")]
 pub mod readme {}

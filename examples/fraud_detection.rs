@@ -12,7 +12,7 @@
 //! replay after a restore expires exactly what the uninterrupted run expired.
 //!
 //! ```text
-//! cargo run --example fraud_detection -- [--events N]
+//! cargo run --example fraud_detection -- [--events N] [--dir PATH]
 //! cargo run --example fraud_detection --features rocksdb -- --backend rocksdb
 //! ```
 
@@ -235,12 +235,14 @@ pub fn with_crash(events: u64, backend: Backend, dir: &Path) -> statewright::Res
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut events = 100_000u64;
     let mut backend = Backend::Heap;
+    let mut keep: Option<std::path::PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--events" => {
                 events = args.next().ok_or("--events needs a number")?.parse()?;
             }
+            "--dir" => keep = Some(args.next().ok_or("--dir needs a path")?.into()),
             "--backend" => match args.next().as_deref() {
                 Some("heap") => backend = Backend::Heap,
                 #[cfg(feature = "rocksdb")]
@@ -259,15 +261,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             },
             other => {
                 return Err(format!(
-                    "unknown argument `{other}`; use --events N and --backend heap|rocksdb"
+                    "unknown argument `{other}`; use --events N, --backend heap|rocksdb and --dir PATH"
                 )
                 .into());
             }
         }
     }
-    let dir = tempfile::tempdir()?;
-    let expected = uninterrupted(events, backend, dir.path())?;
-    let recovery = with_crash(events, backend, dir.path())?;
+    // The run's files (checkpoints, RocksDB directories) go to `--dir`, kept for inspection, or
+    // to a temporary directory.
+    let temporary = tempfile::tempdir()?;
+    let dir = match &keep {
+        Some(path) => {
+            std::fs::create_dir_all(path)?;
+            path.clone()
+        }
+        None => temporary.path().to_owned(),
+    };
+    let expected = uninterrupted(events, backend, &dir)?;
+    let recovery = with_crash(events, backend, &dir)?;
     let matched = recovery.outcome == expected;
     println!("fraud_detection on the {} backend", backend.name());
     println!("  events:      {events}");
@@ -290,6 +301,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "  restored run matched the uninterrupted run: {}",
         if matched { "yes" } else { "NO" }
     );
+    if let Some(path) = &keep {
+        println!(
+            "  checkpoints: {} (try `cargo run -p statewright-cli -- inspect {}`)",
+            path.join("checkpoints").display(),
+            path.join("checkpoints").display()
+        );
+    }
     if matched {
         Ok(())
     } else {
