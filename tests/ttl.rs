@@ -273,13 +273,18 @@ fn alive<B: StateBackend>(op: &mut Bound<WithTtl, B>, k: u64) -> (Option<u64>, u
     )
 }
 
+/// [`WithTtl`] on `inner`, with `clock` for processing time.
+fn with_ttl<B: StateBackend>(inner: B, clock: &ManualClock) -> Bound<WithTtl, TtlBackend<B>> {
+    WithTtl::default()
+        .bind(TtlBackend::with_clock(inner, clock.clone()))
+        .unwrap()
+}
+
 fn restore_keeps_time<B: StateBackend>(make: impl Fn() -> B) {
     let dir = tempfile::tempdir().unwrap();
     let storage = CheckpointStorage::open(dir.path()).unwrap();
     let clock = ManualClock::new(0);
-    let mut op = WithTtl::default()
-        .bind(TtlBackend::with_clock(make(), clock.clone()))
-        .unwrap();
+    let mut op = with_ttl(make(), &clock);
     fill_with_ttl(&mut op, 0..50);
     clock.set(4 * SEC);
     fill_with_ttl(&mut op, 50..100);
@@ -350,9 +355,7 @@ fn ttl_removed_at_restore<B: StateBackend>(make: impl Fn() -> B) {
     let dir = tempfile::tempdir().unwrap();
     let storage = CheckpointStorage::open(dir.path()).unwrap();
     let clock = ManualClock::new(0);
-    let mut op = WithTtl::default()
-        .bind(TtlBackend::with_clock(make(), clock.clone()))
-        .unwrap();
+    let mut op = with_ttl(make(), &clock);
     fill_with_ttl(&mut op, 0..20);
     op.checkpoint(&storage).unwrap();
 

@@ -270,26 +270,10 @@ impl ExpiryFilter {
     /// is kept. A list with some live elements is kept whole; reads drop its expired elements.
     pub fn remove(&self, stored: &[u8]) -> bool {
         let now = self.time.now(self.mode);
-        let mut dropped = 0u64;
-        let all = if self.list {
-            let mut any = false;
-            let all = Frames::new(stored).all(|f| {
-                any = true;
-                match f.ok().and_then(|f| split_stamp(f, 0).ok()) {
-                    Some((s, _)) if is_expired(s, self.ttl_ms, now) => {
-                        dropped += 1;
-                        true
-                    }
-                    _ => false,
-                }
-            });
-            any && all
-        } else {
-            dropped = 1;
-            split_stamp(stored, 0).is_ok_and(|(s, _)| is_expired(s, self.ttl_ms, now))
-        };
+        let (expired, parts) = count_expired(self.list, stored, self.ttl_ms, now);
+        let all = parts > 0 && expired == parts;
         if all {
-            self.dropped.fetch_add(dropped, Ordering::Relaxed);
+            self.dropped.fetch_add(expired, Ordering::Relaxed);
         }
         all
     }
@@ -605,7 +589,7 @@ impl<B: StateBackend> TtlBackend<B> {
             let (list, ttl_ms) = (t.list, t.ttl_ms);
             let pending = &self.pending;
             let mut visit = |key: &[u8], user_key: &[u8], raw: &[u8]| {
-                if has_expired(list, raw, ttl_ms, now) {
+                if count_expired(list, raw, ttl_ms, now).0 > 0 {
                     pending.borrow_mut().push(Fix {
                         state,
                         key: key.into(),
@@ -693,16 +677,16 @@ fn cached_now(time: &Time, cache: &Cell<Option<i64>>, mode: TtlTime) -> i64 {
     t
 }
 
-fn has_expired(list: bool, raw: &[u8], ttl_ms: i64, now: i64) -> bool {
-    if list {
-        Frames::new(raw).any(|f| {
-            f.ok()
-                .and_then(|f| split_stamp(f, 0).ok())
-                .is_some_and(|(s, _)| is_expired(s, ttl_ms, now))
-        })
-    } else {
-        split_stamp(raw, 0).is_ok_and(|(s, _)| is_expired(s, ttl_ms, now))
+/// `(expired, parts)`: how many of the stored value's parts (the value, or each list element)
+/// have expired, of how many. A part whose stamp cannot be read counts as live.
+fn count_expired(list: bool, raw: &[u8], ttl_ms: i64, now: i64) -> (u64, u64) {
+    let expired = |part: &[u8]| split_stamp(part, 0).is_ok_and(|(s, _)| is_expired(s, ttl_ms, now));
+    if !list {
+        return (u64::from(expired(raw)), 1);
     }
+    Frames::new(raw).fold((0, 0), |(e, n), f| {
+        (e + u64::from(f.is_ok_and(&expired)), n + 1)
+    })
 }
 
 impl<B: StateBackend> StateBackend for TtlBackend<B> {
