@@ -49,6 +49,7 @@ pub use statewright_rocksdb::{Compression, RocksDbBackend, RocksDbOptions, Rocks
 /// Everything an operator needs: `use statewright::prelude::*;`.
 pub mod prelude {
     pub use statewright_core::checkpoint::{CheckpointId, CheckpointStorage, RestorePoint};
+    pub use statewright_core::checkpointer::{CheckpointConfig, Checkpointer};
     pub use statewright_core::ttl::TtlBackend;
     pub use statewright_core::view::{AggregatingView, ListView, MapView, ReducingView, ValueView};
     pub use statewright_core::{

@@ -13,6 +13,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use statewright_core::checkpoint::SnapshotRef;
 use statewright_core::keygroup::KeyGroupRange;
 use statewright_core::snapshot::SnapshotReader;
 use statewright_core::{CheckpointId, CheckpointInfo, CheckpointStorage, RestorePoint};
@@ -81,15 +82,15 @@ fn list(dir: &Path) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:>6}  {:<24}  {:<4}  {:>9}  {:>12}  {:>12}",
-        "id", "committed", "kind", "operators", "entries", "bytes"
+        "{:>6}  {:<24}  {:<11}  {:>9}  {:>12}  {:>12}",
+        "id", "committed", "kind", "snapshots", "entries", "bytes"
     );
     for c in &checkpoints {
         println!(
-            "{:>6}  {:<24}  {:<4}  {:>9}  {:>12}  {:>12}",
+            "{:>6}  {:<24}  {:<11}  {:>9}  {:>12}  {:>12}",
             c.id.0,
             time(c.created_ms),
-            "full",
+            c.kind().to_string(),
             c.files.len(),
             c.files.iter().map(|f| f.entries).sum::<u64>(),
             c.bytes()
@@ -118,18 +119,29 @@ fn locate(path: &Path, id: Option<u64>) -> Result<(CheckpointStorage, Checkpoint
 fn inspect(path: &Path, id: Option<u64>) -> Result<()> {
     let (storage, info) = locate(path, id)?;
     println!(
-        "checkpoint {} committed {}: {} operator(s), {} bytes",
+        "checkpoint {} committed {}: {} snapshot(s), {} {} bytes ({} bytes with the snapshots it builds on)",
         info.id.0,
         time(info.created_ms),
         info.files.len(),
-        info.bytes()
+        info.kind(),
+        info.bytes(),
+        info.restore_bytes()
     );
     for file in &info.files {
-        let (file_path, bytes) = storage.read_snapshot(&info, &file.operator)?;
+        let (file_path, bytes) = storage.read_file(&file.to_ref())?;
         let reader = SnapshotReader::parse(&file_path, &bytes)?;
         let index = reader.index();
         println!();
-        println!("operator `{}` ({})", index.operator, file.path);
+        println!(
+            "operator `{}` ({}, {})",
+            index.operator, file.path, file.kind
+        );
+        for b in &file.base {
+            println!(
+                "  applies on top of {} ({}, {} bytes)",
+                b.path, b.kind, b.bytes
+            );
+        }
         println!(
             "  key type {}, max parallelism {}, key groups {}..={}, {} bytes",
             index.key_type,
@@ -178,7 +190,7 @@ fn verify(dir: &Path) -> Result<ExitCode> {
     for c in &checkpoints {
         for file in &c.files {
             bar.set_message(file.path.clone());
-            match check_file(&storage, c, &file.operator) {
+            match check_file(&storage, &file.to_ref()) {
                 Ok(records) => bar.suspend(|| {
                     println!(
                         "ok       checkpoint {} {} ({records} records)",
@@ -209,14 +221,14 @@ fn verify(dir: &Path) -> Result<ExitCode> {
 }
 
 /// Reads one snapshot whole: its manifest checksum, header, index, every block and record.
-fn check_file(storage: &CheckpointStorage, c: &CheckpointInfo, operator: &str) -> Result<u64> {
-    let (path, bytes) = storage.read_snapshot(c, operator)?;
+fn check_file(storage: &CheckpointStorage, file: &SnapshotRef) -> Result<u64> {
+    let (path, bytes) = storage.read_file(file)?;
     let reader = SnapshotReader::parse(&path, &bytes)?;
     let index = reader.index();
     let range = KeyGroupRange::all(index.max_parallelism);
     let mut records = 0u64;
     for state in &index.states {
-        reader.for_each_record(state, range, &mut |_, _, _, _| {
+        reader.for_each_change(state, range, &mut |_, _, _, _| {
             records += 1;
             Ok(())
         })?;

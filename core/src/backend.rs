@@ -14,6 +14,22 @@ pub type EntryIter<'a> = Box<dyn Iterator<Item = (&'a [u8], &'a [u8])> + 'a>;
 /// A visitor over every entry of a state: `(key, user key, value)`.
 pub type EntryVisitor<'v> = dyn FnMut(&[u8], &[u8], &[u8]) -> Result<()> + 'v;
 
+/// What happened to an entry since change tracking started (see
+/// [`StateBackend::track_changes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change<'a> {
+    /// The entry holds these bytes now (as [`StateBackend::for_each_stored`] would visit them).
+    Put(&'a [u8]),
+    /// The entry was deleted.
+    Delete,
+    /// Every entry of the key was deleted (the user key is empty); entries of the key written
+    /// afterwards are visited as [`Change::Put`]s after this.
+    DeleteKey,
+}
+
+/// A visitor over tracked changes: `(key, user key, change)`.
+pub type ChangeVisitor<'v> = dyn FnMut(&[u8], &[u8], Change<'_>) -> Result<()> + 'v;
+
 /// Byte-level keyed state storage.
 ///
 /// Addresses: every entry lives in one state (a column, see [`register`](Self::register)) under
@@ -172,6 +188,30 @@ pub trait StateBackend {
         let _ = (state, filter);
         Ok(false)
     }
+
+    /// Starts (`true`) or stops (`false`) tracking which entries change, for incremental
+    /// snapshots; starting forgets what was tracked before. Returns `false` when the backend
+    /// cannot track changes (the default), which makes every snapshot a full one.
+    fn track_changes(&mut self, on: bool) -> bool {
+        let _ = on;
+        false
+    }
+
+    /// Visits, and forgets, the changes of the state since tracking started or since the last
+    /// call: for every changed entry its stored bytes now or its deletion, each entry once.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`](crate::Error::Backend) when the backend is not tracking changes
+    /// (the default); unknown state; the visitor's error (the changes not yet visited are
+    /// then lost, so the next snapshot must be a full one).
+    fn drain_changes(&mut self, state: StateId, visit: &mut ChangeVisitor<'_>) -> Result<()> {
+        let _ = (state, visit);
+        Err(crate::Error::Backend {
+            backend: self.name(),
+            message: "this backend does not track changes, so it takes only full snapshots".into(),
+        })
+    }
 }
 
 impl<B: StateBackend + ?Sized> StateBackend for Box<B> {
@@ -234,5 +274,11 @@ impl<B: StateBackend + ?Sized> StateBackend for Box<B> {
     }
     fn install_expiry_filter(&mut self, state: StateId, filter: ExpiryFilter) -> Result<bool> {
         (**self).install_expiry_filter(state, filter)
+    }
+    fn track_changes(&mut self, on: bool) -> bool {
+        (**self).track_changes(on)
+    }
+    fn drain_changes(&mut self, state: StateId, visit: &mut ChangeVisitor<'_>) -> Result<()> {
+        (**self).drain_changes(state, visit)
     }
 }

@@ -1,9 +1,14 @@
 //! Local checkpoint storage: numbered checkpoints in a directory, committed by a manifest.
 //!
 //! ```text
-//! <dir>/MANIFEST                      the commit point: the retained checkpoints, newest last
-//! <dir>/chk-0000000007/<operator>.snap
+//! <dir>/MANIFEST                                  the commit point: the retained checkpoints
+//! <dir>/chk-0000000007/<operator>.kg<first>-<last>.snap   one snapshot per operator instance
 //! ```
+//!
+//! A checkpoint holds one snapshot per operator instance (its key-group range). A snapshot is
+//! full, or incremental: the changes since the instance's previous snapshot, which it names,
+//! with the whole chain back to a full one, in the manifest. Retention keeps the newest
+//! `max_retained` checkpoints and every file their chains need, and deletes the rest.
 //!
 //! A checkpoint's files are written and fsynced first; then the new manifest is written to
 //! `MANIFEST.tmp`, fsynced, renamed over `MANIFEST` and the directory fsynced. A crash at any
@@ -20,13 +25,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::StateBackend;
 use crate::error::{Corruption, Error, Result};
+use crate::keygroup::KeyGroupRange;
 use crate::operator::{Bound, StatefulOperator};
-use crate::snapshot::{SnapshotOptions, SnapshotSummary};
+use crate::snapshot::{SnapshotImage, SnapshotOptions};
 
 const MANIFEST: &str = "MANIFEST";
 const MANIFEST_TMP: &str = "MANIFEST.tmp";
 const MANIFEST_FORMAT: &str = "statewright-checkpoints";
-const MANIFEST_VERSION: u32 = 1;
+const MANIFEST_VERSION: u32 = 2;
 const CRC_PREFIX: &str = "crc32c ";
 
 /// The number of a committed checkpoint (1, 2, ...).
@@ -64,19 +70,91 @@ impl From<CheckpointId> for RestorePoint {
     }
 }
 
-/// One operator's snapshot file in a checkpoint.
+/// Whether a snapshot holds the whole state of its key groups or the changes since the
+/// snapshot before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotKind {
+    /// The whole state.
+    #[default]
+    Full,
+    /// The changes since the previous snapshot of the same operator instance.
+    Incremental,
+}
+
+impl std::fmt::Display for SnapshotKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SnapshotKind::Full => "full",
+            SnapshotKind::Incremental => "incremental",
+        })
+    }
+}
+
+/// A snapshot file in the storage directory, with what the manifest knows of it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CheckpointFile {
-    /// The operator.
-    pub operator: String,
+pub struct SnapshotRef {
     /// Path relative to the storage directory.
     pub path: String,
     /// Length in bytes.
     pub bytes: u64,
     /// crc32c of the whole file.
     pub crc32c: u32,
-    /// Entries in the snapshot.
+    /// Full or incremental.
+    pub kind: SnapshotKind,
+}
+
+/// One operator instance's snapshot in a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointFile {
+    /// The operator.
+    pub operator: String,
+    /// First key group of the instance.
+    pub first_key_group: u16,
+    /// Last key group of the instance (inclusive).
+    pub last_key_group: u16,
+    /// Path relative to the storage directory.
+    pub path: String,
+    /// Length in bytes.
+    pub bytes: u64,
+    /// crc32c of the whole file.
+    pub crc32c: u32,
+    /// Entries in the snapshot (changes, for an incremental one).
     pub entries: u64,
+    /// Full or incremental.
+    pub kind: SnapshotKind,
+    /// For an incremental snapshot, the snapshots it applies on top of, oldest (a full one)
+    /// first; empty for a full one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub base: Vec<SnapshotRef>,
+}
+
+impl CheckpointFile {
+    /// The key groups of the instance.
+    #[must_use]
+    pub fn key_groups(&self) -> KeyGroupRange {
+        KeyGroupRange::new(self.first_key_group, self.last_key_group)
+            .unwrap_or_else(|| KeyGroupRange::all(1))
+    }
+
+    /// This file as a reference.
+    #[must_use]
+    pub fn to_ref(&self) -> SnapshotRef {
+        SnapshotRef {
+            path: self.path.clone(),
+            bytes: self.bytes,
+            crc32c: self.crc32c,
+            kind: self.kind,
+        }
+    }
+
+    /// The snapshots a restore reads, in order: the base chain, then this one.
+    #[must_use]
+    pub fn chain(&self) -> Vec<SnapshotRef> {
+        let mut chain = self.base.clone();
+        chain.push(self.to_ref());
+        chain
+    }
 }
 
 /// A committed checkpoint.
@@ -86,15 +164,54 @@ pub struct CheckpointInfo {
     pub id: CheckpointId,
     /// When it was committed, in milliseconds since the Unix epoch.
     pub created_ms: u64,
-    /// One snapshot file per operator.
+    /// One snapshot file per operator instance.
     pub files: Vec<CheckpointFile>,
 }
 
 impl CheckpointInfo {
-    /// Total bytes of the checkpoint's files.
+    /// Bytes this checkpoint wrote (its own files, not the bases it shares).
     #[must_use]
     pub fn bytes(&self) -> u64 {
         self.files.iter().map(|f| f.bytes).sum()
+    }
+
+    /// Bytes a restore of the whole checkpoint reads (its files and their bases).
+    #[must_use]
+    pub fn restore_bytes(&self) -> u64 {
+        self.files
+            .iter()
+            .map(|f| f.bytes + f.base.iter().map(|b| b.bytes).sum::<u64>())
+            .sum()
+    }
+
+    /// [`Incremental`](SnapshotKind::Incremental) when any of its snapshots is.
+    #[must_use]
+    pub fn kind(&self) -> SnapshotKind {
+        if self
+            .files
+            .iter()
+            .any(|f| f.kind == SnapshotKind::Incremental)
+        {
+            SnapshotKind::Incremental
+        } else {
+            SnapshotKind::Full
+        }
+    }
+
+    /// The snapshots of `operator` whose key groups overlap `range`, by first key group.
+    #[must_use]
+    pub fn files_of(&self, operator: &str, range: KeyGroupRange) -> Vec<&CheckpointFile> {
+        let mut files: Vec<&CheckpointFile> = self
+            .files
+            .iter()
+            .filter(|f| {
+                f.operator == operator
+                    && f.first_key_group <= range.last()
+                    && range.first() <= f.last_key_group
+            })
+            .collect();
+        files.sort_by_key(|f| f.first_key_group);
+        files
     }
 }
 
@@ -211,31 +328,13 @@ impl CheckpointStorage {
         })
     }
 
-    /// Reads an operator's snapshot file of a checkpoint, checking its length and crc32c
-    /// against the manifest.
+    /// Reads a snapshot file, checking its length and crc32c against the manifest's.
     ///
     /// # Errors
     ///
-    /// [`Error::Incompatible`] when the checkpoint has no snapshot of `operator`,
-    /// [`Error::Corrupt`] when the file's length or checksum differ from the manifest's, or an
-    /// I/O failure.
-    pub fn read_snapshot(
-        &self,
-        checkpoint: &CheckpointInfo,
-        operator: &str,
-    ) -> Result<(PathBuf, Vec<u8>)> {
-        let file = checkpoint
-            .files
-            .iter()
-            .find(|f| f.operator == operator)
-            .ok_or_else(|| Error::Incompatible {
-                operator: operator.to_owned(),
-                path: self.dir.join(checkpoint_dir_name(checkpoint.id)),
-                reason: format!(
-                    "checkpoint {} has no snapshot of this operator",
-                    checkpoint.id
-                ),
-            })?;
+    /// [`Error::Corrupt`] when the file's length or checksum differ from the manifest's, or
+    /// its path leaves the directory; an I/O failure.
+    pub fn read_file(&self, file: &SnapshotRef) -> Result<(PathBuf, Vec<u8>)> {
         let path = self.safe_join(&file.path)?;
         let bytes = fs::read(&path).map_err(|e| Error::io(&path, e))?;
         if bytes.len() as u64 != file.bytes {
@@ -263,6 +362,56 @@ impl CheckpointStorage {
         Ok((path, bytes))
     }
 
+    /// Reads the files a restore of `operator`'s key groups `range` from `checkpoint` needs:
+    /// for every instance snapshot overlapping the range, its chain (full snapshot first).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Incompatible`] when the checkpoint's snapshots of the operator do not cover
+    /// `range`; the errors of [`read_file`](Self::read_file).
+    pub fn read_for_restore(
+        &self,
+        checkpoint: &CheckpointInfo,
+        operator: &str,
+        range: KeyGroupRange,
+    ) -> Result<Vec<(PathBuf, Vec<u8>)>> {
+        let files = checkpoint.files_of(operator, range);
+        let incompatible = |reason: String| Error::Incompatible {
+            operator: operator.to_owned(),
+            path: self.dir.join(checkpoint_dir_name(checkpoint.id)),
+            reason,
+        };
+        if files.is_empty() {
+            return Err(incompatible(format!(
+                "checkpoint {} has no snapshot of this operator for key groups {}..={}",
+                checkpoint.id,
+                range.first(),
+                range.last()
+            )));
+        }
+        // The instances' ranges must cover the range without a gap.
+        let mut next = u32::from(range.first());
+        for f in &files {
+            if u32::from(f.first_key_group) > next {
+                break;
+            }
+            next = next.max(u32::from(f.last_key_group) + 1);
+        }
+        if next <= u32::from(range.last()) {
+            return Err(incompatible(format!(
+                "checkpoint {} has no snapshot of key group {next} of this operator",
+                checkpoint.id
+            )));
+        }
+        let mut out = Vec::new();
+        for f in files {
+            for link in f.chain() {
+                out.push(self.read_file(&link)?);
+            }
+        }
+        Ok(out)
+    }
+
     /// Starts a new checkpoint; add snapshots to it, then [`commit`](PendingCheckpoint::commit).
     /// Dropping it uncommitted removes its files.
     ///
@@ -287,6 +436,29 @@ impl CheckpointStorage {
             files: Vec::new(),
             committed: false,
         })
+    }
+
+    /// Deletes the checkpoint directories no retained checkpoint needs: neither one of them
+    /// nor holding a file of their incremental chains. Failures lose nothing committed.
+    fn collect_garbage(&self, manifest: &Manifest) {
+        let mut needed = std::collections::HashSet::new();
+        for c in &manifest.checkpoints {
+            needed.insert(checkpoint_dir_name(c.id));
+            for f in &c.files {
+                for b in &f.base {
+                    if let Some((dir, _)) = b.path.split_once('/') {
+                        needed.insert(dir.to_owned());
+                    }
+                }
+            }
+        }
+        if let Ok(dirs) = self.checkpoint_dirs() {
+            for (id, path) in dirs {
+                if !needed.contains(&checkpoint_dir_name(id)) {
+                    let _ = fs::remove_dir_all(path);
+                }
+            }
+        }
     }
 
     fn safe_join(&self, relative: &str) -> Result<PathBuf> {
@@ -496,47 +668,81 @@ impl PendingCheckpoint<'_> {
         self.id
     }
 
-    /// Adds the snapshot of a bound operator.
+    /// Adds a full snapshot of a bound operator instance.
     ///
     /// # Errors
     ///
-    /// A name clash (each operator once per checkpoint), a backend or an I/O failure.
+    /// A clash (an instance of the same operator with overlapping key groups is already in
+    /// this checkpoint), a backend or an I/O failure.
     pub fn add<Op: StatefulOperator, B: StateBackend>(
         &mut self,
         bound: &Bound<Op, B>,
     ) -> Result<&CheckpointFile> {
-        let options = self.storage.options;
-        self.add_with(Op::DESCRIPTOR.name, |path, out| {
-            bound.write_snapshot(options, path, out)
-        })
+        let image = bound.capture()?;
+        self.add_image(image, &[])
     }
 
-    /// Adds a snapshot written by `write` (for engines that drive snapshots themselves).
+    /// Writes a captured snapshot (see [`Bound::capture`] and
+    /// [`snapshot::capture`](crate::snapshot::capture)) into this checkpoint. An incremental
+    /// image names the snapshots it applies on top of in `base`, oldest (a full one) first.
     ///
     /// # Errors
     ///
-    /// An invalid or repeated operator name, `write`'s error, or an I/O failure.
-    pub fn add_with(
+    /// An invalid operator name, a clash with an instance already added, an incremental image
+    /// without a base (or a full one with one), or an I/O failure.
+    pub fn add_image(
         &mut self,
-        operator: &str,
-        write: impl FnOnce(&Path, &mut dyn Write) -> Result<SnapshotSummary>,
+        image: SnapshotImage,
+        base: &[SnapshotRef],
     ) -> Result<&CheckpointFile> {
+        let operator = image.operator();
+        let range = image.key_groups();
         validate_name("operator", operator)?;
-        if self.files.iter().any(|f| f.operator == operator) {
+        if self.files.iter().any(|f| {
+            f.operator == operator
+                && f.first_key_group <= range.last()
+                && range.first() <= f.last_key_group
+        }) {
             return Err(Error::InvalidName {
                 what: "operator",
                 name: operator.to_owned(),
-                reason: "is already in this checkpoint",
+                reason: "already has an instance with these key groups in this checkpoint",
             });
         }
-        let file_name = format!("{operator}.snap");
+        let kind = if image.is_incremental() {
+            SnapshotKind::Incremental
+        } else {
+            SnapshotKind::Full
+        };
+        let base_ok = match kind {
+            SnapshotKind::Full => base.is_empty(),
+            SnapshotKind::Incremental => base.first().is_some_and(|b| b.kind == SnapshotKind::Full),
+        };
+        if !base_ok {
+            return Err(Error::Incompatible {
+                operator: operator.to_owned(),
+                path: self.dir.clone(),
+                reason: format!(
+                    "a {kind} snapshot needs {}",
+                    if kind == SnapshotKind::Full {
+                        "no base"
+                    } else {
+                        "a base chain that starts with a full snapshot"
+                    }
+                ),
+            });
+        }
+        for b in base {
+            self.storage.safe_join(&b.path)?;
+        }
+        let file_name = format!("{operator}.kg{}-{}.snap", range.first(), range.last());
         let path = self.dir.join(&file_name);
         let file = File::create(&path).map_err(|e| Error::io(&path, e))?;
         let mut out = CrcWriter {
             inner: BufWriter::with_capacity(1 << 20, file),
             crc: 0,
         };
-        let summary = write(&path, &mut out)?;
+        let summary = image.write(self.storage.options, &path, &mut out)?;
         let crc = out.crc;
         let file = out
             .inner
@@ -546,10 +752,14 @@ impl PendingCheckpoint<'_> {
         let relative = format!("{}/{file_name}", checkpoint_dir_name(self.id));
         self.files.push(CheckpointFile {
             operator: operator.to_owned(),
+            first_key_group: range.first(),
+            last_key_group: range.last(),
             path: relative,
             bytes: summary.bytes,
             crc32c: crc,
             entries: summary.entries,
+            kind,
+            base: base.to_vec(),
         });
         Ok(&self.files[self.files.len() - 1])
     }
@@ -584,14 +794,7 @@ impl PendingCheckpoint<'_> {
         manifest.checkpoints.drain(..excess);
         self.storage.write_manifest(&manifest)?;
         self.committed = true;
-        // Old and orphaned checkpoint directories; failures here lose nothing committed.
-        if let Ok(dirs) = self.storage.checkpoint_dirs() {
-            for (id, path) in dirs {
-                if !manifest.checkpoints.iter().any(|c| c.id == id) {
-                    let _ = fs::remove_dir_all(path);
-                }
-            }
-        }
+        self.storage.collect_garbage(&manifest);
         Ok(info)
     }
 }

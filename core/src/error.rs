@@ -136,6 +136,13 @@ pub enum Error {
         /// What does not fit.
         reason: String,
     },
+    /// A checkpoint cannot start: the previous one is still being written, or no tokio runtime
+    /// is there to write it.
+    #[error("cannot start a checkpoint: {reason}")]
+    CheckpointNotStarted {
+        /// Why.
+        reason: &'static str,
+    },
     /// A name that becomes part of a path (operator, checkpoint) is not allowed.
     #[error("invalid {what} name `{name}`: {reason}")]
     InvalidName {

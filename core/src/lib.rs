@@ -24,6 +24,7 @@
 
 pub mod backend;
 pub mod checkpoint;
+pub mod checkpointer;
 pub mod codec;
 #[cfg(feature = "conformance")]
 pub mod conformance;

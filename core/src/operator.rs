@@ -5,11 +5,14 @@ use std::borrow::Borrow;
 
 use crate::backend::{StateBackend, StateId};
 use crate::checkpoint::{CheckpointInfo, CheckpointStorage, RestorePoint};
+use crate::checkpointer::Checkpointable;
 use crate::descriptor::{OperatorDescriptor, OperatorManifest};
 use crate::error::{Error, Result};
 use crate::key::{EncodeKey, StateKey};
 use crate::keygroup::{KeyGroupRange, key_group};
-use crate::snapshot::{self, RestoreSummary, SnapshotOptions, SnapshotReader, SnapshotSummary};
+use crate::snapshot::{
+    self, RestoreSummary, SnapshotImage, SnapshotOptions, SnapshotReader, SnapshotSummary,
+};
 use crate::view::{KeyContext, Scratch};
 
 /// An operator with keyed state; implemented by `#[derive(StatefulOperator)]`.
@@ -113,6 +116,8 @@ pub struct Bound<Op: StatefulOperator, B> {
     key_groups: KeyGroupRange,
     key: Vec<u8>,
     scratch: Scratch,
+    /// Whether the backend tracks changes since this instance's last full capture.
+    tracking: bool,
 }
 
 impl<Op: StatefulOperator, B: StateBackend> Bound<Op, B> {
@@ -141,6 +146,7 @@ impl<Op: StatefulOperator, B: StateBackend> Bound<Op, B> {
             key_groups: KeyGroupRange::all(Op::DESCRIPTOR.max_parallelism),
             key: Vec::with_capacity(32),
             scratch: Scratch::default(),
+            tracking: false,
         })
     }
 
@@ -231,8 +237,8 @@ impl<Op: StatefulOperator, B: StateBackend> Bound<Op, B> {
         (self.op, self.backend)
     }
 
-    /// Writes a canonical snapshot of this instance's state (format v1) to `out`; `path` names
-    /// the destination in errors.
+    /// Writes a canonical full snapshot of this instance's state (format v1) to `out`; `path`
+    /// names the destination in errors.
     ///
     /// # Errors
     ///
@@ -243,14 +249,48 @@ impl<Op: StatefulOperator, B: StateBackend> Bound<Op, B> {
         path: &std::path::Path,
         out: W,
     ) -> Result<SnapshotSummary> {
-        snapshot::write_operator(
+        self.capture()?.write(options, path, out)
+    }
+
+    /// Copies this instance's whole state out of the backend: the synchronous step of a full
+    /// snapshot. The image owns its bytes; write it with [`SnapshotImage::write`] or
+    /// [`PendingCheckpoint::add_image`](crate::checkpoint::PendingCheckpoint::add_image), on
+    /// any thread, while this instance goes on processing.
+    ///
+    /// # Errors
+    ///
+    /// A backend failure.
+    pub fn capture(&self) -> Result<SnapshotImage> {
+        snapshot::capture(
             &self.backend,
             &Op::DESCRIPTOR,
             self.columns.as_ref(),
             self.key_groups,
-            options,
-            path,
-            out,
+        )
+    }
+
+    /// Takes the changes since the last capture as an incremental image (see
+    /// [`StateBackend::track_changes`], which a full capture through
+    /// [`Checkpointer`](crate::checkpointer::Checkpointer) turns on).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`] when the backend is not tracking changes; a backend failure.
+    pub fn capture_changes(&mut self) -> Result<SnapshotImage> {
+        if !self.tracking {
+            return Err(Error::Backend {
+                backend: self.backend.name(),
+                message: format!(
+                    "operator `{}` has no full capture to take changes since (or its backend cannot track changes)",
+                    Op::DESCRIPTOR.name
+                ),
+            });
+        }
+        snapshot::capture_changes(
+            &mut self.backend,
+            &Op::DESCRIPTOR,
+            self.columns.as_ref(),
+            self.key_groups,
         )
     }
 
@@ -270,7 +310,9 @@ impl<Op: StatefulOperator, B: StateBackend> Bound<Op, B> {
         )
     }
 
-    /// Takes a checkpoint of this operator alone and commits it.
+    /// Takes a full checkpoint of this operator alone and commits it (synchronously; see
+    /// [`Checkpointer`](crate::checkpointer::Checkpointer) for periodic, incremental and
+    /// asynchronous checkpoints).
     ///
     /// # Errors
     ///
@@ -281,21 +323,64 @@ impl<Op: StatefulOperator, B: StateBackend> Bound<Op, B> {
         pending.commit()
     }
 
-    /// Replaces this instance's state with the operator's snapshot in a checkpoint.
+    /// Replaces this instance's state with the operator's state in a checkpoint: the key
+    /// groups this instance owns, read from the snapshots of whichever instances wrote them
+    /// (any parallelism), each with its incremental chain.
     ///
     /// # Errors
     ///
     /// [`Error::CheckpointNotFound`], [`Error::Incompatible`] when the checkpoint has no
-    /// snapshot of this operator, and the errors of reading and restoring a snapshot.
+    /// snapshot of some of this instance's key groups or another maximum parallelism, and the
+    /// errors of reading and restoring a snapshot.
     pub fn restore_from(
         &mut self,
         storage: &CheckpointStorage,
         point: RestorePoint,
     ) -> Result<RestoreSummary> {
         let info = storage.resolve(point)?;
-        let (path, bytes) = storage.read_snapshot(&info, Op::DESCRIPTOR.name)?;
-        let reader = SnapshotReader::parse(path, &bytes)?;
-        self.restore_snapshot(&reader)
+        let files = storage.read_for_restore(&info, Op::DESCRIPTOR.name, self.key_groups)?;
+        let readers = files
+            .iter()
+            .map(|(path, bytes)| SnapshotReader::parse(path.clone(), bytes))
+            .collect::<Result<Vec<_>>>()?;
+        let refs: Vec<&SnapshotReader<'_>> = readers.iter().collect();
+        let summary = snapshot::restore_operator_from(
+            &refs,
+            &mut self.backend,
+            &Op::DESCRIPTOR,
+            self.columns.as_ref(),
+            self.key_groups,
+        )?;
+        // What was tracked before no longer applies to the restored state: the next
+        // checkpoint of this instance is a full one.
+        self.backend.track_changes(false);
+        self.tracking = false;
+        Ok(summary)
+    }
+}
+
+impl<Op: StatefulOperator, B: StateBackend> Checkpointable for Bound<Op, B> {
+    fn operator_name(&self) -> &'static str {
+        Op::DESCRIPTOR.name
+    }
+
+    fn key_groups(&self) -> KeyGroupRange {
+        self.key_groups
+    }
+
+    fn is_tracking_changes(&self) -> bool {
+        self.tracking
+    }
+
+    fn capture_full(&mut self, track_changes: bool) -> Result<SnapshotImage> {
+        let image = self.capture()?;
+        // In the same synchronous step: every change after the capture is tracked.
+        self.tracking = self.backend.track_changes(track_changes) && track_changes;
+        Ok(image)
+    }
+
+    fn capture_changes(&mut self) -> Result<SnapshotImage> {
+        Bound::capture_changes(self)
     }
 }
 

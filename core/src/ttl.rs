@@ -51,7 +51,7 @@ use std::time::Duration;
 #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::backend::{EntryIter, EntryVisitor, StateBackend, StateId};
+use crate::backend::{ChangeVisitor, EntryIter, EntryVisitor, StateBackend, StateId};
 use crate::codec::Frames;
 use crate::descriptor::{StateDescriptor, StateKind, TtlTime, TtlUpdate, TtlVisibility};
 use crate::error::{CodecError, Error, Result};
@@ -912,6 +912,16 @@ impl<B: StateBackend> StateBackend for TtlBackend<B> {
 
     fn install_expiry_filter(&mut self, state: StateId, filter: ExpiryFilter) -> Result<bool> {
         self.inner.install_expiry_filter(state, filter)
+    }
+
+    fn track_changes(&mut self, on: bool) -> bool {
+        self.inner.track_changes(on)
+    }
+
+    fn drain_changes(&mut self, state: StateId, visit: &mut ChangeVisitor<'_>) -> Result<()> {
+        // Queued removals and stamp refreshes are changes too.
+        self.apply_pending()?;
+        self.inner.drain_changes(state, visit)
     }
 }
 

@@ -22,11 +22,13 @@
 
 #![warn(missing_docs)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use indexmap::IndexMap;
 
-use statewright_core::backend::{EntryIter, EntryVisitor, StateBackend, StateId};
+use statewright_core::backend::{
+    Change, ChangeVisitor, EntryIter, EntryVisitor, StateBackend, StateId,
+};
 use statewright_core::{Error, Result, StateDescriptor};
 
 type Hasher = foldhash::fast::RandomState;
@@ -43,17 +45,83 @@ enum Column {
     Nested(IndexMap<Box<[u8]>, UserEntries, Hasher>),
 }
 
+/// What changed in one column since change tracking started.
+#[derive(Debug)]
+enum Changes {
+    /// The keys whose value changed or was deleted.
+    Flat(HashSet<Box<[u8]>, Hasher>),
+    /// Per key: whether all its entries were deleted, and the user keys changed since.
+    Nested(HashMap<Box<[u8]>, KeyChanges, Hasher>),
+}
+
+#[derive(Debug, Default)]
+struct KeyChanges {
+    deleted: bool,
+    user_keys: BTreeSet<Box<[u8]>>,
+}
+
+impl Changes {
+    fn new(column: &Column) -> Self {
+        match column {
+            Column::Flat(_) => Changes::Flat(HashSet::default()),
+            Column::Nested(_) => Changes::Nested(HashMap::default()),
+        }
+    }
+
+    #[inline]
+    fn entry(&mut self, key: &[u8], user_key: &[u8]) {
+        match self {
+            Changes::Flat(set) => {
+                if !set.contains(key) {
+                    set.insert(key.into());
+                }
+            }
+            Changes::Nested(map) => {
+                let changes = match map.get_mut(key) {
+                    Some(c) => c,
+                    None => map.entry(key.into()).or_default(),
+                };
+                if !changes.user_keys.contains(user_key) {
+                    changes.user_keys.insert(user_key.into());
+                }
+            }
+        }
+    }
+
+    fn whole_key(&mut self, key: &[u8]) {
+        match self {
+            Changes::Flat(set) => {
+                if !set.contains(key) {
+                    set.insert(key.into());
+                }
+            }
+            Changes::Nested(map) => {
+                let changes = map.entry(key.into()).or_default();
+                changes.deleted = true;
+                changes.user_keys.clear();
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Registered {
     operator: String,
     state: &'static str,
     column: Column,
+    /// `Some` while change tracking is on.
+    changes: Option<Changes>,
 }
 
 /// In-memory keyed state storage.
+///
+/// With change tracking on ([`StateBackend::track_changes`], which the checkpointer turns on
+/// for incremental checkpoints), every write also records its key in a set, so an incremental
+/// snapshot copies only what changed.
 #[derive(Debug, Default)]
 pub struct HeapBackend {
     columns: Vec<Registered>,
+    tracking: bool,
 }
 
 impl HeapBackend {
@@ -85,14 +153,37 @@ impl HeapBackend {
             })
     }
 
-    fn column_mut(&mut self, state: StateId) -> Result<&mut Column> {
+    #[inline]
+    fn registered_mut(&mut self, state: StateId) -> Result<&mut Registered> {
         self.columns
             .get_mut(state.0 as usize)
-            .map(|r| &mut r.column)
             .ok_or(Error::UnknownState {
                 backend: "heap",
                 id: state.0,
             })
+    }
+
+    /// Whether change tracking is on.
+    #[must_use]
+    pub fn is_tracking_changes(&self) -> bool {
+        self.tracking
+    }
+
+    /// Entries recorded as changed since tracking started or the last drain (a changed map
+    /// key whose entries were all deleted counts one).
+    #[must_use]
+    pub fn tracked_changes(&self) -> usize {
+        self.columns
+            .iter()
+            .map(|r| match &r.changes {
+                None => 0,
+                Some(Changes::Flat(s)) => s.len(),
+                Some(Changes::Nested(m)) => m
+                    .values()
+                    .map(|c| c.user_keys.len() + usize::from(c.deleted))
+                    .sum(),
+            })
+            .sum()
     }
 }
 
@@ -128,10 +219,12 @@ impl StateBackend for HeapBackend {
         } else {
             Column::Flat(IndexMap::default())
         };
+        let changes = self.tracking.then(|| Changes::new(&column));
         self.columns.push(Registered {
             operator: operator.to_owned(),
             state: state.name,
             column,
+            changes,
         });
         Ok(StateId(id))
     }
@@ -150,7 +243,14 @@ impl StateBackend for HeapBackend {
 
     #[inline]
     fn put(&mut self, state: StateId, key: &[u8], user_key: &[u8], value: &[u8]) -> Result<()> {
-        match self.column_mut(state)? {
+        let r = self.registered_mut(state)?;
+        if let Some(changes) = &mut r.changes {
+            if matches!(r.column, Column::Flat(_)) && !user_key.is_empty() {
+                return Err(user_key_on_flat(state));
+            }
+            changes.entry(key, user_key);
+        }
+        match &mut r.column {
             Column::Flat(m) if user_key.is_empty() => {
                 if let Some(slot) = m.get_mut(key) {
                     slot.clear();
@@ -180,7 +280,14 @@ impl StateBackend for HeapBackend {
     }
 
     fn merge(&mut self, state: StateId, key: &[u8], user_key: &[u8], operand: &[u8]) -> Result<()> {
-        match self.column_mut(state)? {
+        let r = self.registered_mut(state)?;
+        if let Some(changes) = &mut r.changes {
+            if matches!(r.column, Column::Flat(_)) && !user_key.is_empty() {
+                return Err(user_key_on_flat(state));
+            }
+            changes.entry(key, user_key);
+        }
+        match &mut r.column {
             Column::Flat(m) if user_key.is_empty() => match m.get_mut(key) {
                 Some(slot) => slot.extend_from_slice(operand),
                 None => {
@@ -200,7 +307,14 @@ impl StateBackend for HeapBackend {
     }
 
     fn delete(&mut self, state: StateId, key: &[u8], user_key: &[u8]) -> Result<()> {
-        match self.column_mut(state)? {
+        let r = self.registered_mut(state)?;
+        if let Some(changes) = &mut r.changes {
+            if matches!(r.column, Column::Flat(_)) && !user_key.is_empty() {
+                return Err(user_key_on_flat(state));
+            }
+            changes.entry(key, user_key);
+        }
+        match &mut r.column {
             Column::Flat(m) if user_key.is_empty() => {
                 m.swap_remove(key);
             }
@@ -228,7 +342,11 @@ impl StateBackend for HeapBackend {
     }
 
     fn delete_key(&mut self, state: StateId, key: &[u8]) -> Result<()> {
-        match self.column_mut(state)? {
+        let r = self.registered_mut(state)?;
+        if let Some(changes) = &mut r.changes {
+            changes.whole_key(key);
+        }
+        match &mut r.column {
             Column::Flat(m) => {
                 m.swap_remove(key);
             }
@@ -297,9 +415,68 @@ impl StateBackend for HeapBackend {
     }
 
     fn clear_state(&mut self, state: StateId) -> Result<()> {
-        match self.column_mut(state)? {
+        let r = self.registered_mut(state)?;
+        if let Some(changes) = &mut r.changes {
+            match &r.column {
+                Column::Flat(m) => m.keys().for_each(|k| changes.whole_key(k)),
+                Column::Nested(m) => m.keys().for_each(|k| changes.whole_key(k)),
+            }
+        }
+        match &mut r.column {
             Column::Flat(m) => m.clear(),
             Column::Nested(m) => m.clear(),
+        }
+        Ok(())
+    }
+
+    fn track_changes(&mut self, on: bool) -> bool {
+        self.tracking = on;
+        for r in &mut self.columns {
+            r.changes = on.then(|| Changes::new(&r.column));
+        }
+        true
+    }
+
+    fn drain_changes(&mut self, state: StateId, visit: &mut ChangeVisitor<'_>) -> Result<()> {
+        let r = self.registered_mut(state)?;
+        let Some(changes) = &mut r.changes else {
+            return Err(Error::Backend {
+                backend: "heap",
+                message: "change tracking is off, so there are no changes to take".into(),
+            });
+        };
+        match (
+            std::mem::replace(changes, Changes::new(&r.column)),
+            &r.column,
+        ) {
+            (Changes::Flat(keys), Column::Flat(m)) => {
+                for key in keys {
+                    match m.get(&key) {
+                        Some(v) => visit(&key, &[], Change::Put(v))?,
+                        None => visit(&key, &[], Change::Delete)?,
+                    }
+                }
+            }
+            (Changes::Nested(keys), Column::Nested(m)) => {
+                for (key, changed) in keys {
+                    let entries = m.get(&key);
+                    if changed.deleted {
+                        visit(&key, &[], Change::DeleteKey)?;
+                        for (u, v) in entries.into_iter().flatten() {
+                            visit(&key, u, Change::Put(v))?;
+                        }
+                        continue;
+                    }
+                    for u in changed.user_keys {
+                        match entries.and_then(|e| e.get(&u)) {
+                            Some(v) => visit(&key, &u, Change::Put(v))?,
+                            None => visit(&key, &u, Change::Delete)?,
+                        }
+                    }
+                }
+            }
+            // `Changes::new` follows the column's shape.
+            _ => {}
         }
         Ok(())
     }

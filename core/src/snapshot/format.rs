@@ -16,6 +16,16 @@ pub const FORMAT_VERSION: u16 = 1;
 pub const COMPRESSION_NONE: u8 = 0;
 /// Blocks compressed with LZ4 (block format, `lz4_flex`).
 pub const COMPRESSION_LZ4: u8 = 1;
+/// Header byte 13: a full snapshot (the whole state of its key groups).
+pub const KIND_FULL: u8 = 0;
+/// Header byte 13: an incremental snapshot (changes on top of earlier snapshots; its records
+/// may be deletions).
+pub const KIND_INCREMENTAL: u8 = 1;
+/// A record's value length that marks the deletion of one entry (incremental snapshots only).
+pub const TOMBSTONE_ENTRY: u32 = u32::MAX;
+/// A record's value length that marks the deletion of every entry of a key (incremental
+/// snapshots only; its user key is empty).
+pub const TOMBSTONE_KEY: u32 = u32::MAX - 1;
 /// Header length in bytes.
 pub const HEADER_LEN: usize = 20;
 /// Footer length in bytes.
@@ -30,6 +40,7 @@ pub struct Header {
     pub rkyv_format: u8,
     pub key_hash_version: u8,
     pub compression: u8,
+    pub kind: u8,
 }
 
 impl Header {
@@ -40,6 +51,7 @@ impl Header {
         h[10] = self.rkyv_format;
         h[11] = self.key_hash_version;
         h[12] = self.compression;
+        h[13] = self.kind;
         let crc = crc32c::crc32c(&h[..16]);
         h[16..20].copy_from_slice(&crc.to_le_bytes());
         h
@@ -107,6 +119,9 @@ pub struct SnapshotIndex {
     pub last_key_group: u16,
     /// Block compression ([`COMPRESSION_NONE`] or [`COMPRESSION_LZ4`]).
     pub compression: u8,
+    /// Whether the snapshot is incremental (header byte 13): its records are changes, and may
+    /// be deletions, to apply on top of the snapshots it was taken after.
+    pub incremental: bool,
     /// The states.
     pub states: Vec<StateSection>,
 }
@@ -153,6 +168,7 @@ impl SnapshotIndex {
         base: u64,
         bytes: &[u8],
         compression: u8,
+        incremental: bool,
         blocks_end: u64,
     ) -> Result<Self> {
         let mut r = Cursor {
@@ -245,6 +261,7 @@ impl SnapshotIndex {
             first_key_group,
             last_key_group,
             compression,
+            incremental,
             states,
         })
     }

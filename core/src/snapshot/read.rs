@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 
 use super::format::{
     BlockRef, COMPRESSION_LZ4, COMPRESSION_NONE, Cursor, END_MAGIC, FOOTER_LEN, FORMAT_VERSION,
-    HEADER_LEN, MAGIC, SnapshotIndex, StateSection,
+    HEADER_LEN, KIND_FULL, KIND_INCREMENTAL, MAGIC, SnapshotIndex, StateSection, TOMBSTONE_ENTRY,
+    TOMBSTONE_KEY,
 };
-use crate::backend::{StateBackend, StateId};
+use crate::backend::{Change, StateBackend, StateId};
 use crate::codec::RKYV_FORMAT;
 use crate::descriptor::{OperatorDescriptor, StateDescriptor, StateKind};
 use crate::error::{Corruption, Error, Result};
@@ -16,6 +17,10 @@ use crate::ttl;
 
 /// A visitor over snapshot records: `(key group, canonical key, user key, value)`.
 pub type RecordVisitor<'v> = dyn FnMut(u16, &[u8], &[u8], &[u8]) -> Result<()> + 'v;
+
+/// A visitor over snapshot records that may be deletions (incremental snapshots):
+/// `(key group, canonical key, user key, change)`.
+pub type ChangeRecordVisitor<'v> = dyn FnMut(u16, &[u8], &[u8], Change<'_>) -> Result<()> + 'v;
 
 /// A parsed, checksum-verified snapshot held in memory.
 #[derive(Debug)]
@@ -92,6 +97,17 @@ impl<'a> SnapshotReader<'a> {
                 },
             ));
         }
+        let kind = header[13];
+        if kind != KIND_FULL && kind != KIND_INCREMENTAL {
+            return Err(corrupt(
+                &path,
+                13,
+                Corruption::Malformed {
+                    section: "header",
+                    detail: format!("unknown snapshot kind {kind}"),
+                },
+            ));
+        }
         if bytes.len() < HEADER_LEN + FOOTER_LEN {
             return Err(corrupt(
                 &path,
@@ -146,8 +162,14 @@ impl<'a> SnapshotReader<'a> {
                 },
             ));
         }
-        let index =
-            SnapshotIndex::decode(&path, index_offset, index_bytes, compression, index_offset)?;
+        let index = SnapshotIndex::decode(
+            &path,
+            index_offset,
+            index_bytes,
+            compression,
+            kind == KIND_INCREMENTAL,
+            index_offset,
+        )?;
         Ok(Self { path, bytes, index })
     }
 
@@ -223,12 +245,44 @@ impl<'a> SnapshotReader<'a> {
     ///
     /// # Errors
     ///
-    /// A damaged block, or the visitor's error.
+    /// A damaged block, a deletion in the records (use [`for_each_change`](Self::for_each_change)
+    /// for incremental snapshots), or the visitor's error.
     pub fn for_each_record(
         &self,
         state: &StateSection,
         range: KeyGroupRange,
         visit: &mut RecordVisitor<'_>,
+    ) -> Result<()> {
+        self.for_each_change(
+            state,
+            range,
+            &mut |kg, key, user_key, change| match change {
+                Change::Put(value) => visit(kg, key, user_key, value),
+                Change::Delete | Change::DeleteKey => Err(corrupt(
+                    &self.path,
+                    0,
+                    Corruption::Malformed {
+                        section: "block",
+                        detail: "a deletion in a full snapshot".into(),
+                    },
+                )),
+            },
+        )
+    }
+
+    /// Calls `visit(key_group, canonical key, user key, change)` for every record of `state`
+    /// in the key groups of `range`, in the order written (for each key, a deletion of the
+    /// whole key before the entries written after it). A full snapshot holds only
+    /// [`Change::Put`]s.
+    ///
+    /// # Errors
+    ///
+    /// A damaged block, or the visitor's error.
+    pub fn for_each_change(
+        &self,
+        state: &StateSection,
+        range: KeyGroupRange,
+        visit: &mut ChangeRecordVisitor<'_>,
     ) -> Result<()> {
         for kg in state
             .key_groups
@@ -249,10 +303,27 @@ impl<'a> SnapshotReader<'a> {
                     let key = c.take(n)?;
                     let n = c.u32()? as usize;
                     let user_key = c.take(n)?;
-                    let n = c.u32()? as usize;
-                    let value = c.take(n)?;
+                    let at = c.offset();
+                    let n = c.u32()?;
+                    let change = match n {
+                        TOMBSTONE_ENTRY | TOMBSTONE_KEY if !self.index.incremental => {
+                            return Err(self.block_malformed(
+                                block,
+                                format!("a deletion at {at} in a full snapshot"),
+                            ));
+                        }
+                        TOMBSTONE_ENTRY => Change::Delete,
+                        TOMBSTONE_KEY if user_key.is_empty() => Change::DeleteKey,
+                        TOMBSTONE_KEY => {
+                            return Err(self.block_malformed(
+                                block,
+                                format!("a key deletion at {at} with a user key"),
+                            ));
+                        }
+                        n => Change::Put(c.take(n as usize)?),
+                    };
                     seen += 1;
-                    visit(kg.key_group, key, user_key, value)?;
+                    visit(kg.key_group, key, user_key, change)?;
                 }
                 if seen != block.entries {
                     return Err(self.block_malformed(
@@ -299,8 +370,8 @@ pub struct RestoreSummary {
 /// # Errors
 ///
 /// [`Error::Incompatible`] when the snapshot belongs to another operator, another maximum
-/// parallelism, or has a state the operator does not declare (or declares with another kind);
-/// [`Error::Corrupt`] for damaged data; a backend failure.
+/// parallelism, has a state the operator does not declare (or declares with another kind), or
+/// is incremental; [`Error::Corrupt`] for damaged data; a backend failure.
 pub fn restore_operator<B: StateBackend + ?Sized>(
     reader: &SnapshotReader<'_>,
     backend: &mut B,
@@ -308,6 +379,81 @@ pub fn restore_operator<B: StateBackend + ?Sized>(
     columns: &[StateId],
     range: KeyGroupRange,
 ) -> Result<RestoreSummary> {
+    restore_operator_from(&[reader], backend, operator, columns, range)
+}
+
+/// Restores the states of `operator` (the key groups in `range`) from several snapshots, in
+/// order: full snapshots of any key-group ranges (the instances of a checkpoint, whatever their
+/// parallelism was), each followed by the incremental snapshots taken on top of it.
+///
+/// Only the blocks of key groups in `range` are read. The declared states are cleared first;
+/// every key and value is validated; on any error the declared states are cleared again.
+///
+/// # Errors
+///
+/// As [`restore_operator`]; an incremental snapshot whose key groups no earlier full snapshot
+/// covers is [`Error::Incompatible`].
+pub fn restore_operator_from<B: StateBackend + ?Sized>(
+    readers: &[&SnapshotReader<'_>],
+    backend: &mut B,
+    operator: &OperatorDescriptor,
+    columns: &[StateId],
+    range: KeyGroupRange,
+) -> Result<RestoreSummary> {
+    // Check every snapshot before touching the backend.
+    let mut plans = Vec::with_capacity(readers.len());
+    let mut full_ranges: Vec<(u16, u16)> = Vec::new();
+    for reader in readers {
+        let index = reader.index();
+        if index.incremental
+            && !full_ranges
+                .iter()
+                .any(|&(f, l)| f <= index.first_key_group && index.last_key_group <= l)
+        {
+            return Err(Error::Incompatible {
+                operator: operator.name.to_owned(),
+                path: reader.path().to_owned(),
+                reason: "an incremental snapshot without the full snapshot it applies to".into(),
+            });
+        }
+        if !index.incremental {
+            full_ranges.push((index.first_key_group, index.last_key_group));
+        }
+        plans.push(plan(reader, operator, columns)?);
+    }
+
+    let clear_all = |backend: &mut B| -> Result<()> {
+        for &c in columns {
+            backend.clear_state(c)?;
+        }
+        Ok(())
+    };
+    clear_all(backend)?;
+    let mut summary = RestoreSummary::default();
+    let mut result = Ok(());
+    for (reader, plan) in readers.iter().zip(&plans) {
+        result = apply(reader, plan, backend, operator, range, &mut summary);
+        if result.is_err() {
+            break;
+        }
+    }
+    match result {
+        Ok(()) => Ok(summary),
+        Err(e) => {
+            // Leave no half-restored state behind; the original error is what matters.
+            let _ = clear_all(backend);
+            Err(e)
+        }
+    }
+}
+
+type Plan<'r> = Vec<(&'r StateSection, &'static StateDescriptor, StateId)>;
+
+fn plan<'r>(
+    reader: &'r SnapshotReader<'_>,
+    operator: &OperatorDescriptor,
+    columns: &[StateId],
+) -> Result<Plan<'r>> {
     let index = reader.index();
     let incompatible = |reason: String| Error::Incompatible {
         operator: operator.name.to_owned(),
@@ -326,7 +472,7 @@ pub fn restore_operator<B: StateBackend + ?Sized>(
             index.max_parallelism, operator.max_parallelism
         )));
     }
-    let mut plan: Vec<(&StateSection, &StateDescriptor, StateId)> = Vec::new();
+    let mut plan: Plan<'r> = Vec::new();
     for section in &index.states {
         let Some(pos) = operator.states.iter().position(|s| s.name == section.name) else {
             return Err(incompatible(format!(
@@ -352,72 +498,77 @@ pub fn restore_operator<B: StateBackend + ?Sized>(
         };
         plan.push((section, desc, column));
     }
+    Ok(plan)
+}
 
-    let clear_all = |backend: &mut B| -> Result<()> {
-        for &c in columns {
-            backend.clear_state(c)?;
-        }
-        Ok(())
-    };
-    clear_all(backend)?;
-    let mut summary = RestoreSummary::default();
-    let result = (|| -> Result<()> {
-        let mut full_key = Vec::new();
-        let mut plain_buf = Vec::new();
-        for &(section, desc, column) in &plan {
-            let invalid = |detail: String| {
-                Error::corrupt(
-                    reader.path(),
-                    0,
-                    Corruption::InvalidEntry {
-                        state: section.name.clone(),
-                        detail,
-                    },
-                )
-            };
-            reader.for_each_record(section, range, &mut |kg, key, user_key, value| {
-                (operator.validate_key)(key).map_err(|e| invalid(format!("key: {e}")))?;
-                let actual = key_group(key, operator.max_parallelism);
-                if actual != kg {
-                    return Err(invalid(format!(
-                        "a key of group {actual} is stored in group {kg}"
-                    )));
-                }
+fn apply<B: StateBackend + ?Sized>(
+    reader: &SnapshotReader<'_>,
+    plan: &Plan<'_>,
+    backend: &mut B,
+    operator: &OperatorDescriptor,
+    range: KeyGroupRange,
+    summary: &mut RestoreSummary,
+) -> Result<()> {
+    let mut full_key = Vec::new();
+    let mut plain_buf = Vec::new();
+    for &(section, desc, column) in plan {
+        let invalid = |detail: String| {
+            Error::corrupt(
+                reader.path(),
+                0,
+                Corruption::InvalidEntry {
+                    state: section.name.clone(),
+                    detail,
+                },
+            )
+        };
+        reader.for_each_change(section, range, &mut |kg, key, user_key, change| {
+            (operator.validate_key)(key).map_err(|e| invalid(format!("key: {e}")))?;
+            let actual = key_group(key, operator.max_parallelism);
+            if actual != kg {
+                return Err(invalid(format!(
+                    "a key of group {actual} is stored in group {kg}"
+                )));
+            }
+            if !(user_key.is_empty() && matches!(change, Change::DeleteKey)) {
                 (desc.validate_user_key)(user_key)
                     .map_err(|e| invalid(format!("user key: {e}")))?;
-                let list = section.kind == StateKind::List;
-                let stored_stamped = section.ttl_ms != 0;
-                let plain = if stored_stamped {
-                    plain_buf.clear();
-                    ttl::strip_stamps(list, value, &mut plain_buf)
-                        .map_err(|e| invalid(format!("ttl stamps: {e}")))?;
-                    &plain_buf[..]
-                } else {
-                    value
-                };
-                (desc.validate_value)(plain).map_err(|e| invalid(format!("value: {e}")))?;
-                full_key.clear();
-                full_key.extend_from_slice(&kg.to_be_bytes());
-                full_key.extend_from_slice(key);
-                match (stored_stamped, backend.stamps_ttl(column)) {
-                    // Stamps travel unchanged: a restore never extends a value's life.
-                    (true, true) => backend.put_stored(column, &full_key, user_key, value)?,
-                    // Written without a TTL, now with one: stamped at restore time by `put`.
-                    // Written with a TTL, now without one: the stamps are dropped.
-                    _ => backend.put(column, &full_key, user_key, plain)?,
+            }
+            full_key.clear();
+            full_key.extend_from_slice(&kg.to_be_bytes());
+            full_key.extend_from_slice(key);
+            let value = match change {
+                Change::Put(value) => value,
+                Change::Delete => {
+                    summary.entries += 1;
+                    return backend.delete(column, &full_key, user_key);
                 }
-                summary.entries += 1;
-                Ok(())
-            })?;
-        }
-        Ok(())
-    })();
-    match result {
-        Ok(()) => Ok(summary),
-        Err(e) => {
-            // Leave no half-restored state behind; the original error is what matters.
-            let _ = clear_all(backend);
-            Err(e)
-        }
+                Change::DeleteKey => {
+                    summary.entries += 1;
+                    return backend.delete_key(column, &full_key);
+                }
+            };
+            let list = section.kind == StateKind::List;
+            let stored_stamped = section.ttl_ms != 0;
+            let plain = if stored_stamped {
+                plain_buf.clear();
+                ttl::strip_stamps(list, value, &mut plain_buf)
+                    .map_err(|e| invalid(format!("ttl stamps: {e}")))?;
+                &plain_buf[..]
+            } else {
+                value
+            };
+            (desc.validate_value)(plain).map_err(|e| invalid(format!("value: {e}")))?;
+            match (stored_stamped, backend.stamps_ttl(column)) {
+                // Stamps travel unchanged: a restore never extends a value's life.
+                (true, true) => backend.put_stored(column, &full_key, user_key, value)?,
+                // Written without a TTL, now with one: stamped at restore time by `put`.
+                // Written with a TTL, now without one: the stamps are dropped.
+                _ => backend.put(column, &full_key, user_key, plain)?,
+            }
+            summary.entries += 1;
+            Ok(())
+        })?;
     }
+    Ok(())
 }

@@ -1,15 +1,18 @@
-//! Writing snapshot format v1.
+//! Writing snapshot format v1, in two steps: [`capture`] copies what a snapshot holds out of a
+//! backend (the short synchronous step of a checkpoint), [`SnapshotImage::write`] sorts,
+//! encodes, compresses and writes it (on any thread, while processing goes on).
 
 use std::io::Write;
 use std::path::Path;
 
 use super::format::{
     BlockRef, COMPRESSION_LZ4, COMPRESSION_NONE, END_MAGIC, FORMAT_VERSION, HEADER_LEN, Header,
-    KeyGroupIndex, SnapshotIndex, StateSection, put_u32,
+    KIND_FULL, KIND_INCREMENTAL, KeyGroupIndex, SnapshotIndex, StateSection, TOMBSTONE_ENTRY,
+    TOMBSTONE_KEY, put_u32,
 };
-use crate::backend::{StateBackend, StateId};
+use crate::backend::{Change, StateBackend, StateId};
 use crate::codec::RKYV_FORMAT;
-use crate::descriptor::OperatorDescriptor;
+use crate::descriptor::{OperatorDescriptor, StateKind};
 use crate::error::{Error, Result};
 use crate::keygroup::{KEY_HASH_VERSION, KeyGroupRange};
 
@@ -36,7 +39,8 @@ impl Default for SnapshotOptions {
 pub struct SnapshotSummary {
     /// Bytes written.
     pub bytes: u64,
-    /// Entries written over all states.
+    /// Entries written over all states (for an incremental snapshot: changes, deletions
+    /// included).
     pub entries: u64,
     /// Uncompressed bytes of all records.
     pub raw_bytes: u64,
@@ -57,12 +61,13 @@ impl<W: Write> Counting<W> {
     }
 }
 
-/// One entry copied out of the backend: offsets into a shared arena.
+/// One entry copied out of the backend: offsets into its state's arena.
 #[derive(Clone, Copy)]
 struct Entry {
     start: usize,
     key_len: u32,
     user_key_len: u32,
+    /// The value's length, or [`TOMBSTONE_ENTRY`] / [`TOMBSTONE_KEY`] (no value bytes).
     value_len: u32,
 }
 
@@ -74,20 +79,347 @@ impl Entry {
         let s = self.start + self.key_len as usize;
         &arena[s..s + self.user_key_len as usize]
     }
+    fn is_tombstone(&self) -> bool {
+        self.value_len >= TOMBSTONE_KEY
+    }
     fn value<'a>(&self, arena: &'a [u8]) -> &'a [u8] {
+        if self.is_tombstone() {
+            return &[];
+        }
         let s = self.start + self.key_len as usize + self.user_key_len as usize;
         &arena[s..s + self.value_len as usize]
     }
 }
 
 fn len32(n: usize, what: &str) -> Result<u32> {
-    u32::try_from(n).map_err(|_| Error::Backend {
-        backend: "snapshot",
-        message: format!("{what} of {n} bytes exceeds the format's 4 GiB limit"),
+    u32::try_from(n)
+        .ok()
+        .filter(|&n| n < TOMBSTONE_KEY)
+        .ok_or_else(|| Error::Backend {
+            backend: "snapshot",
+            message: format!("{what} of {n} bytes exceeds the format's 4 GiB limit"),
+        })
+}
+
+/// One state's entries, copied out of the backend.
+struct StateImage {
+    name: &'static str,
+    kind: StateKind,
+    value_type: &'static str,
+    user_key_type: &'static str,
+    ttl_ms: u64,
+    arena: Vec<u8>,
+    entries: Vec<Entry>,
+}
+
+impl StateImage {
+    fn push(&mut self, key: &[u8], user_key: &[u8], value: Option<&[u8]>, tomb: u32) -> Result<()> {
+        self.entries.push(Entry {
+            start: self.arena.len(),
+            key_len: len32(key.len(), "a key")?,
+            user_key_len: len32(user_key.len(), "a user key")?,
+            value_len: match value {
+                Some(v) => len32(v.len(), "a value")?,
+                None => tomb,
+            },
+        });
+        self.arena.extend_from_slice(key);
+        self.arena.extend_from_slice(user_key);
+        if let Some(v) = value {
+            self.arena.extend_from_slice(v);
+        }
+        Ok(())
+    }
+}
+
+/// A consistent copy of what one operator instance's snapshot holds, taken by [`capture`] or
+/// [`capture_changes`]; it owns its bytes, so it can be written on another thread while the
+/// backend goes on changing.
+pub struct SnapshotImage {
+    operator: &'static str,
+    key_type: &'static str,
+    max_parallelism: u16,
+    range: KeyGroupRange,
+    incremental: bool,
+    states: Vec<StateImage>,
+}
+
+impl std::fmt::Debug for SnapshotImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotImage")
+            .field("operator", &self.operator)
+            .field("range", &self.range)
+            .field("incremental", &self.incremental)
+            .field("entries", &self.entries())
+            .field("bytes", &self.bytes())
+            .finish()
+    }
+}
+
+fn key_group_of(key: &[u8]) -> u16 {
+    key.get(..2)
+        .map_or(u16::MAX, |p| u16::from_be_bytes([p[0], p[1]]))
+}
+
+fn state_image(state: &crate::descriptor::StateDescriptor, stamped: bool) -> StateImage {
+    StateImage {
+        name: state.name,
+        kind: state.kind,
+        value_type: state.value_type,
+        user_key_type: state.user_key_type.unwrap_or_default(),
+        // Non-zero exactly when the values carry TTL stamps.
+        ttl_ms: if stamped {
+            state.ttl.map_or(1, |t| t.ttl_millis().unsigned_abs())
+        } else {
+            0
+        },
+        arena: Vec::new(),
+        entries: Vec::new(),
+    }
+}
+
+/// Copies every entry of the operator's states in the key groups of `range` out of `backend`:
+/// the synchronous step of a full snapshot.
+///
+/// # Errors
+///
+/// A backend failure, or an entry too large for the format.
+pub fn capture<B: StateBackend + ?Sized>(
+    backend: &B,
+    operator: &OperatorDescriptor,
+    columns: &[StateId],
+    range: KeyGroupRange,
+) -> Result<SnapshotImage> {
+    let mut states = Vec::with_capacity(operator.states.len());
+    for (state, &column) in operator.states.iter().zip(columns) {
+        let mut image = state_image(state, backend.stamps_ttl(column));
+        backend.for_each_stored(column, &mut |key, user_key, value| {
+            if range.contains(key_group_of(key)) {
+                image.push(key, user_key, Some(value), 0)?;
+            }
+            Ok(())
+        })?;
+        states.push(image);
+    }
+    Ok(SnapshotImage {
+        operator: operator.name,
+        key_type: operator.key_type,
+        max_parallelism: operator.max_parallelism,
+        range,
+        incremental: false,
+        states,
     })
 }
 
-/// Writes the snapshot of one operator's states (the key groups in `range`) to `out`.
+/// Takes the changes `backend` tracked since change tracking started or since the last call
+/// (see [`StateBackend::track_changes`]): the synchronous step of an incremental snapshot,
+/// which applies on top of the snapshot taken when tracking (re)started.
+///
+/// # Errors
+///
+/// [`Error::Backend`] when the backend does not track changes; a backend failure.
+pub fn capture_changes<B: StateBackend + ?Sized>(
+    backend: &mut B,
+    operator: &OperatorDescriptor,
+    columns: &[StateId],
+    range: KeyGroupRange,
+) -> Result<SnapshotImage> {
+    let mut states = Vec::with_capacity(operator.states.len());
+    for (state, &column) in operator.states.iter().zip(columns) {
+        let mut image = state_image(state, backend.stamps_ttl(column));
+        backend.drain_changes(column, &mut |key, user_key, change| {
+            if !range.contains(key_group_of(key)) {
+                return Ok(());
+            }
+            match change {
+                Change::Put(value) => image.push(key, user_key, Some(value), 0),
+                Change::Delete => image.push(key, user_key, None, TOMBSTONE_ENTRY),
+                Change::DeleteKey => image.push(key, &[], None, TOMBSTONE_KEY),
+            }
+        })?;
+        states.push(image);
+    }
+    Ok(SnapshotImage {
+        operator: operator.name,
+        key_type: operator.key_type,
+        max_parallelism: operator.max_parallelism,
+        range,
+        incremental: true,
+        states,
+    })
+}
+
+impl SnapshotImage {
+    /// Whether this image holds changes (applied on top of earlier snapshots) rather than the
+    /// whole state.
+    #[must_use]
+    pub fn is_incremental(&self) -> bool {
+        self.incremental
+    }
+
+    /// The operator's name.
+    #[must_use]
+    pub fn operator(&self) -> &'static str {
+        self.operator
+    }
+
+    /// The key groups the image covers.
+    #[must_use]
+    pub fn key_groups(&self) -> KeyGroupRange {
+        self.range
+    }
+
+    /// Entries (changes, for an incremental image) over all states.
+    #[must_use]
+    pub fn entries(&self) -> u64 {
+        self.states.iter().map(|s| s.entries.len() as u64).sum()
+    }
+
+    /// Bytes of keys and values held in memory.
+    #[must_use]
+    pub fn bytes(&self) -> u64 {
+        self.states.iter().map(|s| s.arena.len() as u64).sum()
+    }
+
+    /// Sorts, encodes, compresses and writes the snapshot to `out`; `path` names the
+    /// destination in errors. The bytes depend only on the state's contents, never on the
+    /// backend that held it.
+    ///
+    /// # Errors
+    ///
+    /// An I/O failure on `out`.
+    pub fn write<W: Write>(
+        mut self,
+        options: SnapshotOptions,
+        path: &Path,
+        out: W,
+    ) -> Result<SnapshotSummary> {
+        let compression = if options.compression {
+            COMPRESSION_LZ4
+        } else {
+            COMPRESSION_NONE
+        };
+        let mut out = Counting {
+            inner: out,
+            written: 0,
+        };
+        let header = Header {
+            format_version: FORMAT_VERSION,
+            rkyv_format: RKYV_FORMAT,
+            key_hash_version: KEY_HASH_VERSION,
+            compression,
+            kind: if self.incremental {
+                KIND_INCREMENTAL
+            } else {
+                KIND_FULL
+            },
+        };
+        out.write_all(path, &header.encode())?;
+
+        let mut sections = Vec::with_capacity(self.states.len());
+        let mut summary = SnapshotSummary::default();
+        let mut raw = Vec::new();
+        let mut stored = Vec::new();
+        for image in &mut self.states {
+            let arena = &image.arena;
+            // The key starts with the big-endian key group, so byte order is key-group order;
+            // a key's deletion comes before the entries written after it.
+            image.entries.sort_unstable_by(|a, b| {
+                a.key(arena)
+                    .cmp(b.key(arena))
+                    .then_with(|| {
+                        (a.value_len != TOMBSTONE_KEY).cmp(&(b.value_len != TOMBSTONE_KEY))
+                    })
+                    .then_with(|| a.user_key(arena).cmp(b.user_key(arena)))
+            });
+            let mut section = StateSection {
+                name: image.name.to_owned(),
+                kind: image.kind,
+                value_type: image.value_type.to_owned(),
+                user_key_type: image.user_key_type.to_owned(),
+                ttl_ms: image.ttl_ms,
+                entries: image.entries.len() as u64,
+                raw_bytes: 0,
+                key_groups: Vec::new(),
+            };
+            let mut block_entries = 0u32;
+            let mut current_kg: Option<u16> = None;
+            raw.clear();
+            for e in &image.entries {
+                let key = e.key(arena);
+                let kg = key_group_of(key);
+                if current_kg != Some(kg) || raw.len() >= options.block_size {
+                    flush(
+                        &mut out,
+                        path,
+                        &mut raw,
+                        &mut stored,
+                        &mut block_entries,
+                        compression,
+                        current_kg,
+                        &mut section,
+                    )?;
+                    if current_kg != Some(kg) {
+                        section.key_groups.push(KeyGroupIndex {
+                            key_group: kg,
+                            blocks: Vec::new(),
+                        });
+                        current_kg = Some(kg);
+                    }
+                }
+                let canonical = key.get(2..).unwrap_or_default();
+                put_u32(&mut raw, len32(canonical.len(), "a key")?);
+                raw.extend_from_slice(canonical);
+                put_u32(&mut raw, e.user_key_len);
+                raw.extend_from_slice(e.user_key(arena));
+                put_u32(&mut raw, e.value_len);
+                raw.extend_from_slice(e.value(arena));
+                block_entries += 1;
+            }
+            flush(
+                &mut out,
+                path,
+                &mut raw,
+                &mut stored,
+                &mut block_entries,
+                compression,
+                current_kg,
+                &mut section,
+            )?;
+            summary.entries += section.entries;
+            summary.raw_bytes += section.raw_bytes;
+            sections.push(section);
+        }
+
+        let index = SnapshotIndex {
+            operator: self.operator.to_owned(),
+            key_type: self.key_type.to_owned(),
+            max_parallelism: self.max_parallelism,
+            first_key_group: self.range.first(),
+            last_key_group: self.range.last(),
+            compression,
+            incremental: self.incremental,
+            states: sections,
+        };
+        let mut encoded = Vec::new();
+        index.encode(&mut encoded);
+        let index_offset = out.written;
+        out.write_all(path, &encoded)?;
+        let mut footer = Vec::with_capacity(24);
+        footer.extend_from_slice(&index_offset.to_le_bytes());
+        put_u32(&mut footer, len32(encoded.len(), "the index")?);
+        put_u32(&mut footer, crc32c::crc32c(&encoded));
+        footer.extend_from_slice(&END_MAGIC);
+        out.write_all(path, &footer)?;
+        out.inner.flush().map_err(|e| Error::io(path, e))?;
+        summary.bytes = out.written;
+        debug_assert!(summary.bytes >= HEADER_LEN as u64);
+        Ok(summary)
+    }
+}
+
+/// Writes the full snapshot of one operator's states (the key groups in `range`) to `out`:
+/// [`capture`] then [`SnapshotImage::write`].
 ///
 /// `path` names the destination in errors. The bytes depend only on the state's contents,
 /// never on the backend that holds it.
@@ -104,146 +436,8 @@ pub fn write_operator<B: StateBackend + ?Sized, W: Write>(
     path: &Path,
     out: W,
 ) -> Result<SnapshotSummary> {
-    let compression = if options.compression {
-        COMPRESSION_LZ4
-    } else {
-        COMPRESSION_NONE
-    };
-    let mut out = Counting {
-        inner: out,
-        written: 0,
-    };
-    let header = Header {
-        format_version: FORMAT_VERSION,
-        rkyv_format: RKYV_FORMAT,
-        key_hash_version: KEY_HASH_VERSION,
-        compression,
-    };
-    out.write_all(path, &header.encode())?;
-
-    let mut sections = Vec::with_capacity(operator.states.len());
-    let mut summary = SnapshotSummary::default();
-    let mut arena = Vec::new();
-    let mut entries = Vec::new();
-    let mut raw = Vec::new();
-    let mut stored = Vec::new();
-    for (state, &column) in operator.states.iter().zip(columns) {
-        arena.clear();
-        entries.clear();
-        backend.for_each_stored(column, &mut |key, user_key, value| {
-            let kg = key
-                .get(..2)
-                .map_or(u16::MAX, |p| u16::from_be_bytes([p[0], p[1]]));
-            if !range.contains(kg) {
-                return Ok(());
-            }
-            entries.push(Entry {
-                start: arena.len(),
-                key_len: len32(key.len(), "a key")?,
-                user_key_len: len32(user_key.len(), "a user key")?,
-                value_len: len32(value.len(), "a value")?,
-            });
-            arena.extend_from_slice(key);
-            arena.extend_from_slice(user_key);
-            arena.extend_from_slice(value);
-            Ok(())
-        })?;
-        // The key starts with the big-endian key group, so byte order is key-group order.
-        entries.sort_unstable_by(|a, b| {
-            a.key(&arena)
-                .cmp(b.key(&arena))
-                .then_with(|| a.user_key(&arena).cmp(b.user_key(&arena)))
-        });
-
-        let mut section = StateSection {
-            name: state.name.to_owned(),
-            kind: state.kind,
-            value_type: state.value_type.to_owned(),
-            user_key_type: state.user_key_type.unwrap_or_default().to_owned(),
-            // Non-zero exactly when the values carry TTL stamps.
-            ttl_ms: if backend.stamps_ttl(column) {
-                state.ttl.map_or(1, |t| t.ttl_millis().unsigned_abs())
-            } else {
-                0
-            },
-            entries: entries.len() as u64,
-            raw_bytes: 0,
-            key_groups: Vec::new(),
-        };
-        let mut block_entries = 0u32;
-        let mut current_kg: Option<u16> = None;
-        raw.clear();
-        for e in &entries {
-            let key = e.key(&arena);
-            let kg = u16::from_be_bytes([key[0], key[1]]);
-            if current_kg != Some(kg) || raw.len() >= options.block_size {
-                flush(
-                    &mut out,
-                    path,
-                    &mut raw,
-                    &mut stored,
-                    &mut block_entries,
-                    compression,
-                    current_kg,
-                    &mut section,
-                )?;
-                if current_kg != Some(kg) {
-                    section.key_groups.push(KeyGroupIndex {
-                        key_group: kg,
-                        blocks: Vec::new(),
-                    });
-                    current_kg = Some(kg);
-                }
-            }
-            let canonical = &key[2..];
-            put_u32(&mut raw, len32(canonical.len(), "a key")?);
-            raw.extend_from_slice(canonical);
-            put_u32(&mut raw, e.user_key_len);
-            raw.extend_from_slice(e.user_key(&arena));
-            put_u32(&mut raw, e.value_len);
-            raw.extend_from_slice(e.value(&arena));
-            block_entries += 1;
-        }
-        flush(
-            &mut out,
-            path,
-            &mut raw,
-            &mut stored,
-            &mut block_entries,
-            compression,
-            current_kg,
-            &mut section,
-        )?;
-        summary.entries += section.entries;
-        summary.raw_bytes += section.raw_bytes;
-        sections.push(section);
-    }
-
-    let index = SnapshotIndex {
-        operator: operator.name.to_owned(),
-        key_type: operator.key_type.to_owned(),
-        max_parallelism: operator.max_parallelism,
-        first_key_group: range.first(),
-        last_key_group: range.last(),
-        compression,
-        states: sections,
-    };
-    let mut encoded = Vec::new();
-    index.encode(&mut encoded);
-    let index_offset = out.written;
-    out.write_all(path, &encoded)?;
-    let mut footer = Vec::with_capacity(24);
-    footer.extend_from_slice(&index_offset.to_le_bytes());
-    put_u32(&mut footer, len32(encoded.len(), "the index")?);
-    put_u32(&mut footer, crc32c::crc32c(&encoded));
-    footer.extend_from_slice(&END_MAGIC);
-    out.write_all(path, &footer)?;
-    out.inner.flush().map_err(|e| Error::io(path, e))?;
-    summary.bytes = out.written;
-    debug_assert!(summary.bytes >= HEADER_LEN as u64);
-    Ok(summary)
+    capture(backend, operator, columns, range)?.write(options, path, out)
 }
-
 #[allow(clippy::too_many_arguments)]
 fn flush<W: Write>(
     out: &mut Counting<W>,
