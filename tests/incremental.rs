@@ -419,7 +419,7 @@ async fn the_checkpointer_checkpoints_every_interval_while_the_job_runs() {
         if let Some(done) = checkpointer.take_finished() {
             completed.push(done.unwrap());
         }
-        if i % 1000 == 0 {
+        if i.is_multiple_of(1000) {
             // Let the blocking pool and the timer run.
             tokio::time::sleep(Duration::from_millis(1)).await;
         }

@@ -40,11 +40,11 @@ fn instance_of(key: &str, parallelism: u16) -> usize {
 fn apply(op: &mut Bound<Sessions, HeapBackend>, i: u64) {
     let mut st = op.key(user(i).as_str()).unwrap();
     st.clicks().update(|c| c.unwrap_or(0) + 1).unwrap();
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         st.pages().add(&((i % 50) as u32)).unwrap();
     }
     st.last_seen().put(&((i % 11) as u32), &i).unwrap();
-    if i % 17 == 0 {
+    if i.is_multiple_of(17) {
         st.last_seen().remove(&((i % 5) as u32)).unwrap();
     }
 }
