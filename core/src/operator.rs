@@ -301,13 +301,32 @@ impl<Op: StatefulOperator, B: StateBackend> Bound<Op, B> {
     ///
     /// See [`snapshot::restore_operator`].
     pub fn restore_snapshot(&mut self, snapshot: &SnapshotReader<'_>) -> Result<RestoreSummary> {
-        snapshot::restore_operator(
-            snapshot,
+        self.restore_snapshots(&[snapshot])
+    }
+
+    /// Replaces this instance's state with the state of several snapshots applied in order:
+    /// full snapshots (of any instances' key-group ranges), each followed by the incremental
+    /// snapshots taken on top of it. Only this instance's key groups are read.
+    ///
+    /// # Errors
+    ///
+    /// See [`snapshot::restore_operator_from`].
+    pub fn restore_snapshots(
+        &mut self,
+        snapshots: &[&SnapshotReader<'_>],
+    ) -> Result<RestoreSummary> {
+        let summary = snapshot::restore_operator_from(
+            snapshots,
             &mut self.backend,
             &Op::DESCRIPTOR,
             self.columns.as_ref(),
             self.key_groups,
-        )
+        )?;
+        // What was tracked before no longer applies to the restored state: the next
+        // checkpoint of this instance is a full one.
+        self.backend.track_changes(false);
+        self.tracking = false;
+        Ok(summary)
     }
 
     /// Takes a full checkpoint of this operator alone and commits it (synchronously; see
@@ -344,18 +363,7 @@ impl<Op: StatefulOperator, B: StateBackend> Bound<Op, B> {
             .map(|(path, bytes)| SnapshotReader::parse(path.clone(), bytes))
             .collect::<Result<Vec<_>>>()?;
         let refs: Vec<&SnapshotReader<'_>> = readers.iter().collect();
-        let summary = snapshot::restore_operator_from(
-            &refs,
-            &mut self.backend,
-            &Op::DESCRIPTOR,
-            self.columns.as_ref(),
-            self.key_groups,
-        )?;
-        // What was tracked before no longer applies to the restored state: the next
-        // checkpoint of this instance is a full one.
-        self.backend.track_changes(false);
-        self.tracking = false;
-        Ok(summary)
+        self.restore_snapshots(&refs)
     }
 }
 
