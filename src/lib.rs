@@ -44,7 +44,9 @@ pub use statewright_core::*;
 pub use statewright_heap::HeapBackend;
 pub use statewright_macros::{StateKey, StatefulOperator, value};
 #[cfg(feature = "rocksdb")]
-pub use statewright_rocksdb::{Compression, RocksDbBackend, RocksDbOptions, RocksDbStats};
+pub use statewright_rocksdb::{
+    Compression, NativeCheckpoint, NativeCheckpoints, RocksDbBackend, RocksDbOptions, RocksDbStats,
+};
 
 /// Everything an operator needs: `use statewright::prelude::*;`.
 pub mod prelude {

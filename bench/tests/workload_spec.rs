@@ -56,3 +56,33 @@ fn small_run_reproduces_the_reference_checksums() {
         }
     }
 }
+
+#[test]
+fn the_snapshot_workload_restores_exactly_on_every_statewright_backend() {
+    let p = Params { k: 5_000, ..SMALL };
+    for backend in ["heap", "rocksdb", "ttl-heap", "ttl-rocksdb"] {
+        let lines = statewright_bench::snapshot::run(backend, p).unwrap();
+        let names: Vec<&str> = lines.iter().map(|l| l.workload.as_str()).collect();
+        for expected in ["snapshot_full", "snapshot_incr_delta", "restore_incr"] {
+            assert!(names.contains(&expected), "{backend}: {names:?}");
+        }
+        let restores: Vec<_> = lines.iter().filter(|l| l.verify_bad.is_some()).collect();
+        assert!(!restores.is_empty(), "{backend}: {names:?}");
+        for l in restores {
+            assert_eq!(l.verify_bad, Some(0), "{l}");
+        }
+        let full = lines
+            .iter()
+            .find(|l| l.workload == "snapshot_full")
+            .unwrap();
+        let delta = lines
+            .iter()
+            .find(|l| l.workload == "snapshot_incr_delta")
+            .unwrap();
+        assert!(
+            delta.checkpointed_bytes < full.checkpointed_bytes,
+            "{delta}"
+        );
+    }
+    assert!(statewright_bench::snapshot::run("raw-hashmap", p).is_err());
+}

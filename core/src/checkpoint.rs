@@ -529,6 +529,16 @@ impl CheckpointStorage {
     }
 }
 
+/// Decodes the bytes of a `MANIFEST` file into its retained checkpoints, checking its format,
+/// version and checksum (for tools and fuzzing; [`CheckpointStorage::list`] reads the file).
+///
+/// # Errors
+///
+/// [`Error::Foreign`], [`Error::UnsupportedVersion`] or [`Error::Corrupt`].
+pub fn decode_manifest(path: &Path, bytes: &[u8]) -> Result<Vec<CheckpointInfo>> {
+    Ok(parse_manifest(path, bytes)?.checkpoints)
+}
+
 fn parse_manifest(path: &Path, text: &[u8]) -> Result<Manifest> {
     let prefix = br#"{
   "format": "statewright-checkpoints""#;

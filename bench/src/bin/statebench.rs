@@ -3,11 +3,12 @@
 //! Runs the workloads of `WORKLOAD.md` and prints one line per result:
 //! `statewright <backend> <workload> K=<K> N=<N> ops_per_s=<f> secs=<f> checksum=<u64> verify=<u64>`.
 
-use statewright_bench::{BACKENDS, Params, WORKLOADS, read_path, run};
+use statewright_bench::{BACKENDS, Params, WORKLOADS, read_path, run, snapshot};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut backends: Vec<String> = vec!["heap".into()];
     let mut workloads: Vec<String> = WORKLOADS.iter().map(|w| (*w).to_owned()).collect();
+    workloads.push("snapshot".into());
     let mut p = Params {
         k: 1_000_000,
         n: 10_000_000,
@@ -29,7 +30,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--read-path" => read_path_only = true,
             "--help" | "-h" => {
                 println!(
-                    "statebench [--backend {}] [--workload {}] [--K keys] [--N ops] [--seed s] [--M map-keys]",
+                    "statebench [--backend {}] [--workload {},snapshot] [--K keys] [--N ops] [--seed s] [--M map-keys]",
                     BACKENDS.join(","),
                     WORKLOADS.join(",")
                 );
@@ -53,6 +54,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     for backend in &backends {
         for workload in &workloads {
+            if workload == "snapshot" {
+                if backend.starts_with("raw-") {
+                    continue;
+                }
+                for line in snapshot::run(backend, p)? {
+                    println!("{line}");
+                }
+                continue;
+            }
             for line in run(backend, workload, p)? {
                 println!("{line}");
             }
