@@ -11,6 +11,9 @@ pub mod ttl {}
 #[doc = include_str!("src/backends.md")]
 pub mod backends {}
 
+#[doc = include_str!("src/checkpoints.md")]
+pub mod checkpoints {}
+
 #[doc = include_str!("src/inspecting.md")]
 pub mod inspecting {}
 

@@ -1,8 +1,10 @@
 //! Fraud detection with keyed state that survives a crash.
 //!
 //! A stream of generated card transactions flows through the `FraudDetector` operator on the
-//! heap backend. Midway the job takes a checkpoint, then "crashes": the operator and its state
-//! are dropped, along with the events processed after the checkpoint. A new operator restores
+//! heap backend. The job checkpoints every tenth of the stream (a full checkpoint, then
+//! incremental ones holding only what changed), then, after seven tenths, "crashes": the
+//! operator and its state are dropped, along with the events processed after the last
+//! checkpoint. A new operator restores
 //! from the checkpoint, replays from the checkpointed position (as a source with offsets would)
 //! and finishes. The result must equal an uninterrupted run: the same alerts and, byte for
 //! byte, the same final state.
@@ -189,33 +191,38 @@ pub struct Recovery {
 /// Processes the stream, checkpoints midway, crashes, restores and finishes.
 pub fn with_crash(events: u64, backend: Backend, dir: &Path) -> statewright::Result<Recovery> {
     // ANCHOR: checkpoint
-    let storage = CheckpointStorage::open(dir.join("checkpoints"))?;
+    // A checkpoint every tenth of the stream: a full one, then incremental ones on the heap.
+    let mut checkpointer = Checkpointer::new(CheckpointConfig::new(dir.join("checkpoints")))?;
+    let every = (events / 10).max(1);
     let checkpoint_at = events / 2;
     let crash_at = checkpoint_at + events / 5;
 
     let mut op = detector().bind(TtlBackend::new(backend.open(dir, "before-crash")?))?;
     let mut alerts = Vec::new();
-    for i in 0..checkpoint_at {
+    let mut checkpoint = None;
+    // What a source and a sink would commit with the checkpoint: the position, the alerts.
+    let (mut position, mut alerts_at_checkpoint) = (0, 0);
+    for i in 0..crash_at {
         if process(&mut op, &txn(i))? {
             alerts.push(i);
         }
-    }
-    let checkpoint = op.checkpoint(&storage)?;
-    let alerts_at_checkpoint = alerts.len(); // a sink would commit these with the checkpoint
-    for i in checkpoint_at..crash_at {
-        if process(&mut op, &txn(i))? {
-            alerts.push(i);
+        if (i + 1) % every == 0 && i < checkpoint_at {
+            checkpoint = Some(checkpointer.checkpoint_now(&mut [&mut op])?.info);
+            (position, alerts_at_checkpoint) = (i + 1, alerts.len());
         }
     }
+    let checkpoint = checkpoint.ok_or(statewright::Error::CheckpointNotStarted {
+        reason: "the stream is too short to checkpoint",
+    })?;
     drop(op); // the crash: everything since the checkpoint is gone
     alerts.truncate(alerts_at_checkpoint);
 
     let mut op = detector().restore(
         TtlBackend::new(backend.open(dir, "after-crash")?),
-        &storage,
+        checkpointer.storage(),
         RestorePoint::Latest,
     )?;
-    for i in checkpoint_at..events {
+    for i in position..events {
         if process(&mut op, &txn(i))? {
             alerts.push(i);
         }
@@ -227,7 +234,7 @@ pub fn with_crash(events: u64, backend: Backend, dir: &Path) -> statewright::Res
             final_state: final_state(&op)?,
         },
         checkpoint,
-        replayed: crash_at - checkpoint_at,
+        replayed: crash_at - position,
         expired: expired(&op),
     })
 }
@@ -284,10 +291,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("  events:      {events}");
     println!("  alerts:      {}", recovery.outcome.alerts.len());
     println!(
-        "  checkpoint:  id {} after {} events, {} bytes",
+        "  checkpoint:  id {} ({}) after {} events, {} bytes ({} with the checkpoints it builds on)",
         recovery.checkpoint.id,
+        recovery.checkpoint.kind(),
         events / 2,
-        recovery.checkpoint.bytes()
+        recovery.checkpoint.bytes(),
+        recovery.checkpoint.restore_bytes()
     );
     println!(
         "  crash:       {} events lost and replayed after restore",

@@ -226,7 +226,7 @@ struct InFlight {
 /// struct Counts { n: ValueState<u64> }
 ///
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> statewright::Result<()> {
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let dir = tempfile::tempdir()?;
 /// let config = CheckpointConfig::new(dir.path()).interval(Duration::from_millis(100));
 /// let mut checkpointer = Checkpointer::new(config)?;
