@@ -381,7 +381,12 @@ impl<Op: StatefulOperator, B: StateBackend> Checkpointable for Bound<Op, B> {
     }
 
     fn capture_full(&mut self, track_changes: bool) -> Result<SnapshotImage> {
-        let image = self.capture()?;
+        let image = snapshot::capture_detached(
+            &self.backend,
+            &Op::DESCRIPTOR,
+            self.columns.as_ref(),
+            self.key_groups,
+        )?;
         // In the same synchronous step: every change after the capture is tracked.
         self.tracking = self.backend.track_changes(track_changes) && track_changes;
         Ok(image)

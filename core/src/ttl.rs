@@ -51,7 +51,9 @@ use std::time::Duration;
 #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::backend::{ChangeVisitor, EntryIter, EntryVisitor, StateBackend, StateId};
+use crate::backend::{
+    ChangeVisitor, DetachedState, EntryIter, EntryVisitor, StateBackend, StateId,
+};
 use crate::codec::Frames;
 use crate::descriptor::{StateDescriptor, StateKind, TtlTime, TtlUpdate, TtlVisibility};
 use crate::error::{CodecError, Error, Result};
@@ -914,6 +916,22 @@ impl<B: StateBackend> StateBackend for TtlBackend<B> {
         self.inner.install_expiry_filter(state, filter)
     }
 
+    fn detach(&self) -> Result<Option<Box<dyn DetachedState>>> {
+        let Some(inner) = self.inner.detach()? else {
+            return Ok(None);
+        };
+        // Expiry as of now, the moment of the view.
+        let ttls = self
+            .states
+            .iter()
+            .map(|s| {
+                s.as_ref()
+                    .map(|t| (t.list, t.ttl_ms, self.time.now(t.mode)))
+            })
+            .collect();
+        Ok(Some(Box::new(TtlDetached { inner, ttls })))
+    }
+
     fn track_changes(&mut self, on: bool) -> bool {
         self.inner.track_changes(on)
     }
@@ -922,6 +940,31 @@ impl<B: StateBackend> StateBackend for TtlBackend<B> {
         // Queued removals and stamp refreshes are changes too.
         self.apply_pending()?;
         self.inner.drain_changes(state, visit)
+    }
+}
+
+/// A detached view of a TTL backend: the inner view, without what had expired when it was taken.
+struct TtlDetached {
+    inner: Box<dyn DetachedState>,
+    /// Per state: list, TTL in milliseconds, and the time of the view.
+    ttls: Vec<Option<(bool, i64, i64)>>,
+}
+
+impl DetachedState for TtlDetached {
+    fn for_each_stored(&self, state: StateId, visit: &mut EntryVisitor<'_>) -> Result<()> {
+        let Some(&Some((list, ttl_ms, now))) = self.ttls.get(state.0 as usize) else {
+            return self.inner.for_each_stored(state, visit);
+        };
+        let mut live = Vec::new();
+        self.inner
+            .for_each_stored(state, &mut |key, user_key, raw| {
+                live.clear();
+                let r = retain_live(list, raw, ttl_ms, now, None, &mut live)?;
+                if r.kept == 0 {
+                    return Ok(());
+                }
+                visit(key, user_key, if r.dropped == 0 { raw } else { &live })
+            })
     }
 }
 

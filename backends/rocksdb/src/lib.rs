@@ -46,7 +46,7 @@ use std::time::Instant;
 use rocksdb::compaction_filter::{CompactionFilter, Decision as CompactionDecision};
 use rocksdb::compaction_filter_factory::{CompactionFilterContext, CompactionFilterFactory};
 use rocksdb::{ColumnFamily, DB, DBPinnableSlice, ReadOptions, WriteOptions};
-use statewright_core::backend::{EntryIter, EntryVisitor, StateBackend, StateId};
+use statewright_core::backend::{DetachedState, EntryIter, EntryVisitor, StateBackend, StateId};
 use statewright_core::checkpoint::validate_name;
 use statewright_core::ttl::ExpiryFilter;
 use statewright_core::{Error, Result, StateDescriptor};
@@ -126,6 +126,71 @@ fn cf_options(
     let slot = Arc::clone(slots.entry(name.to_owned()).or_default());
     o.set_compaction_filter_factory(TtlFilterFactory { slot });
     o
+}
+
+/// A detached view: a checkpoint of the database, opened read-only on first use.
+struct Detached {
+    // Declared before the directory: the database closes before its files are deleted.
+    db: RefCell<Option<DB>>,
+    names: Vec<String>,
+    options: RocksDbOptions,
+    target: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl DetachedState for Detached {
+    fn for_each_stored(&self, state: StateId, visit: &mut EntryVisitor<'_>) -> Result<()> {
+        let name = self
+            .names
+            .get(state.0 as usize)
+            .ok_or(Error::UnknownState {
+                backend: "rocksdb",
+                id: state.0,
+            })?;
+        let mut slot = self.db.try_borrow_mut().map_err(|_| Error::Backend {
+            backend: "rocksdb",
+            message: "a detached view is read by one visitor at a time".into(),
+        })?;
+        if slot.is_none() {
+            let cache = rocksdb::Cache::new_lru_cache(8 << 20);
+            let cfs: Vec<_> = self
+                .names
+                .iter()
+                .map(|n| {
+                    rocksdb::ColumnFamilyDescriptor::new(n, self.options.rocksdb_cf_options(&cache))
+                })
+                .collect();
+            let db = DB::open_cf_descriptors_read_only(
+                &self.options.rocksdb_db_options(),
+                &self.target,
+                cfs,
+                false,
+            )
+            .map_err(|e| db_error(&e))?;
+            *slot = Some(db);
+        }
+        let Some(db) = slot.as_ref() else {
+            return Ok(());
+        };
+        let cf = db.cf_handle(name).ok_or_else(|| Error::Backend {
+            backend: "rocksdb",
+            message: format!("no column family `{name}` in the detached view"),
+        })?;
+        let mut read = ReadOptions::default();
+        read.fill_cache(false);
+        let mut it = db.raw_iterator_cf_opt(cf, read);
+        it.seek_to_first();
+        let mut key = Vec::new();
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            let split = split_internal(k, &mut key).ok_or_else(|| Error::Backend {
+                backend: "rocksdb",
+                message: format!("malformed key in column family `{name}`"),
+            })?;
+            visit(&key, &k[split..], v)?;
+            it.next();
+        }
+        it.status().map_err(|e| db_error(&e))
+    }
 }
 
 /// Keyed state in a RocksDB database.
@@ -584,6 +649,33 @@ impl StateBackend for RocksDbBackend {
 
     /// Compactions drop entries whose every part has expired; a list with live elements is
     /// kept whole (reads drop its expired elements).
+    /// A RocksDB checkpoint (a memtable flush and hard links to the SST files) next to the
+    /// database, opened read-only by whichever thread reads the view, deleted when the view
+    /// drops.
+    fn detach(&self) -> Result<Option<Box<dyn DetachedState>>> {
+        let parent = self.path.parent().unwrap_or(&self.path);
+        let dir = tempfile::Builder::new()
+            .prefix(".statewright-capture-")
+            .tempdir_in(parent)
+            .map_err(|e| Error::Io {
+                path: parent.to_owned(),
+                source: e,
+            })?;
+        let target = dir.path().join("db");
+        let cp = rocksdb::checkpoint::Checkpoint::new(&self.db).map_err(|e| db_error(&e))?;
+        // A log size of 0 flushes the memtables first: with the write-ahead log off, that is
+        // the only way their contents reach the checkpoint.
+        cp.create_checkpoint_with_log_size(&target, 0)
+            .map_err(|e| db_error(&e))?;
+        Ok(Some(Box::new(Detached {
+            db: RefCell::new(None),
+            names: self.columns.iter().map(|c| c.name.clone()).collect(),
+            options: self.options.clone(),
+            target,
+            _dir: dir,
+        })))
+    }
+
     fn install_expiry_filter(&mut self, state: StateId, filter: ExpiryFilter) -> Result<bool> {
         let name = &self
             .columns

@@ -36,5 +36,6 @@ pub use read::{
     restore_operator_from,
 };
 pub use write::{
-    SnapshotImage, SnapshotOptions, SnapshotSummary, capture, capture_changes, write_operator,
+    SnapshotImage, SnapshotOptions, SnapshotSummary, capture, capture_changes, capture_detached,
+    write_operator,
 };

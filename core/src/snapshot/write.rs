@@ -10,7 +10,7 @@ use super::format::{
     KIND_FULL, KIND_INCREMENTAL, KeyGroupIndex, SnapshotIndex, StateSection, TOMBSTONE_ENTRY,
     TOMBSTONE_KEY, put_u32,
 };
-use crate::backend::{Change, StateBackend, StateId};
+use crate::backend::{Change, DetachedState, StateBackend, StateId};
 use crate::codec::RKYV_FORMAT;
 use crate::descriptor::{OperatorDescriptor, StateKind};
 use crate::error::{Error, Result};
@@ -142,6 +142,9 @@ pub struct SnapshotImage {
     range: KeyGroupRange,
     incremental: bool,
     states: Vec<StateImage>,
+    /// A view to copy the states from when the image is written (see
+    /// [`StateBackend::detach`]), with the backend's id of each state.
+    detached: Option<(Box<dyn DetachedState>, Vec<StateId>)>,
 }
 
 impl std::fmt::Debug for SnapshotImage {
@@ -150,6 +153,7 @@ impl std::fmt::Debug for SnapshotImage {
             .field("operator", &self.operator)
             .field("range", &self.range)
             .field("incremental", &self.incremental)
+            .field("detached", &self.detached.is_some())
             .field("entries", &self.entries())
             .field("bytes", &self.bytes())
             .finish()
@@ -208,6 +212,40 @@ pub fn capture<B: StateBackend + ?Sized>(
         range,
         incremental: false,
         states,
+        detached: None,
+    })
+}
+
+/// Like [`capture`], but where the backend can [detach](StateBackend::detach) a consistent view
+/// of its state, takes only that view now and copies the entries out of it when the image is
+/// written, on whichever thread writes it.
+///
+/// # Errors
+///
+/// A backend failure.
+pub fn capture_detached<B: StateBackend + ?Sized>(
+    backend: &B,
+    operator: &OperatorDescriptor,
+    columns: &[StateId],
+    range: KeyGroupRange,
+) -> Result<SnapshotImage> {
+    let Some(view) = backend.detach()? else {
+        return capture(backend, operator, columns, range);
+    };
+    let states = operator
+        .states
+        .iter()
+        .zip(columns)
+        .map(|(state, &column)| state_image(state, backend.stamps_ttl(column)))
+        .collect();
+    Ok(SnapshotImage {
+        operator: operator.name,
+        key_type: operator.key_type,
+        max_parallelism: operator.max_parallelism,
+        range,
+        incremental: false,
+        states,
+        detached: Some((view, columns.to_vec())),
     })
 }
 
@@ -246,6 +284,7 @@ pub fn capture_changes<B: StateBackend + ?Sized>(
         range,
         incremental: true,
         states,
+        detached: None,
     })
 }
 
@@ -269,7 +308,14 @@ impl SnapshotImage {
         self.range
     }
 
-    /// Entries (changes, for an incremental image) over all states.
+    /// Whether the entries are still in a detached view of the backend, copied out when the
+    /// image is written (see [`capture_detached`]).
+    #[must_use]
+    pub fn is_detached(&self) -> bool {
+        self.detached.is_some()
+    }
+
+    /// Entries (changes, for an incremental image) over all states; 0 while detached.
     #[must_use]
     pub fn entries(&self) -> u64 {
         self.states.iter().map(|s| s.entries.len() as u64).sum()
@@ -294,6 +340,17 @@ impl SnapshotImage {
         path: &Path,
         out: W,
     ) -> Result<SnapshotSummary> {
+        if let Some((view, columns)) = self.detached.take() {
+            let range = self.range;
+            for (image, &column) in self.states.iter_mut().zip(&columns) {
+                view.for_each_stored(column, &mut |key, user_key, value| {
+                    if range.contains(key_group_of(key)) {
+                        image.push(key, user_key, Some(value), 0)?;
+                    }
+                    Ok(())
+                })?;
+            }
+        }
         let compression = if options.compression {
             COMPRESSION_LZ4
         } else {
