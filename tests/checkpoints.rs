@@ -263,3 +263,24 @@ fn restore_the_state_as_of_a_point_in_time() -> statewright::Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn one_checkpoint_of_a_directory_is_written_at_a_time() -> statewright::Result<()> {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = CheckpointStorage::open(dir.path())?;
+    let mut op = Counts::default().bind(HeapBackend::new())?;
+    bump(&mut op, 0..10)?;
+    let mut first = storage.begin()?;
+    first.add(&op)?;
+    // A second writer (another thread, process or a savepoint during an asynchronous
+    // checkpoint) is refused instead of committing a manifest without the first.
+    let err = op.checkpoint(&storage).unwrap_err();
+    assert!(matches!(err, Error::CheckpointNotStarted { .. }), "{err}");
+    let info = first.commit()?;
+    let second = op.checkpoint(&storage)?;
+    assert_eq!(
+        storage.list()?.iter().map(|c| c.id).collect::<Vec<_>>(),
+        [info.id, second.id]
+    );
+    Ok(())
+}

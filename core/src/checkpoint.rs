@@ -31,6 +31,7 @@ use crate::snapshot::{SnapshotImage, SnapshotOptions};
 
 const MANIFEST: &str = "MANIFEST";
 const MANIFEST_TMP: &str = "MANIFEST.tmp";
+const LOCK: &str = "LOCK";
 const MANIFEST_FORMAT: &str = "statewright-checkpoints";
 const MANIFEST_VERSION: u32 = 2;
 const CRC_PREFIX: &str = "crc32c ";
@@ -413,12 +414,33 @@ impl CheckpointStorage {
     }
 
     /// Starts a new checkpoint; add snapshots to it, then [`commit`](PendingCheckpoint::commit).
-    /// Dropping it uncommitted removes its files.
+    /// Dropping it uncommitted removes its files. One checkpoint of a directory is written at
+    /// a time (a lock file, `LOCK`, held until commit).
     ///
     /// # Errors
     ///
-    /// A damaged manifest (the directory is left as it is) or an I/O failure.
+    /// [`Error::CheckpointNotStarted`] while another checkpoint of the directory is being
+    /// written; a damaged manifest (the directory is left as it is) or an I/O failure.
     pub fn begin(&self) -> Result<PendingCheckpoint<'_>> {
+        // One writer at a time, across threads and processes (an advisory lock the kernel
+        // releases when the process dies): a second writer would commit a manifest without
+        // the first one's checkpoint, or collect its directory.
+        let lock_path = self.dir.join(LOCK);
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::io(&lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(Error::CheckpointNotStarted {
+                    reason: "another checkpoint of this directory is being written",
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(Error::io(&lock_path, e)),
+        }
         let manifest = self.read_manifest()?;
         // Never reuse the number of a directory a crashed attempt may have left behind.
         let mut id = manifest.next_id.max(1);
@@ -435,6 +457,7 @@ impl CheckpointStorage {
             dir,
             files: Vec::new(),
             committed: false,
+            _lock: lock,
         })
     }
 
@@ -669,6 +692,8 @@ pub struct PendingCheckpoint<'s> {
     dir: PathBuf,
     files: Vec<CheckpointFile>,
     committed: bool,
+    /// Held until the checkpoint is committed or abandoned.
+    _lock: File,
 }
 
 impl PendingCheckpoint<'_> {
@@ -742,8 +767,22 @@ impl PendingCheckpoint<'_> {
                 ),
             });
         }
+        // Every base must be a file a retained checkpoint still has; retention may have
+        // deleted any other.
         for b in base {
             self.storage.safe_join(&b.path)?;
+            let retained = self.manifest.checkpoints.iter().any(|c| {
+                c.files
+                    .iter()
+                    .any(|f| f.path == b.path || f.base.iter().any(|x| x.path == b.path))
+            });
+            if !retained {
+                return Err(Error::Incompatible {
+                    operator: operator.to_owned(),
+                    path: self.storage.dir.join(&b.path),
+                    reason: "the base of an incremental snapshot is no longer retained".into(),
+                });
+            }
         }
         let file_name = format!("{operator}.kg{}-{}.snap", range.first(), range.last());
         let path = self.dir.join(&file_name);

@@ -277,18 +277,24 @@ impl Checkpointer {
         let due = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
         let ticker = {
-            let (due, stop, interval) = (due.clone(), stop.clone(), config.interval);
+            let (due, stop) = (due.clone(), stop.clone());
+            // At most a thousand checkpoints a second; an interval too long to add to a clock
+            // reading means "only when triggered".
+            let interval = config.interval.max(Duration::from_millis(1));
             std::thread::Builder::new()
                 .name("statewright-checkpoint-timer".into())
                 .spawn(move || {
-                    let mut next = Instant::now() + interval;
+                    let mut next = Instant::now().checked_add(interval);
                     while !stop.load(Ordering::Relaxed) {
                         let now = Instant::now();
-                        if now >= next {
-                            due.store(true, Ordering::Relaxed);
-                            next = now + interval;
+                        match next {
+                            Some(at) if now >= at => {
+                                due.store(true, Ordering::Relaxed);
+                                next = now.checked_add(interval);
+                            }
+                            Some(at) => std::thread::park_timeout(at - now),
+                            None => std::thread::park(),
                         }
-                        std::thread::park_timeout(next.saturating_duration_since(now));
                     }
                 })
                 .map_err(|e| Error::io(&config.storage, e))?
@@ -499,6 +505,13 @@ impl Checkpointer {
     ) -> Result<CheckpointReport> {
         match result {
             Ok(info) => {
+                // An instance left out of this checkpoint may lose its bases to retention: its
+                // next checkpoint is a full one.
+                self.chains.retain(|k, _| {
+                    info.files.iter().any(|f| {
+                        f.operator == k.0 && f.first_key_group == k.1 && f.last_key_group == k.2
+                    })
+                });
                 for f in &info.files {
                     let key = (f.operator.clone(), f.first_key_group, f.last_key_group);
                     match f.kind {

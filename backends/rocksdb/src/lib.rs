@@ -128,6 +128,30 @@ fn cf_options(
     o
 }
 
+/// The name prefix of the directories `detach` creates next to the database at `path`.
+fn capture_prefix(path: &Path) -> String {
+    let name = path
+        .file_name()
+        .map_or_else(|| "db".into(), |n| n.to_string_lossy());
+    format!(".{name}.statewright-capture-")
+}
+
+/// Removes what detached views of the database at `path` left behind when a process died
+/// while writing a checkpoint (their hard links would keep deleted SST files on disk).
+fn remove_stale_captures(path: &Path) {
+    let (Some(parent), prefix) = (path.parent(), capture_prefix(path)) else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// A detached view: a checkpoint of the database, opened read-only on first use.
 struct Detached {
     // Declared before the directory: the database closes before its files are deleted.
@@ -302,6 +326,8 @@ impl RocksDbBackend {
             })
             .collect();
         let db = DB::open_cf_descriptors(&db_opts, &path, cfs).map_err(|e| db_error(&e))?;
+        // Opened: no other process has this database, so no view of it is being read.
+        remove_stale_captures(&path);
         let mut write_opts = WriteOptions::default();
         write_opts.disable_wal(!options.write_ahead_log);
         let mut read_opts = ReadOptions::default();
@@ -647,15 +673,13 @@ impl StateBackend for RocksDbBackend {
         self.db.create_cf(&name, &opts).map_err(|e| db_error(&e))
     }
 
-    /// Compactions drop entries whose every part has expired; a list with live elements is
-    /// kept whole (reads drop its expired elements).
     /// A RocksDB checkpoint (a memtable flush and hard links to the SST files) next to the
     /// database, opened read-only by whichever thread reads the view, deleted when the view
     /// drops.
     fn detach(&self) -> Result<Option<Box<dyn DetachedState>>> {
         let parent = self.path.parent().unwrap_or(&self.path);
         let dir = tempfile::Builder::new()
-            .prefix(".statewright-capture-")
+            .prefix(&capture_prefix(&self.path))
             .tempdir_in(parent)
             .map_err(|e| Error::Io {
                 path: parent.to_owned(),
@@ -676,6 +700,8 @@ impl StateBackend for RocksDbBackend {
         })))
     }
 
+    /// Compactions drop entries whose every part has expired; a list with live elements is
+    /// kept whole (reads drop its expired elements).
     fn install_expiry_filter(&mut self, state: StateId, filter: ExpiryFilter) -> Result<bool> {
         let name = &self
             .columns
