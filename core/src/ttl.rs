@@ -865,16 +865,9 @@ impl<B: StateBackend> StateBackend for TtlBackend<B> {
             return self.inner.for_each_stored(state, visit);
         };
         let now = self.time.now(t.mode);
-        let mut live = Vec::new();
-        self.inner
-            .for_each_stored(state, &mut |key, user_key, raw| {
-                live.clear();
-                let r = retain_live(t.list, raw, t.ttl_ms, now, None, &mut live)?;
-                if r.kept == 0 {
-                    return Ok(());
-                }
-                visit(key, user_key, if r.dropped == 0 { raw } else { &live })
-            })
+        visit_live(t.list, t.ttl_ms, now, visit, |v| {
+            self.inner.for_each_stored(state, v)
+        })
     }
 
     fn put_stored(
@@ -943,6 +936,26 @@ impl<B: StateBackend> StateBackend for TtlBackend<B> {
     }
 }
 
+/// Runs `walk` (a visit of stored, stamped entries) and passes on what is live at `now`: whole
+/// values and entries, lists without their expired elements.
+fn visit_live(
+    list: bool,
+    ttl_ms: i64,
+    now: i64,
+    visit: &mut EntryVisitor<'_>,
+    walk: impl FnOnce(&mut EntryVisitor<'_>) -> Result<()>,
+) -> Result<()> {
+    let mut live = Vec::new();
+    walk(&mut |key, user_key, raw| {
+        live.clear();
+        let r = retain_live(list, raw, ttl_ms, now, None, &mut live)?;
+        if r.kept == 0 {
+            return Ok(());
+        }
+        visit(key, user_key, if r.dropped == 0 { raw } else { &live })
+    })
+}
+
 /// A detached view of a TTL backend: the inner view, without what had expired when it was taken.
 struct TtlDetached {
     inner: Box<dyn DetachedState>,
@@ -955,16 +968,9 @@ impl DetachedState for TtlDetached {
         let Some(&Some((list, ttl_ms, now))) = self.ttls.get(state.0 as usize) else {
             return self.inner.for_each_stored(state, visit);
         };
-        let mut live = Vec::new();
-        self.inner
-            .for_each_stored(state, &mut |key, user_key, raw| {
-                live.clear();
-                let r = retain_live(list, raw, ttl_ms, now, None, &mut live)?;
-                if r.kept == 0 {
-                    return Ok(());
-                }
-                visit(key, user_key, if r.dropped == 0 { raw } else { &live })
-            })
+        visit_live(list, ttl_ms, now, visit, |v| {
+            self.inner.for_each_stored(state, v)
+        })
     }
 }
 

@@ -128,6 +128,28 @@ fn cf_options(
     o
 }
 
+/// Visits every entry of a column family as `(key, user key, value)`.
+fn visit_column(
+    db: &DB,
+    cf: &ColumnFamily,
+    read: ReadOptions,
+    name: &str,
+    visit: &mut EntryVisitor<'_>,
+) -> Result<()> {
+    let mut it = db.raw_iterator_cf_opt(cf, read);
+    it.seek_to_first();
+    let mut key = Vec::new();
+    while let (Some(k), Some(v)) = (it.key(), it.value()) {
+        let split = split_internal(k, &mut key).ok_or_else(|| Error::Backend {
+            backend: "rocksdb",
+            message: format!("malformed key in column family `{name}`"),
+        })?;
+        visit(&key, &k[split..], v)?;
+        it.next();
+    }
+    it.status().map_err(|e| db_error(&e))
+}
+
 /// The name prefix of the directories `detach` creates next to the database at `path`.
 fn capture_prefix(path: &Path) -> String {
     let name = path
@@ -202,18 +224,7 @@ impl DetachedState for Detached {
         })?;
         let mut read = ReadOptions::default();
         read.fill_cache(false);
-        let mut it = db.raw_iterator_cf_opt(cf, read);
-        it.seek_to_first();
-        let mut key = Vec::new();
-        while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            let split = split_internal(k, &mut key).ok_or_else(|| Error::Backend {
-                backend: "rocksdb",
-                message: format!("malformed key in column family `{name}`"),
-            })?;
-            visit(&key, &k[split..], v)?;
-            it.next();
-        }
-        it.status().map_err(|e| db_error(&e))
+        visit_column(db, cf, read, name, visit)
     }
 }
 
@@ -633,21 +644,8 @@ impl StateBackend for RocksDbBackend {
 
     fn for_each_entry(&self, state: StateId, visit: &mut EntryVisitor<'_>) -> Result<()> {
         let cf = self.cf(state)?;
-        let mut it = self.db.raw_iterator_cf_opt(cf, ReadOptions::default());
-        it.seek_to_first();
-        let mut key = Vec::new();
-        while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            let split = split_internal(k, &mut key).ok_or_else(|| Error::Backend {
-                backend: "rocksdb",
-                message: format!(
-                    "malformed key in column family `{}`",
-                    self.column_family_name(state).unwrap_or("?")
-                ),
-            })?;
-            visit(&key, &k[split..], v)?;
-            it.next();
-        }
-        it.status().map_err(|e| db_error(&e))
+        let name = self.column_family_name(state).unwrap_or("?");
+        visit_column(&self.db, cf, ReadOptions::default(), name, visit)
     }
 
     fn release_reads(&mut self) {
