@@ -205,11 +205,7 @@ impl CheckpointInfo {
         let mut files: Vec<&CheckpointFile> = self
             .files
             .iter()
-            .filter(|f| {
-                f.operator == operator
-                    && f.first_key_group <= range.last()
-                    && range.first() <= f.last_key_group
-            })
+            .filter(|f| f.operator == operator && f.key_groups().overlaps(range))
             .collect();
         files.sort_by_key(|f| f.first_key_group);
         files
@@ -733,11 +729,11 @@ impl PendingCheckpoint<'_> {
         let operator = image.operator();
         let range = image.key_groups();
         validate_name("operator", operator)?;
-        if self.files.iter().any(|f| {
-            f.operator == operator
-                && f.first_key_group <= range.last()
-                && range.first() <= f.last_key_group
-        }) {
+        if self
+            .files
+            .iter()
+            .any(|f| f.operator == operator && f.key_groups().overlaps(range))
+        {
             return Err(Error::InvalidName {
                 what: "operator",
                 name: operator.to_owned(),

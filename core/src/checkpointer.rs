@@ -507,13 +507,13 @@ impl Checkpointer {
             Ok(info) => {
                 // An instance left out of this checkpoint may lose its bases to retention: its
                 // next checkpoint is a full one.
-                self.chains.retain(|k, _| {
-                    info.files.iter().any(|f| {
-                        f.operator == k.0 && f.first_key_group == k.1 && f.last_key_group == k.2
-                    })
-                });
-                for f in &info.files {
-                    let key = (f.operator.clone(), f.first_key_group, f.last_key_group);
+                let written: Vec<InstanceKey> = info
+                    .files
+                    .iter()
+                    .map(|f| instance_key(&f.operator, f.key_groups()))
+                    .collect();
+                self.chains.retain(|k, _| written.contains(k));
+                for (f, key) in info.files.iter().zip(written) {
                     match f.kind {
                         SnapshotKind::Full => {
                             self.chains.insert(

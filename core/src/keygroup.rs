@@ -120,6 +120,12 @@ impl KeyGroupRange {
         (self.first..=self.last).contains(&key_group)
     }
 
+    /// Whether the two ranges share a key group.
+    #[must_use]
+    pub fn overlaps(&self, other: KeyGroupRange) -> bool {
+        self.first <= other.last && other.first <= self.last
+    }
+
     /// Number of groups in the range.
     #[must_use]
     pub fn len(&self) -> usize {
