@@ -192,7 +192,10 @@ pub struct Recovery {
 pub fn with_crash(events: u64, backend: Backend, dir: &Path) -> statewright::Result<Recovery> {
     // ANCHOR: checkpoint
     // A checkpoint every tenth of the stream: a full one, then incremental ones on the heap.
-    let mut checkpointer = Checkpointer::new(CheckpointConfig::new(dir.join("checkpoints")))?;
+    // Canonical snapshots (`native(false)`) restore into any backend; RocksDB's own native
+    // checkpoints restore with `statewright::restore_native`.
+    let mut checkpointer =
+        Checkpointer::new(CheckpointConfig::new(dir.join("checkpoints")).native(false))?;
     let every = (events / 10).max(1);
     let checkpoint_at = events / 2;
     let crash_at = checkpoint_at + events / 5;

@@ -45,7 +45,7 @@ pub use statewright_heap::HeapBackend;
 pub use statewright_macros::{StateKey, StatefulOperator, value};
 #[cfg(feature = "rocksdb")]
 pub use statewright_rocksdb::{
-    Compression, NativeCheckpoint, NativeCheckpoints, RocksDbBackend, RocksDbOptions, RocksDbStats,
+    Compression, RocksDbBackend, RocksDbOptions, RocksDbStats, restore_native,
 };
 
 /// Everything an operator needs: `use statewright::prelude::*;`.

@@ -251,6 +251,7 @@ fn a_chain_grown_past_its_size_ratio_gets_a_new_full_checkpoint() {
         match want {
             SnapshotKind::Full => (full, since_full) = (info.bytes(), 0),
             SnapshotKind::Incremental => since_full += info.bytes(),
+            SnapshotKind::Native => panic!("the heap backend has no native checkpoints"),
         }
         kinds.push(want);
     }
@@ -487,7 +488,9 @@ fn asynchronous_checkpoints_need_a_runtime_and_say_so() {
 async fn rocksdb_checkpoints_copy_the_state_after_the_pause() {
     use statewright::{RocksDbBackend, RocksDbOptions};
     let dir = tempfile::tempdir().unwrap();
-    let mut checkpointer = Checkpointer::new(CheckpointConfig::new(dir.path())).unwrap();
+    // Canonical snapshots, written from a detached view (native ones: the next test).
+    let mut checkpointer =
+        Checkpointer::new(CheckpointConfig::new(dir.path()).native(false)).unwrap();
     let backend =
         RocksDbBackend::open(dir.path().join("db"), RocksDbOptions::low_memory()).unwrap();
     let mut op = Mixed::default().bind(backend).unwrap();
@@ -526,6 +529,58 @@ async fn rocksdb_checkpoints_copy_the_state_after_the_pause() {
         .unwrap();
     assert!(image(&restored) == image(&op), "every update, none lost");
     // The detached views are gone with their checkpoints written.
+    let leftovers = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains(".statewright-capture-")
+        })
+        .count();
+    assert_eq!(leftovers, 0);
+}
+
+/// RocksDB's native checkpoints: the pause hard-links the files, the asynchronous step moves
+/// them into the storage; updates made meanwhile are in the next checkpoint only.
+#[cfg(feature = "rocksdb")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rocksdb_native_checkpoints_hold_the_state_of_the_pause() {
+    use statewright::keygroup::KeyGroupRange;
+    use statewright::{RocksDbBackend, RocksDbOptions, restore_native};
+    let dir = tempfile::tempdir().unwrap();
+    let mut checkpointer =
+        Checkpointer::new(CheckpointConfig::new(dir.path().join("checkpoints"))).unwrap();
+    let backend =
+        RocksDbBackend::open(dir.path().join("db"), RocksDbOptions::low_memory()).unwrap();
+    let mut op = Mixed::default().bind(backend).unwrap();
+    let mut rng = Rng(12);
+    let mut restored_images = Vec::new();
+    for round in 0..3 {
+        for _ in 0..5_000 {
+            mutate_mixed(&mut op, &mut rng, 2_000);
+        }
+        let at_capture = image(&op);
+        let started = checkpointer.trigger(&mut [&mut op]).unwrap();
+        assert_eq!((started.native, started.entries), (1, 0));
+        for _ in 0..2_000 {
+            mutate_mixed(&mut op, &mut rng, 2_000);
+        }
+        let report = checkpointer.wait().await.unwrap().unwrap();
+        assert_eq!(report.info.kind(), SnapshotKind::Native);
+        let restored = restore_native(
+            Mixed::default(),
+            checkpointer.storage(),
+            RestorePoint::Id(report.info.id),
+            KeyGroupRange::all(Mixed::DESCRIPTOR.max_parallelism),
+            dir.path().join(format!("restored-{round}")),
+            RocksDbOptions::low_memory(),
+        )
+        .unwrap();
+        restored_images.push(image(&restored) == at_capture);
+    }
+    assert_eq!(restored_images, vec![true; 3], "the state at each pause");
     let leftovers = std::fs::read_dir(dir.path())
         .unwrap()
         .filter(|e| {

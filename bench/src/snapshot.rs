@@ -5,9 +5,10 @@ use std::path::Path;
 use std::time::Instant;
 
 use statewright::checkpointer::{CheckpointConfig, Checkpointable, Checkpointer};
+use statewright::keygroup::KeyGroupRange;
 use statewright::prelude::*;
 use statewright::snapshot::{SnapshotOptions, SnapshotReader};
-use statewright::{NativeCheckpoints, RocksDbBackend, RocksDbOptions};
+use statewright::{RocksDbBackend, RocksDbOptions, restore_native};
 
 use crate::{BenchOp, Params, Store, TtlBenchOp};
 
@@ -169,7 +170,9 @@ pub fn run(backend: &str, p: Params) -> statewright::Result<Vec<SnapshotLine>> {
 
     // 2. Checkpoint 1: the synchronous and asynchronous steps back to back on this thread.
     let dir = work.path().join("checkpoints");
-    let mut checkpointer = Checkpointer::new(CheckpointConfig::new(&dir).max_retained(2))?;
+    // Canonical snapshots here; RocksDB's native checkpoints below, in a storage of their own.
+    let mut checkpointer =
+        Checkpointer::new(CheckpointConfig::new(&dir).max_retained(2).native(false))?;
     let first = checkpointer.checkpoint_now(&mut [job.as_mut() as &mut dyn Checkpointable])?;
     lines.push(SnapshotLine {
         sync_secs: Some(first.started.sync_pause.as_secs_f64()),
@@ -180,16 +183,15 @@ pub fn run(backend: &str, p: Params) -> statewright::Result<Vec<SnapshotLine>> {
     });
     // RocksDB's incremental checkpoints are its native ones (shared SST files).
     let native_dir = work.path().join("native");
-    let native = NativeCheckpoints::open(&native_dir)?.max_retained(2);
-    if let Some(db) = job.rocksdb() {
-        let start = Instant::now();
-        let base = native.checkpoint(db)?;
+    let mut native = Checkpointer::new(CheckpointConfig::new(&native_dir).max_retained(2))?;
+    if job.rocksdb().is_some() {
+        let base = native.checkpoint_now(&mut [job.as_mut() as &mut dyn Checkpointable])?;
         lines.push(SnapshotLine {
-            sync_secs: Some(start.elapsed().as_secs_f64()),
-            state_bytes: base.state_bytes,
-            checkpointed_bytes: base.written_bytes,
+            sync_secs: Some(base.started.sync_pause.as_secs_f64()),
+            state_bytes: base.info.restore_bytes(),
+            checkpointed_bytes: base.info.bytes(),
             dir_bytes: dir_bytes(&native_dir),
-            ..line("snapshot_incr_base", start.elapsed().as_secs_f64())
+            ..line("snapshot_incr_base", base.duration.as_secs_f64())
         });
     }
 
@@ -217,20 +219,27 @@ pub fn run(backend: &str, p: Params) -> statewright::Result<Vec<SnapshotLine>> {
         )
     });
 
-    if let Some(db) = job.rocksdb() {
-        let start = Instant::now();
-        let delta = native.checkpoint(db)?;
-        let secs = start.elapsed().as_secs_f64();
+    if job.rocksdb().is_some() {
+        let delta = native.checkpoint_now(&mut [job.as_mut() as &mut dyn Checkpointable])?;
         lines.push(SnapshotLine {
-            sync_secs: Some(secs),
-            state_bytes: delta.state_bytes,
-            checkpointed_bytes: delta.written_bytes,
+            sync_secs: Some(delta.started.sync_pause.as_secs_f64()),
+            state_bytes: delta.info.restore_bytes(),
+            checkpointed_bytes: delta.info.bytes(),
             dir_bytes: dir_bytes(&native_dir),
-            ..line("snapshot_incr_delta", secs)
+            ..line("snapshot_incr_delta", delta.duration.as_secs_f64())
         });
         let start = Instant::now();
         let target = work.path().join("native-restored");
-        let db = native.restore(delta.id, &target, RocksDbOptions::default())?;
+        let db = restore_native(
+            BenchOp::default(),
+            native.storage(),
+            RestorePoint::Latest,
+            KeyGroupRange::all(BenchOp::DESCRIPTOR.max_parallelism),
+            &target,
+            RocksDbOptions::default(),
+        )?
+        .into_parts()
+        .1;
         let mut restored: Box<dyn Job> = if backend == "rocksdb" {
             Box::new(BenchOp::default().bind(db)?)
         } else {
@@ -238,7 +247,7 @@ pub fn run(backend: &str, p: Params) -> statewright::Result<Vec<SnapshotLine>> {
         };
         let secs = start.elapsed().as_secs_f64();
         lines.push(SnapshotLine {
-            state_bytes: delta.state_bytes,
+            state_bytes: delta.info.restore_bytes(),
             dir_bytes: dir_bytes(&native_dir),
             verify_bad: Some(verify(restored.as_mut(), p, Some(&changed))?),
             ..line("restore_incr", secs)

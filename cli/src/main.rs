@@ -128,6 +128,31 @@ fn inspect(path: &Path, id: Option<u64>) -> Result<()> {
         info.restore_bytes()
     );
     for file in &info.files {
+        if let Some(native) = &file.native {
+            let shared = native.files.iter().filter(|f| f.shared.is_some()).count();
+            println!();
+            println!(
+                "operator `{}` ({}, native {} checkpoint)",
+                file.operator, file.path, native.backend
+            );
+            println!(
+                "  max parallelism {}, key groups {}..={}, {} files ({shared} shared), {} bytes \
+                 ({} newly written)",
+                native.max_parallelism,
+                file.first_key_group,
+                file.last_key_group,
+                native.files.len(),
+                native.files.iter().map(|f| f.bytes).sum::<u64>(),
+                file.bytes
+            );
+            for f in &native.files {
+                match &f.shared {
+                    Some(s) => println!("  {:<24} {:>12} bytes  shared/{s}", f.name, f.bytes),
+                    None => println!("  {:<24} {:>12} bytes", f.name, f.bytes),
+                }
+            }
+            continue;
+        }
         let (file_path, bytes) = storage.read_file(&file.to_ref())?;
         let reader = SnapshotReader::parse(&file_path, &bytes)?;
         let index = reader.index();
@@ -190,12 +215,16 @@ fn verify(dir: &Path) -> Result<ExitCode> {
     for c in &checkpoints {
         for file in &c.files {
             bar.set_message(file.path.clone());
-            match check_file(&storage, &file.to_ref()) {
-                Ok(records) => bar.suspend(|| {
-                    println!(
-                        "ok       checkpoint {} {} ({records} records)",
-                        c.id.0, file.path
-                    );
+            let checked = match &file.native {
+                Some(native) => storage
+                    .verify_native(file, &mut |_| {})
+                    .map(|()| format!("{} native files", native.files.len()))
+                    .map_err(Into::into),
+                None => check_file(&storage, &file.to_ref()).map(|r| format!("{r} records")),
+            };
+            match checked {
+                Ok(what) => bar.suspend(|| {
+                    println!("ok       checkpoint {} {} ({what})", c.id.0, file.path);
                 }),
                 Err(e) => {
                     damaged += 1;

@@ -140,3 +140,89 @@ fn every_command_has_help_and_bad_input_is_an_error() {
     let err = String::from_utf8(assert.get_output().stderr.clone()).unwrap();
     assert!(err.starts_with("error: "), "{err}");
 }
+
+/// A backend's native files (here written by the test, as a backend would), next to a
+/// canonical snapshot in the same checkpoint.
+#[test]
+fn native_snapshots_are_listed_inspected_and_verified() {
+    use statewright::backend::{NativeFileSpec, NativeFiles};
+    use statewright::keygroup::KeyGroupRange;
+
+    let dir = tempfile::tempdir().unwrap();
+    let storage = CheckpointStorage::open(dir.path().join("c")).unwrap();
+    let native = |round: u8| {
+        let files = dir.path().join(format!("capture-{round}"));
+        std::fs::create_dir(&files).unwrap();
+        std::fs::write(files.join("CURRENT"), b"MANIFEST-000001\n").unwrap();
+        std::fs::write(files.join("000007.sst"), vec![7u8; 5000]).unwrap();
+        std::fs::write(files.join(format!("00001{round}.sst")), vec![round; 300]).unwrap();
+        NativeFiles::new(
+            "test-backend",
+            files,
+            vec![
+                NativeFileSpec {
+                    name: "CURRENT".into(),
+                    shared_as: None,
+                },
+                NativeFileSpec {
+                    name: "000007.sst".into(),
+                    shared_as: Some("lineage-000007.sst".into()),
+                },
+                NativeFileSpec {
+                    name: format!("00001{round}.sst"),
+                    shared_as: Some(format!("lineage-00001{round}.sst")),
+                },
+            ],
+        )
+    };
+    let mut op = Clicks::default()
+        .bind(TtlBackend::new(HeapBackend::new()))
+        .unwrap();
+    op.key(&1).unwrap().count().set(&1).unwrap();
+    let mut taken = Vec::new();
+    for round in 1..=2u8 {
+        let mut pending = storage.begin().unwrap();
+        pending.add(&op).unwrap();
+        pending
+            .add_native_files("sessions", KeyGroupRange::all(128), 128, native(round))
+            .unwrap();
+        taken.push(pending.commit().unwrap());
+    }
+    // The second checkpoint shares 000007.sst: it wrote its CURRENT and one new file.
+    let second = &taken[1].files[1];
+    assert_eq!(second.bytes, 16 + 300);
+
+    let out = stdout(cli().arg("list").arg(dir.path().join("c")));
+    let row: Vec<&str> = out.lines().nth(2).unwrap().split_whitespace().collect();
+    assert_eq!(row[2], "native", "{out}");
+    assert_eq!(row[5], taken[1].bytes().to_string(), "{out}");
+
+    let out = stdout(cli().arg("inspect").arg(dir.path().join("c")));
+    assert!(
+        out.contains("operator `sessions` (chk-0000000002/sessions.kg0-127.native, native test-backend checkpoint)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("3 files (2 shared), 5316 bytes (316 newly written)"),
+        "{out}"
+    );
+    assert!(out.contains("shared/lineage-000007.sst"), "{out}");
+    assert!(out.contains("operator `clicks`"), "{out}");
+
+    let out = stdout(cli().arg("verify").arg(dir.path().join("c")));
+    assert!(out.contains("(3 native files)"), "{out}");
+    assert!(out.contains("all checksums match"), "{out}");
+
+    // Damage the file both checkpoints share: both native snapshots are reported.
+    let shared = dir.path().join("c/shared/lineage-000007.sst");
+    let mut bytes = std::fs::read(&shared).unwrap();
+    bytes[100] ^= 1;
+    std::fs::write(&shared, bytes).unwrap();
+    let assert = cli()
+        .arg("verify")
+        .arg(dir.path().join("c"))
+        .assert()
+        .code(1);
+    let out = String::from_utf8(assert.get_output().stdout.clone()).unwrap();
+    assert!(out.contains("2 of 4 file(s) damaged"), "{out}");
+}

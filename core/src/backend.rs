@@ -26,6 +26,62 @@ pub trait DetachedState: Send {
     fn for_each_stored(&self, state: StateId, visit: &mut EntryVisitor<'_>) -> Result<()>;
 }
 
+/// A backend's own files for a native checkpoint (see [`StateBackend::native_checkpoint`]):
+/// a directory the backend wrote them into, and which of them never change once written, so
+/// checkpoints can share them. The directory is removed when this value drops.
+#[derive(Debug)]
+pub struct NativeFiles {
+    backend: &'static str,
+    dir: std::path::PathBuf,
+    files: Vec<NativeFileSpec>,
+}
+
+/// One file of a [`NativeFiles`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NativeFileSpec {
+    /// Its name in the directory (and in a restored one).
+    pub name: String,
+    /// For an immutable file, a name that identifies its content for good (no other file of
+    /// any database ever gets it): checkpoints then store it once and share it.
+    pub shared_as: Option<String>,
+}
+
+impl NativeFiles {
+    /// The files in `dir`, written by `backend`. `dir` is removed when the value drops.
+    #[must_use]
+    pub fn new(backend: &'static str, dir: std::path::PathBuf, files: Vec<NativeFileSpec>) -> Self {
+        Self {
+            backend,
+            dir,
+            files,
+        }
+    }
+
+    /// The backend that wrote the files (and can restore them).
+    #[must_use]
+    pub fn backend(&self) -> &'static str {
+        self.backend
+    }
+
+    /// The directory holding the files.
+    #[must_use]
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    /// The files.
+    #[must_use]
+    pub fn files(&self) -> &[NativeFileSpec] {
+        &self.files
+    }
+}
+
+impl Drop for NativeFiles {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// What happened to an entry since change tracking started (see
 /// [`StateBackend::track_changes`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -213,6 +269,19 @@ pub trait StateBackend {
         Ok(None)
     }
 
+    /// Writes the backend's own files for a native checkpoint, quickly enough for the
+    /// synchronous step (RocksDB: a memtable flush and hard links), into a new directory on
+    /// the backend's file system. `None` (the default) when the backend has no native format.
+    /// A checkpoint moves the files into its storage on another thread, keeping one copy of
+    /// each immutable file for all the checkpoints that share it (incremental by nature).
+    ///
+    /// # Errors
+    ///
+    /// A backend or I/O failure.
+    fn native_checkpoint(&mut self) -> Result<Option<NativeFiles>> {
+        Ok(None)
+    }
+
     /// Starts (`true`) or stops (`false`) tracking which entries change, for incremental
     /// snapshots; starting forgets what was tracked before. Returns `false` when the backend
     /// cannot track changes (the default), which makes every snapshot a full one.
@@ -301,6 +370,9 @@ impl<B: StateBackend + ?Sized> StateBackend for Box<B> {
     }
     fn detach(&self) -> Result<Option<Box<dyn DetachedState>>> {
         (**self).detach()
+    }
+    fn native_checkpoint(&mut self) -> Result<Option<NativeFiles>> {
+        (**self).native_checkpoint()
     }
     fn track_changes(&mut self, on: bool) -> bool {
         (**self).track_changes(on)

@@ -3,12 +3,17 @@
 //! ```text
 //! <dir>/MANIFEST                                  the commit point: the retained checkpoints
 //! <dir>/chk-0000000007/<operator>.kg<first>-<last>.snap   one snapshot per operator instance
+//! <dir>/chk-0000000007/<operator>.kg<first>-<last>.native/ or a backend's native checkpoint
+//! <dir>/shared/<name>                             immutable native files, shared by checkpoints
 //! ```
 //!
 //! A checkpoint holds one snapshot per operator instance (its key-group range). A snapshot is
 //! full, or incremental: the changes since the instance's previous snapshot, which it names,
-//! with the whole chain back to a full one, in the manifest. Retention keeps the newest
-//! `max_retained` checkpoints and every file their chains need, and deletes the rest.
+//! with the whole chain back to a full one, in the manifest. Or it is native: a backend's own
+//! files (RocksDB: its SST files and manifest), whose immutable files are stored once under
+//! `shared/` and listed by every checkpoint that uses them. Retention keeps the newest
+//! `max_retained` checkpoints, every file their chains need and every shared file they list,
+//! and deletes the rest.
 //!
 //! A checkpoint's files are written and fsynced first; then the new manifest is written to
 //! `MANIFEST.tmp`, fsynced, renamed over `MANIFEST` and the directory fsynced. A crash at any
@@ -23,7 +28,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::StateBackend;
+use crate::backend::{NativeFiles, StateBackend};
 use crate::error::{Corruption, Error, Result};
 use crate::keygroup::KeyGroupRange;
 use crate::operator::{Bound, StatefulOperator};
@@ -33,7 +38,10 @@ const MANIFEST: &str = "MANIFEST";
 const MANIFEST_TMP: &str = "MANIFEST.tmp";
 const LOCK: &str = "LOCK";
 const MANIFEST_FORMAT: &str = "statewright-checkpoints";
-const MANIFEST_VERSION: u32 = 2;
+const MANIFEST_VERSION: u32 = 3;
+/// Version 2 has no native snapshots; it reads as version 3.
+const MANIFEST_OLDEST_READABLE: u32 = 2;
+const SHARED: &str = "shared";
 const CRC_PREFIX: &str = "crc32c ";
 
 /// The number of a committed checkpoint (1, 2, ...).
@@ -81,6 +89,8 @@ pub enum SnapshotKind {
     Full,
     /// The changes since the previous snapshot of the same operator instance.
     Incremental,
+    /// A backend's own files (see [`NativeSnapshot`]); restored by that backend.
+    Native,
 }
 
 impl std::fmt::Display for SnapshotKind {
@@ -88,6 +98,7 @@ impl std::fmt::Display for SnapshotKind {
         f.write_str(match self {
             SnapshotKind::Full => "full",
             SnapshotKind::Incremental => "incremental",
+            SnapshotKind::Native => "native",
         })
     }
 }
@@ -105,6 +116,33 @@ pub struct SnapshotRef {
     pub kind: SnapshotKind,
 }
 
+/// A backend's native checkpoint of one operator instance: its files, as the backend wrote
+/// them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NativeSnapshot {
+    /// The backend that wrote the files (and restores them), e.g. `rocksdb`.
+    pub backend: String,
+    /// The operator's maximum parallelism when the files were written.
+    pub max_parallelism: u16,
+    /// The files.
+    pub files: Vec<NativeFile>,
+}
+
+/// One file of a [`NativeSnapshot`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NativeFile {
+    /// Its name in the backend's directory.
+    pub name: String,
+    /// Length in bytes.
+    pub bytes: u64,
+    /// crc32c of the whole file.
+    pub crc32c: u32,
+    /// For an immutable file, its name under `shared/`; otherwise it is in the snapshot's own
+    /// directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared: Option<String>,
+}
+
 /// One operator instance's snapshot in a checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckpointFile {
@@ -116,11 +154,13 @@ pub struct CheckpointFile {
     pub last_key_group: u16,
     /// Path relative to the storage directory.
     pub path: String,
-    /// Length in bytes.
+    /// Length in bytes (for a native snapshot: the bytes it newly wrote, its own files and
+    /// the shared files no earlier checkpoint had).
     pub bytes: u64,
-    /// crc32c of the whole file.
+    /// crc32c of the whole file (for a native snapshot: of its files' checksums).
     pub crc32c: u32,
-    /// Entries in the snapshot (changes, for an incremental one).
+    /// Entries in the snapshot (changes, for an incremental one; 0 for a native one, whose
+    /// backend does not count them).
     pub entries: u64,
     /// Full or incremental.
     pub kind: SnapshotKind,
@@ -128,6 +168,9 @@ pub struct CheckpointFile {
     /// first; empty for a full one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub base: Vec<SnapshotRef>,
+    /// For a native snapshot, its files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub native: Option<NativeSnapshot>,
 }
 
 impl CheckpointFile {
@@ -181,19 +224,22 @@ impl CheckpointInfo {
     pub fn restore_bytes(&self) -> u64 {
         self.files
             .iter()
-            .map(|f| f.bytes + f.base.iter().map(|b| b.bytes).sum::<u64>())
+            .map(|f| match &f.native {
+                Some(native) => native.files.iter().map(|n| n.bytes).sum(),
+                None => f.bytes + f.base.iter().map(|b| b.bytes).sum::<u64>(),
+            })
             .sum()
     }
 
-    /// [`Incremental`](SnapshotKind::Incremental) when any of its snapshots is.
+    /// [`Incremental`](SnapshotKind::Incremental) when any of its snapshots is, otherwise
+    /// [`Native`](SnapshotKind::Native) when any is, otherwise [`Full`](SnapshotKind::Full).
     #[must_use]
     pub fn kind(&self) -> SnapshotKind {
-        if self
-            .files
-            .iter()
-            .any(|f| f.kind == SnapshotKind::Incremental)
-        {
+        let any = |kind| self.files.iter().any(|f| f.kind == kind);
+        if any(SnapshotKind::Incremental) {
             SnapshotKind::Incremental
+        } else if any(SnapshotKind::Native) {
+            SnapshotKind::Native
         } else {
             SnapshotKind::Full
         }
@@ -359,19 +405,18 @@ impl CheckpointStorage {
         Ok((path, bytes))
     }
 
-    /// Reads the files a restore of `operator`'s key groups `range` from `checkpoint` needs:
-    /// for every instance snapshot overlapping the range, its chain (full snapshot first).
+    /// The snapshots of `operator` in `checkpoint` a restore of key groups `range` reads, by
+    /// first key group, after checking that they cover the range without a gap.
     ///
     /// # Errors
     ///
-    /// [`Error::Incompatible`] when the checkpoint's snapshots of the operator do not cover
-    /// `range`; the errors of [`read_file`](Self::read_file).
-    pub fn read_for_restore(
+    /// [`Error::Incompatible`] naming the first key group no snapshot covers.
+    pub fn files_for_restore<'c>(
         &self,
-        checkpoint: &CheckpointInfo,
+        checkpoint: &'c CheckpointInfo,
         operator: &str,
         range: KeyGroupRange,
-    ) -> Result<Vec<(PathBuf, Vec<u8>)>> {
+    ) -> Result<Vec<&'c CheckpointFile>> {
         let files = checkpoint.files_of(operator, range);
         let incompatible = |reason: String| Error::Incompatible {
             operator: operator.to_owned(),
@@ -400,6 +445,35 @@ impl CheckpointStorage {
                 checkpoint.id
             )));
         }
+        Ok(files)
+    }
+
+    /// Reads the files a restore of `operator`'s key groups `range` from `checkpoint` needs:
+    /// for every instance snapshot overlapping the range, its chain (full snapshot first).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Incompatible`] when the checkpoint's snapshots of the operator do not cover
+    /// `range` or are native ones; the errors of [`read_file`](Self::read_file).
+    pub fn read_for_restore(
+        &self,
+        checkpoint: &CheckpointInfo,
+        operator: &str,
+        range: KeyGroupRange,
+    ) -> Result<Vec<(PathBuf, Vec<u8>)>> {
+        let files = self.files_for_restore(checkpoint, operator, range)?;
+        if let Some(native) = files.iter().find_map(|f| f.native.as_ref()) {
+            return Err(Error::Incompatible {
+                operator: operator.to_owned(),
+                path: self.dir.join(checkpoint_dir_name(checkpoint.id)),
+                reason: format!(
+                    "checkpoint {} holds a native {} checkpoint of this operator, which only \
+                     that backend restores (for RocksDB: `statewright_rocksdb::restore_native`); \
+                     a canonical checkpoint restores into any backend",
+                    checkpoint.id, native.backend
+                ),
+            });
+        }
         let mut out = Vec::new();
         for f in files {
             for link in f.chain() {
@@ -407,6 +481,133 @@ impl CheckpointStorage {
             }
         }
         Ok(out)
+    }
+
+    /// Where a file of a native snapshot is.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`] when the manifest names a path that leaves the directory.
+    pub fn native_file_path(
+        &self,
+        snapshot: &CheckpointFile,
+        file: &NativeFile,
+    ) -> Result<PathBuf> {
+        let escapes = |name: &str| {
+            Error::corrupt(
+                self.dir.join(MANIFEST),
+                0,
+                Corruption::Malformed {
+                    section: "manifest",
+                    detail: format!("native file `{name}` leaves the checkpoint directory"),
+                },
+            )
+        };
+        match &file.shared {
+            Some(shared) => {
+                validate_name("shared file", shared).map_err(|_| escapes(shared))?;
+                Ok(self.dir.join(SHARED).join(shared))
+            }
+            None => {
+                validate_name("native file", &file.name).map_err(|_| escapes(&file.name))?;
+                Ok(self.safe_join(&snapshot.path)?.join(&file.name))
+            }
+        }
+    }
+
+    /// Puts the files of a native snapshot into `target` (a directory that must not exist yet),
+    /// the shared ones as hard links where the file system allows, checking every length
+    /// against the manifest's. The backend that wrote them opens the result.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Incompatible`] for a snapshot that is not native or a `target` that exists;
+    /// [`Error::Corrupt`] for a file of the wrong length; an I/O failure. A failed attempt
+    /// removes `target`.
+    pub fn materialize_native(&self, snapshot: &CheckpointFile, target: &Path) -> Result<()> {
+        let Some(native) = &snapshot.native else {
+            return Err(Error::Incompatible {
+                operator: snapshot.operator.clone(),
+                path: self.dir.join(&snapshot.path),
+                reason: format!("a {} snapshot is not a native one", snapshot.kind),
+            });
+        };
+        if target.exists() {
+            return Err(Error::Incompatible {
+                operator: snapshot.operator.clone(),
+                path: target.to_owned(),
+                reason: "the restore target already exists".into(),
+            });
+        }
+        fs::create_dir_all(target).map_err(|e| Error::io(target, e))?;
+        let result = native.files.iter().try_for_each(|f| {
+            let from = self.native_file_path(snapshot, f)?;
+            let actual = fs::metadata(&from).map_err(|e| Error::io(&from, e))?.len();
+            if actual != f.bytes {
+                return Err(Error::corrupt(
+                    &from,
+                    actual,
+                    Corruption::Truncated {
+                        needed: f.bytes,
+                        available: actual,
+                    },
+                ));
+            }
+            validate_name("native file", &f.name)?;
+            let to = target.join(&f.name);
+            // Shared files never change, so a hard link shares them (a copy across file
+            // systems); the others are copied, as the backend may append to them.
+            if f.shared.is_none() || fs::hard_link(&from, &to).is_err() {
+                fs::copy(&from, &to).map_err(|e| Error::io(&to, e))?;
+            }
+            Ok(())
+        });
+        if result.is_err() {
+            let _ = fs::remove_dir_all(target);
+        }
+        result
+    }
+
+    /// Reads every file of a native snapshot and checks its length and crc32c against the
+    /// manifest's; `progress` gets the bytes read as they are read.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`] for a damaged file; an I/O failure.
+    pub fn verify_native(
+        &self,
+        snapshot: &CheckpointFile,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<()> {
+        let Some(native) = &snapshot.native else {
+            return Ok(());
+        };
+        for f in &native.files {
+            let path = self.native_file_path(snapshot, f)?;
+            let (bytes, crc) = crc_of_file(&path, progress)?;
+            if bytes != f.bytes {
+                return Err(Error::corrupt(
+                    &path,
+                    bytes,
+                    Corruption::Truncated {
+                        needed: f.bytes,
+                        available: bytes,
+                    },
+                ));
+            }
+            if crc != f.crc32c {
+                return Err(Error::corrupt(
+                    &path,
+                    0,
+                    Corruption::ChecksumMismatch {
+                        section: "file",
+                        stored: f.crc32c,
+                        computed: crc,
+                    },
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Starts a new checkpoint; add snapshots to it, then [`commit`](PendingCheckpoint::commit).
@@ -475,6 +676,22 @@ impl CheckpointStorage {
             for (id, path) in dirs {
                 if !needed.contains(&checkpoint_dir_name(id)) {
                     let _ = fs::remove_dir_all(path);
+                }
+            }
+        }
+        let shared: std::collections::HashSet<&str> = manifest
+            .checkpoints
+            .iter()
+            .flat_map(|c| &c.files)
+            .filter_map(|f| f.native.as_ref())
+            .flat_map(|n| &n.files)
+            .filter_map(|f| f.shared.as_deref())
+            .collect();
+        if let Ok(entries) = fs::read_dir(self.dir.join(SHARED)) {
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                if !name.to_str().is_some_and(|n| shared.contains(n)) {
+                    let _ = fs::remove_file(entry.path());
                 }
             }
         }
@@ -623,7 +840,7 @@ fn parse_manifest(path: &Path, text: &[u8]) -> Result<Manifest> {
             expected: "checkpoint manifest",
         });
     }
-    if manifest.version != MANIFEST_VERSION {
+    if !(MANIFEST_OLDEST_READABLE..=MANIFEST_VERSION).contains(&manifest.version) {
         return Err(Error::UnsupportedVersion {
             path: path.to_owned(),
             what: "manifest",
@@ -648,6 +865,35 @@ fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io(dir, e))
+}
+
+/// The length and crc32c of a file, reading it in 1 MiB steps.
+fn crc_of_file(path: &Path, progress: &mut dyn FnMut(u64)) -> Result<(u64, u32)> {
+    use std::io::Read;
+    let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut bytes, mut crc) = (0u64, 0u32);
+    loop {
+        let n = file.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            return Ok((bytes, crc));
+        }
+        crc = crc32c::crc32c_append(crc, &buf[..n]);
+        bytes += n as u64;
+        progress(n as u64);
+    }
+}
+
+/// Moves a file into the checkpoint storage (a rename, or a copy across file systems) and
+/// makes it durable there.
+fn move_durably(from: &Path, to: &Path) -> Result<()> {
+    if fs::rename(from, to).is_err() {
+        fs::copy(from, to).map_err(|e| Error::io(to, e))?;
+        let _ = fs::remove_file(from);
+    }
+    File::open(to)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io(to, e))
 }
 
 /// Checks that a name can become a file name: 1 to 200 characters of `A-Z a-z 0-9 . _ -`,
@@ -728,18 +974,7 @@ impl PendingCheckpoint<'_> {
     ) -> Result<&CheckpointFile> {
         let operator = image.operator();
         let range = image.key_groups();
-        validate_name("operator", operator)?;
-        if self
-            .files
-            .iter()
-            .any(|f| f.operator == operator && f.key_groups().overlaps(range))
-        {
-            return Err(Error::InvalidName {
-                what: "operator",
-                name: operator.to_owned(),
-                reason: "already has an instance with these key groups in this checkpoint",
-            });
-        }
+        self.check_new_instance(operator, range)?;
         let kind = if image.is_incremental() {
             SnapshotKind::Incremental
         } else {
@@ -748,6 +983,7 @@ impl PendingCheckpoint<'_> {
         let base_ok = match kind {
             SnapshotKind::Full => base.is_empty(),
             SnapshotKind::Incremental => base.first().is_some_and(|b| b.kind == SnapshotKind::Full),
+            SnapshotKind::Native => false,
         };
         if !base_ok {
             return Err(Error::Incompatible {
@@ -805,6 +1041,156 @@ impl PendingCheckpoint<'_> {
             entries: summary.entries,
             kind,
             base: base.to_vec(),
+            native: None,
+        });
+        Ok(&self.files[self.files.len() - 1])
+    }
+
+    fn check_new_instance(&self, operator: &str, range: KeyGroupRange) -> Result<()> {
+        validate_name("operator", operator)?;
+        if self
+            .files
+            .iter()
+            .any(|f| f.operator == operator && f.key_groups().overlaps(range))
+        {
+            return Err(Error::InvalidName {
+                what: "operator",
+                name: operator.to_owned(),
+                reason: "already has an instance with these key groups in this checkpoint",
+            });
+        }
+        Ok(())
+    }
+
+    /// Adds the backend's native checkpoint of a bound operator instance (see
+    /// [`StateBackend::native_checkpoint`]), or a full snapshot when the backend has no native
+    /// format. Returns the file as the manifest will record it.
+    ///
+    /// # Errors
+    ///
+    /// As [`add_native_files`](Self::add_native_files) and [`add`](Self::add).
+    pub fn add_native<Op: StatefulOperator, B: StateBackend>(
+        &mut self,
+        bound: &mut Bound<Op, B>,
+    ) -> Result<&CheckpointFile> {
+        match bound.backend_mut().native_checkpoint()? {
+            Some(files) => self.add_native_files(
+                Op::DESCRIPTOR.name,
+                bound.key_groups(),
+                Op::DESCRIPTOR.max_parallelism,
+                files,
+            ),
+            None => self.add(bound),
+        }
+    }
+
+    /// Moves a backend's native files into this checkpoint: each immutable file into `shared/`
+    /// unless a retained checkpoint already has it (then nothing is written for it), the
+    /// others into the snapshot's own directory; every file moved is fsynced.
+    ///
+    /// # Errors
+    ///
+    /// An invalid operator or file name, a clash with an instance already added, a shared
+    /// name whose retained file has another length (two files claiming one name), or an I/O
+    /// failure.
+    pub fn add_native_files(
+        &mut self,
+        operator: &str,
+        range: KeyGroupRange,
+        max_parallelism: u16,
+        files: NativeFiles,
+    ) -> Result<&CheckpointFile> {
+        self.check_new_instance(operator, range)?;
+        validate_name("backend", files.backend())?;
+        let mut known: std::collections::HashMap<&str, &NativeFile> =
+            std::collections::HashMap::new();
+        for f in self
+            .manifest
+            .checkpoints
+            .iter()
+            .flat_map(|c| &c.files)
+            .chain(&self.files)
+            .filter_map(|f| f.native.as_ref())
+            .flat_map(|n| &n.files)
+        {
+            if let Some(shared) = &f.shared {
+                known.insert(shared, f);
+            }
+        }
+        let dir_name = format!("{operator}.kg{}-{}.native", range.first(), range.last());
+        let own_dir = self.dir.join(&dir_name);
+        fs::create_dir(&own_dir).map_err(|e| Error::io(&own_dir, e))?;
+        let shared_dir = self.storage.dir.join(SHARED);
+        fs::create_dir_all(&shared_dir).map_err(|e| Error::io(&shared_dir, e))?;
+        let mut listed = Vec::with_capacity(files.files().len());
+        let mut written = 0u64;
+        for spec in files.files() {
+            validate_name("native file", &spec.name)?;
+            let from = files.dir().join(&spec.name);
+            let reused = match &spec.shared_as {
+                Some(shared) => {
+                    validate_name("shared file", shared)?;
+                    // Reused only while it is there whole; a missing or cut file is replaced
+                    // (same name, same content), which mends the checkpoints listing it too.
+                    known.get(shared.as_str()).copied().filter(|old| {
+                        fs::metadata(shared_dir.join(shared)).is_ok_and(|m| m.len() == old.bytes)
+                    })
+                }
+                None => None,
+            };
+            if let Some(old) = reused {
+                let bytes = fs::metadata(&from).map_err(|e| Error::io(&from, e))?.len();
+                if bytes != old.bytes {
+                    return Err(Error::Incompatible {
+                        operator: operator.to_owned(),
+                        path: from,
+                        reason: format!(
+                            "has {bytes} bytes, but the retained shared file of the same name \
+                             has {}: two files claim one name",
+                            old.bytes
+                        ),
+                    });
+                }
+                listed.push(NativeFile {
+                    name: spec.name.clone(),
+                    ..old.clone()
+                });
+                continue;
+            }
+            let (bytes, crc32c) = crc_of_file(&from, &mut |_| {})?;
+            let to = match &spec.shared_as {
+                Some(shared) => shared_dir.join(shared),
+                None => own_dir.join(&spec.name),
+            };
+            move_durably(&from, &to)?;
+            written += bytes;
+            listed.push(NativeFile {
+                name: spec.name.clone(),
+                bytes,
+                crc32c,
+                shared: spec.shared_as.clone(),
+            });
+        }
+        sync_dir(&own_dir)?;
+        sync_dir(&shared_dir)?;
+        let crc32c = listed.iter().fold(0, |crc, f| {
+            crc32c::crc32c_append(crc, &f.crc32c.to_le_bytes())
+        });
+        self.files.push(CheckpointFile {
+            operator: operator.to_owned(),
+            first_key_group: range.first(),
+            last_key_group: range.last(),
+            path: format!("{}/{dir_name}", checkpoint_dir_name(self.id)),
+            bytes: written,
+            crc32c,
+            entries: 0,
+            kind: SnapshotKind::Native,
+            base: Vec::new(),
+            native: Some(NativeSnapshot {
+                backend: files.backend().to_owned(),
+                max_parallelism,
+                files: listed,
+            }),
         });
         Ok(&self.files[self.files.len() - 1])
     }

@@ -9,6 +9,10 @@
 //! encoding, compressing, writing and fsyncing the snapshot files, then committing the
 //! manifest. Updates made after the synchronous step are in the next checkpoint, not this one.
 //!
+//! A backend with a native format (RocksDB) instead writes its own files in the synchronous
+//! step (a memtable flush and hard links), and the asynchronous step moves them into the
+//! storage, sharing the immutable ones with earlier checkpoints: incremental by nature.
+//!
 //! Flink's rules apply: one checkpoint in flight at a time (a checkpoint that falls due while
 //! one is being written starts when it is done), and a failed checkpoint loses nothing
 //! committed; the next one is then a full one.
@@ -20,6 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::backend::NativeFiles;
 use crate::checkpoint::{CheckpointInfo, CheckpointStorage, SnapshotKind, SnapshotRef};
 use crate::error::{Error, Result};
 use crate::keygroup::KeyGroupRange;
@@ -51,8 +56,12 @@ pub struct CheckpointConfig {
     /// are kept too.
     pub max_retained: usize,
     /// Take incremental snapshots where the backend tracks changes (default: on); backends
-    /// that cannot (RocksDB, which has its own native checkpoints) always take full ones.
+    /// that cannot always take full ones.
     pub incremental: bool,
+    /// Take the backend's native checkpoints where it has them (default: on): RocksDB then
+    /// writes only the SST files earlier checkpoints do not have. Off, every backend writes
+    /// canonical snapshots, which restore into any backend.
+    pub native: bool,
     /// Incremental snapshots on top of a full one before the next full one (default: 10).
     pub max_chain: usize,
     /// The next snapshot is a full one once the incremental snapshots of the chain together
@@ -70,6 +79,7 @@ impl CheckpointConfig {
             compression: true,
             max_retained: 3,
             incremental: true,
+            native: true,
             max_chain: 10,
             max_chain_ratio: 1.0,
         }
@@ -100,6 +110,13 @@ impl CheckpointConfig {
     #[must_use]
     pub fn incremental(mut self, on: bool) -> Self {
         self.incremental = on;
+        self
+    }
+
+    /// Sets [`native`](Self::native).
+    #[must_use]
+    pub fn native(mut self, on: bool) -> Self {
+        self.native = on;
         self
     }
 
@@ -152,6 +169,14 @@ pub trait Checkpointable {
     ///
     /// When not tracking changes; a backend failure.
     fn capture_changes(&mut self) -> Result<SnapshotImage>;
+    /// Writes the backend's native checkpoint files and stops tracking changes; `None` when
+    /// the backend has no native format. Returns the files and the operator's maximum
+    /// parallelism.
+    ///
+    /// # Errors
+    ///
+    /// A backend or I/O failure.
+    fn capture_native(&mut self) -> Result<Option<(NativeFiles, u16)>>;
 }
 
 /// What the synchronous step of a checkpoint did.
@@ -163,6 +188,8 @@ pub struct CheckpointStarted {
     pub snapshots: usize,
     /// Incremental snapshots among them.
     pub incremental: usize,
+    /// Native snapshots among them.
+    pub native: usize,
     /// Entries captured (changes, for incremental snapshots).
     pub entries: u64,
 }
@@ -191,15 +218,37 @@ fn instance_key(operator: &str, range: KeyGroupRange) -> InstanceKey {
     (operator.to_owned(), range.first(), range.last())
 }
 
+enum Captured {
+    Image(SnapshotImage, Vec<SnapshotRef>),
+    Native {
+        operator: &'static str,
+        range: KeyGroupRange,
+        max_parallelism: u16,
+        files: NativeFiles,
+    },
+}
+
 struct Job {
-    images: Vec<(SnapshotImage, Vec<SnapshotRef>)>,
+    captured: Vec<Captured>,
 }
 
 impl Job {
     fn run(self, storage: &CheckpointStorage) -> Result<CheckpointInfo> {
         let mut pending = storage.begin()?;
-        for (image, base) in self.images {
-            pending.add_image(image, &base)?;
+        for captured in self.captured {
+            match captured {
+                Captured::Image(image, base) => {
+                    pending.add_image(image, &base)?;
+                }
+                Captured::Native {
+                    operator,
+                    range,
+                    max_parallelism,
+                    files,
+                } => {
+                    pending.add_native_files(operator, range, max_parallelism, files)?;
+                }
+            }
         }
         pending.commit()
     }
@@ -450,16 +499,41 @@ impl Checkpointer {
         at: Instant,
     ) -> Result<(Job, Vec<InstanceKey>, CheckpointStarted)> {
         self.due.store(false, Ordering::Relaxed);
-        let mut images = Vec::with_capacity(ops.len());
+        let mut captured = Vec::with_capacity(ops.len());
         let mut keys = Vec::with_capacity(ops.len());
         let mut started = CheckpointStarted {
             sync_pause: Duration::ZERO,
             snapshots: 0,
             incremental: 0,
+            native: 0,
             entries: 0,
         };
         for op in ops.iter_mut() {
             let key = instance_key(op.operator_name(), op.key_groups());
+            if self.config.native {
+                match op.capture_native() {
+                    Ok(Some((files, max_parallelism))) => {
+                        keys.push(key);
+                        started.snapshots += 1;
+                        started.native += 1;
+                        captured.push(Captured::Native {
+                            operator: op.operator_name(),
+                            range: op.key_groups(),
+                            max_parallelism,
+                            files,
+                        });
+                        continue;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        keys.push(key);
+                        for k in &keys {
+                            self.chains.remove(k);
+                        }
+                        return Err(e);
+                    }
+                }
+            }
             let chain = self.chains.get(&key).filter(|c| {
                 self.config.incremental
                     && op.is_tracking_changes()
@@ -467,19 +541,19 @@ impl Checkpointer {
                     && (c.increment_bytes as f64)
                         <= self.config.max_chain_ratio * c.full_bytes as f64
             });
-            let captured = match chain {
+            let image = match chain {
                 Some(c) => op.capture_changes().map(|i| (i, c.links.clone())),
                 None => op
                     .capture_full(self.config.incremental)
                     .map(|i| (i, Vec::new())),
             };
             keys.push(key);
-            match captured {
+            match image {
                 Ok((image, base)) => {
                     started.snapshots += 1;
                     started.incremental += usize::from(image.is_incremental());
                     started.entries += image.entries();
-                    images.push((image, base));
+                    captured.push(Captured::Image(image, base));
                 }
                 Err(e) => {
                     // Changes already taken are in no checkpoint: start these chains anew.
@@ -493,7 +567,7 @@ impl Checkpointer {
         started.sync_pause = at.elapsed();
         metrics::histogram!("statewright_checkpoint_sync_pause_seconds")
             .record(started.sync_pause.as_secs_f64());
-        Ok((Job { images }, keys, started))
+        Ok((Job { captured }, keys, started))
     }
 
     fn complete(
@@ -530,6 +604,10 @@ impl Checkpointer {
                                 c.links = f.chain();
                                 c.increment_bytes += f.bytes;
                             }
+                        }
+                        // Shares files through the storage, not through a chain.
+                        SnapshotKind::Native => {
+                            self.chains.remove(&key);
                         }
                     }
                 }

@@ -395,6 +395,17 @@ impl<Op: StatefulOperator, B: StateBackend> Checkpointable for Bound<Op, B> {
     fn capture_changes(&mut self) -> Result<SnapshotImage> {
         Bound::capture_changes(self)
     }
+
+    fn capture_native(&mut self) -> Result<Option<(crate::backend::NativeFiles, u16)>> {
+        let Some(files) = self.backend.native_checkpoint()? else {
+            return Ok(None);
+        };
+        if self.tracking {
+            self.backend.track_changes(false);
+            self.tracking = false;
+        }
+        Ok(Some((files, Op::DESCRIPTOR.max_parallelism)))
+    }
 }
 
 impl<Op: StatefulOperator, B: StateBackend> std::fmt::Debug for Bound<Op, B> {

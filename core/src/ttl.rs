@@ -52,7 +52,7 @@ use std::time::Duration;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::backend::{
-    ChangeVisitor, DetachedState, EntryIter, EntryVisitor, StateBackend, StateId,
+    ChangeVisitor, DetachedState, EntryIter, EntryVisitor, NativeFiles, StateBackend, StateId,
 };
 use crate::codec::Frames;
 use crate::descriptor::{StateDescriptor, StateKind, TtlTime, TtlUpdate, TtlVisibility};
@@ -923,6 +923,13 @@ impl<B: StateBackend> StateBackend for TtlBackend<B> {
             })
             .collect();
         Ok(Some(Box::new(TtlDetached { inner, ttls })))
+    }
+
+    /// The inner backend's files, after the queued removals and stamp refreshes: expired
+    /// entries in them stay expired after a restore (reads and compactions filter them).
+    fn native_checkpoint(&mut self) -> Result<Option<NativeFiles>> {
+        self.apply_pending()?;
+        self.inner.native_checkpoint()
     }
 
     fn track_changes(&mut self, on: bool) -> bool {

@@ -46,12 +46,14 @@ use std::time::Instant;
 use rocksdb::compaction_filter::{CompactionFilter, Decision as CompactionDecision};
 use rocksdb::compaction_filter_factory::{CompactionFilterContext, CompactionFilterFactory};
 use rocksdb::{ColumnFamily, DB, DBPinnableSlice, ReadOptions, WriteOptions};
-use statewright_core::backend::{DetachedState, EntryIter, EntryVisitor, StateBackend, StateId};
+use statewright_core::backend::{
+    DetachedState, EntryIter, EntryVisitor, NativeFiles, StateBackend, StateId,
+};
 use statewright_core::checkpoint::validate_name;
 use statewright_core::ttl::ExpiryFilter;
 use statewright_core::{Error, Result, StateDescriptor};
 
-pub use native::{NativeCheckpoint, NativeCheckpoints};
+pub use native::restore_native;
 pub use options::{Compression, RocksDbOptions};
 pub use stats::{Latency, RocksDbStats, StateKeys};
 
@@ -245,6 +247,7 @@ pub struct RocksDbBackend {
     reads: Cell<u64>,
     writes: Cell<u64>,
     rate_window: Cell<(Instant, u64, u64)>,
+    lineage: native::Lineage,
     // Last: removed after the database has closed.
     temporary: Option<tempfile::TempDir>,
 }
@@ -339,6 +342,7 @@ impl RocksDbBackend {
         let db = DB::open_cf_descriptors(&db_opts, &path, cfs).map_err(|e| db_error(&e))?;
         // Opened: no other process has this database, so no view of it is being read.
         remove_stale_captures(&path);
+        let lineage = native::Lineage::load_or_create(&path)?;
         let mut write_opts = WriteOptions::default();
         write_opts.disable_wal(!options.write_ahead_log);
         let mut read_opts = ReadOptions::default();
@@ -358,6 +362,7 @@ impl RocksDbBackend {
             reads: Cell::new(0),
             writes: Cell::new(0),
             rate_window: Cell::new((Instant::now(), 0, 0)),
+            lineage,
             temporary: None,
         })
     }
@@ -696,6 +701,13 @@ impl StateBackend for RocksDbBackend {
             target,
             _dir: dir,
         })))
+    }
+
+    /// A RocksDB checkpoint (a memtable flush and hard links) next to the database; the
+    /// checkpoint storage shares its SST files between checkpoints. Restore it with
+    /// [`restore_native`].
+    fn native_checkpoint(&mut self) -> Result<Option<NativeFiles>> {
+        self.take_native().map(Some)
     }
 
     /// Compactions drop entries whose every part has expired; a list with live elements is

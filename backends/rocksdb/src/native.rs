@@ -1,30 +1,36 @@
-//! Native incremental checkpoints: RocksDB checkpoints (hard-linked SST files) kept in a
-//! directory where SST files are shared between checkpoints.
+//! Native RocksDB checkpoints in the checkpoint storage, and restoring them.
 //!
-//! ```text
-//! <dir>/shared/<db identity>-<sst file name>   immutable SST files, shared by checkpoints
-//! <dir>/chk-0000000007/                        the checkpoint's own files (MANIFEST, OPTIONS, ...)
-//! <dir>/chk-0000000007/_SHARED                 the shared files it uses, with their sizes
-//! <dir>/NATIVE                                 the retained checkpoints (the commit point)
-//! ```
+//! A native checkpoint is a RocksDB checkpoint: a memtable flush and hard links to the live
+//! files, taken in the synchronous step. The checkpoint storage then moves the files in,
+//! storing every SST file once under `shared/` for all the checkpoints that list it (SST files
+//! never change once written), so a checkpoint after a small change writes only the new SST
+//! files and RocksDB's small manifest files.
 //!
-//! SST files never change once written, and within one database their numbers are never
-//! reused, so a file already in `shared/` is not copied again: checkpoint N+1 writes only the
-//! SST files checkpoint N did not have. A shared file is deleted only when no retained
-//! checkpoint lists it. A restored database gets a new identity, so files it writes later never
-//! collide with files of the database it came from.
+//! A shared SST file needs a name no other file ever gets. RocksDB numbers files uniquely
+//! within one database's history, so the name is `<lineage>-<file>`, where the lineage is an
+//! identity statewright keeps in the database directory (`STATEWRIGHT-LINEAGE`). A restored
+//! database starts a new lineage (it will write files with numbers its source wrote too, after
+//! the checkpoint), and remembers the shared names of the files it was restored with, so its
+//! first checkpoint shares them instead of writing them again.
 
-use std::collections::BTreeSet;
+use std::collections::HashMap;
 use std::fs;
+use std::hash::{BuildHasher, Hasher};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use statewright_core::{Error, Result};
+use rocksdb::{DB, WriteBatch};
+use statewright_core::backend::{NativeFileSpec, NativeFiles};
+use statewright_core::checkpoint::{CheckpointFile, CheckpointStorage, RestorePoint};
+use statewright_core::keygroup::KeyGroupRange;
+use statewright_core::{Bound, Error, Result, StatefulOperator};
 
-use crate::{RocksDbBackend, RocksDbOptions, db_error};
+use crate::{RocksDbBackend, RocksDbOptions, capture_prefix, db_error};
 
-const LIST: &str = "NATIVE";
-const SHARED_LIST: &str = "_SHARED";
+const LINEAGE: &str = "STATEWRIGHT-LINEAGE";
+
+/// The backend name native snapshots record.
+pub(crate) const BACKEND: &str = "rocksdb";
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io {
@@ -33,272 +39,330 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     }
 }
 
-/// A directory of native RocksDB checkpoints.
+/// The identity under which a database's SST files are shared, and the shared names of the
+/// files it was restored with.
 #[derive(Debug, Clone)]
-pub struct NativeCheckpoints {
-    dir: PathBuf,
-    max_retained: usize,
+pub(crate) struct Lineage {
+    id: String,
+    restored: HashMap<String, String>,
 }
 
-/// What one native checkpoint wrote.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NativeCheckpoint {
-    /// Its number.
-    pub id: u64,
-    /// Bytes of all files the checkpoint consists of (shared and its own).
-    pub state_bytes: u64,
-    /// Bytes this checkpoint newly wrote: new SST files and its own small files.
-    pub written_bytes: u64,
-    /// SST files it shares with earlier checkpoints.
-    pub reused_files: usize,
-    /// SST files it added.
-    pub new_files: usize,
+impl Lineage {
+    /// Reads the lineage of the database at `db`, starting a new one when it has none.
+    pub(crate) fn load_or_create(db: &Path) -> Result<Self> {
+        let path = db.join(LINEAGE);
+        match fs::read_to_string(&path) {
+            Ok(text) => Self::parse(&path, &text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let lineage = Self {
+                    id: new_id(),
+                    restored: HashMap::new(),
+                };
+                lineage.write(db)?;
+                Ok(lineage)
+            }
+            Err(e) => Err(io(&path)(e)),
+        }
+    }
+
+    fn parse(path: &Path, text: &str) -> Result<Self> {
+        let malformed = |line: &str| Error::Backend {
+            backend: BACKEND,
+            message: format!("`{}` has a malformed line `{line}`", path.display()),
+        };
+        let mut lines = text.lines();
+        let id = lines.next().unwrap_or_default().trim().to_owned();
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(malformed(&id));
+        }
+        let mut restored = HashMap::new();
+        for line in lines.filter(|l| !l.is_empty()) {
+            let (local, shared) = line.split_once(' ').ok_or_else(|| malformed(line))?;
+            restored.insert(local.to_owned(), shared.to_owned());
+        }
+        Ok(Self { id, restored })
+    }
+
+    fn write(&self, db: &Path) -> Result<()> {
+        let mut text = format!("{}\n", self.id);
+        let mut files: Vec<_> = self.restored.iter().collect();
+        files.sort();
+        for (local, shared) in files {
+            text.push_str(&format!("{local} {shared}\n"));
+        }
+        let tmp = db.join(format!("{LINEAGE}.tmp"));
+        let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
+        f.write_all(text.as_bytes()).map_err(io(&tmp))?;
+        f.sync_all().map_err(io(&tmp))?;
+        let path = db.join(LINEAGE);
+        fs::rename(&tmp, &path).map_err(io(&path))
+    }
+
+    /// The shared name of the database's SST file `file`.
+    fn shared_name(&self, file: &str) -> String {
+        self.restored
+            .get(file)
+            .cloned()
+            .unwrap_or_else(|| format!("{}-{file}", self.id))
+    }
 }
 
-impl NativeCheckpoints {
-    /// Opens (creating) a native checkpoint directory; retains 3 checkpoints by default.
-    ///
-    /// # Errors
-    ///
-    /// When the directories cannot be created.
-    pub fn open(dir: impl Into<PathBuf>) -> Result<Self> {
-        let dir = dir.into();
-        let shared = dir.join("shared");
-        fs::create_dir_all(&shared).map_err(io(&shared))?;
-        Ok(Self {
-            dir,
-            max_retained: 3,
-        })
-    }
+/// 128 bits no other database gets: the process's random hash keys over the time, the process
+/// and a counter.
+fn new_id() -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let half = || {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(nanos);
+        h.write_u32(std::process::id());
+        h.write_u64(count);
+        h.finish()
+    };
+    format!("{:016x}{:016x}", half(), half())
+}
 
-    /// How many checkpoints to retain (at least 1).
-    #[must_use]
-    pub fn max_retained(mut self, n: usize) -> Self {
-        self.max_retained = n.max(1);
-        self
-    }
-
-    /// The retained checkpoints, oldest first.
-    ///
-    /// # Errors
-    ///
-    /// When the list cannot be read or is damaged.
-    pub fn list(&self) -> Result<Vec<u64>> {
-        let path = self.dir.join(LIST);
-        let text = match fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io(&path)(e)),
-        };
-        text.lines()
-            .filter(|l| !l.is_empty())
-            .map(|l| {
-                l.parse().map_err(|_| Error::Backend {
-                    backend: "rocksdb",
-                    message: format!("`{}` has a malformed line `{l}`", path.display()),
-                })
-            })
-            .collect()
-    }
-
-    fn checkpoint_dir(&self, id: u64) -> PathBuf {
-        self.dir.join(format!("chk-{id:010}"))
-    }
-
-    fn shared_files(&self, id: u64) -> Result<Vec<(String, u64)>> {
-        let path = self.checkpoint_dir(id).join(SHARED_LIST);
-        let text = fs::read_to_string(&path).map_err(io(&path))?;
-        text.lines()
-            .filter(|l| !l.is_empty())
-            .map(|l| {
-                let (name, size) = l.rsplit_once(' ').unwrap_or((l, ""));
-                let size = size.parse().map_err(|_| Error::Backend {
-                    backend: "rocksdb",
-                    message: format!("`{}` has a malformed line `{l}`", path.display()),
-                })?;
-                if name.contains('/') || name.starts_with('.') {
-                    return Err(Error::Backend {
-                        backend: "rocksdb",
-                        message: format!(
-                            "`{}` names a file outside the store: `{name}`",
-                            path.display()
-                        ),
-                    });
-                }
-                Ok((name.to_owned(), size))
-            })
-            .collect()
-    }
-
-    /// Takes a native checkpoint of `backend`: flushes memtables, hard-links the live files
-    /// into a staging directory, moves SST files the store does not have yet into `shared/`,
-    /// and commits by rewriting the checkpoint list. Old checkpoints beyond `max_retained` and
-    /// shared files no retained checkpoint lists are deleted afterwards.
-    ///
-    /// # Errors
-    ///
-    /// RocksDB or I/O failures; earlier checkpoints are untouched.
-    pub fn checkpoint(&self, backend: &RocksDbBackend) -> Result<NativeCheckpoint> {
-        let retained = self.list()?;
-        let id = retained.last().map_or(1, |l| l + 1);
-        let staging = self.dir.join(format!("staging-{id:010}"));
-        if staging.exists() {
-            fs::remove_dir_all(&staging).map_err(io(&staging))?;
+impl RocksDbBackend {
+    /// A RocksDB checkpoint in a new directory next to the database (removed stale on open).
+    pub(crate) fn take_native(&self) -> Result<NativeFiles> {
+        let parent = self.path.parent().unwrap_or(&self.path);
+        // A fresh name: RocksDB creates the directory itself.
+        let dir = tempfile::Builder::new()
+            .prefix(&capture_prefix(&self.path))
+            .tempdir_in(parent)
+            .map_err(io(parent))?;
+        let target = dir.path().to_owned();
+        dir.close().map_err(io(&target))?;
+        let cp = rocksdb::checkpoint::Checkpoint::new(&self.db).map_err(|e| db_error(&e))?;
+        // A log size of 0 flushes the memtables first: with the write-ahead log off, that is
+        // the only way their contents reach the checkpoint.
+        if let Err(e) = cp.create_checkpoint_with_log_size(&target, 0) {
+            let _ = fs::remove_dir_all(&target);
+            return Err(db_error(&e));
         }
-        let cp = rocksdb::checkpoint::Checkpoint::new(backend.db()).map_err(|e| db_error(&e))?;
-        // A log size of 0 makes RocksDB flush the memtables first: with the write-ahead log off,
-        // that is the only way their contents reach the checkpoint.
-        cp.create_checkpoint_with_log_size(&staging, 0)
-            .map_err(|e| db_error(&e))?;
-        let identity = fs::read_to_string(backend.path().join("IDENTITY"))
-            .map(|s| s.trim().to_owned())
-            .unwrap_or_else(|_| "db".to_owned());
-        let shared = self.dir.join("shared");
-        let mut info = NativeCheckpoint {
-            id,
-            state_bytes: 0,
-            written_bytes: 0,
-            reused_files: 0,
-            new_files: 0,
-        };
-        let mut listed = String::new();
-        for entry in fs::read_dir(&staging).map_err(io(&staging))? {
-            let entry = entry.map_err(io(&staging))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let size = entry.metadata().map_err(io(&entry.path()))?.len();
-            info.state_bytes += size;
-            if !name.ends_with(".sst") {
-                info.written_bytes += size;
-                continue;
-            }
-            let shared_name = format!("{identity}-{name}");
-            let target = shared.join(&shared_name);
-            if target.exists() {
-                fs::remove_file(entry.path()).map_err(io(&entry.path()))?;
-                info.reused_files += 1;
-            } else {
-                fs::rename(entry.path(), &target).map_err(io(&target))?;
-                info.written_bytes += size;
-                info.new_files += 1;
-            }
-            listed.push_str(&format!("{shared_name} {size}\n"));
-        }
-        let list_path = staging.join(SHARED_LIST);
-        write_synced(&list_path, listed.as_bytes())?;
-        let final_dir = self.checkpoint_dir(id);
-        fs::rename(&staging, &final_dir).map_err(io(&final_dir))?;
-        sync_dir(&shared)?;
-        sync_dir(&self.dir)?;
-
-        let mut ids = retained;
-        ids.push(id);
-        let excess = ids.len().saturating_sub(self.max_retained);
-        let dropped: Vec<u64> = ids.drain(..excess).collect();
-        let text: String = ids.iter().map(|i| format!("{i}\n")).collect();
-        let tmp = self.dir.join(format!("{LIST}.tmp"));
-        write_synced(&tmp, text.as_bytes())?;
-        let list = self.dir.join(LIST);
-        fs::rename(&tmp, &list).map_err(io(&list))?;
-        sync_dir(&self.dir)?;
-        self.collect_garbage(&ids, &dropped);
-        Ok(info)
-    }
-
-    /// Deletes dropped checkpoints and every shared file no retained checkpoint lists. Failures
-    /// leave garbage behind, never remove a needed file.
-    fn collect_garbage(&self, retained: &[u64], dropped: &[u64]) {
-        for id in dropped {
-            let _ = fs::remove_dir_all(self.checkpoint_dir(*id));
-        }
-        let mut needed = BTreeSet::new();
-        for id in retained {
-            match self.shared_files(*id) {
-                Ok(files) => needed.extend(files.into_iter().map(|(n, _)| n)),
-                // Unknown needs: keep everything.
-                Err(_) => return,
-            }
-        }
-        let shared = self.dir.join("shared");
-        if let Ok(entries) = fs::read_dir(&shared) {
-            for entry in entries.flatten() {
+        let listed = (|| {
+            let mut specs = Vec::new();
+            for entry in fs::read_dir(&target).map_err(io(&target))? {
+                let entry = entry.map_err(io(&target))?;
                 let name = entry.file_name().to_string_lossy().into_owned();
-                if !needed.contains(&name) {
-                    let _ = fs::remove_file(entry.path());
-                }
+                let shared_as = name
+                    .ends_with(".sst")
+                    .then(|| self.lineage.shared_name(&name));
+                specs.push(NativeFileSpec { name, shared_as });
+            }
+            specs.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(specs)
+        })();
+        match listed {
+            // From here on the directory is the value's to remove.
+            Ok(specs) => Ok(NativeFiles::new(BACKEND, target, specs)),
+            Err(e) => {
+                let _ = fs::remove_dir_all(&target);
+                Err(e)
             }
         }
     }
+}
 
-    /// Restores checkpoint `id` into a new database at `path` (which must not exist) and opens
-    /// it. The restored database gets a new identity.
-    ///
-    /// # Errors
-    ///
-    /// An unknown checkpoint, a missing or truncated shared file, or RocksDB failing to open
-    /// the result.
-    pub fn restore(
-        &self,
-        id: u64,
-        path: impl Into<PathBuf>,
-        options: RocksDbOptions,
-    ) -> Result<RocksDbBackend> {
-        if !self.list()?.contains(&id) {
-            return Err(Error::CheckpointNotFound {
-                dir: self.dir.clone(),
-                wanted: id.to_string(),
-            });
-        }
-        let path = path.into();
-        if path.exists() {
-            return Err(Error::Backend {
-                backend: "rocksdb",
-                message: format!("restore target `{}` already exists", path.display()),
-            });
-        }
-        fs::create_dir_all(&path).map_err(io(&path))?;
-        let own = self.checkpoint_dir(id);
-        for entry in fs::read_dir(&own).map_err(io(&own))? {
-            let entry = entry.map_err(io(&own))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name == SHARED_LIST || name == "IDENTITY" {
-                continue;
+/// Restores an operator instance owning key groups `range` from a checkpoint whose snapshots
+/// of the operator are native RocksDB ones, into a new database at `path` (which must not
+/// exist).
+///
+/// With one snapshot of exactly these key groups, the restore is hard links to the stored
+/// files: its time does not depend on the state's size. When the parallelism changed, the
+/// snapshot overlapping the range most becomes the database, the key groups outside the range
+/// are deleted (range deletions), and the entries of the range in the other snapshots are
+/// copied in.
+///
+/// # Errors
+///
+/// [`Error::CheckpointNotFound`]; [`Error::Incompatible`] when the checkpoint does not cover
+/// the range, holds canonical snapshots of the operator (restore those with
+/// [`Bound::restore_from`]), was written with another maximum parallelism, or `path` exists;
+/// [`Error::Corrupt`] for a stored file of the wrong length; RocksDB or I/O failures. A failed
+/// restore removes what it created at `path`.
+pub fn restore_native<Op: StatefulOperator>(
+    op: Op,
+    storage: &CheckpointStorage,
+    point: RestorePoint,
+    range: KeyGroupRange,
+    path: impl Into<PathBuf>,
+    options: RocksDbOptions,
+) -> Result<Bound<Op, RocksDbBackend>> {
+    let path = path.into();
+    let info = storage.resolve(point)?;
+    let name = Op::DESCRIPTOR.name;
+    let files = storage.files_for_restore(&info, name, range)?;
+    let incompatible = |file: &CheckpointFile, reason: String| Error::Incompatible {
+        operator: name.to_owned(),
+        path: storage.dir().join(&file.path),
+        reason,
+    };
+    for f in &files {
+        match &f.native {
+            Some(n) if n.backend != BACKEND => {
+                return Err(incompatible(
+                    f,
+                    format!("is a native {} snapshot, not a RocksDB one", n.backend),
+                ));
             }
-            let to = path.join(&name);
-            fs::copy(entry.path(), &to).map_err(io(&to))?;
-        }
-        for (shared_name, size) in self.shared_files(id)? {
-            let from = self.dir.join("shared").join(&shared_name);
-            let actual = fs::metadata(&from).map_err(io(&from))?.len();
-            if actual != size {
-                return Err(Error::Backend {
-                    backend: "rocksdb",
-                    message: format!(
-                        "shared file `{}` has {actual} bytes, checkpoint {id} recorded {size}",
-                        from.display()
+            Some(n) if n.max_parallelism != Op::DESCRIPTOR.max_parallelism => {
+                return Err(incompatible(
+                    f,
+                    format!(
+                        "written with max_parallelism {}, the operator declares {}",
+                        n.max_parallelism,
+                        Op::DESCRIPTOR.max_parallelism
                     ),
-                });
+                ));
             }
-            let local = shared_name
-                .rsplit_once('-')
-                .map_or(shared_name.as_str(), |(_, n)| n);
-            let to = path.join(local);
-            // Hard links share the immutable file; fall back to a copy across file systems.
-            if fs::hard_link(&from, &to).is_err() {
-                fs::copy(&from, &to).map_err(io(&to))?;
+            Some(_) => {}
+            None => {
+                return Err(incompatible(
+                    f,
+                    format!(
+                        "is a {} canonical snapshot: restore it with `Bound::restore_from`",
+                        f.kind
+                    ),
+                ));
             }
         }
-        RocksDbBackend::open(path, options)
+    }
+    let overlap = |f: &CheckpointFile| {
+        let first = f.first_key_group.max(range.first());
+        let last = f.last_key_group.min(range.last());
+        u32::from(last).saturating_sub(u32::from(first)) + 1
+    };
+    let Some(base) = files.iter().copied().max_by_key(|f| overlap(f)) else {
+        return Err(Error::CheckpointNotFound {
+            dir: storage.dir().to_owned(),
+            wanted: format!("{name} key groups {}..={}", range.first(), range.last()),
+        });
+    };
+    storage.materialize_native(base, &path)?;
+    let result = (|| {
+        // A new lineage that knows the shared names of the files it starts with.
+        let lineage = Lineage {
+            id: new_id(),
+            restored: base
+                .native
+                .iter()
+                .flat_map(|n| &n.files)
+                .filter_map(|f| Some((f.name.clone(), f.shared.clone()?)))
+                .collect(),
+        };
+        lineage.write(&path)?;
+        let backend = RocksDbBackend::open(&path, options.clone())?;
+        let bound = Bound::new(op, backend)?.with_key_groups(range)?;
+        if base.key_groups() != range {
+            cut_to(bound.backend(), range)?;
+        }
+        for other in files.iter().filter(|f| !std::ptr::eq(**f, base)) {
+            copy_in(storage, other, bound.backend(), range, &options)?;
+        }
+        Ok(bound)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_dir_all(&path);
+    }
+    result
+}
+
+fn key_group_bound(kg: u32) -> Vec<u8> {
+    match u16::try_from(kg) {
+        Ok(kg) => kg.to_be_bytes().to_vec(),
+        // Past the last key group: after every key.
+        Err(_) => vec![0xFF, 0xFF, 0xFF],
     }
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut f = fs::File::create(path).map_err(io(path))?;
-    f.write_all(bytes).map_err(io(path))?;
-    f.sync_all().map_err(io(path))
+fn column_families(path: &Path, options: &RocksDbOptions) -> Result<Vec<String>> {
+    let names = DB::list_cf(&options.rocksdb_db_options(), path).map_err(|e| db_error(&e))?;
+    Ok(names
+        .into_iter()
+        .filter(|n| n != rocksdb::DEFAULT_COLUMN_FAMILY_NAME)
+        .collect())
 }
 
-fn sync_dir(dir: &Path) -> Result<()> {
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(dir))
+/// Deletes every key group outside `range`, in every column family.
+fn cut_to(backend: &RocksDbBackend, range: KeyGroupRange) -> Result<()> {
+    let db = backend.db();
+    let below = (Vec::new(), key_group_bound(u32::from(range.first())));
+    let above = (
+        key_group_bound(u32::from(range.last()) + 1),
+        key_group_bound(u32::from(u16::MAX) + 1),
+    );
+    for name in column_families(backend.path(), backend.options())? {
+        let Some(cf) = db.cf_handle(&name) else {
+            continue;
+        };
+        let mut batch = WriteBatch::default();
+        for (from, to) in [&below, &above] {
+            if from < to {
+                batch.delete_range_cf(cf, from, to);
+            }
+        }
+        db.write(batch).map_err(|e| db_error(&e))?;
+    }
+    Ok(())
+}
+
+/// Copies the entries of `range` from a native snapshot into `target`.
+fn copy_in(
+    storage: &CheckpointStorage,
+    file: &CheckpointFile,
+    target: &RocksDbBackend,
+    range: KeyGroupRange,
+    options: &RocksDbOptions,
+) -> Result<()> {
+    let parent = target.path().parent().unwrap_or(target.path()).to_owned();
+    let scratch = tempfile::Builder::new()
+        .prefix(&capture_prefix(target.path()))
+        .tempdir_in(&parent)
+        .map_err(io(&parent))?;
+    let dir = scratch.path().join("db");
+    storage.materialize_native(file, &dir)?;
+    let names = column_families(&dir, options)?;
+    let cache = rocksdb::Cache::new_lru_cache(8 << 20);
+    let cfs: Vec<_> = names
+        .iter()
+        .map(|n| rocksdb::ColumnFamilyDescriptor::new(n, options.rocksdb_cf_options(&cache)))
+        .collect();
+    let source = DB::open_cf_descriptors_read_only(&options.rocksdb_db_options(), &dir, cfs, false)
+        .map_err(|e| db_error(&e))?;
+    let first = range.first().max(file.first_key_group);
+    let last = range.last().min(file.last_key_group);
+    let from = key_group_bound(u32::from(first));
+    let to = key_group_bound(u32::from(last) + 1);
+    for name in &names {
+        let Some(src) = source.cf_handle(name) else {
+            continue;
+        };
+        // Column families of states the operator no longer declares stay behind.
+        let db = target.db();
+        let Some(dst) = db.cf_handle(name) else {
+            continue;
+        };
+        let mut read = rocksdb::ReadOptions::default();
+        read.fill_cache(false);
+        read.set_iterate_upper_bound(to.clone());
+        let mut it = source.raw_iterator_cf_opt(src, read);
+        it.seek(&from);
+        let mut batch = WriteBatch::default();
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            batch.put_cf(dst, k, v);
+            if batch.size_in_bytes() >= 4 << 20 {
+                db.write_opt(std::mem::take(&mut batch), &target.write_opts)
+                    .map_err(|e| db_error(&e))?;
+            }
+            it.next();
+        }
+        it.status().map_err(|e| db_error(&e))?;
+        db.write_opt(batch, &target.write_opts)
+            .map_err(|e| db_error(&e))?;
+    }
+    Ok(())
 }
