@@ -5,8 +5,12 @@
 //! exactly the state of its round, and the latest holds at least the last round the child
 //! saw committed: no committed checkpoint is ever lost or damaged.
 //!
-//! `STATEWRIGHT_CRASH_POINTS` sets the number of kills (default 50; 200 or more for a long
-//! run); `STATEWRIGHT_CRASH_SEED` replays a run.
+//! The same for RocksDB's native checkpoints (`sigkill_native_rocksdb`): a killed job restarts
+//! by restoring the latest checkpoint into a new database directory, and every retained
+//! checkpoint restores after each kill, whatever the kill left half moved into `shared/`.
+//!
+//! `STATEWRIGHT_CRASH_POINTS` sets the number of kills (default 50 on the heap, 25 on RocksDB;
+//! 200 or more for a long run); `STATEWRIGHT_CRASH_SEED` replays a run.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead, BufReader, Write};
@@ -19,6 +23,7 @@ use statewright::prelude::*;
 
 const KEYS: u64 = 1_500;
 const CHILD_ENV: &str = "STATEWRIGHT_CRASH_CHILD_DIR";
+const BACKEND_ENV: &str = "STATEWRIGHT_CRASH_CHILD_BACKEND";
 
 #[derive(StatefulOperator, Default)]
 #[operator(name = "crash", key = u64)]
@@ -50,57 +55,91 @@ fn crash_child() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let mut checkpointer = Checkpointer::new(config(dir)).unwrap();
-        let mut op = Crash::default().bind(HeapBackend::new()).unwrap();
-        // Continue after the last committed round, as a restarted job would.
-        let mut round = match checkpointer.storage().list().unwrap().last() {
-            Some(_) => {
-                op.restore_from(checkpointer.storage(), RestorePoint::Latest)
-                    .unwrap();
-                op.key(&0)
-                    .unwrap()
-                    .round()
-                    .get_owned()
-                    .unwrap()
-                    .unwrap_or(0)
-            }
-            None => 0,
-        };
-        let mut out = std::io::stdout();
-        loop {
-            round += 1;
-            for k in 0..KEYS {
-                let mut st = op.key(&k).unwrap();
-                st.round().set(&round).unwrap();
-                if k % 3 == 0 {
-                    if round % 2 == 0 {
-                        st.even().set(&round).unwrap();
-                    } else {
-                        st.even().clear().unwrap();
-                    }
+        let checkpointer = Checkpointer::new(config(dir)).unwrap();
+        let restart = checkpointer.storage().list().unwrap().last().is_some();
+        #[cfg(feature = "rocksdb")]
+        if std::env::var(BACKEND_ENV).as_deref() == Ok("rocksdb") {
+            use statewright::keygroup::KeyGroupRange;
+            use statewright::{RocksDbBackend, RocksDbOptions, restore_native};
+            // A restarted job restores into a new database; the killed job's is dropped (with
+            // the write-ahead log off it holds nothing a checkpoint does not).
+            for entry in std::fs::read_dir(dir).unwrap().flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with("db-") || name.starts_with(".db-") {
+                    std::fs::remove_dir_all(entry.path()).unwrap();
                 }
-                if k % 7 == 0 {
-                    st.rounds().add(&round).unwrap();
-                }
-                st.per_bucket().put(&((round % 5) as u8), &round).unwrap();
             }
-            checkpointer.trigger(&mut [&mut op]).unwrap();
-            // Updates of the next round would go on here; the round's state is captured.
-            let report = checkpointer.wait().await.unwrap().unwrap();
-            writeln!(
-                out,
-                "committed {} {round} {}",
-                report.info.id,
-                report.info.kind()
-            )
-            .unwrap();
-            out.flush().unwrap();
+            let db = dir.join(format!("db-{}", std::process::id()));
+            let op = if restart {
+                restore_native(
+                    Crash::default(),
+                    checkpointer.storage(),
+                    RestorePoint::Latest,
+                    KeyGroupRange::all(Crash::DESCRIPTOR.max_parallelism),
+                    &db,
+                    RocksDbOptions::low_memory(),
+                )
+                .unwrap()
+            } else {
+                Crash::default()
+                    .bind(RocksDbBackend::open(&db, RocksDbOptions::low_memory()).unwrap())
+                    .unwrap()
+            };
+            return run_child(op, checkpointer).await;
         }
+        let mut op = Crash::default().bind(HeapBackend::new()).unwrap();
+        if restart {
+            op.restore_from(checkpointer.storage(), RestorePoint::Latest)
+                .unwrap();
+        }
+        run_child(op, checkpointer).await;
     });
 }
 
+/// Rounds of updates and checkpoints until killed, continuing after the last committed round,
+/// as a restarted job would.
+async fn run_child<B: StateBackend>(mut op: Bound<Crash, B>, mut checkpointer: Checkpointer) {
+    let mut round = op
+        .key(&0)
+        .unwrap()
+        .round()
+        .get_owned()
+        .unwrap()
+        .unwrap_or(0);
+    let mut out = std::io::stdout();
+    loop {
+        round += 1;
+        for k in 0..KEYS {
+            let mut st = op.key(&k).unwrap();
+            st.round().set(&round).unwrap();
+            if k % 3 == 0 {
+                if round % 2 == 0 {
+                    st.even().set(&round).unwrap();
+                } else {
+                    st.even().clear().unwrap();
+                }
+            }
+            if k % 7 == 0 {
+                st.rounds().add(&round).unwrap();
+            }
+            st.per_bucket().put(&((round % 5) as u8), &round).unwrap();
+        }
+        checkpointer.trigger(&mut [&mut op]).unwrap();
+        // Updates of the next round would go on here; the round's state is captured.
+        let report = checkpointer.wait().await.unwrap().unwrap();
+        writeln!(
+            out,
+            "committed {} {round} {}",
+            report.info.id,
+            report.info.kind()
+        )
+        .unwrap();
+        out.flush().unwrap();
+    }
+}
+
 /// Checks that `op` holds exactly the state after `round` rounds.
-fn verify_round(op: &mut Bound<Crash, HeapBackend>, round: u64) {
+fn verify_round<B: StateBackend>(op: &mut Bound<Crash, B>, round: u64) {
     for k in 0..KEYS {
         let mut st = op.key(&k).unwrap();
         assert_eq!(st.round().get_owned().unwrap(), Some(round), "key {k}");
@@ -138,15 +177,54 @@ fn next(seed: &mut u64) -> u64 {
 
 #[test]
 fn sigkill_at_random_points() {
+    kill_repeatedly("heap", 50, |storage, info, _| {
+        let mut op = Crash::default().restore(HeapBackend::new(), storage, info.id.into())?;
+        Ok(restored_round(&mut op))
+    });
+}
+
+#[cfg(feature = "rocksdb")]
+#[test]
+fn sigkill_native_rocksdb() {
+    use statewright::keygroup::KeyGroupRange;
+    use statewright::{RocksDbOptions, restore_native};
+    kill_repeatedly("rocksdb", 25, |storage, info, dir| {
+        let target = dir.join(format!("verify-{}", info.id));
+        let mut op = restore_native(
+            Crash::default(),
+            storage,
+            info.id.into(),
+            KeyGroupRange::all(Crash::DESCRIPTOR.max_parallelism),
+            &target,
+            RocksDbOptions::low_memory(),
+        )?;
+        let round = restored_round(&mut op);
+        drop(op);
+        std::fs::remove_dir_all(&target).unwrap();
+        Ok(round)
+    });
+}
+
+/// The round a restored instance holds, after checking it holds exactly that round's state.
+fn restored_round<B: StateBackend>(op: &mut Bound<Crash, B>) -> u64 {
+    let round = op.key(&0).unwrap().round().get_owned().unwrap().unwrap();
+    verify_round(op, round);
+    round
+}
+
+type Restore =
+    fn(&CheckpointStorage, &statewright::CheckpointInfo, &Path) -> statewright::Result<u64>;
+
+fn kill_repeatedly(backend: &str, default_points: u32, restore: Restore) {
     let points: u32 = std::env::var("STATEWRIGHT_CRASH_POINTS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(50);
+        .unwrap_or(default_points);
     let mut seed: u64 = std::env::var("STATEWRIGHT_CRASH_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| u64::from(std::process::id()));
-    eprintln!("crash test seed {seed} ({points} kills)");
+    eprintln!("crash test seed {seed} ({points} kills, {backend})");
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
     let mut last_reported = 0u64;
@@ -162,6 +240,7 @@ fn sigkill_at_random_points() {
                 "1",
             ])
             .env(CHILD_ENV, dir.path())
+            .env(BACKEND_ENV, backend)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -175,7 +254,8 @@ fn sigkill_at_random_points() {
             if let Some(rest) = line.strip_prefix("committed ") {
                 let mut parts = rest.split(' ');
                 let round: u64 = parts.nth(1).unwrap().parse().unwrap();
-                incremental_seen += u32::from(parts.next() == Some("incremental"));
+                incremental_seen +=
+                    u32::from(matches!(parts.next(), Some("incremental" | "native")));
                 assert!(round > last_reported);
                 last_reported = round;
                 seen += 1;
@@ -190,11 +270,8 @@ fn sigkill_at_random_points() {
         let retained = storage.list().unwrap();
         assert!(!retained.is_empty());
         for (i, info) in retained.iter().enumerate() {
-            let mut op = Crash::default()
-                .restore(HeapBackend::new(), &storage, info.id.into())
+            let round = restore(&storage, info, dir.path())
                 .unwrap_or_else(|e| panic!("point {point}: checkpoint {} damaged: {e}", info.id));
-            let round = op.key(&0).unwrap().round().get_owned().unwrap().unwrap();
-            verify_round(&mut op, round);
             if i + 1 == retained.len() {
                 assert!(
                     round >= last_reported,
@@ -206,6 +283,6 @@ fn sigkill_at_random_points() {
     }
     assert!(
         incremental_seen > 0 || points < 5,
-        "the child committed no incremental checkpoint"
+        "the child committed no incremental or native checkpoint"
     );
 }
