@@ -113,7 +113,7 @@ async fn run_child<B: StateBackend>(mut op: Bound<Crash, B>, mut checkpointer: C
             let mut st = op.key(&k).unwrap();
             st.round().set(&round).unwrap();
             if k % 3 == 0 {
-                if round % 2 == 0 {
+                if round.is_multiple_of(2) {
                     st.even().set(&round).unwrap();
                 } else {
                     st.even().clear().unwrap();
