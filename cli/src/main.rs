@@ -5,6 +5,7 @@
 //! statewright inspect ./checkpoints            # the latest checkpoint
 //! statewright inspect ./checkpoints/chk-0000000003
 //! statewright verify ./checkpoints             # exit code 1 when anything is damaged
+//! statewright dump ./checkpoints --state per_merchant --key 42 --format csv
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -13,7 +14,14 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+use statewright_core::StateKey;
+use statewright_core::backend::Change;
 use statewright_core::checkpoint::SnapshotRef;
+use statewright_core::codec::{self, Frames};
+use statewright_core::descriptor::StateKind;
 use statewright_core::keygroup::KeyGroupRange;
 use statewright_core::snapshot::SnapshotReader;
 use statewright_core::{CheckpointId, CheckpointInfo, CheckpointStorage, RestorePoint};
@@ -48,6 +56,36 @@ enum Command {
         /// The checkpoint directory.
         dir: PathBuf,
     },
+    /// Print one state's entries as of a checkpoint (its incremental chains applied), keys and
+    /// values decoded where their types are primitives or strings (hex otherwise).
+    Dump {
+        /// The checkpoint directory, or one checkpoint in it (`<dir>/chk-0000000003`).
+        checkpoint: PathBuf,
+        /// The checkpoint's id (default: the latest, or the one the path names).
+        #[arg(long)]
+        id: Option<u64>,
+        /// The state's name.
+        #[arg(long)]
+        state: String,
+        /// The operator (needed when several operators have a state of that name).
+        #[arg(long)]
+        operator: Option<String>,
+        /// Only this key (as printed: a number, or a string's text).
+        #[arg(long)]
+        key: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Json)]
+        format: Format,
+    },
+}
+
+/// How `dump` prints entries.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    /// A JSON array of objects: `key_group`, `key`, `user_key` (map states), `value`.
+    Json,
+    /// CSV with a header: `key_group,key,user_key,value` (non-scalar values as JSON).
+    Csv,
 }
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -67,6 +105,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::List { dir } => list(&dir).map(|()| ExitCode::SUCCESS),
         Command::Inspect { checkpoint, id } => inspect(&checkpoint, id).map(|()| ExitCode::SUCCESS),
         Command::Verify { dir } => verify(&dir),
+        Command::Dump {
+            checkpoint,
+            id,
+            state,
+            operator,
+            key,
+            format,
+        } => dump(
+            &checkpoint,
+            id,
+            &state,
+            operator.as_deref(),
+            key.as_deref(),
+            format,
+        )
+        .map(|()| ExitCode::SUCCESS),
     }
 }
 
@@ -263,4 +317,205 @@ fn check_file(storage: &CheckpointStorage, file: &SnapshotRef) -> Result<u64> {
         })?;
     }
     Ok(records)
+}
+
+/// `(canonical key, user key)` -> `(key group, stored value)`.
+type Entries = BTreeMap<(Vec<u8>, Vec<u8>), (u16, Vec<u8>)>;
+
+fn dump(
+    path: &Path,
+    id: Option<u64>,
+    state: &str,
+    operator: Option<&str>,
+    key: Option<&str>,
+    format: Format,
+) -> Result<()> {
+    let (storage, info) = locate(path, id)?;
+    // Which operator's state: the one named, or the only one with a state of that name.
+    let mut section = None;
+    let mut operators = Vec::new();
+    for file in &info.files {
+        if operator.is_some_and(|o| o != file.operator) || operators.contains(&file.operator) {
+            continue;
+        }
+        if let Some(native) = &file.native {
+            if operator.is_some() {
+                return Err(format!(
+                    "checkpoint {} holds a native {} snapshot of `{}`, which `dump` cannot read; \
+                     take a canonical checkpoint (`CheckpointConfig::native(false)`) to dump it",
+                    info.id, native.backend, file.operator
+                )
+                .into());
+            }
+            continue;
+        }
+        let (file_path, bytes) = storage.read_file(&file.to_ref())?;
+        let reader = SnapshotReader::parse(&file_path, &bytes)?;
+        if let Some(s) = reader.index().states.iter().find(|s| s.name == state) {
+            operators.push(file.operator.clone());
+            section = Some((reader.index().key_type.clone(), s.clone()));
+        }
+    }
+    let (key_type, section) = match (section, operators.len()) {
+        (Some(found), 1) => found,
+        (_, 0) => {
+            return Err(format!("checkpoint {} has no state `{state}`", info.id).into());
+        }
+        _ => {
+            return Err(format!(
+                "several operators have a state `{state}` ({}); choose one with --operator",
+                operators.join(", ")
+            )
+            .into());
+        }
+    };
+    let operator = &operators[0];
+
+    // Apply every instance's chain, oldest first, at the level of stored bytes.
+    let mut entries = Entries::new();
+    for file in info.files.iter().filter(|f| &f.operator == operator) {
+        for link in file.chain() {
+            let (file_path, bytes) = storage.read_file(&link)?;
+            let reader = SnapshotReader::parse(&file_path, &bytes)?;
+            let Some(s) = reader.index().states.iter().find(|s| s.name == state) else {
+                continue;
+            };
+            let range = KeyGroupRange::all(reader.index().max_parallelism);
+            reader.for_each_change(s, range, &mut |kg, k, uk, change| {
+                match change {
+                    Change::Put(value) => {
+                        entries.insert((k.to_vec(), uk.to_vec()), (kg, value.to_vec()));
+                    }
+                    Change::Delete => {
+                        entries.remove(&(k.to_vec(), uk.to_vec()));
+                    }
+                    Change::DeleteKey => {
+                        entries.retain(|(key, _), _| key.as_slice() != k);
+                    }
+                }
+                Ok(())
+            })?;
+        }
+    }
+
+    let list = section.kind == StateKind::List;
+    let map = !section.user_key_type.is_empty();
+    let mut rows = Vec::new();
+    for ((k, uk), (kg, stored)) in &entries {
+        let key_value = decode_key(&key_type, k);
+        if key.is_some_and(|wanted| scalar_text(&key_value) != wanted) {
+            continue;
+        }
+        let mut plain = Vec::new();
+        let bytes = if section.ttl_ms != 0 {
+            statewright_core::ttl::strip_stamps(list, stored, &mut plain)?;
+            &plain
+        } else {
+            stored
+        };
+        let value = if list {
+            Value::Array(
+                Frames::new(bytes)
+                    .map(|f| f.map(|e| decode_value(&section.value_type, e)))
+                    .collect::<std::result::Result<Vec<_>, _>>()?,
+            )
+        } else {
+            decode_value(&section.value_type, bytes)
+        };
+        let mut row = serde_json::Map::new();
+        row.insert("key_group".into(), Value::from(*kg));
+        row.insert("key".into(), key_value);
+        if map {
+            row.insert("user_key".into(), decode_key(&section.user_key_type, uk));
+        }
+        row.insert("value".into(), value);
+        rows.push(row);
+    }
+    match format {
+        Format::Json => {
+            println!("[");
+            for (i, row) in rows.iter().enumerate() {
+                let comma = if i + 1 < rows.len() { "," } else { "" };
+                println!("  {}{comma}", serde_json::to_string(row)?);
+            }
+            println!("]");
+        }
+        Format::Csv => {
+            println!("key_group,key,{}value", if map { "user_key," } else { "" });
+            for row in &rows {
+                let cells: Vec<String> = ["key_group", "key", "user_key", "value"]
+                    .iter()
+                    .filter_map(|column| row.get(*column))
+                    .map(|v| csv_cell(&scalar_text(v)))
+                    .collect();
+                println!("{}", cells.join(","));
+            }
+        }
+    }
+    eprintln!(
+        "{} entries of `{operator}.{state}` in checkpoint {}",
+        rows.len(),
+        info.id
+    );
+    Ok(())
+}
+
+/// A number or string as its plain text; anything else as JSON.
+fn scalar_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn csv_cell(text: &str) -> String {
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_owned()
+    }
+}
+
+fn hex(bytes: &[u8]) -> Value {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push_str(&format!("{b:02x}"));
+    }
+    serde_json::json!({ "hex": out })
+}
+
+/// A canonical key decoded as `type_name` when it is a primitive or a string.
+fn decode_key(type_name: &str, bytes: &[u8]) -> Value {
+    macro_rules! by_type {
+        ($($name:literal => $t:ty),* $(,)?) => {
+            match type_name {
+                $($name => <$t as StateKey>::from_key_bytes(bytes).ok().map(|v| serde_json::json!(v)),)*
+                _ => None,
+            }
+        };
+    }
+    by_type!(
+        "u8" => u8, "u16" => u16, "u32" => u32, "u64" => u64,
+        "i8" => i8, "i16" => i16, "i32" => i32, "i64" => i64,
+        "f32" => f32, "f64" => f64, "bool" => bool, "char" => char, "String" => String,
+    )
+    .unwrap_or_else(|| hex(bytes))
+}
+
+/// A stored value decoded as `type_name` when it is a primitive or a string.
+fn decode_value(type_name: &str, bytes: &[u8]) -> Value {
+    macro_rules! by_type {
+        ($($name:literal => $t:ty),* $(,)?) => {
+            match type_name {
+                $($name => codec::decode::<$t>(bytes).ok().map(|v| serde_json::json!(v)),)*
+                _ => None,
+            }
+        };
+    }
+    by_type!(
+        "u8" => u8, "u16" => u16, "u32" => u32, "u64" => u64,
+        "i8" => i8, "i16" => i16, "i32" => i32, "i64" => i64,
+        "f32" => f32, "f64" => f64, "bool" => bool, "char" => char, "String" => String,
+    )
+    .unwrap_or_else(|| hex(bytes))
 }
