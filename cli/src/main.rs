@@ -334,6 +334,7 @@ fn dump(
     // Which operator's state: the one named, or the only one with a state of that name.
     let mut section = None;
     let mut operators = Vec::new();
+    let mut native_only = Vec::new();
     for file in &info.files {
         if operator.is_some_and(|o| o != file.operator) || operators.contains(&file.operator) {
             continue;
@@ -347,6 +348,7 @@ fn dump(
                 )
                 .into());
             }
+            native_only.push(format!("`{}` ({})", file.operator, native.backend));
             continue;
         }
         let (file_path, bytes) = storage.read_file(&file.to_ref())?;
@@ -358,8 +360,18 @@ fn dump(
     }
     let (key_type, section) = match (section, operators.len()) {
         (Some(found), 1) => found,
-        (_, 0) => {
+        (_, 0) if native_only.is_empty() => {
             return Err(format!("checkpoint {} has no state `{state}`", info.id).into());
+        }
+        (_, 0) => {
+            return Err(format!(
+                "checkpoint {} has no canonical snapshot with a state `{state}`; its native \
+                 snapshots of {} are the backend's own files, which `dump` cannot read (take a \
+                 canonical checkpoint with `CheckpointConfig::native(false)`)",
+                info.id,
+                native_only.join(", ")
+            )
+            .into());
         }
         _ => {
             return Err(format!(

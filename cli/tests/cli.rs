@@ -213,6 +213,15 @@ fn native_snapshots_are_listed_inspected_and_verified() {
     assert!(out.contains("(3 native files)"), "{out}");
     assert!(out.contains("all checksums match"), "{out}");
 
+    // `dump` reads canonical snapshots only, and says so.
+    let assert = cli()
+        .args(["dump", "--state", "count", "--operator", "sessions"])
+        .arg(dir.path().join("c"))
+        .assert()
+        .code(2);
+    let err = String::from_utf8(assert.get_output().stderr.clone()).unwrap();
+    assert!(err.contains("native test-backend snapshot"), "{err}");
+
     // Damage the file both checkpoints share: both native snapshots are reported.
     let shared = dir.path().join("c/shared/lineage-000007.sst");
     let mut bytes = std::fs::read(&shared).unwrap();
