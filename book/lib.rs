@@ -5,6 +5,9 @@
 #[doc = include_str!("src/getting-started.md")]
 pub mod getting_started {}
 
+#[doc = include_str!("src/declaring-state.md")]
+pub mod declaring_state {}
+
 #[doc = include_str!("src/ttl.md")]
 pub mod ttl {}
 
@@ -16,6 +19,15 @@ pub mod checkpoints {}
 
 #[doc = include_str!("src/inspecting.md")]
 pub mod inspecting {}
+
+#[doc = include_str!("src/metrics.md")]
+pub mod metrics {}
+
+#[doc = include_str!("src/flink.md")]
+pub mod flink {}
+
+#[doc = include_str!("src/reference.md")]
+pub mod reference {}
 
 #[doc = include_str!("../README.md")]
 pub mod readme {}

@@ -94,4 +94,49 @@ mod tests {
         assert_eq!(suggest("colour", STATE_KEYS), None);
         assert_eq!(one_of(&["a", "b", "c"]), "`a`, `b` or `c`");
     }
+
+    /// The attribute names in the first column of the reference's table under `heading`,
+    /// with the rest of each row.
+    fn reference_rows(heading: &str) -> Vec<(String, String)> {
+        let page = include_str!("../../book/src/reference.md");
+        let Some(start) = page.find(heading) else {
+            panic!("the reference has no section {heading}");
+        };
+        let section = &page[start + heading.len()..];
+        let section = &section[..section.find("\n## ").unwrap_or(section.len())];
+        section
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| l.split_once('`'))
+            .map(|(name, rest)| (name.to_owned(), rest.to_owned()))
+            .collect()
+    }
+
+    /// The guide's attribute reference lists exactly the attributes the macro accepts, with
+    /// every value they take: it cannot drift from the macro.
+    #[test]
+    fn the_reference_lists_every_attribute_and_value() {
+        for (heading, keys) in [
+            ("## `#[operator(...)]`", OPERATOR_KEYS),
+            ("## `#[state(...)]`", STATE_KEYS),
+        ] {
+            let rows = reference_rows(heading);
+            let mut documented: Vec<&str> = rows.iter().map(|(n, _)| n.as_str()).collect();
+            let mut accepted = keys.to_vec();
+            documented.sort_unstable();
+            accepted.sort_unstable();
+            assert_eq!(documented, accepted, "{heading}");
+            for (attribute, values) in [
+                (UPDATE, UPDATE_VALUES),
+                (VISIBILITY, VISIBILITY_VALUES),
+                (TIME, TIME_VALUES),
+            ] {
+                if let Some((_, row)) = rows.iter().find(|(n, _)| n == attribute) {
+                    for v in values {
+                        assert!(row.contains(v), "`{attribute}` row lacks `{v}`: {row}");
+                    }
+                }
+            }
+        }
+    }
 }
