@@ -10,27 +10,7 @@ use std::hint::black_box;
 use criterion::{Criterion, criterion_group, criterion_main};
 use statewright::EncodeKey;
 use statewright::codec;
-
-/// A profile of about 1 KiB: a few scalars, a name, and a history.
-#[statewright::value]
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Profile {
-    pub id: u64,
-    pub score: i64,
-    pub name: String,
-    pub flags: u32,
-    pub history: Vec<u64>,
-}
-
-fn profile() -> Profile {
-    Profile {
-        id: 42,
-        score: -7,
-        name: "a customer with a reasonably long display name".into(),
-        flags: 0b1011,
-        history: (0..120).map(|i| i * 31).collect(),
-    }
-}
+use statewright_bench::{Profile, profile};
 
 fn read_one_field(c: &mut Criterion) {
     let p = profile();

@@ -569,3 +569,76 @@ pub fn read_path(keys: u64, reads: u64) -> statewright::Result<Vec<(&'static str
     std::hint::black_box(sum);
     Ok(out)
 }
+
+/// A stored value of about 1 KiB: a few scalars, a name, and a history.
+#[statewright::value]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Profile {
+    /// An id.
+    pub id: u64,
+    /// The field read.
+    pub score: i64,
+    /// A name.
+    pub name: String,
+    /// Flags.
+    pub flags: u32,
+    /// A history of 120 numbers.
+    pub history: Vec<u64>,
+}
+
+/// The profile the zero-copy measurement reads.
+#[must_use]
+pub fn profile() -> Profile {
+    Profile {
+        id: 42,
+        score: -7,
+        name: "a customer with a reasonably long display name".into(),
+        flags: 0b1011,
+        history: (0..120).map(|i| i * 31).collect(),
+    }
+}
+
+/// Nanoseconds per read of one field of a [`Profile`]: through the zero-copy view (validated
+/// rkyv access), by deserialising it whole with rkyv, and by decoding it with serde and
+/// bincode. The criterion benchmark `read_path` measures the same with statistics.
+///
+/// # Errors
+///
+/// An encoding failure.
+pub fn zero_copy(iterations: u64) -> Result<Vec<(&'static str, f64)>, Box<dyn std::error::Error>> {
+    use statewright::codec;
+    use std::hint::black_box;
+    let p = profile();
+    let mut rkyv_bytes = Vec::new();
+    codec::encode_into(&p, &mut rkyv_bytes)?;
+    let bincode_bytes = bincode::serde::encode_to_vec(&p, bincode::config::standard())?;
+    let time = |f: &mut dyn FnMut() -> Result<i64, Box<dyn std::error::Error>>| {
+        let start = Instant::now();
+        let mut sum = 0i64;
+        for _ in 0..iterations {
+            sum = sum.wrapping_add(f()?);
+        }
+        black_box(sum);
+        Ok::<f64, Box<dyn std::error::Error>>(
+            start.elapsed().as_secs_f64() * 1e9 / iterations as f64,
+        )
+    };
+    let view = time(&mut || {
+        Ok(codec::access::<Profile>(black_box(&rkyv_bytes))?
+            .score
+            .to_native())
+    })?;
+    let whole = time(&mut || Ok(codec::decode::<Profile>(black_box(&rkyv_bytes))?.score))?;
+    let bincode = time(&mut || {
+        let (v, _): (Profile, usize) = bincode::serde::decode_from_slice(
+            black_box(&bincode_bytes),
+            bincode::config::standard(),
+        )?;
+        Ok(v.score)
+    })?;
+    Ok(vec![
+        ("zero_copy_view", view),
+        ("rkyv_deserialise", whole),
+        ("serde_bincode_decode", bincode),
+    ])
+}

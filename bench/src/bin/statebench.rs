@@ -3,7 +3,7 @@
 //! Runs the workloads of `WORKLOAD.md` and prints one line per result:
 //! `statewright <backend> <workload> K=<K> N=<N> ops_per_s=<f> secs=<f> checksum=<u64> verify=<u64>`.
 
-use statewright_bench::{BACKENDS, Params, WORKLOADS, read_path, run, snapshot};
+use statewright_bench::{BACKENDS, Params, WORKLOADS, read_path, run, snapshot, zero_copy};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut backends: Vec<String> = vec!["heap".into()];
@@ -16,6 +16,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         m: 10,
     };
     let mut read_path_only = false;
+    let mut zero_copy_only = false;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -28,9 +29,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--seed" => p.seed = value()?.parse()?,
             "--M" => p.m = value()?.parse()?,
             "--read-path" => read_path_only = true,
+            "--zero-copy" => zero_copy_only = true,
             "--help" | "-h" => {
                 println!(
-                    "statebench [--backend {}] [--workload {},snapshot] [--K keys] [--N ops] [--seed s] [--M map-keys]",
+                    "statebench [--backend {}] [--workload {},snapshot] [--K keys] [--N ops] [--seed s] [--M map-keys] | --read-path | --zero-copy [--N reads]",
                     BACKENDS.join(","),
                     WORKLOADS.join(",")
                 );
@@ -41,6 +43,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if p.k == 0 || p.m == 0 {
         return Err("--K and --M must be positive".into());
+    }
+    if zero_copy_only {
+        for (name, ns) in zero_copy(p.n)? {
+            println!(
+                "statewright value read_1KiB_{name} N={} ns_per_op={ns:.1}",
+                p.n
+            );
+        }
+        return Ok(());
     }
     if read_path_only {
         // Point reads of SST-resident values: in place vs copied vs raw.
