@@ -17,6 +17,9 @@ pub mod backends {}
 #[doc = include_str!("src/checkpoints.md")]
 pub mod checkpoints {}
 
+#[doc = include_str!("src/rescaling.md")]
+pub mod rescaling {}
+
 #[doc = include_str!("src/inspecting.md")]
 pub mod inspecting {}
 
@@ -28,6 +31,12 @@ pub mod flink {}
 
 #[doc = include_str!("src/reference.md")]
 pub mod reference {}
+
+#[doc = include_str!("src/snapshot-format.md")]
+pub mod snapshot_format {}
+
+#[doc = include_str!("src/writing-a-backend.md")]
+pub mod writing_a_backend {}
 
 #[doc = include_str!("../README.md")]
 pub mod readme {}
