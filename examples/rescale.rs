@@ -116,6 +116,43 @@ fn read_all<B: StateBackend>(
     Ok(())
 }
 
+/// Processes the views `range` on the instances `ops` (each view goes to the instance owning
+/// its user), then checkpoints every instance into one checkpoint.
+fn run_and_checkpoint<B: StateBackend>(
+    ops: &mut [Bound<PageViews, B>],
+    range: std::ops::Range<u64>,
+    checkpointer: &mut Checkpointer,
+) -> Result<statewright::CheckpointInfo, Box<dyn std::error::Error>> {
+    let parallelism = u16::try_from(ops.len())?;
+    for i in range {
+        let (user, page) = view(i);
+        process(&mut ops[owner(&user, parallelism)], &user, page)?;
+    }
+    let mut all: Vec<&mut dyn Checkpointable> = ops
+        .iter_mut()
+        .map(|op| op as &mut dyn Checkpointable)
+        .collect();
+    Ok(checkpointer.checkpoint_now(&mut all)?.info)
+}
+
+/// Processes the views `range` on the instances `ops`, then reads every user's state.
+fn run_and_read<B: StateBackend>(
+    ops: &mut [Bound<PageViews, B>],
+    range: std::ops::Range<u64>,
+    users: &[String],
+) -> Result<Table, Box<dyn std::error::Error>> {
+    let parallelism = u16::try_from(ops.len())?;
+    for i in range {
+        let (user, page) = view(i);
+        process(&mut ops[owner(&user, parallelism)], &user, page)?;
+    }
+    let mut table = Table::new();
+    for op in ops {
+        read_all(op, users, &mut table)?;
+    }
+    Ok(table)
+}
+
 /// Runs the first half of `events` at parallelism `from`, checkpoints, restores at `to`, runs
 /// the second half and compares with an unpartitioned run.
 pub fn run(
@@ -152,15 +189,7 @@ pub fn run(
                 let op = PageViews::default().bind(HeapBackend::new())?;
                 before.push(op.with_key_groups(range(from, i)?)?);
             }
-            for i in 0..half {
-                let (user, page) = view(i);
-                process(&mut before[owner(&user, from)], &user, page)?;
-            }
-            let mut ops: Vec<&mut dyn Checkpointable> = before
-                .iter_mut()
-                .map(|op| op as &mut dyn Checkpointable)
-                .collect();
-            let info = checkpointer.checkpoint_now(&mut ops)?.info;
+            let info = run_and_checkpoint(&mut before, 0..half, &mut checkpointer)?;
             drop(before);
 
             // Parallelism `to`: each new instance restores its key groups, from whichever
@@ -173,15 +202,10 @@ pub fn run(
                 op.restore_from(checkpointer.storage(), RestorePoint::Latest)?;
                 after.push(op);
             }
-            for i in half..events {
-                let (user, page) = view(i);
-                process(&mut after[owner(&user, to)], &user, page)?;
-            }
-            let mut actual = Table::new();
-            for op in &mut after {
-                read_all(op, &users, &mut actual)?;
-            }
-            (info.bytes(), actual)
+            (
+                info.bytes(),
+                run_and_read(&mut after, half..events, &users)?,
+            )
         }
         // ANCHOR_END: rescale
         #[cfg(feature = "rocksdb")]
@@ -197,15 +221,7 @@ pub fn run(
                         .with_key_groups(range(from, i)?)?,
                 );
             }
-            for i in 0..half {
-                let (user, page) = view(i);
-                process(&mut before[owner(&user, from)], &user, page)?;
-            }
-            let mut ops: Vec<&mut dyn Checkpointable> = before
-                .iter_mut()
-                .map(|op| op as &mut dyn Checkpointable)
-                .collect();
-            let info = checkpointer.checkpoint_now(&mut ops)?.info;
+            let info = run_and_checkpoint(&mut before, 0..half, &mut checkpointer)?;
             drop(before);
             // Each new database: the old one overlapping it most, cut to its key groups, plus
             // the entries of its key groups from the others.
@@ -220,15 +236,10 @@ pub fn run(
                     RocksDbOptions::low_memory(),
                 )?);
             }
-            for i in half..events {
-                let (user, page) = view(i);
-                process(&mut after[owner(&user, to)], &user, page)?;
-            }
-            let mut actual = Table::new();
-            for op in &mut after {
-                read_all(op, &users, &mut actual)?;
-            }
-            (info.bytes(), actual)
+            (
+                info.bytes(),
+                run_and_read(&mut after, half..events, &users)?,
+            )
         }
     };
     let mut plan = Vec::new();
