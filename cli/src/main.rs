@@ -14,7 +14,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value;
 use statewright_core::StateKey;
@@ -335,6 +335,8 @@ fn dump(
     let mut section = None;
     let mut operators = Vec::new();
     let mut native_only = Vec::new();
+    // Files read while looking for the state, read again only if not kept here.
+    let mut read: HashMap<String, (PathBuf, Vec<u8>)> = HashMap::new();
     for file in &info.files {
         if operator.is_some_and(|o| o != file.operator) || operators.contains(&file.operator) {
             continue;
@@ -357,6 +359,7 @@ fn dump(
             operators.push(file.operator.clone());
             section = Some((reader.index().key_type.clone(), s.clone()));
         }
+        read.insert(file.path.clone(), (file_path, bytes));
     }
     let (key_type, section) = match (section, operators.len()) {
         (Some(found), 1) => found,
@@ -387,7 +390,10 @@ fn dump(
     let mut entries = Entries::new();
     for file in info.files.iter().filter(|f| &f.operator == operator) {
         for link in file.chain() {
-            let (file_path, bytes) = storage.read_file(&link)?;
+            let (file_path, bytes) = match read.remove(&link.path) {
+                Some(kept) => kept,
+                None => storage.read_file(&link)?,
+            };
             let reader = SnapshotReader::parse(&file_path, &bytes)?;
             let Some(s) = reader.index().states.iter().find(|s| s.name == state) else {
                 continue;

@@ -509,51 +509,18 @@ impl Checkpointer {
             entries: 0,
         };
         for op in ops.iter_mut() {
-            let key = instance_key(op.operator_name(), op.key_groups());
-            if self.config.native {
-                match op.capture_native() {
-                    Ok(Some((files, max_parallelism))) => {
-                        keys.push(key);
-                        started.snapshots += 1;
-                        started.native += 1;
-                        captured.push(Captured::Native {
-                            operator: op.operator_name(),
-                            range: op.key_groups(),
-                            max_parallelism,
-                            files,
-                        });
-                        continue;
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        keys.push(key);
-                        for k in &keys {
-                            self.chains.remove(k);
-                        }
-                        return Err(e);
-                    }
-                }
-            }
-            let chain = self.chains.get(&key).filter(|c| {
-                self.config.incremental
-                    && op.is_tracking_changes()
-                    && c.links.len() <= self.config.max_chain
-                    && (c.increment_bytes as f64)
-                        <= self.config.max_chain_ratio * c.full_bytes as f64
-            });
-            let image = match chain {
-                Some(c) => op.capture_changes().map(|i| (i, c.links.clone())),
-                None => op
-                    .capture_full(self.config.incremental)
-                    .map(|i| (i, Vec::new())),
-            };
-            keys.push(key);
-            match image {
-                Ok((image, base)) => {
+            keys.push(instance_key(op.operator_name(), op.key_groups()));
+            match self.capture_one(&mut **op) {
+                Ok(c) => {
                     started.snapshots += 1;
-                    started.incremental += usize::from(image.is_incremental());
-                    started.entries += image.entries();
-                    captured.push(Captured::Image(image, base));
+                    match &c {
+                        Captured::Image(image, _) => {
+                            started.incremental += usize::from(image.is_incremental());
+                            started.entries += image.entries();
+                        }
+                        Captured::Native { .. } => started.native += 1,
+                    }
+                    captured.push(c);
                 }
                 Err(e) => {
                     // Changes already taken are in no checkpoint: start these chains anew.
@@ -568,6 +535,33 @@ impl Checkpointer {
         metrics::histogram!("statewright_checkpoint_sync_pause_seconds")
             .record(started.sync_pause.as_secs_f64());
         Ok((Job { captured }, keys, started))
+    }
+
+    /// One instance's part of the synchronous step: the backend's native files when it has
+    /// them and they are wanted, otherwise an incremental image when its chain may grow, or a
+    /// full one.
+    fn capture_one(&self, op: &mut dyn Checkpointable) -> Result<Captured> {
+        if self.config.native
+            && let Some((files, max_parallelism)) = op.capture_native()?
+        {
+            return Ok(Captured::Native {
+                operator: op.operator_name(),
+                range: op.key_groups(),
+                max_parallelism,
+                files,
+            });
+        }
+        let key = instance_key(op.operator_name(), op.key_groups());
+        let chain = self.chains.get(&key).filter(|c| {
+            self.config.incremental
+                && op.is_tracking_changes()
+                && c.links.len() <= self.config.max_chain
+                && (c.increment_bytes as f64) <= self.config.max_chain_ratio * c.full_bytes as f64
+        });
+        Ok(match chain {
+            Some(c) => Captured::Image(op.capture_changes()?, c.links.clone()),
+            None => Captured::Image(op.capture_full(self.config.incremental)?, Vec::new()),
+        })
     }
 
     fn complete(
