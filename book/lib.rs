@@ -20,6 +20,9 @@ pub mod checkpoints {}
 #[doc = include_str!("src/rescaling.md")]
 pub mod rescaling {}
 
+#[doc = include_str!("src/schema-evolution.md")]
+pub mod schema_evolution {}
+
 #[doc = include_str!("src/inspecting.md")]
 pub mod inspecting {}
 

@@ -42,7 +42,7 @@
 
 pub use statewright_core::*;
 pub use statewright_heap::HeapBackend;
-pub use statewright_macros::{StateKey, StatefulOperator, value};
+pub use statewright_macros::{StateKey, StateSchema, StatefulOperator, value};
 #[cfg(feature = "rocksdb")]
 pub use statewright_rocksdb::{
     Compression, RocksDbBackend, RocksDbOptions, RocksDbStats, restore_native,
@@ -55,9 +55,10 @@ pub mod prelude {
     pub use statewright_core::ttl::TtlBackend;
     pub use statewright_core::view::{AggregatingView, ListView, MapView, ReducingView, ValueView};
     pub use statewright_core::{
-        Aggregate, AggregatingState, Bound, EncodeKey, ListState, MapState, ReducingState,
-        StateBackend, StateKey, StateValue, StatefulOperator, ValueState,
+        Aggregate, AggregatingState, Bound, BroadcastState, EncodeKey, ListState, MapState,
+        OperatorListState, ReducingState, StateBackend, StateKey, StateSchema, StateValue,
+        StatefulOperator, UnionListState, ValueState,
     };
     pub use statewright_heap::HeapBackend;
-    pub use statewright_macros::{StateKey, StatefulOperator};
+    pub use statewright_macros::{StateKey, StateSchema, StatefulOperator};
 }

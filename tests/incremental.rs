@@ -578,7 +578,7 @@ async fn rocksdb_native_checkpoints_hold_the_state_of_the_pause() {
 
 /// The RocksDB capture directories (detached views, native checkpoint files) left in `dir`.
 #[cfg(feature = "rocksdb")]
-fn capture_dirs(dir: &std::path::Path) -> usize {
+fn capture_dirs(dir: &Path) -> usize {
     std::fs::read_dir(dir)
         .unwrap()
         .filter(|e| {

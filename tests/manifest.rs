@@ -25,6 +25,10 @@ fn the_manifest_describes_every_state_without_a_backend() {
     let want = r#"{
   "operator": "carts",
   "key_type": "String",
+  "key_schema": {
+    "primitive": "String"
+  },
+  "key_fingerprint": 9401058753934243835,
   "max_parallelism": 64,
   "states": [
     {
@@ -32,6 +36,14 @@ fn the_manifest_describes_every_state_without_a_backend() {
       "kind": "MapState",
       "value_type": "u16",
       "user_key_type": "u32",
+      "value_schema": {
+        "primitive": "u16"
+      },
+      "value_fingerprint": 15297344762365278345,
+      "user_key_schema": {
+        "primitive": "u32"
+      },
+      "version": 1,
       "ttl": {
         "ttl_ms": 3600000,
         "update": "on_read_and_write",
@@ -42,12 +54,29 @@ fn the_manifest_describes_every_state_without_a_backend() {
     {
       "name": "largest",
       "kind": "ReducingState",
-      "value_type": "i64"
+      "value_type": "i64",
+      "value_schema": {
+        "primitive": "i64"
+      },
+      "value_fingerprint": 12832283673033603360,
+      "version": 1
     },
     {
       "name": "history",
       "kind": "ListState",
-      "value_type": "(u32, i64)"
+      "value_type": "(u32, i64)",
+      "value_schema": {
+        "tuple": [
+          {
+            "primitive": "u32"
+          },
+          {
+            "primitive": "i64"
+          }
+        ]
+      },
+      "value_fingerprint": 4003880320551834777,
+      "version": 1
     }
   ]
 }"#;

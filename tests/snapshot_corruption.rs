@@ -169,7 +169,7 @@ fn foreign_files_are_named_as_such() {
 #[test]
 fn a_newer_format_version_is_refused_by_name() {
     let mut bytes = snapshot(&filled().unwrap(), true);
-    bytes[8] = 2; // format version 2, with a correct header checksum
+    bytes[8] = 3; // format version 3, with a correct header checksum
     let crc = crc32c(&bytes[..16]);
     bytes[16..20].copy_from_slice(&crc.to_le_bytes());
     let err = restore(&bytes).err().unwrap();
@@ -178,8 +178,8 @@ fn a_newer_format_version_is_refused_by_name() {
             err,
             Error::UnsupportedVersion {
                 what: "format",
-                found: 2,
-                supported: 1,
+                found: 3,
+                supported: 2,
                 ..
             }
         ),
@@ -235,23 +235,15 @@ fn snapshots_that_do_not_fit_the_operator_are_refused() -> statewright::Result<(
 
     let mut fewer = SessionsWithoutVisits::default().bind(HeapBackend::new())?;
     let err = fewer.restore_snapshot(&reader).unwrap_err();
-    assert!(matches!(err, Error::Incompatible { .. }), "{err}");
+    assert!(matches!(err, Error::SchemaMismatch { .. }), "{err}");
     assert!(err.to_string().contains("`visits`"), "{err}");
 
-    // `last` was written as u64 (8 bytes); as a `Visit` the bytes do not validate, and the
-    // restore leaves nothing half-done behind.
+    // `last` was written as u64; the snapshot's schema says so, and the restore refuses it
+    // before anything is written.
     let mut retyped = SessionsRetyped::default().bind(HeapBackend::new())?;
     let err = retyped.restore_snapshot(&reader).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Corrupt {
-                kind: Corruption::InvalidEntry { .. },
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, Error::SchemaMismatch { .. }), "{err}");
+    assert!(err.to_string().contains("~ type: u64 -> Visit {"), "{err}");
     assert_eq!(retyped.backend().entries(), 0);
     Ok(())
 }

@@ -52,7 +52,7 @@ pub type ValueDeserializer = HighDeserializer<rancor::Error>;
     label = "not a state value",
     note = "mark the type with `#[statewright::value]` (it derives the zero-copy codec)"
 )]
-pub trait StateValue: rkyv::Archive + Sized + 'static {
+pub trait StateValue: rkyv::Archive + crate::schema::StateSchema + Sized + 'static {
     #[doc(hidden)]
     fn __encode(&self, out: Vec<u8>) -> Result<Vec<u8>, rancor::Error>;
     #[doc(hidden)]
@@ -149,22 +149,22 @@ prims!(
 
 crate::__impl_state_value!(generic [T] Vec<T> where Vec<T>: for<'a> rkyv::Serialize<ValueSerializer<'a>>,
     <Vec<T> as rkyv::Archive>::Archived: for<'a> rkyv::bytecheck::CheckBytes<ValueValidator<'a>> + rkyv::Deserialize<Vec<T>, ValueDeserializer>,
-    T: rkyv::Archive + 'static);
+    T: rkyv::Archive + crate::schema::StateSchema + 'static);
 crate::__impl_state_value!(generic [T] Option<T> where Option<T>: for<'a> rkyv::Serialize<ValueSerializer<'a>>,
     <Option<T> as rkyv::Archive>::Archived: for<'a> rkyv::bytecheck::CheckBytes<ValueValidator<'a>> + rkyv::Deserialize<Option<T>, ValueDeserializer>,
-    T: rkyv::Archive + 'static);
+    T: rkyv::Archive + crate::schema::StateSchema + 'static);
 crate::__impl_state_value!(generic [T, const N: usize] [T; N] where [T; N]: for<'a> rkyv::Serialize<ValueSerializer<'a>>,
     <[T; N] as rkyv::Archive>::Archived: for<'a> rkyv::bytecheck::CheckBytes<ValueValidator<'a>> + rkyv::Deserialize<[T; N], ValueDeserializer>,
-    T: rkyv::Archive + 'static);
+    T: rkyv::Archive + crate::schema::StateSchema + 'static);
 crate::__impl_state_value!(generic [A, B] (A, B) where (A, B): for<'a> rkyv::Serialize<ValueSerializer<'a>>,
     <(A, B) as rkyv::Archive>::Archived: for<'a> rkyv::bytecheck::CheckBytes<ValueValidator<'a>> + rkyv::Deserialize<(A, B), ValueDeserializer>,
-    A: rkyv::Archive + 'static, B: rkyv::Archive + 'static);
+    A: rkyv::Archive + crate::schema::StateSchema + 'static, B: rkyv::Archive + crate::schema::StateSchema + 'static);
 crate::__impl_state_value!(generic [A, B, C] (A, B, C) where (A, B, C): for<'a> rkyv::Serialize<ValueSerializer<'a>>,
     <(A, B, C) as rkyv::Archive>::Archived: for<'a> rkyv::bytecheck::CheckBytes<ValueValidator<'a>> + rkyv::Deserialize<(A, B, C), ValueDeserializer>,
-    A: rkyv::Archive + 'static, B: rkyv::Archive + 'static, C: rkyv::Archive + 'static);
+    A: rkyv::Archive + crate::schema::StateSchema + 'static, B: rkyv::Archive + crate::schema::StateSchema + 'static, C: rkyv::Archive + crate::schema::StateSchema + 'static);
 crate::__impl_state_value!(generic [A, B, C, D] (A, B, C, D) where (A, B, C, D): for<'a> rkyv::Serialize<ValueSerializer<'a>>,
     <(A, B, C, D) as rkyv::Archive>::Archived: for<'a> rkyv::bytecheck::CheckBytes<ValueValidator<'a>> + rkyv::Deserialize<(A, B, C, D), ValueDeserializer>,
-    A: rkyv::Archive + 'static, B: rkyv::Archive + 'static, C: rkyv::Archive + 'static, D: rkyv::Archive + 'static);
+    A: rkyv::Archive + crate::schema::StateSchema + 'static, B: rkyv::Archive + crate::schema::StateSchema + 'static, C: rkyv::Archive + crate::schema::StateSchema + 'static, D: rkyv::Archive + crate::schema::StateSchema + 'static);
 
 /// Encodes `value` into `buf` (cleared first), reusing its allocation.
 ///

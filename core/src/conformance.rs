@@ -14,6 +14,7 @@ use crate::backend::{StateBackend, StateId};
 use crate::descriptor::{OperatorDescriptor, StateDescriptor, StateKind, TtlConfig, no_user_key};
 use crate::error::Error;
 use crate::keygroup::{KeyGroupRange, key_group};
+use crate::schema::{Schema, StateSchema};
 use crate::snapshot::{SnapshotOptions, SnapshotReader, restore_operator, write_operator};
 
 fn any_value(_: &[u8]) -> Result<(), crate::CodecError> {
@@ -36,8 +37,19 @@ const fn desc(name: &'static str, kind: StateKind) -> StateDescriptor {
         } else {
             no_user_key
         },
+        value_schema: BYTES,
+        value_fingerprint: Schema::fingerprint(BYTES),
+        user_key_schema: if matches!(kind, StateKind::Map) {
+            Some(BYTES)
+        } else {
+            None
+        },
+        version: 1,
+        migrations: &[],
     }
 }
+
+const BYTES: &Schema = <Vec<u8> as StateSchema>::SCHEMA;
 
 pub const VALUE: StateDescriptor = desc("value", StateKind::Value);
 pub const LIST: StateDescriptor = desc("list", StateKind::List);
@@ -51,6 +63,9 @@ pub const OPERATOR: OperatorDescriptor = OperatorDescriptor {
     key_type: "bytes",
     max_parallelism: 16,
     validate_key: any_key,
+    key_schema: BYTES,
+    key_fingerprint: Schema::fingerprint(BYTES),
+    operator_states: &[],
     states: &[VALUE, LIST, MAP, TTL_VALUE],
 };
 
@@ -69,6 +84,9 @@ pub const OPERATOR_TTL: OperatorDescriptor = OperatorDescriptor {
     key_type: "bytes",
     max_parallelism: 16,
     validate_key: any_key,
+    key_schema: BYTES,
+    key_fingerprint: Schema::fingerprint(BYTES),
+    operator_states: &[],
     states: &[
         with_ttl(VALUE),
         with_ttl(LIST),

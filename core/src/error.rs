@@ -136,6 +136,18 @@ pub enum Error {
         /// What does not fit.
         reason: String,
     },
+    /// The state in a snapshot does not fit the operator's declaration: a type changed without
+    /// a migration, a state is missing, a key type changed. Every state is checked first; the
+    /// report lists every problem with the schema changes behind it.
+    #[error("operator `{operator}` cannot restore from `{}`: the stored state does not fit the declared state{report}", path.display())]
+    SchemaMismatch {
+        /// The operator being restored.
+        operator: String,
+        /// The snapshot file (or checkpoint) read.
+        path: PathBuf,
+        /// The problems, with their schema diffs.
+        report: crate::schema::SchemaReport,
+    },
     /// A checkpoint cannot start: the previous one is still being written, or no tokio runtime
     /// is there to write it.
     #[error("cannot start a checkpoint: {reason}")]

@@ -57,7 +57,7 @@ pub trait EncodeKey {
     label = "not a state key",
     note = "state keys need a canonical, order-preserving encoding: add `#[derive(StateKey)]` to the type"
 )]
-pub trait StateKey: EncodeKey + Sized {
+pub trait StateKey: EncodeKey + crate::schema::StateSchema + Sized {
     /// Decodes one key from the front of `input`, advancing it past the bytes read.
     ///
     /// # Errors

@@ -9,6 +9,7 @@
 //! | [`key`] | canonical, order-preserving key encoding ([`StateKey`]) |
 //! | [`keygroup`] | key groups and instance ranges (Flink's scheme, a stable hash) |
 //! | [`codec`] | the one place values are encoded and decoded (rkyv, `unaligned`) |
+//! | [`schema`] | compile-time schemas and fingerprints of keys and values, and their diff |
 //! | [`state`] | the state types declared as operator fields |
 //! | [`view`] | typed, key-scoped access to state |
 //! | [`backend`] | the byte-level [`StateBackend`] trait |
@@ -33,6 +34,8 @@ mod error;
 pub mod key;
 pub mod keygroup;
 mod operator;
+pub mod operator_state;
+pub mod schema;
 pub mod snapshot;
 pub mod state;
 pub mod ttl;
@@ -42,12 +45,14 @@ pub use backend::{StateBackend, StateId};
 pub use checkpoint::{CheckpointId, CheckpointInfo, CheckpointStorage, RestorePoint};
 pub use codec::StateValue;
 pub use descriptor::{
-    OperatorDescriptor, OperatorManifest, StateDescriptor, StateKind, TtlConfig, TtlTime,
-    TtlUpdate, TtlVisibility,
+    Migration, OperatorDescriptor, OperatorManifest, StateDescriptor, StateKind, TtlConfig,
+    TtlTime, TtlUpdate, TtlVisibility,
 };
 pub use error::{CodecError, Corruption, Error, KeyError, Result};
 pub use key::{EncodeKey, StateKey};
 pub use operator::{Bound, StatefulOperator};
+pub use operator_state::{BroadcastState, OperatorListState, UnionListState};
+pub use schema::StateSchema;
 pub use state::{Aggregate, AggregatingState, ListState, MapState, ReducingState, ValueState};
 pub use ttl::{ManualClock, TtlBackend};
 
@@ -55,9 +60,10 @@ pub use ttl::{ManualClock, TtlBackend};
 #[doc(hidden)]
 pub mod __private {
     pub use crate::__impl_state_value;
-    pub use crate::codec::{validate, validate_frames};
+    pub use crate::codec::{decode, encode_into, validate, validate_frames};
     pub use crate::descriptor::no_user_key;
     pub use crate::key::validate_key;
+    pub use crate::operator_state::OperatorStateData;
     pub use crate::state::reduce;
     pub use crate::view::{
         AggregatingView, KeyContext, ListView, MapView, ReducingView, Slot, ValueView,

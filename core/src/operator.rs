@@ -10,6 +10,7 @@ use crate::descriptor::{OperatorDescriptor, OperatorManifest};
 use crate::error::{Error, Result};
 use crate::key::{EncodeKey, StateKey};
 use crate::keygroup::{KeyGroupRange, key_group};
+use crate::operator_state::OperatorStateData;
 use crate::snapshot::{
     self, RestoreSummary, SnapshotImage, SnapshotOptions, SnapshotReader, SnapshotSummary,
 };
@@ -53,14 +54,24 @@ pub trait StatefulOperator: Sized {
     fn __register<B: StateBackend + ?Sized>(backend: &mut B) -> Result<Self::Columns>;
 
     #[doc(hidden)]
+    fn __operator_states(&self) -> Vec<&dyn OperatorStateData> {
+        Vec::new()
+    }
+
+    #[doc(hidden)]
+    fn __operator_states_mut(&mut self) -> Vec<&mut dyn OperatorStateData> {
+        Vec::new()
+    }
+
+    #[doc(hidden)]
     fn __keyed<'a, B: StateBackend + ?Sized>(
         op: &'a Self,
         columns: &'a Self::Columns,
         ctx: KeyContext<'a, B>,
     ) -> Self::Keyed<'a, B>;
 
-    /// Every state of the operator (name, kind, key and value types, TTL) without a backend;
-    /// serialisable to JSON.
+    /// Every state of the operator (name, kind, key and value types with their schemas and
+    /// fingerprints, version and migrations, TTL) without a backend; serialisable to JSON.
     ///
     /// ```
     /// use statewright::prelude::*;
@@ -261,12 +272,14 @@ impl<Op: StatefulOperator, B: StateBackend> Bound<Op, B> {
     ///
     /// A backend failure.
     pub fn capture(&self) -> Result<SnapshotImage> {
-        snapshot::capture(
+        let mut image = snapshot::capture(
             &self.backend,
             &Op::DESCRIPTOR,
             self.columns.as_ref(),
             self.key_groups,
-        )
+        )?;
+        image.add_operator_states(&Op::DESCRIPTOR, &self.op.__operator_states())?;
+        Ok(image)
     }
 
     /// Takes the changes since the last capture as an incremental image (see
@@ -286,12 +299,14 @@ impl<Op: StatefulOperator, B: StateBackend> Bound<Op, B> {
                 ),
             });
         }
-        snapshot::capture_changes(
+        let mut image = snapshot::capture_changes(
             &mut self.backend,
             &Op::DESCRIPTOR,
             self.columns.as_ref(),
             self.key_groups,
-        )
+        )?;
+        image.add_operator_states(&Op::DESCRIPTOR, &self.op.__operator_states())?;
+        Ok(image)
     }
 
     /// Replaces this instance's state with the snapshot's (only this instance's key groups are
@@ -315,6 +330,10 @@ impl<Op: StatefulOperator, B: StateBackend> Bound<Op, B> {
         &mut self,
         snapshots: &[&SnapshotReader<'_>],
     ) -> Result<RestoreSummary> {
+        // Operator states are read (and checked) before the backend is touched, and loaded
+        // after the keyed state restored.
+        let operator_states =
+            snapshot::restore_operator_states(snapshots, &Op::DESCRIPTOR, self.key_groups)?;
         let summary = snapshot::restore_operator_from(
             snapshots,
             &mut self.backend,
@@ -322,6 +341,14 @@ impl<Op: StatefulOperator, B: StateBackend> Bound<Op, B> {
             self.columns.as_ref(),
             self.key_groups,
         )?;
+        for (slot, entries) in self
+            .op
+            .__operator_states_mut()
+            .into_iter()
+            .zip(operator_states)
+        {
+            slot.load(entries);
+        }
         // What was tracked before no longer applies to the restored state: the next
         // checkpoint of this instance is a full one.
         self.backend.track_changes(false);
@@ -357,7 +384,18 @@ impl<Op: StatefulOperator, B: StateBackend> Bound<Op, B> {
         point: RestorePoint,
     ) -> Result<RestoreSummary> {
         let info = storage.resolve(point)?;
-        let files = storage.read_for_restore(&info, Op::DESCRIPTOR.name, self.key_groups)?;
+        // A union list state needs every instance's snapshot, not only those of this
+        // instance's key groups (only their blocks are read for the keyed state).
+        let union = Op::DESCRIPTOR
+            .operator_states
+            .iter()
+            .any(|s| s.kind == crate::StateKind::UnionList);
+        let range = if union {
+            KeyGroupRange::all(Op::DESCRIPTOR.max_parallelism)
+        } else {
+            self.key_groups
+        };
+        let files = storage.read_for_restore(&info, Op::DESCRIPTOR.name, range)?;
         let readers = files
             .iter()
             .map(|(path, bytes)| SnapshotReader::parse(path.clone(), bytes))
@@ -381,12 +419,13 @@ impl<Op: StatefulOperator, B: StateBackend> Checkpointable for Bound<Op, B> {
     }
 
     fn capture_full(&mut self, track_changes: bool) -> Result<SnapshotImage> {
-        let image = snapshot::capture_detached(
+        let mut image = snapshot::capture_detached(
             &self.backend,
             &Op::DESCRIPTOR,
             self.columns.as_ref(),
             self.key_groups,
         )?;
+        image.add_operator_states(&Op::DESCRIPTOR, &self.op.__operator_states())?;
         // In the same synchronous step: every change after the capture is tracked.
         self.tracking = self.backend.track_changes(track_changes) && track_changes;
         Ok(image)
@@ -397,6 +436,11 @@ impl<Op: StatefulOperator, B: StateBackend> Checkpointable for Bound<Op, B> {
     }
 
     fn capture_native(&mut self) -> Result<Option<(crate::backend::NativeFiles, u16)>> {
+        // Operator states live in the operator, not in the backend's files: an operator with
+        // operator states is checkpointed canonically, which holds both.
+        if !Op::DESCRIPTOR.operator_states.is_empty() {
+            return Ok(None);
+        }
         let Some(files) = self.backend.native_checkpoint()? else {
             return Ok(None);
         };

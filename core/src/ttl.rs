@@ -193,6 +193,50 @@ pub fn add_stamps(
     Ok(())
 }
 
+/// Appends `raw` (a stored value, or a list's frames when `list`; stamped when `stamped`) to
+/// `out` with each part converted by `migrate`, keeping its stamp. Returns the parts converted.
+///
+/// # Errors
+///
+/// Damaged framing, a missing stamp, or the migration's error.
+pub fn migrate_parts(
+    list: bool,
+    stamped: bool,
+    raw: &[u8],
+    out: &mut Vec<u8>,
+    migrate: fn(&[u8], &mut Vec<u8>) -> Result<(), CodecError>,
+) -> Result<u64, CodecError> {
+    let mut one = Vec::new();
+    let mut convert = |i: usize, part: &[u8], out: &mut Vec<u8>| {
+        let (stamp, element) = if stamped {
+            let (s, e) = split_stamp(part, i)?;
+            (Some(s), e)
+        } else {
+            (None, part)
+        };
+        migrate(element, &mut one)?;
+        if list {
+            push_frame(out, stamp, &one)
+        } else {
+            if let Some(s) = stamp {
+                out.extend_from_slice(&s.to_le_bytes());
+            }
+            out.extend_from_slice(&one);
+            Ok(())
+        }
+    };
+    if !list {
+        convert(0, raw, out)?;
+        return Ok(1);
+    }
+    let mut n = 0;
+    for (i, frame) in Frames::new(raw).enumerate() {
+        convert(i, frame?, out)?;
+        n += 1;
+    }
+    Ok(n)
+}
+
 /// Appends `stamped` (as a stamped state stores it) to `out` without its stamps.
 ///
 /// # Errors

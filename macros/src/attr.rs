@@ -38,6 +38,17 @@ pub struct StateAttrs {
     pub time: Option<Choice>,
     pub reduce: Option<Path>,
     pub aggregate: Option<Path>,
+    pub version: Option<(u32, LitInt)>,
+    /// `migrate_from(...)`: the path (for errors about the list) and each `vN = Type`.
+    pub migrate_from: Option<(Path, Vec<MigrateFrom>)>,
+}
+
+/// One `vN = Type` of `migrate_from(...)`.
+pub struct MigrateFrom {
+    pub version: u32,
+    /// The `vN` the user wrote.
+    pub label: syn::Ident,
+    pub ty: Type,
 }
 
 fn set_once<T>(cx: &Ctxt, slot: &mut Option<T>, value: T, meta: &ParseNestedMeta<'_>, key: &str) {
@@ -175,6 +186,58 @@ pub fn state_attrs(cx: &Ctxt, attrs: &[Attribute]) -> StateAttrs {
             } else if meta.path.is_ident(symbol::AGGREGATE) {
                 let path: Path = meta.value()?.parse()?;
                 set_once(cx, &mut out.aggregate, path, &meta, symbol::AGGREGATE);
+            } else if meta.path.is_ident(symbol::VERSION) {
+                let lit: LitInt = meta.value()?.parse()?;
+                match lit.base10_parse::<u32>() {
+                    Ok(n) if n >= 1 => {
+                        set_once(cx, &mut out.version, (n, lit), &meta, symbol::VERSION);
+                    }
+                    _ => cx.error_spanned_by(
+                        &lit,
+                        format!("`version` must be a whole number from 1 (the first version), found `{lit}`"),
+                    ),
+                }
+            } else if meta.path.is_ident(symbol::MIGRATE_FROM) {
+                let mut steps = Vec::new();
+                if !meta.input.peek(syn::token::Paren) {
+                    cx.error_spanned_by(
+                        &meta.path,
+                        "`migrate_from` lists earlier versions and their types: `migrate_from(v1 = OldType)`",
+                    );
+                    return skip_value(&meta);
+                }
+                meta.parse_nested_meta(|m| {
+                    let label = m.path.get_ident().cloned();
+                    let ty: Type = m.value()?.parse()?;
+                    let version = label.as_ref().and_then(|l| {
+                        l.to_string()
+                            .strip_prefix('v')
+                            .and_then(|n| n.parse::<u32>().ok())
+                            .filter(|n| *n >= 1)
+                    });
+                    match (label, version) {
+                        (Some(label), Some(version)) => {
+                            if steps.iter().any(|s: &MigrateFrom| s.version == version) {
+                                cx.error_spanned_by(&label, format!("`{label}` is listed twice"));
+                            } else {
+                                steps.push(MigrateFrom { version, label, ty });
+                            }
+                        }
+                        _ => cx.error_spanned_by(
+                            &m.path,
+                            "expected a version label such as `v1`: `migrate_from(v1 = OldType)`",
+                        ),
+                    }
+                    Ok(())
+                })?;
+                steps.sort_by_key(|s| s.version);
+                set_once(
+                    cx,
+                    &mut out.migrate_from,
+                    (meta.path.clone(), steps),
+                    &meta,
+                    symbol::MIGRATE_FROM,
+                );
             } else {
                 unknown(cx, &meta, "state", symbol::STATE_KEYS)?;
             }

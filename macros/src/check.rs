@@ -53,6 +53,17 @@ pub fn check(cx: &Ctxt, op: &Operator<'_>) {
                 format!("`aggregate` applies to `AggregatingState`, but `{}` is a `{}`", s.ident, kind.type_name()),
             ),
         }
+        if let (false, Some((_, lit))) = (s.kind.is_keyed(), &a.ttl) {
+            cx.error_spanned_by(
+                lit,
+                format!(
+                    "`ttl` applies to keyed state; `{}` is a `{}`, an operator state, which never expires",
+                    s.ident,
+                    s.kind.type_name()
+                ),
+            );
+        }
+        migrations(cx, s);
         if a.ttl.is_none() {
             for (choice, key, what) in [
                 (&a.update, symbol::UPDATE, "sets when a ttl is refreshed"),
@@ -71,6 +82,60 @@ pub fn check(cx: &Ctxt, op: &Operator<'_>) {
                 }
             }
         }
+    }
+}
+
+/// `version` and `migrate_from` together form a chain without gaps that ends just below the
+/// current version.
+fn migrations(cx: &Ctxt, s: &crate::model::StateField<'_>) {
+    let a = &s.attrs;
+    let Some((path, steps)) = &a.migrate_from else {
+        return;
+    };
+    let Some((version, _)) = &a.version else {
+        cx.error_spanned_by(
+            path,
+            format!(
+                "`migrate_from` needs the current version on the same state: `#[state(version = {}, migrate_from(...))]`",
+                steps.last().map_or(2, |s| s.version + 1)
+            ),
+        );
+        return;
+    };
+    for step in steps.iter().filter(|st| st.version >= *version) {
+        cx.error_spanned_by(
+            &step.label,
+            format!(
+                "`{}` is not an earlier version: `{}` is at version {version}",
+                step.label, s.ident
+            ),
+        );
+    }
+    let earlier: Vec<u32> = steps
+        .iter()
+        .map(|st| st.version)
+        .filter(|v| v < version)
+        .collect();
+    if let Some(&first) = earlier.first() {
+        let missing: Vec<String> = (first..*version)
+            .filter(|v| !earlier.contains(v))
+            .map(|v| format!("`v{v}`"))
+            .collect();
+        if !missing.is_empty() {
+            cx.error_spanned_by(
+                path,
+                format!(
+                    "the migration chain of `{}` from v{first} to v{version} misses a step: add {} with the type of that version",
+                    s.ident,
+                    missing.join(", ")
+                ),
+            );
+        }
+    } else if steps.is_empty() {
+        cx.error_spanned_by(
+            path,
+            "`migrate_from(...)` is empty: list the earlier versions, `migrate_from(v1 = OldType)`",
+        );
     }
 }
 

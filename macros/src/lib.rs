@@ -40,8 +40,22 @@ pub fn derive_state_key(input: TokenStream) -> TokenStream {
     }
 }
 
+/// Derives `statewright::StateSchema` (the type's shape and fingerprint, as constants) for a
+/// struct or enum used inside state values or keys without being one itself.
+/// `#[statewright::value]` and `#[derive(StateKey)]` include it.
+#[proc_macro_derive(StateSchema)]
+pub fn derive_state_schema(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    let cx = ctxt::Ctxt::new();
+    let out = codegen::schema::expand(&cx, &input);
+    match cx.check() {
+        Ok(()) => quote::quote!(const _: () = { #out };).into(),
+        Err(e) => e.into_compile_error().into(),
+    }
+}
+
 /// Makes a struct or enum storable as state: adds the rkyv derives (through statewright's
-/// re-export, so users do not depend on rkyv) and implements `StateValue`.
+/// re-export, so users do not depend on rkyv) and implements `StateValue` and `StateSchema`.
 #[proc_macro_attribute]
 pub fn value(args: TokenStream, input: TokenStream) -> TokenStream {
     let args = proc_macro2::TokenStream::from(args);
@@ -109,6 +123,19 @@ mod expansion {
                 #[state(reduce = crate::longest)]
                 longest: ReducingState<String>,
                 extra: T,
+            }
+        }));
+    }
+
+    #[test]
+    fn migrations_and_operator_state() {
+        insta::assert_snapshot!(operator(quote::quote! {
+            #[operator(name = "payments", key = u64)]
+            pub struct Payments {
+                #[state(version = 3, migrate_from(v1 = TxnV1, v2 = TxnV2))]
+                last: ValueState<Txn>,
+                rules: BroadcastState<String, i64>,
+                offsets: UnionListState<u64>,
             }
         }));
     }

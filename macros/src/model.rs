@@ -15,9 +15,17 @@ pub enum Kind {
     Map,
     Reducing,
     Aggregating,
+    Broadcast,
+    OperatorList,
+    UnionList,
 }
 
 impl Kind {
+    /// Whether the state is scoped to the current key (operator states are not).
+    pub fn is_keyed(self) -> bool {
+        !matches!(self, Kind::Broadcast | Kind::OperatorList | Kind::UnionList)
+    }
+
     pub fn type_name(self) -> &'static str {
         match self {
             Kind::Value => "ValueState",
@@ -25,6 +33,9 @@ impl Kind {
             Kind::Map => "MapState",
             Kind::Reducing => "ReducingState",
             Kind::Aggregating => "AggregatingState",
+            Kind::Broadcast => "BroadcastState",
+            Kind::OperatorList => "OperatorListState",
+            Kind::UnionList => "UnionListState",
         }
     }
 
@@ -35,6 +46,9 @@ impl Kind {
             "MapState" => Kind::Map,
             "ReducingState" => Kind::Reducing,
             "AggregatingState" => Kind::Aggregating,
+            "BroadcastState" => Kind::Broadcast,
+            "OperatorListState" => Kind::OperatorList,
+            "UnionListState" => Kind::UnionList,
             _ => return None,
         })
     }
@@ -192,6 +206,9 @@ fn state_type(cx: &Ctxt, ty: &Type) -> Option<(Kind, Vec<Type>)> {
             Kind::Value => "ValueState<T>",
             Kind::List => "ListState<T>",
             Kind::Reducing => "ReducingState<T>",
+            Kind::Broadcast => "BroadcastState<K, V>",
+            Kind::OperatorList => "OperatorListState<T>",
+            Kind::UnionList => "UnionListState<T>",
         };
         cx.error_spanned_by(
             ty,

@@ -14,7 +14,19 @@ pub const REDUCE: &str = "reduce";
 pub const VISIBILITY: &str = "visibility";
 pub const TIME: &str = "time";
 pub const AGGREGATE: &str = "aggregate";
-pub const STATE_KEYS: &[&str] = &[NAME, TTL, UPDATE, VISIBILITY, TIME, REDUCE, AGGREGATE];
+pub const VERSION: &str = "version";
+pub const MIGRATE_FROM: &str = "migrate_from";
+pub const STATE_KEYS: &[&str] = &[
+    NAME,
+    TTL,
+    UPDATE,
+    VISIBILITY,
+    TIME,
+    REDUCE,
+    AGGREGATE,
+    VERSION,
+    MIGRATE_FROM,
+];
 
 /// `update = "..."`, in the order of `TtlUpdate`'s variants.
 pub const UPDATE_VALUES: &[&str] = &["on_create_and_write", "on_read_and_write"];
@@ -31,6 +43,9 @@ pub const STATE_TYPES: &[(&str, usize)] = &[
     ("MapState", 2),
     ("ReducingState", 1),
     ("AggregatingState", 2),
+    ("BroadcastState", 2),
+    ("OperatorListState", 1),
+    ("UnionListState", 1),
 ];
 
 /// Characters allowed in operator and state names (they become file and column names).

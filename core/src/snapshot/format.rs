@@ -5,13 +5,17 @@ use std::path::Path;
 
 use crate::descriptor::StateKind;
 use crate::error::{Corruption, Error, Result};
+use crate::schema::{SchemaDesc, StoredSchema};
 
 /// Magic bytes at the start of a snapshot file.
 pub const MAGIC: [u8; 8] = *b"\x89SWSNAP\n";
 /// Magic bytes at the end of a snapshot file.
 pub const END_MAGIC: [u8; 8] = *b"SWSNEND\n";
-/// The snapshot format version this build writes and reads.
-pub const FORMAT_VERSION: u16 = 1;
+/// The snapshot format version this build writes. Version 2 added the schemas (key, value and
+/// user key schema with their fingerprints, and each state's version); version 1 is still read.
+pub const FORMAT_VERSION: u16 = 2;
+/// The oldest format version this build reads.
+pub const OLDEST_FORMAT_VERSION: u16 = 1;
 /// Blocks stored as they are.
 pub const COMPRESSION_NONE: u8 = 0;
 /// Blocks compressed with LZ4 (block format, `lz4_flex`).
@@ -93,6 +97,12 @@ pub struct StateSection {
     pub value_type: String,
     /// Map user key type as declared when written (empty for other kinds).
     pub user_key_type: String,
+    /// The value schema's version (0 in format 1 snapshots, which did not record it).
+    pub version: u32,
+    /// The value schema when written (`None` in format 1 snapshots).
+    pub value_schema: Option<StoredSchema>,
+    /// The user key schema of a map or broadcast state.
+    pub user_key_schema: Option<StoredSchema>,
     /// Time-to-live in milliseconds when written; non-zero exactly when the section's values
     /// carry TTL stamps (see [`ttl`](crate::ttl)), 0 when they do not.
     pub ttl_ms: u64,
@@ -111,6 +121,8 @@ pub struct SnapshotIndex {
     pub operator: String,
     /// The key type as declared when written.
     pub key_type: String,
+    /// The key schema when written (`None` in format 1 snapshots).
+    pub key_schema: Option<StoredSchema>,
     /// The operator's maximum parallelism (number of key groups).
     pub max_parallelism: u16,
     /// First key group covered by the snapshot.
@@ -136,6 +148,7 @@ impl SnapshotIndex {
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {
         put_str(out, &self.operator);
         put_str(out, &self.key_type);
+        put_schema(out, self.key_schema.as_ref());
         out.extend_from_slice(&self.max_parallelism.to_le_bytes());
         out.extend_from_slice(&self.first_key_group.to_le_bytes());
         out.extend_from_slice(&self.last_key_group.to_le_bytes());
@@ -145,6 +158,9 @@ impl SnapshotIndex {
             out.push(s.kind.tag());
             put_str(out, &s.value_type);
             put_str(out, &s.user_key_type);
+            put_u32(out, s.version);
+            put_schema(out, s.value_schema.as_ref());
+            put_schema(out, s.user_key_schema.as_ref());
             out.extend_from_slice(&s.ttl_ms.to_le_bytes());
             out.extend_from_slice(&s.entries.to_le_bytes());
             out.extend_from_slice(&s.raw_bytes.to_le_bytes());
@@ -163,14 +179,17 @@ impl SnapshotIndex {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn decode(
         path: &Path,
         base: u64,
         bytes: &[u8],
+        format_version: u16,
         compression: u8,
         incremental: bool,
         blocks_end: u64,
     ) -> Result<Self> {
+        let schemas = format_version >= 2;
         let mut r = Cursor {
             path,
             base,
@@ -179,6 +198,7 @@ impl SnapshotIndex {
         };
         let operator = r.str()?;
         let key_type = r.str()?;
+        let key_schema = if schemas { r.schema()? } else { None };
         let max_parallelism = r.u16()?;
         let first_key_group = r.u16()?;
         let last_key_group = r.u16()?;
@@ -199,6 +219,11 @@ impl SnapshotIndex {
                 .ok_or_else(|| r.malformed(format!("unknown state kind {tag}")))?;
             let value_type = r.str()?;
             let user_key_type = r.str()?;
+            let (version, value_schema, user_key_schema) = if schemas {
+                (r.u32()?, r.schema()?, r.schema()?)
+            } else {
+                (0, None, None)
+            };
             let ttl_ms = r.u64()?;
             let entries = r.u64()?;
             let raw_bytes = r.u64()?;
@@ -242,6 +267,9 @@ impl SnapshotIndex {
                 kind,
                 value_type,
                 user_key_type,
+                version,
+                value_schema,
+                user_key_schema,
                 ttl_ms,
                 entries,
                 raw_bytes,
@@ -257,6 +285,7 @@ impl SnapshotIndex {
         Ok(Self {
             operator,
             key_type,
+            key_schema,
             max_parallelism,
             first_key_group,
             last_key_group,
@@ -301,6 +330,20 @@ pub(crate) fn put_u32(out: &mut Vec<u8>, v: u32) {
 fn put_str(out: &mut Vec<u8>, s: &str) {
     put_u32(out, len_u32(s.len()));
     out.extend_from_slice(s.as_bytes());
+}
+
+/// A schema: its fingerprint and its description as JSON, or an empty description for none.
+fn put_schema(out: &mut Vec<u8>, schema: Option<&StoredSchema>) {
+    match schema {
+        Some(s) => {
+            out.extend_from_slice(&s.fingerprint.to_le_bytes());
+            put_str(out, &s.desc.to_json());
+        }
+        None => {
+            out.extend_from_slice(&0u64.to_le_bytes());
+            put_str(out, "");
+        }
+    }
 }
 
 /// A bounds-checked reader over untrusted bytes; `base` is their offset in the file.
@@ -372,6 +415,26 @@ impl<'a> Cursor<'a> {
         }
         Ok(n)
     }
+    pub fn schema(&mut self) -> Result<Option<StoredSchema>> {
+        let fingerprint = self.u64()?;
+        let at = self.offset();
+        let json = self.str()?;
+        if json.is_empty() {
+            return Ok(None);
+        }
+        let desc = SchemaDesc::from_json(&json).map_err(|e| {
+            Error::corrupt(
+                self.path,
+                at,
+                Corruption::Malformed {
+                    section: "index",
+                    detail: format!("a schema description is not valid: {e}"),
+                },
+            )
+        })?;
+        Ok(Some(StoredSchema { fingerprint, desc }))
+    }
+
     pub fn str(&mut self) -> Result<String> {
         let n = self.u32()? as usize;
         let at = self.offset();

@@ -33,7 +33,7 @@ pub use format::{
 };
 pub use read::{
     ChangeRecordVisitor, RecordVisitor, RestoreSummary, SnapshotReader, restore_operator,
-    restore_operator_from,
+    restore_operator_from, restore_operator_states,
 };
 pub use write::{
     SnapshotImage, SnapshotOptions, SnapshotSummary, capture, capture_changes, capture_detached,

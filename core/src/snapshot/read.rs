@@ -5,14 +5,16 @@ use std::path::{Path, PathBuf};
 
 use super::format::{
     BlockRef, COMPRESSION_LZ4, COMPRESSION_NONE, Cursor, END_MAGIC, FOOTER_LEN, FORMAT_VERSION,
-    HEADER_LEN, KIND_FULL, KIND_INCREMENTAL, MAGIC, SnapshotIndex, StateSection, TOMBSTONE_ENTRY,
-    TOMBSTONE_KEY,
+    HEADER_LEN, KIND_FULL, KIND_INCREMENTAL, MAGIC, OLDEST_FORMAT_VERSION, SnapshotIndex,
+    StateSection, TOMBSTONE_ENTRY, TOMBSTONE_KEY,
 };
 use crate::backend::{Change, StateBackend, StateId};
 use crate::codec::RKYV_FORMAT;
 use crate::descriptor::{OperatorDescriptor, StateDescriptor, StateKind};
 use crate::error::{Corruption, Error, Result};
 use crate::keygroup::{KEY_HASH_VERSION, KeyGroupRange, key_group};
+use crate::operator_state::OperatorEntries;
+use crate::schema::{Reading, SchemaReport, StoredState};
 use crate::ttl;
 
 /// A visitor over snapshot records: `(key group, canonical key, user key, value)`.
@@ -68,12 +70,14 @@ impl<'a> SnapshotReader<'a> {
             ));
         }
         let version = u16::from_le_bytes([header[8], header[9]]);
-        check_version(
-            &path,
-            "format",
-            u32::from(version),
-            u32::from(FORMAT_VERSION),
-        )?;
+        if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
+            check_version(
+                &path,
+                "format",
+                u32::from(version),
+                u32::from(FORMAT_VERSION),
+            )?;
+        }
         check_version(
             &path,
             "rkyv format",
@@ -166,6 +170,7 @@ impl<'a> SnapshotReader<'a> {
             &path,
             index_offset,
             index_bytes,
+            version,
             compression,
             kind == KIND_INCREMENTAL,
             index_offset,
@@ -359,6 +364,8 @@ fn check_version(path: &Path, what: &'static str, found: u32, supported: u32) ->
 pub struct RestoreSummary {
     /// Entries restored.
     pub entries: u64,
+    /// Values (or list elements) of an earlier version converted by a declared migration.
+    pub migrated: u64,
 }
 
 /// Restores the states of `operator` (the key groups in `range`) from `reader` into `backend`.
@@ -370,8 +377,9 @@ pub struct RestoreSummary {
 /// # Errors
 ///
 /// [`Error::Incompatible`] when the snapshot belongs to another operator, another maximum
-/// parallelism, has a state the operator does not declare (or declares with another kind), or
-/// is incremental; [`Error::Corrupt`] for damaged data; a backend failure.
+/// parallelism, or is incremental; [`Error::SchemaMismatch`] when a stored state does not fit
+/// the declared one (another kind, type or key type without a migration, or a state the
+/// operator does not declare); [`Error::Corrupt`] for damaged data; a backend failure.
 pub fn restore_operator<B: StateBackend + ?Sized>(
     reader: &SnapshotReader<'_>,
     backend: &mut B,
@@ -386,8 +394,10 @@ pub fn restore_operator<B: StateBackend + ?Sized>(
 /// order: full snapshots of any key-group ranges (the instances of a checkpoint, whatever their
 /// parallelism was), each followed by the incremental snapshots taken on top of it.
 ///
-/// Only the blocks of key groups in `range` are read. The declared states are cleared first;
-/// every key and value is validated; on any error the declared states are cleared again.
+/// Only the blocks of key groups in `range` are read. Every stored schema is checked against
+/// the declaration first, and values of an earlier version are migrated as they are restored.
+/// The declared states are cleared first; every key and value is validated; on any error the
+/// declared states are cleared again.
 ///
 /// # Errors
 ///
@@ -400,7 +410,47 @@ pub fn restore_operator_from<B: StateBackend + ?Sized>(
     columns: &[StateId],
     range: KeyGroupRange,
 ) -> Result<RestoreSummary> {
-    // Check every snapshot before touching the backend.
+    let plans = check_all(readers, operator)?;
+    let clear_all = |backend: &mut B| -> Result<()> {
+        for &c in columns {
+            backend.clear_state(c)?;
+        }
+        Ok(())
+    };
+    clear_all(backend)?;
+    let mut summary = RestoreSummary::default();
+    let mut result = Ok(());
+    for (reader, plan) in readers.iter().zip(&plans) {
+        result = apply(
+            reader,
+            plan,
+            backend,
+            operator,
+            columns,
+            range,
+            &mut summary,
+        );
+        if result.is_err() {
+            break;
+        }
+    }
+    match result {
+        Ok(()) => Ok(summary),
+        Err(e) => {
+            // Leave no half-restored state behind; the original error is what matters.
+            let _ = clear_all(backend);
+            Err(e)
+        }
+    }
+}
+
+/// Checks every snapshot before anything is restored: the chains, the operator and its
+/// maximum parallelism, and every stored schema against the declaration (all problems of a
+/// snapshot reported together).
+fn check_all<'r>(
+    readers: &[&'r SnapshotReader<'_>],
+    operator: &OperatorDescriptor,
+) -> Result<Vec<Plan<'r>>> {
     let mut plans = Vec::with_capacity(readers.len());
     let mut full_ranges: Vec<(u16, u16)> = Vec::new();
     for reader in readers {
@@ -419,41 +469,21 @@ pub fn restore_operator_from<B: StateBackend + ?Sized>(
         if !index.incremental {
             full_ranges.push((index.first_key_group, index.last_key_group));
         }
-        plans.push(plan(reader, operator, columns)?);
+        plans.push(plan(reader, operator)?);
     }
-
-    let clear_all = |backend: &mut B| -> Result<()> {
-        for &c in columns {
-            backend.clear_state(c)?;
-        }
-        Ok(())
-    };
-    clear_all(backend)?;
-    let mut summary = RestoreSummary::default();
-    let mut result = Ok(());
-    for (reader, plan) in readers.iter().zip(&plans) {
-        result = apply(reader, plan, backend, operator, range, &mut summary);
-        if result.is_err() {
-            break;
-        }
-    }
-    match result {
-        Ok(()) => Ok(summary),
-        Err(e) => {
-            // Leave no half-restored state behind; the original error is what matters.
-            let _ = clear_all(backend);
-            Err(e)
-        }
-    }
+    Ok(plans)
 }
 
-type Plan<'r> = Vec<(&'r StateSection, &'static StateDescriptor, StateId)>;
+/// One stored state to restore: its section, its declaration and how its values are read.
+struct Step<'r> {
+    section: &'r StateSection,
+    desc: &'static StateDescriptor,
+    reading: Reading,
+}
 
-fn plan<'r>(
-    reader: &'r SnapshotReader<'_>,
-    operator: &OperatorDescriptor,
-    columns: &[StateId],
-) -> Result<Plan<'r>> {
+type Plan<'r> = Vec<Step<'r>>;
+
+fn plan<'r>(reader: &'r SnapshotReader<'_>, operator: &OperatorDescriptor) -> Result<Plan<'r>> {
     let index = reader.index();
     let incompatible = |reason: String| Error::Incompatible {
         operator: operator.name.to_owned(),
@@ -472,33 +502,60 @@ fn plan<'r>(
             index.max_parallelism, operator.max_parallelism
         )));
     }
-    let mut plan: Plan<'r> = Vec::new();
-    for section in &index.states {
-        let Some(pos) = operator.states.iter().position(|s| s.name == section.name) else {
-            return Err(incompatible(format!(
-                "the snapshot has state `{}` ({}), which the operator does not declare",
-                section.name,
-                section.kind.type_name()
-            )));
-        };
-        let desc = &operator.states[pos];
-        if desc.kind != section.kind {
-            return Err(incompatible(format!(
-                "state `{}` is a {} in the snapshot and a {} in the operator",
-                section.name,
-                section.kind.type_name(),
-                desc.kind.type_name()
-            )));
-        }
-        let Some(&column) = columns.get(pos) else {
-            return Err(incompatible(format!(
-                "state `{}` is not registered",
-                section.name
-            )));
-        };
-        plan.push((section, desc, column));
+    let mut report = SchemaReport::default();
+    report.check_key(index.key_schema.as_ref(), operator);
+    let stored: Vec<StoredState<'_>> = index
+        .states
+        .iter()
+        .map(|s| StoredState {
+            name: &s.name,
+            kind: s.kind,
+            version: s.version,
+            value: s.value_schema.as_ref(),
+            user_key: s.user_key_schema.as_ref(),
+        })
+        .collect();
+    let checked = report.check_states(&stored, operator);
+    if !report.problems.is_empty() {
+        return Err(Error::SchemaMismatch {
+            operator: operator.name.to_owned(),
+            path: reader.path().to_owned(),
+            report,
+        });
     }
-    Ok(plan)
+    Ok(index
+        .states
+        .iter()
+        .zip(checked)
+        .filter_map(|(section, c)| {
+            c.map(|(desc, reading)| Step {
+                section,
+                desc,
+                reading,
+            })
+        })
+        .collect())
+}
+
+/// Reads one stored value (as the section stores it: stamped or not, framed for lists) into
+/// `out` in the declared version, migrating each part if the plan says so. `None`: use the
+/// stored bytes as they are.
+fn migrated<'b>(
+    step: &Step<'_>,
+    list: bool,
+    value: &'b [u8],
+    out: &'b mut Vec<u8>,
+    summary: &mut RestoreSummary,
+) -> std::result::Result<&'b [u8], crate::CodecError> {
+    match step.reading {
+        Reading::AsIs => Ok(value),
+        Reading::Migrate(m) => {
+            out.clear();
+            summary.migrated +=
+                ttl::migrate_parts(list, step.section.ttl_ms != 0, value, out, m.migrate)?;
+            Ok(&out[..])
+        }
+    }
 }
 
 fn apply<B: StateBackend + ?Sized>(
@@ -506,12 +563,26 @@ fn apply<B: StateBackend + ?Sized>(
     plan: &Plan<'_>,
     backend: &mut B,
     operator: &OperatorDescriptor,
+    columns: &[StateId],
     range: KeyGroupRange,
     summary: &mut RestoreSummary,
 ) -> Result<()> {
     let mut full_key = Vec::new();
     let mut plain_buf = Vec::new();
-    for &(section, desc, column) in plan {
+    let mut migrate_buf = Vec::new();
+    for step in plan {
+        let (section, desc) = (step.section, step.desc);
+        let Some(pos) = operator.states.iter().position(|s| s.name == desc.name) else {
+            // Operator state: restored into the operator, not the backend.
+            continue;
+        };
+        let Some(&column) = columns.get(pos) else {
+            return Err(Error::Incompatible {
+                operator: operator.name.to_owned(),
+                path: reader.path().to_owned(),
+                reason: format!("state `{}` is not registered", section.name),
+            });
+        };
         let invalid = |detail: String| {
             Error::corrupt(
                 reader.path(),
@@ -522,6 +593,7 @@ fn apply<B: StateBackend + ?Sized>(
                 },
             )
         };
+        let list = section.kind == StateKind::List;
         reader.for_each_change(section, range, &mut |kg, key, user_key, change| {
             (operator.validate_key)(key).map_err(|e| invalid(format!("key: {e}")))?;
             let actual = key_group(key, operator.max_parallelism);
@@ -548,7 +620,8 @@ fn apply<B: StateBackend + ?Sized>(
                     return backend.delete_key(column, &full_key);
                 }
             };
-            let list = section.kind == StateKind::List;
+            let value = migrated(step, list, value, &mut migrate_buf, summary)
+                .map_err(|e| invalid(format!("migrating from version {}: {e}", section.version)))?;
             let stored_stamped = section.ttl_ms != 0;
             let plain = if stored_stamped {
                 plain_buf.clear();
@@ -571,4 +644,129 @@ fn apply<B: StateBackend + ?Sized>(
         })?;
     }
     Ok(())
+}
+
+/// The operator states (broadcast, operator list and union list states) of `operator` as the
+/// instance owning `range` restores them from `readers` (full snapshots each followed by their
+/// incremental ones, as for [`restore_operator_from`]): validated and migrated, one entry list
+/// per declared operator state, in declaration order.
+///
+/// A chain's last snapshot that holds a state gives that old instance's entries. A broadcast
+/// state comes from the first chain (every instance held the same). A union list concatenates
+/// every chain's elements. An operator list gives each old instance's elements spread evenly
+/// over that instance's key groups, and keeps those in `range`: every element goes to exactly
+/// one new instance, and at the same parallelism each instance gets its own back.
+///
+/// # Errors
+///
+/// As [`restore_operator_from`] (schemas are checked the same way); a damaged entry.
+pub fn restore_operator_states(
+    readers: &[&SnapshotReader<'_>],
+    operator: &OperatorDescriptor,
+    range: KeyGroupRange,
+) -> Result<Vec<OperatorEntries>> {
+    let n = operator.operator_states.len();
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let plans = check_all(readers, operator)?;
+    // Per chain: its range, and per operator state its entries (the latest snapshot's).
+    type Entries = OperatorEntries;
+    type Chain = ((u16, u16), Vec<Option<Entries>>);
+    let mut chains: Vec<Chain> = Vec::new();
+    let mut summary = RestoreSummary::default();
+    let mut buf = Vec::new();
+    for (reader, plan) in readers.iter().zip(&plans) {
+        let index = reader.index();
+        if !index.incremental || chains.is_empty() {
+            chains.push(((index.first_key_group, index.last_key_group), vec![None; n]));
+        }
+        let Some((_, slots)) = chains.last_mut() else {
+            continue;
+        };
+        // The decoder checked the range.
+        let Some(whole) = KeyGroupRange::new(index.first_key_group, index.last_key_group) else {
+            continue;
+        };
+        for step in plan {
+            let Some(pos) = operator
+                .operator_states
+                .iter()
+                .position(|d| d.name == step.desc.name)
+            else {
+                continue;
+            };
+            let invalid = |detail: String| {
+                Error::corrupt(
+                    reader.path(),
+                    0,
+                    Corruption::InvalidEntry {
+                        state: step.section.name.clone(),
+                        detail,
+                    },
+                )
+            };
+            let mut entries = Vec::new();
+            reader.for_each_change(step.section, whole, &mut |_, _, user_key, change| {
+                let Change::Put(value) = change else {
+                    return Err(invalid("a deletion in operator state".into()));
+                };
+                if step.desc.kind == StateKind::Broadcast {
+                    (step.desc.validate_user_key)(user_key)
+                        .map_err(|e| invalid(format!("user key: {e}")))?;
+                } else if user_key.len() != 4 {
+                    return Err(invalid(format!(
+                        "a list position of {} bytes",
+                        user_key.len()
+                    )));
+                }
+                let value = migrated(step, false, value, &mut buf, &mut summary)
+                    .map_err(|e| invalid(format!("migrating: {e}")))?;
+                (step.desc.validate_value)(value).map_err(|e| invalid(format!("value: {e}")))?;
+                entries.push((user_key.to_vec(), value.to_vec()));
+                Ok(())
+            })?;
+            slots[pos] = Some(entries);
+        }
+    }
+    let mut out = Vec::with_capacity(n);
+    for (pos, desc) in operator.operator_states.iter().enumerate() {
+        let mut entries: Entries = Vec::new();
+        match desc.kind {
+            StateKind::Broadcast => {
+                if let Some(first) = chains.iter().find_map(|(_, s)| s[pos].as_ref()) {
+                    entries.clone_from(first);
+                }
+            }
+            StateKind::UnionList => {
+                for (_, slots) in &chains {
+                    entries.extend(slots[pos].iter().flatten().cloned());
+                }
+            }
+            _ => {
+                for ((first, last), slots) in &chains {
+                    let Some(elements) = &slots[pos] else {
+                        continue;
+                    };
+                    let groups = u64::from(last - first) + 1;
+                    let count = elements.len() as u64;
+                    for (j, element) in elements.iter().enumerate() {
+                        let offset = j as u64 * groups / count;
+                        let kg = u16::try_from(u64::from(*first) + offset).unwrap_or(u16::MAX);
+                        if range.contains(kg) {
+                            entries.push(element.clone());
+                        }
+                    }
+                }
+            }
+        }
+        if desc.kind != StateKind::Broadcast {
+            // Positions are renumbered when the lists are loaded.
+            for (i, e) in entries.iter_mut().enumerate() {
+                e.0 = u32::try_from(i).unwrap_or(u32::MAX).to_be_bytes().to_vec();
+            }
+        }
+        out.push(entries);
+    }
+    Ok(out)
 }

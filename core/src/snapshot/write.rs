@@ -15,6 +15,8 @@ use crate::codec::RKYV_FORMAT;
 use crate::descriptor::{OperatorDescriptor, StateKind};
 use crate::error::{Error, Result};
 use crate::keygroup::{KEY_HASH_VERSION, KeyGroupRange};
+use crate::operator_state::OperatorStateData;
+use crate::schema::{Schema, StoredSchema};
 
 /// How a snapshot is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +109,9 @@ struct StateImage {
     kind: StateKind,
     value_type: &'static str,
     user_key_type: &'static str,
+    version: u32,
+    value_schema: &'static Schema,
+    user_key_schema: Option<&'static Schema>,
     ttl_ms: u64,
     arena: Vec<u8>,
     entries: Vec<Entry>,
@@ -138,6 +143,7 @@ impl StateImage {
 pub struct SnapshotImage {
     operator: &'static str,
     key_type: &'static str,
+    key_schema: &'static Schema,
     max_parallelism: u16,
     range: KeyGroupRange,
     incremental: bool,
@@ -171,6 +177,9 @@ fn state_image(state: &crate::descriptor::StateDescriptor, stamped: bool) -> Sta
         kind: state.kind,
         value_type: state.value_type,
         user_key_type: state.user_key_type.unwrap_or_default(),
+        version: state.version,
+        value_schema: state.value_schema,
+        user_key_schema: state.user_key_schema,
         // Non-zero exactly when the values carry TTL stamps.
         ttl_ms: if stamped {
             state.ttl.map_or(1, |t| t.ttl_millis().unsigned_abs())
@@ -208,6 +217,7 @@ pub fn capture<B: StateBackend + ?Sized>(
     Ok(SnapshotImage {
         operator: operator.name,
         key_type: operator.key_type,
+        key_schema: operator.key_schema,
         max_parallelism: operator.max_parallelism,
         range,
         incremental: false,
@@ -241,6 +251,7 @@ pub fn capture_detached<B: StateBackend + ?Sized>(
     Ok(SnapshotImage {
         operator: operator.name,
         key_type: operator.key_type,
+        key_schema: operator.key_schema,
         max_parallelism: operator.max_parallelism,
         range,
         incremental: false,
@@ -280,6 +291,7 @@ pub fn capture_changes<B: StateBackend + ?Sized>(
     Ok(SnapshotImage {
         operator: operator.name,
         key_type: operator.key_type,
+        key_schema: operator.key_schema,
         max_parallelism: operator.max_parallelism,
         range,
         incremental: true,
@@ -289,6 +301,27 @@ pub fn capture_changes<B: StateBackend + ?Sized>(
 }
 
 impl SnapshotImage {
+    /// Adds the operator states (broadcast, operator list and union list states) to the image,
+    /// after the keyed states. They are small and held in the operator, so every snapshot,
+    /// incremental ones too, holds them whole.
+    ///
+    /// # Errors
+    ///
+    /// An entry too large for the format.
+    pub fn add_operator_states(
+        &mut self,
+        operator: &OperatorDescriptor,
+        states: &[&dyn OperatorStateData],
+    ) -> Result<()> {
+        let key = self.range.first().to_be_bytes();
+        for (desc, data) in operator.operator_states.iter().zip(states) {
+            let mut image = state_image(desc, false);
+            data.for_each_entry(&mut |user_key, value| image.push(&key, user_key, Some(value), 0))?;
+            self.states.push(image);
+        }
+        Ok(())
+    }
+
     /// Whether this image holds changes (applied on top of earlier snapshots) rather than the
     /// whole state.
     #[must_use]
@@ -394,6 +427,9 @@ impl SnapshotImage {
                 kind: image.kind,
                 value_type: image.value_type.to_owned(),
                 user_key_type: image.user_key_type.to_owned(),
+                version: image.version,
+                value_schema: Some(StoredSchema::of(image.value_schema)),
+                user_key_schema: image.user_key_schema.map(StoredSchema::of),
                 ttl_ms: image.ttl_ms,
                 entries: image.entries.len() as u64,
                 raw_bytes: 0,
@@ -451,6 +487,7 @@ impl SnapshotImage {
         let index = SnapshotIndex {
             operator: self.operator.to_owned(),
             key_type: self.key_type.to_owned(),
+            key_schema: Some(StoredSchema::of(self.key_schema)),
             max_parallelism: self.max_parallelism,
             first_key_group: self.range.first(),
             last_key_group: self.range.last(),

@@ -55,8 +55,10 @@ pub fn expand(cx: &Ctxt, input: &DeriveInput) -> TokenStream {
             return TokenStream::new();
         }
     };
+    let schema = super::schema::expand(cx, input);
     quote! {
         const _: () = {
+            #schema
             #[automatically_derived]
             impl #impl_generics ::statewright::EncodeKey for #ident #ty_generics #where_clause {
                 fn encode_key(&self, out: &mut ::std::vec::Vec<u8>) {

@@ -2,6 +2,7 @@
 
 pub mod key;
 pub mod operator;
+pub mod schema;
 pub mod value;
 
 use proc_macro2::TokenStream;

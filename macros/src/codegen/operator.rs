@@ -15,7 +15,11 @@ pub fn expand(op: &Operator<'_>) -> TokenStream {
     let vis = &input.vis;
     let keyed = format_ident!("{}Keyed", ident);
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
-    let n = op.states.len();
+    let keyed_states: Vec<&StateField<'_>> =
+        op.states.iter().filter(|s| s.kind.is_keyed()).collect();
+    let operator_states: Vec<&StateField<'_>> =
+        op.states.iter().filter(|s| !s.kind.is_keyed()).collect();
+    let n = keyed_states.len();
     let name = &op.name;
     let max_parallelism = op.max_parallelism;
     let key = op
@@ -54,10 +58,25 @@ pub fn expand(op: &Operator<'_>) -> TokenStream {
     });
     let keyed_of = quote!(#keyed<'__sw, #(#op_args,)* __SwB>);
 
-    let descriptors = op.states.iter().map(descriptor);
-    let field_idents = op.states.iter().map(|s| s.ident);
-    let accessors = op.states.iter().enumerate().map(|(i, s)| accessor(i, s));
+    let descriptors = keyed_states.iter().map(|s| descriptor(s));
+    let operator_descriptors = operator_states.iter().map(|s| descriptor(s));
+    let field_idents = keyed_states.iter().map(|s| s.ident);
+    let operator_fields: Vec<_> = operator_states.iter().map(|s| s.ident).collect();
+    let accessors = keyed_states.iter().enumerate().map(|(i, s)| accessor(i, s));
     let bounds = op.states.iter().flat_map(bounds);
+    let operator_state_fns = if operator_fields.is_empty() {
+        TokenStream::new()
+    } else {
+        quote! {
+            fn __operator_states(&self) -> ::std::vec::Vec<&dyn ::statewright::__private::OperatorStateData> {
+                ::std::vec![#(&self.#operator_fields as &dyn ::statewright::__private::OperatorStateData),*]
+            }
+
+            fn __operator_states_mut(&mut self) -> ::std::vec::Vec<&mut dyn ::statewright::__private::OperatorStateData> {
+                ::std::vec![#(&mut self.#operator_fields as &mut dyn ::statewright::__private::OperatorStateData),*]
+            }
+        }
+    };
     let key_bound = op
         .attrs
         .key
@@ -111,8 +130,13 @@ pub fn expand(op: &Operator<'_>) -> TokenStream {
                     key_type: #key_str,
                     max_parallelism: #max_parallelism,
                     validate_key: ::statewright::__private::validate_key::<#key>,
+                    key_schema: <#key as ::statewright::StateSchema>::SCHEMA,
+                    key_fingerprint: <#key as ::statewright::StateSchema>::FINGERPRINT,
                     states: &[#(#descriptors),*],
+                    operator_states: &[#(#operator_descriptors),*],
                 };
+
+                #operator_state_fns
 
                 fn __register<__SwB: ::statewright::StateBackend + ?::core::marker::Sized>(
                     backend: &mut __SwB,
@@ -145,13 +169,63 @@ pub fn expand(op: &Operator<'_>) -> TokenStream {
 /// Where-clause predicates that check each state's types, spanned at the user's tokens so that
 /// a type that cannot be stored is reported on the field that declares it.
 fn bounds(s: &StateField<'_>) -> Vec<TokenStream> {
+    let mut out = kind_bounds(s);
+    out.extend(migration_bounds(s));
+    out
+}
+
+/// Each `vN = Old` is a stored value type that converts into the next version's type.
+fn migration_bounds(s: &StateField<'_>) -> Vec<TokenStream> {
+    let Some((_, steps)) = &s.attrs.migrate_from else {
+        return Vec::new();
+    };
+    let Some(current) = current_type(s) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, step) in steps.iter().enumerate() {
+        let old = &step.ty;
+        let next = steps.get(i + 1).map_or_else(
+            || current.clone(),
+            |n| {
+                let t = &n.ty;
+                quote!(#t)
+            },
+        );
+        out.push(quote_spanned!(old.span()=> #old: ::statewright::StateValue,));
+        out.push(quote_spanned!(old.span()=> #next: ::core::convert::From<#old>,));
+    }
+    out
+}
+
+/// The stored value type a migration converts into: the element, value or accumulator type.
+fn current_type(s: &StateField<'_>) -> Option<TokenStream> {
     let a = &s.args;
     match s.kind {
-        Kind::Value | Kind::List | Kind::Reducing => {
+        Kind::Map | Kind::Broadcast => {
+            let v = &a[1];
+            Some(quote!(#v))
+        }
+        Kind::Aggregating => s
+            .attrs
+            .aggregate
+            .as_ref()
+            .map(|agg| quote!(<#agg as ::statewright::Aggregate>::Acc)),
+        _ => {
+            let t = &a[0];
+            Some(quote!(#t))
+        }
+    }
+}
+
+fn kind_bounds(s: &StateField<'_>) -> Vec<TokenStream> {
+    let a = &s.args;
+    match s.kind {
+        Kind::Value | Kind::List | Kind::Reducing | Kind::OperatorList | Kind::UnionList => {
             let t = &a[0];
             vec![quote_spanned!(t.span()=> #t: ::statewright::StateValue,)]
         }
-        Kind::Map => {
+        Kind::Map | Kind::Broadcast => {
             let (k, v) = (&a[0], &a[1]);
             vec![
                 quote_spanned!(k.span()=> #k: ::statewright::StateKey,),
@@ -180,11 +254,14 @@ fn descriptor(s: &StateField<'_>) -> TokenStream {
             Kind::Map => "Map",
             Kind::Reducing => "Reducing",
             Kind::Aggregating => "Aggregating",
+            Kind::Broadcast => "Broadcast",
+            Kind::OperatorList => "OperatorList",
+            Kind::UnionList => "UnionList",
         }
     );
     let a = &s.args;
     let (value_type, validate_value) = match s.kind {
-        Kind::Value | Kind::Reducing => {
+        Kind::Value | Kind::Reducing | Kind::OperatorList | Kind::UnionList => {
             let t = &a[0];
             (
                 type_string(&quote!(#t)),
@@ -198,7 +275,7 @@ fn descriptor(s: &StateField<'_>) -> TokenStream {
                 quote!(::statewright::__private::validate_frames::<#t>),
             )
         }
-        Kind::Map => {
+        Kind::Map | Kind::Broadcast => {
             let v = &a[1];
             (
                 type_string(&quote!(#v)),
@@ -216,7 +293,7 @@ fn descriptor(s: &StateField<'_>) -> TokenStream {
             ),
         },
     };
-    let (user_key_type, validate_user_key) = if s.kind == Kind::Map {
+    let (user_key_type, validate_user_key) = if matches!(s.kind, Kind::Map | Kind::Broadcast) {
         let k = &a[0];
         let ks = type_string(&quote!(#k));
         (
@@ -250,6 +327,15 @@ fn descriptor(s: &StateField<'_>) -> TokenStream {
         }
         None => quote!(::core::option::Option::None),
     };
+    let current = current_type(s).unwrap_or_else(|| quote!(()));
+    let user_key_schema = if matches!(s.kind, Kind::Map | Kind::Broadcast) {
+        let k = &a[0];
+        quote!(::core::option::Option::Some(<#k as ::statewright::StateSchema>::SCHEMA))
+    } else {
+        quote!(::core::option::Option::None)
+    };
+    let version = s.attrs.version.as_ref().map_or(1, |(v, _)| *v);
+    let migrations = migrations(s, &current);
     quote! {
         ::statewright::StateDescriptor {
             name: #name,
@@ -259,8 +345,47 @@ fn descriptor(s: &StateField<'_>) -> TokenStream {
             ttl: #ttl,
             validate_value: #validate_value,
             validate_user_key: #validate_user_key,
+            value_schema: <#current as ::statewright::StateSchema>::SCHEMA,
+            value_fingerprint: <#current as ::statewright::StateSchema>::FINGERPRINT,
+            user_key_schema: #user_key_schema,
+            version: #version,
+            migrations: &[#(#migrations),*],
         }
     }
+}
+
+/// One `Migration` per `vN = Old`: decode an `Old`, convert it through every later version's
+/// type with `From`, encode the current type.
+fn migrations(s: &StateField<'_>, current: &TokenStream) -> Vec<TokenStream> {
+    let Some((_, steps)) = &s.attrs.migrate_from else {
+        return Vec::new();
+    };
+    (0..steps.len())
+        .map(|i| {
+            let step = &steps[i];
+            let old = &step.ty;
+            let version = step.version;
+            let type_name = type_string(&quote!(#old));
+            let conversions = steps[i + 1..].iter().map(|next| {
+                let t = &next.ty;
+                quote!(let v: #t = ::core::convert::From::from(v);)
+            });
+            quote! {
+                ::statewright::Migration {
+                    version: #version,
+                    type_name: #type_name,
+                    schema: <#old as ::statewright::StateSchema>::SCHEMA,
+                    fingerprint: <#old as ::statewright::StateSchema>::FINGERPRINT,
+                    migrate: |bytes: &[u8], out: &mut ::std::vec::Vec<u8>| -> ::core::result::Result<(), ::statewright::CodecError> {
+                        let v: #old = ::statewright::__private::decode::<#old>(bytes)?;
+                        #(#conversions)*
+                        let v: #current = ::core::convert::From::from(v);
+                        ::statewright::__private::encode_into::<#current>(&v, out)
+                    },
+                }
+            }
+        })
+        .collect()
 }
 
 fn accessor(index: usize, s: &StateField<'_>) -> TokenStream {
@@ -328,6 +453,7 @@ fn accessor(index: usize, s: &StateField<'_>) -> TokenStream {
                 }),
             )
         }
+        Kind::Broadcast | Kind::OperatorList | Kind::UnionList => return TokenStream::new(),
         Kind::Aggregating => {
             let agg = s
                 .attrs

@@ -7,6 +7,17 @@ use syn::DeriveInput;
 
 pub fn expand(input: &DeriveInput) -> TokenStream {
     let ident = &input.ident;
+    // `#[derive(StateKey)]` emits the schema too.
+    let schema = if super::schema::derives_state_key(input) {
+        TokenStream::new()
+    } else {
+        let cx = crate::ctxt::Ctxt::new();
+        let schema = super::schema::expand(&cx, input);
+        match cx.check() {
+            Ok(()) => schema,
+            Err(e) => e.into_compile_error(),
+        }
+    };
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
     let state_value = if input.generics.params.is_empty() {
         quote!(::statewright::__private::__impl_state_value!(#ident);)
@@ -19,7 +30,7 @@ pub fn expand(input: &DeriveInput) -> TokenStream {
         });
         let statics = input.generics.type_params().map(|t| {
             let i = &t.ident;
-            quote!(#i: 'static,)
+            quote!(#i: 'static + ::statewright::StateSchema,)
         });
         quote! {
             ::statewright::__private::__impl_state_value!(generic [#params] #ident #ty_generics where
@@ -42,6 +53,7 @@ pub fn expand(input: &DeriveInput) -> TokenStream {
         #input
 
         const _: () = {
+            #schema
             #state_value
         };
     }
