@@ -45,7 +45,8 @@ pub use statewright_heap::HeapBackend;
 pub use statewright_macros::{StateKey, StateSchema, StatefulOperator, value};
 #[cfg(feature = "rocksdb")]
 pub use statewright_rocksdb::{
-    Compression, RocksDbBackend, RocksDbOptions, RocksDbStats, restore_native,
+    Compression, MigrationProgress, RocksDbBackend, RocksDbOptions, RocksDbStats, restore_native,
+    restore_native_with_progress,
 };
 
 /// Everything an operator needs: `use statewright::prelude::*;`.

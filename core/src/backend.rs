@@ -34,6 +34,7 @@ pub struct NativeFiles {
     backend: &'static str,
     dir: std::path::PathBuf,
     files: Vec<NativeFileSpec>,
+    schemas: Option<crate::schema::OperatorSchemas>,
 }
 
 /// One file of a [`NativeFiles`].
@@ -54,7 +55,22 @@ impl NativeFiles {
             backend,
             dir,
             files,
+            schemas: None,
         }
+    }
+
+    /// Records the schemas of the operator whose state the files hold (the checkpoint's
+    /// manifest keeps them, so that a restore can check and migrate).
+    #[must_use]
+    pub fn with_schemas(mut self, schemas: crate::schema::OperatorSchemas) -> Self {
+        self.schemas = Some(schemas);
+        self
+    }
+
+    /// The schemas recorded with [`with_schemas`](Self::with_schemas).
+    #[must_use]
+    pub fn schemas(&self) -> Option<&crate::schema::OperatorSchemas> {
+        self.schemas.as_ref()
     }
 
     /// The backend that wrote the files (and can restore them).

@@ -126,6 +126,9 @@ pub struct NativeSnapshot {
     pub max_parallelism: u16,
     /// The files.
     pub files: Vec<NativeFile>,
+    /// The schemas of the operator's states when written (checked, and migrated, by a restore).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schemas: Option<crate::schema::OperatorSchemas>,
 }
 
 /// One file of a [`NativeSnapshot`].
@@ -1073,12 +1076,18 @@ impl PendingCheckpoint<'_> {
         &mut self,
         bound: &mut Bound<Op, B>,
     ) -> Result<&CheckpointFile> {
-        match bound.backend_mut().native_checkpoint()? {
+        let native = if Op::DESCRIPTOR.operator_states.is_empty() {
+            bound.backend_mut().native_checkpoint()?
+        } else {
+            // Operator states live in the operator: a canonical snapshot holds them.
+            None
+        };
+        match native {
             Some(files) => self.add_native_files(
                 Op::DESCRIPTOR.name,
                 bound.key_groups(),
                 Op::DESCRIPTOR.max_parallelism,
-                files,
+                files.with_schemas(crate::schema::OperatorSchemas::of(&Op::DESCRIPTOR)),
             ),
             None => self.add(bound),
         }
@@ -1190,6 +1199,7 @@ impl PendingCheckpoint<'_> {
                 backend: files.backend().to_owned(),
                 max_parallelism,
                 files: listed,
+                schemas: files.schemas().cloned(),
             }),
         });
         Ok(&self.files[self.files.len() - 1])

@@ -448,6 +448,7 @@ impl<Op: StatefulOperator, B: StateBackend> Checkpointable for Bound<Op, B> {
             self.backend.track_changes(false);
             self.tracking = false;
         }
+        let files = files.with_schemas(crate::schema::OperatorSchemas::of(&Op::DESCRIPTOR));
         Ok(Some((files, Op::DESCRIPTOR.max_parallelism)))
     }
 }

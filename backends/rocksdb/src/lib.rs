@@ -53,7 +53,7 @@ use statewright_core::checkpoint::validate_name;
 use statewright_core::ttl::ExpiryFilter;
 use statewright_core::{Error, Result, StateDescriptor};
 
-pub use native::restore_native;
+pub use native::{MigrationProgress, restore_native, restore_native_with_progress};
 pub use options::{Compression, RocksDbOptions};
 pub use stats::{Latency, RocksDbStats, StateKeys};
 

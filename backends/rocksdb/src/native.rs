@@ -23,7 +23,9 @@ use rocksdb::{DB, WriteBatch};
 use statewright_core::backend::{NativeFileSpec, NativeFiles};
 use statewright_core::checkpoint::{CheckpointFile, CheckpointStorage, RestorePoint};
 use statewright_core::keygroup::KeyGroupRange;
-use statewright_core::{Bound, Error, Result, StatefulOperator};
+use statewright_core::schema::Reading;
+use statewright_core::ttl;
+use statewright_core::{Bound, Corruption, Error, Result, StatefulOperator};
 
 use crate::{RocksDbBackend, RocksDbOptions, capture_prefix, db_error};
 
@@ -167,9 +169,30 @@ impl RocksDbBackend {
     }
 }
 
+/// How far the rewrite of a state's entries by a declared migration is, reported by
+/// [`restore_native_with_progress`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MigrationProgress<'a> {
+    /// The state being migrated.
+    pub state: &'a str,
+    /// The version its entries are migrated from.
+    pub from_version: u32,
+    /// Entries rewritten so far.
+    pub entries: u64,
+    /// RocksDB's estimate of the state's entries (`rocksdb.estimate-num-keys`).
+    pub estimated_total: u64,
+    /// Whether the state is done.
+    pub done: bool,
+}
+
 /// Restores an operator instance owning key groups `range` from a checkpoint whose snapshots
 /// of the operator are native RocksDB ones, into a new database at `path` (which must not
 /// exist).
+///
+/// The schemas the checkpoint recorded are checked against the operator's declaration first
+/// ([`Error::SchemaMismatch`], nothing created); states stored at an earlier version with a
+/// declared migration have every entry rewritten in the current version after the files are
+/// in place (see [`restore_native_with_progress`] to follow that).
 ///
 /// With one snapshot of exactly these key groups, the restore is hard links to the stored
 /// files: its time does not depend on the state's size. When the parallelism changed, the
@@ -191,6 +214,24 @@ pub fn restore_native<Op: StatefulOperator>(
     range: KeyGroupRange,
     path: impl Into<PathBuf>,
     options: RocksDbOptions,
+) -> Result<Bound<Op, RocksDbBackend>> {
+    restore_native_with_progress(op, storage, point, range, path, options, &mut |_| {})
+}
+
+/// [`restore_native`], calling `progress` while declared migrations rewrite entries (every
+/// 10,000 entries and when a state is done).
+///
+/// # Errors
+///
+/// As [`restore_native`].
+pub fn restore_native_with_progress<Op: StatefulOperator>(
+    op: Op,
+    storage: &CheckpointStorage,
+    point: RestorePoint,
+    range: KeyGroupRange,
+    path: impl Into<PathBuf>,
+    options: RocksDbOptions,
+    progress: &mut dyn FnMut(&MigrationProgress<'_>),
 ) -> Result<Bound<Op, RocksDbBackend>> {
     let path = path.into();
     let info = storage.resolve(point)?;
@@ -231,6 +272,40 @@ pub fn restore_native<Op: StatefulOperator>(
             }
         }
     }
+    // The recorded schemas, checked before anything is created; every snapshot of the
+    // checkpoint must read the same way.
+    let mut migrations: Vec<(&'static str, bool, &'static statewright_core::Migration)> =
+        Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        let Some(schemas) = f.native.as_ref().and_then(|n| n.schemas.as_ref()) else {
+            continue;
+        };
+        let checked = schemas
+            .check(&Op::DESCRIPTOR)
+            .map_err(|report| Error::SchemaMismatch {
+                operator: name.to_owned(),
+                path: storage.dir().join(&f.path),
+                report,
+            })?;
+        let mut mine = Vec::new();
+        for (record, c) in schemas.states.iter().zip(checked) {
+            if let Some((desc, Reading::Migrate(m))) = c {
+                mine.push((desc.name, record.stamped, m));
+            }
+        }
+        if i == 0 {
+            migrations = mine;
+        } else if mine
+            .iter()
+            .map(|m| (m.0, m.2.version))
+            .ne(migrations.iter().map(|m| (m.0, m.2.version)))
+        {
+            return Err(incompatible(
+                f,
+                "its states are of other versions than the checkpoint's other snapshots".into(),
+            ));
+        }
+    }
     let overlap = |f: &CheckpointFile| {
         let first = f.first_key_group.max(range.first());
         let last = f.last_key_group.min(range.last());
@@ -263,12 +338,85 @@ pub fn restore_native<Op: StatefulOperator>(
         for other in files.iter().filter(|f| !std::ptr::eq(**f, base)) {
             copy_in(storage, other, bound.backend(), range, &options)?;
         }
+        for &(state, stamped, m) in &migrations {
+            let kind = Op::DESCRIPTOR.state(state).map(|d| d.kind);
+            if kind.is_some_and(|k| k.is_keyed()) {
+                let list = kind == Some(statewright_core::StateKind::List);
+                migrate_column(bound.backend(), name, state, list, stamped, m, progress)?;
+            }
+        }
         Ok(bound)
     })();
     if result.is_err() {
         let _ = fs::remove_dir_all(&path);
     }
     result
+}
+
+/// Rewrites every entry of one state's column family in the current version.
+fn migrate_column(
+    backend: &RocksDbBackend,
+    operator: &str,
+    state: &str,
+    list: bool,
+    stamped: bool,
+    migration: &statewright_core::Migration,
+    progress: &mut dyn FnMut(&MigrationProgress<'_>),
+) -> Result<()> {
+    let db = backend.db();
+    let Some(cf) = db.cf_handle(&format!("{operator}.{state}")) else {
+        return Ok(());
+    };
+    let estimated_total = db
+        .property_int_value_cf(cf, "rocksdb.estimate-num-keys")
+        .ok()
+        .flatten()
+        .unwrap_or(0);
+    let mut report = |entries: u64, done: bool| {
+        progress(&MigrationProgress {
+            state,
+            from_version: migration.version,
+            entries,
+            estimated_total,
+            done,
+        });
+    };
+    let mut read = rocksdb::ReadOptions::default();
+    read.fill_cache(false);
+    // The iterator reads a consistent view; the rewrites go into the same column family.
+    let mut it = db.raw_iterator_cf_opt(cf, read);
+    it.seek_to_first();
+    let mut batch = WriteBatch::default();
+    let mut out = Vec::new();
+    let mut entries = 0u64;
+    while let (Some(k), Some(v)) = (it.key(), it.value()) {
+        out.clear();
+        ttl::migrate_parts(list, stamped, v, &mut out, migration.migrate).map_err(|e| {
+            Error::Corrupt {
+                path: backend.path().to_owned(),
+                offset: 0,
+                kind: Corruption::InvalidEntry {
+                    state: state.to_owned(),
+                    detail: format!("migrating from version {}: {e}", migration.version),
+                },
+            }
+        })?;
+        batch.put_cf(cf, k, &out);
+        entries += 1;
+        if batch.size_in_bytes() >= 4 << 20 {
+            db.write_opt(std::mem::take(&mut batch), &backend.write_opts)
+                .map_err(|e| db_error(&e))?;
+        }
+        if entries.is_multiple_of(10_000) {
+            report(entries, false);
+        }
+        it.next();
+    }
+    it.status().map_err(|e| db_error(&e))?;
+    db.write_opt(batch, &backend.write_opts)
+        .map_err(|e| db_error(&e))?;
+    report(entries, true);
+    Ok(())
 }
 
 fn key_group_bound(kg: u32) -> Vec<u8> {
