@@ -199,6 +199,7 @@ pub fn state_attrs(cx: &Ctxt, attrs: &[Attribute]) -> StateAttrs {
                 }
             } else if meta.path.is_ident(symbol::MIGRATE_FROM) {
                 let mut steps = Vec::new();
+                let mut bad = false;
                 if !meta.input.peek(syn::token::Paren) {
                     cx.error_spanned_by(
                         &meta.path,
@@ -223,13 +224,22 @@ pub fn state_attrs(cx: &Ctxt, attrs: &[Attribute]) -> StateAttrs {
                                 steps.push(MigrateFrom { version, label, ty });
                             }
                         }
-                        _ => cx.error_spanned_by(
-                            &m.path,
-                            "expected a version label such as `v1`: `migrate_from(v1 = OldType)`",
-                        ),
+                        _ => {
+                            bad = true;
+                            cx.error_spanned_by(
+                                &m.path,
+                                "expected a version label such as `v1`: `migrate_from(v1 = OldType)`",
+                            );
+                        }
                     }
                     Ok(())
                 })?;
+                if steps.is_empty() && !bad {
+                    cx.error_spanned_by(
+                        &meta.path,
+                        "`migrate_from(...)` is empty: list the earlier versions, `migrate_from(v1 = OldType)`",
+                    );
+                }
                 steps.sort_by_key(|s| s.version);
                 set_once(
                     cx,

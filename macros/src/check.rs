@@ -57,7 +57,7 @@ pub fn check(cx: &Ctxt, op: &Operator<'_>) {
             cx.error_spanned_by(
                 lit,
                 format!(
-                    "`ttl` applies to keyed state; `{}` is a `{}`, an operator state, which never expires",
+                    "`ttl` applies to keyed state; `{}` is an operator state (`{}`), which never expires",
                     s.ident,
                     s.kind.type_name()
                 ),
@@ -131,11 +131,6 @@ fn migrations(cx: &Ctxt, s: &crate::model::StateField<'_>) {
                 ),
             );
         }
-    } else if steps.is_empty() {
-        cx.error_spanned_by(
-            path,
-            "`migrate_from(...)` is empty: list the earlier versions, `migrate_from(v1 = OldType)`",
-        );
     }
 }
 

@@ -9,5 +9,6 @@ fn ui() {
     t.compile_fail("tests/ui/state/*.rs");
     t.compile_fail("tests/ui/types/*.rs");
     t.compile_fail("tests/ui/ttl/*.rs");
+    t.compile_fail("tests/ui/migrations/*.rs");
     t.pass("tests/ui/pass/*.rs");
 }
