@@ -205,6 +205,15 @@ fn inspect(path: &Path, id: Option<u64>) -> Result<()> {
                     None => println!("  {:<24} {:>12} bytes", f.name, f.bytes),
                 }
             }
+            if let Some(schemas) = &native.schemas {
+                println!("  key schema {}", schemas.key.desc);
+                for st in &schemas.states {
+                    println!(
+                        "  state `{}`: version {}, value schema {}",
+                        st.name, st.version, st.value.desc
+                    );
+                }
+            }
             continue;
         }
         let (file_path, bytes) = storage.read_file(&file.to_ref())?;
@@ -229,6 +238,12 @@ fn inspect(path: &Path, id: Option<u64>) -> Result<()> {
             index.last_key_group,
             file.bytes
         );
+        if let Some(k) = &index.key_schema {
+            println!(
+                "  key schema {} (fingerprint {:016x})",
+                k.desc, k.fingerprint
+            );
+        }
         for s in &index.states {
             let value = if s.user_key_type.is_empty() {
                 s.value_type.clone()
@@ -252,6 +267,18 @@ fn inspect(path: &Path, id: Option<u64>) -> Result<()> {
                 s.raw_bytes,
                 s.key_groups.len()
             );
+            if let Some(v) = &s.value_schema {
+                println!(
+                    "    version {}, value schema {} (fingerprint {:016x})",
+                    s.version, v.desc, v.fingerprint
+                );
+            }
+            if let Some(k) = &s.user_key_schema {
+                println!(
+                    "    map key schema {} (fingerprint {:016x})",
+                    k.desc, k.fingerprint
+                );
+            }
         }
     }
     Ok(())

@@ -76,6 +76,16 @@ fn inspect_shows_operators_states_and_sizes() {
         out.contains("state `pages`: MapState<u32 -> u64>, ttl 1h, 100 entries"),
         "{out}"
     );
+    // The schemas the snapshot recorded.
+    assert!(out.contains("  key schema u64 (fingerprint "), "{out}");
+    assert!(
+        out.contains("    version 1, value schema u64 (fingerprint "),
+        "{out}"
+    );
+    assert!(
+        out.contains("    map key schema u32 (fingerprint "),
+        "{out}"
+    );
 
     // One checkpoint by its directory, or by id.
     let first = dir.path().join(format!("chk-{:010}", taken[0].id.0));
