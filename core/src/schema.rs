@@ -449,11 +449,10 @@ impl fmt::Display for SchemaChange {
                 at(f, "field")?;
                 write!(f, ": {ty} (removed)")
             }
-            ChangeKind::FieldsReordered => {
-                f.write_str("~ ")?;
-                at(f, "fields of")?;
-                f.write_str(" reordered")
+            ChangeKind::FieldsReordered if self.path.is_empty() => {
+                f.write_str("~ fields reordered")
             }
+            ChangeKind::FieldsReordered => write!(f, "~ fields of `{}` reordered", self.path),
             ChangeKind::VariantAdded => {
                 f.write_str("+ ")?;
                 at(f, "variant")?;
@@ -464,11 +463,10 @@ impl fmt::Display for SchemaChange {
                 at(f, "variant")?;
                 f.write_str(" (removed)")
             }
-            ChangeKind::VariantsReordered => {
-                f.write_str("~ ")?;
-                at(f, "variants of")?;
-                f.write_str(" reordered")
+            ChangeKind::VariantsReordered if self.path.is_empty() => {
+                f.write_str("~ variants reordered")
             }
+            ChangeKind::VariantsReordered => write!(f, "~ variants of `{}` reordered", self.path),
             ChangeKind::TypeChanged(from, to) => {
                 f.write_str("~ ")?;
                 if self.path.is_empty() {
@@ -532,17 +530,10 @@ fn diff_at(path: &str, old: &SchemaDesc, new: &SchemaDesc, out: &mut Vec<SchemaC
                     Some(v) => diff_fields(&join(path, &w.name), &v.fields, &w.fields, out),
                 }
             }
-            let common_a: Vec<_> = a
-                .iter()
-                .filter(|v| b.iter().any(|w| w.name == v.name))
-                .map(|v| &v.name)
-                .collect();
-            let common_b: Vec<_> = b
-                .iter()
-                .filter(|w| a.iter().any(|v| v.name == w.name))
-                .map(|w| &w.name)
-                .collect();
-            if common_a != common_b {
+            if reordered(
+                a.iter().map(|v| v.name.as_str()).collect(),
+                b.iter().map(|v| v.name.as_str()).collect(),
+            ) {
                 out.push(SchemaChange {
                     path: path.to_owned(),
                     change: ChangeKind::VariantsReordered,
@@ -554,6 +545,18 @@ fn diff_at(path: &str, old: &SchemaDesc, new: &SchemaDesc, out: &mut Vec<SchemaC
             change: ChangeKind::TypeChanged(old.to_string(), new.to_string()),
         }),
     }
+}
+
+/// Whether the names both lists have appear in another order (the stored layout and variant
+/// tags follow declaration order).
+fn reordered(old: Vec<&str>, new: Vec<&str>) -> bool {
+    let common = |x: &[&str], y: &[&str]| -> Vec<String> {
+        x.iter()
+            .filter(|n| y.contains(n))
+            .map(|n| (*n).to_owned())
+            .collect()
+    };
+    common(&old, &new) != common(&new, &old)
 }
 
 fn diff_fields(path: &str, old: &FieldsDesc, new: &FieldsDesc, out: &mut Vec<SchemaChange>) {
@@ -595,17 +598,10 @@ fn diff_fields(path: &str, old: &FieldsDesc, new: &FieldsDesc, out: &mut Vec<Sch
                     Some(x) => diff_at(&join(path, &y.name), &x.schema, &y.schema, out),
                 }
             }
-            let common_a: Vec<_> = a
-                .iter()
-                .filter(|x| b.iter().any(|y| y.name == x.name))
-                .map(|x| &x.name)
-                .collect();
-            let common_b: Vec<_> = b
-                .iter()
-                .filter(|y| a.iter().any(|x| x.name == y.name))
-                .map(|y| &y.name)
-                .collect();
-            if common_a != common_b {
+            if reordered(
+                a.iter().map(|f| f.name.as_str()).collect(),
+                b.iter().map(|f| f.name.as_str()).collect(),
+            ) {
                 out.push(SchemaChange {
                     path: path.to_owned(),
                     change: ChangeKind::FieldsReordered,
@@ -1192,6 +1188,23 @@ mod tests {
             ]
         );
         assert!(diff(&Old::SCHEMA.describe(), &Renamed::SCHEMA.describe()).is_empty());
+        let fields = |names: &[&str]| SchemaDesc::Struct {
+            name: "S".into(),
+            fields: FieldsDesc::Named(
+                names
+                    .iter()
+                    .map(|n| FieldDesc {
+                        name: (*n).into(),
+                        schema: u8::SCHEMA.describe(),
+                    })
+                    .collect(),
+            ),
+        };
+        let r = diff(&fields(&["a", "b", "c"]), &fields(&["b", "a"]));
+        assert_eq!(
+            r.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["- field `c`: u8 (removed)", "~ fields reordered"]
+        );
         let t = diff(&u64::SCHEMA.describe(), &String::SCHEMA.describe());
         assert_eq!(t[0].to_string(), "~ type: u64 -> String");
     }
