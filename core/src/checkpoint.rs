@@ -1076,18 +1076,13 @@ impl PendingCheckpoint<'_> {
         &mut self,
         bound: &mut Bound<Op, B>,
     ) -> Result<&CheckpointFile> {
-        let native = if Op::DESCRIPTOR.operator_states.is_empty() {
-            bound.backend_mut().native_checkpoint()?
-        } else {
-            // Operator states live in the operator: a canonical snapshot holds them.
-            None
-        };
-        match native {
-            Some(files) => self.add_native_files(
+        // The same capture as the checkpointer's (operator states and schemas included).
+        match crate::checkpointer::Checkpointable::capture_native(bound)? {
+            Some((files, max_parallelism)) => self.add_native_files(
                 Op::DESCRIPTOR.name,
                 bound.key_groups(),
-                Op::DESCRIPTOR.max_parallelism,
-                files.with_schemas(crate::schema::OperatorSchemas::of(&Op::DESCRIPTOR)),
+                max_parallelism,
+                files,
             ),
             None => self.add(bound),
         }
