@@ -111,6 +111,14 @@ pub const BACKENDS: &[&str] = &[
 trait Store {
     fn value_set(&mut self, k: u64, v: i64) -> statewright::Result<()>;
     fn value_get(&mut self, k: u64) -> statewright::Result<Option<i64>>;
+    /// `value_rmw`'s step: `c = get() or 0; update(c + 1)`, returning `c + 1`. The raw
+    /// baselines read and then write (two lookups); statewright's backends do both under one
+    /// `set_key`, as the spec's step does.
+    fn value_rmw(&mut self, k: u64) -> statewright::Result<i64> {
+        let c = self.value_get(k)?.unwrap_or(0) + 1;
+        self.value_set(k, c)?;
+        Ok(c)
+    }
     fn map_put(&mut self, k: u64, u: u64, v: i64) -> statewright::Result<()>;
     fn map_get(&mut self, k: u64, u: u64) -> statewright::Result<Option<i64>>;
     fn list_add(&mut self, k: u64, v: i64) -> statewright::Result<()>;
@@ -147,6 +155,12 @@ macro_rules! store_for {
             }
             fn value_get(&mut self, k: u64) -> statewright::Result<Option<i64>> {
                 Ok(self.key(&k)?.value().get()?.map(|v| v.to_native()))
+            }
+            fn value_rmw(&mut self, k: u64) -> statewright::Result<i64> {
+                let mut keyed = self.key(&k)?;
+                let c = keyed.value().get()?.map_or(0, |v| v.to_native()) + 1;
+                keyed.value().set(&c)?;
+                Ok(c)
             }
             fn map_put(&mut self, k: u64, u: u64, v: i64) -> statewright::Result<()> {
                 self.key(&k)?.map().put(&u, &v)
@@ -397,10 +411,8 @@ pub fn run(backend: &str, workload: &str, p: Params) -> statewright::Result<Vec<
         "value_rmw" => {
             let start = Instant::now();
             for i in 0..p.n {
-                let k = p.key(i);
-                let c = s.value_get(k)?.unwrap_or(0);
-                s.value_set(k, c + 1)?;
-                checksum = checksum.wrapping_add((c + 1) as u64);
+                let c = s.value_rmw(p.key(i))?;
+                checksum = checksum.wrapping_add(c as u64);
             }
             t = start.elapsed().as_secs_f64();
         }

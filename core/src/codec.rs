@@ -55,6 +55,13 @@ pub type ValueDeserializer = HighDeserializer<rancor::Error>;
 pub trait StateValue: rkyv::Archive + crate::schema::StateSchema + Sized + 'static {
     #[doc(hidden)]
     fn __encode(&self, out: Vec<u8>) -> Result<Vec<u8>, rancor::Error>;
+    /// Appends the archive to `buf` (on error, `buf` may be left empty).
+    #[doc(hidden)]
+    #[inline]
+    fn __encode_into(&self, buf: &mut Vec<u8>) -> Result<(), rancor::Error> {
+        *buf = self.__encode(std::mem::take(buf))?;
+        Ok(())
+    }
     #[doc(hidden)]
     fn __access(bytes: &[u8]) -> Result<&Self::Archived, rancor::Error>;
     #[doc(hidden)]
@@ -125,27 +132,56 @@ macro_rules! __impl_state_value {
     };
 }
 
-macro_rules! prims {
-    ($($t:ty),*) => {$( crate::__impl_state_value!($t); )*};
+/// Fixed-size primitives: their archive (unaligned, little endian) is their little-endian
+/// bytes, so they are written directly rather than through rkyv's general serialiser and its
+/// allocator, which took a third of a small value's write (`bench/ANALYSIS.md`). A test checks
+/// the bytes against rkyv's for every such type.
+macro_rules! fixed_prims {
+    ($($t:ty => |$v:ident| $bytes:expr),* $(,)?) => {$(
+        impl StateValue for $t {
+            #[inline]
+            fn __encode(&self, mut out: Vec<u8>) -> Result<Vec<u8>, rancor::Error> {
+                let $v = *self;
+                out.extend_from_slice(&$bytes);
+                Ok(out)
+            }
+            #[inline]
+            fn __encode_into(&self, buf: &mut Vec<u8>) -> Result<(), rancor::Error> {
+                let $v = *self;
+                buf.extend_from_slice(&$bytes);
+                Ok(())
+            }
+            #[inline]
+            fn __access(bytes: &[u8]) -> Result<&Self::Archived, rancor::Error> {
+                // A primitive has no pointers, so the validator needs no table of shared
+                // ones: rkyv's low-level check is the same check, without setting one up.
+                rkyv::api::low::access::<Self::Archived, rancor::Error>(bytes)
+            }
+            #[inline]
+            fn __deserialize(archived: &Self::Archived) -> Result<Self, rancor::Error> {
+                raw::deserialize::<Self>(archived)
+            }
+        }
+    )*};
 }
-prims!(
-    (),
-    bool,
-    u8,
-    u16,
-    u32,
-    u64,
-    u128,
-    i8,
-    i16,
-    i32,
-    i64,
-    i128,
-    f32,
-    f64,
-    char,
-    String
+fixed_prims!(
+    () => |v| { let () = v; [0u8; 0] },
+    bool => |v| [u8::from(v)],
+    u8 => |v| v.to_le_bytes(),
+    u16 => |v| v.to_le_bytes(),
+    u32 => |v| v.to_le_bytes(),
+    u64 => |v| v.to_le_bytes(),
+    u128 => |v| v.to_le_bytes(),
+    i8 => |v| v.to_le_bytes(),
+    i16 => |v| v.to_le_bytes(),
+    i32 => |v| v.to_le_bytes(),
+    i64 => |v| v.to_le_bytes(),
+    i128 => |v| v.to_le_bytes(),
+    f32 => |v| v.to_le_bytes(),
+    f64 => |v| v.to_le_bytes(),
+    char => |v| u32::from(v).to_le_bytes(),
 );
+crate::__impl_state_value!(String);
 
 crate::__impl_state_value!(generic [T] Vec<T> where Vec<T>: for<'a> rkyv::Serialize<ValueSerializer<'a>>,
     <Vec<T> as rkyv::Archive>::Archived: for<'a> rkyv::bytecheck::CheckBytes<ValueValidator<'a>> + rkyv::Deserialize<Vec<T>, ValueDeserializer>,
@@ -171,14 +207,13 @@ crate::__impl_state_value!(generic [A, B, C, D] (A, B, C, D) where (A, B, C, D):
 /// # Errors
 ///
 /// [`CodecError::Encode`] when serialisation fails.
+#[inline]
 pub fn encode_into<T: StateValue>(value: &T, buf: &mut Vec<u8>) -> Result<(), CodecError> {
-    let mut out = std::mem::take(buf);
-    out.clear();
-    *buf = value.__encode(out).map_err(|e| CodecError::Encode {
+    buf.clear();
+    value.__encode_into(buf).map_err(|e| CodecError::Encode {
         type_name: std::any::type_name::<T>(),
         message: e.to_string(),
-    })?;
-    Ok(())
+    })
 }
 
 /// Appends one list frame (`u32` length, then the archive) for `value` to `buf`.
@@ -191,8 +226,7 @@ pub fn encode_frame_into<T: StateValue>(value: &T, buf: &mut Vec<u8>) -> Result<
     buf.extend_from_slice(&[0; 4]);
     // rkyv's relative pointers do not depend on where the archive starts, and the unaligned
     // format needs no padding, so the archive can be written right after the length prefix.
-    let out = std::mem::take(buf);
-    *buf = value.__encode(out).map_err(|e| CodecError::Encode {
+    value.__encode_into(buf).map_err(|e| CodecError::Encode {
         type_name: std::any::type_name::<T>(),
         message: e.to_string(),
     })?;
@@ -318,6 +352,53 @@ mod tests {
             .collect();
         assert_eq!(items.len(), 4);
         assert_eq!(items[2], ("hello world".to_string(), 7, Some(-3)));
+    }
+
+    /// The direct encoding of fixed-size primitives is exactly rkyv's archive.
+    #[test]
+    fn primitives_encode_as_rkyv_archives_them() {
+        fn same<T>(values: &[T])
+        where
+            T: StateValue + for<'a> rkyv::Serialize<ValueSerializer<'a>> + std::fmt::Debug,
+        {
+            for v in values {
+                let ours = v.__encode(Vec::new()).unwrap();
+                let rkyv =
+                    rkyv::api::high::to_bytes_in::<Vec<u8>, rancor::Error>(v, Vec::new()).unwrap();
+                assert_eq!(ours, rkyv, "{} {v:?}", std::any::type_name::<T>());
+                access::<T>(&ours).unwrap();
+            }
+        }
+        same(&[()]);
+        same(&[false, true]);
+        same(&[0u8, 1, 0x7F, 0xFF]);
+        same(&[0u16, 1, 0x1234, u16::MAX]);
+        same(&[0u32, 1, 0x1234_5678, u32::MAX]);
+        same(&[0u64, 1, 0x0123_4567_89AB_CDEF, u64::MAX]);
+        same(&[0u128, 1, u128::MAX / 3, u128::MAX]);
+        same(&[0i8, -1, i8::MIN, i8::MAX]);
+        same(&[0i16, -1, i16::MIN, i16::MAX]);
+        same(&[0i32, -1, i32::MIN, i32::MAX]);
+        same(&[0i64, -1, i64::MIN, i64::MAX, 42]);
+        same(&[0i128, -1, i128::MIN, i128::MAX]);
+        same(&[
+            0.0f32,
+            -0.0,
+            1.5,
+            f32::NAN,
+            f32::INFINITY,
+            f32::MIN_POSITIVE,
+        ]);
+        same(&[0.0f64, -0.0, 1.5, f64::NAN, f64::NEG_INFINITY, f64::MAX]);
+        same(&['a', '\0', 'ü', '\u{10FFFF}']);
+        assert_eq!(
+            decode::<i64>(&(-5i64).__encode(Vec::new()).unwrap()).unwrap(),
+            -5
+        );
+        assert_eq!(
+            decode::<char>(&'ü'.__encode(Vec::new()).unwrap()).unwrap(),
+            'ü'
+        );
     }
 
     #[test]

@@ -1,9 +1,12 @@
 //! The heap backend: statewright's embedded default.
 //!
-//! State lives in hash maps in the process's memory, one per state; map states keep one sorted
-//! map per key so that iteration is in key order and a put touches one entry. Nothing is
-//! written to disk except through snapshots and checkpoints. Reads return slices of the stored
-//! bytes, so values are read in place.
+//! State lives in the process's memory. A value, list, reducing or aggregating state keeps one
+//! hash table per key group, as Flink's heap backend does; when every key and value of the state
+//! has one length (a `u64` key and an `i64` value), the rows hold them inline, so a lookup
+//! reads one row in place instead of following pointers. Map states keep one sorted map per key
+//! so that iteration is in key order and a put touches one entry. Nothing is written to disk
+//! except through snapshots and checkpoints. Reads return slices of the stored bytes, so values
+//! are read in place.
 //!
 //! # Examples
 //!
@@ -26,10 +29,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use indexmap::IndexMap;
 
+mod flat;
+use flat::FlatTable;
+
 use statewright_core::backend::{
     Change, ChangeVisitor, EntryIter, EntryVisitor, StateBackend, StateId,
 };
-use statewright_core::{Error, Result, StateDescriptor};
+use statewright_core::{Error, Result, StateDescriptor, StateKind};
 
 type Hasher = foldhash::fast::RandomState;
 /// The entries of one key of a map state, sorted by user key.
@@ -38,9 +44,7 @@ type UserEntries = BTreeMap<Box<[u8]>, Vec<u8>>;
 #[derive(Debug)]
 enum Column {
     /// Value, list, reducing and aggregating states: one value per key, empty user key.
-    /// (Index maps: lookups by hash as a `HashMap`, and a position that incremental TTL
-    /// cleanup can walk in steps.)
-    Flat(IndexMap<Box<[u8]>, Vec<u8>, Hasher>),
+    Flat(FlatTable),
     /// Map states: a sorted map of user keys per key.
     Nested(IndexMap<Box<[u8]>, UserEntries, Hasher>),
 }
@@ -137,7 +141,7 @@ impl HeapBackend {
         self.columns
             .iter()
             .map(|r| match &r.column {
-                Column::Flat(m) => m.len(),
+                Column::Flat(t) => t.len(),
                 Column::Nested(m) => m.values().map(BTreeMap::len).sum(),
             })
             .sum()
@@ -217,7 +221,8 @@ impl StateBackend for HeapBackend {
         let column = if state.kind.has_user_key() {
             Column::Nested(IndexMap::default())
         } else {
-            Column::Flat(IndexMap::default())
+            // A list's value grows with every merge, so its rows are never fixed.
+            Column::Flat(FlatTable::new(state.kind != StateKind::List))
         };
         let changes = self.tracking.then(|| Changes::new(&column));
         self.columns.push(Registered {
@@ -232,7 +237,7 @@ impl StateBackend for HeapBackend {
     #[inline]
     fn get(&self, state: StateId, key: &[u8], user_key: &[u8]) -> Result<Option<&[u8]>> {
         Ok(match self.column(state)? {
-            Column::Flat(m) if user_key.is_empty() => m.get(key).map(Vec::as_slice),
+            Column::Flat(t) if user_key.is_empty() => t.get(key)?,
             Column::Flat(_) => return Err(user_key_on_flat(state)),
             Column::Nested(m) => m
                 .get(key)
@@ -251,14 +256,7 @@ impl StateBackend for HeapBackend {
             changes.entry(key, user_key);
         }
         match &mut r.column {
-            Column::Flat(m) if user_key.is_empty() => {
-                if let Some(slot) = m.get_mut(key) {
-                    slot.clear();
-                    slot.extend_from_slice(value);
-                } else {
-                    m.insert(key.into(), value.to_vec());
-                }
-            }
+            Column::Flat(t) if user_key.is_empty() => t.put(key, value)?,
             Column::Flat(_) => return Err(user_key_on_flat(state)),
             Column::Nested(m) => {
                 if let Some(entries) = m.get_mut(key) {
@@ -288,12 +286,7 @@ impl StateBackend for HeapBackend {
             changes.entry(key, user_key);
         }
         match &mut r.column {
-            Column::Flat(m) if user_key.is_empty() => match m.get_mut(key) {
-                Some(slot) => slot.extend_from_slice(operand),
-                None => {
-                    m.insert(key.into(), operand.to_vec());
-                }
-            },
+            Column::Flat(t) if user_key.is_empty() => t.merge(key, operand)?,
             Column::Flat(_) => return Err(user_key_on_flat(state)),
             Column::Nested(m) => {
                 let entries = m.entry(key.into()).or_default();
@@ -315,8 +308,8 @@ impl StateBackend for HeapBackend {
             changes.entry(key, user_key);
         }
         match &mut r.column {
-            Column::Flat(m) if user_key.is_empty() => {
-                m.swap_remove(key);
+            Column::Flat(t) if user_key.is_empty() => {
+                t.remove(key)?;
             }
             Column::Flat(_) => return Err(user_key_on_flat(state)),
             Column::Nested(m) => {
@@ -333,7 +326,7 @@ impl StateBackend for HeapBackend {
 
     fn scan<'a>(&'a self, state: StateId, key: &[u8]) -> Result<EntryIter<'a>> {
         Ok(match self.column(state)? {
-            Column::Flat(m) => Box::new(m.get(key).into_iter().map(|v| (&[][..], v.as_slice()))),
+            Column::Flat(t) => Box::new(t.get(key)?.into_iter().map(|v| (&[][..], v))),
             Column::Nested(m) => match m.get(key) {
                 Some(entries) => Box::new(entries.iter().map(|(u, v)| (&u[..], v.as_slice()))),
                 None => Box::new(std::iter::empty()),
@@ -347,8 +340,8 @@ impl StateBackend for HeapBackend {
             changes.whole_key(key);
         }
         match &mut r.column {
-            Column::Flat(m) => {
-                m.swap_remove(key);
+            Column::Flat(t) => {
+                t.remove(key)?;
             }
             Column::Nested(m) => {
                 m.swap_remove(key);
@@ -359,11 +352,7 @@ impl StateBackend for HeapBackend {
 
     fn for_each_entry(&self, state: StateId, visit: &mut EntryVisitor<'_>) -> Result<()> {
         match self.column(state)? {
-            Column::Flat(m) => {
-                for (k, v) in m {
-                    visit(k, &[], v)?;
-                }
-            }
+            Column::Flat(t) => t.for_each(|k, v| visit(k, &[], v))?,
             Column::Nested(m) => {
                 for (k, entries) in m {
                     for (u, v) in entries {
@@ -382,11 +371,14 @@ impl StateBackend for HeapBackend {
         limit: usize,
         visit: &mut EntryVisitor<'_>,
     ) -> Result<bool> {
-        let column = self.column(state)?;
-        let len = match column {
-            Column::Flat(m) => m.len(),
-            Column::Nested(m) => m.len(),
+        let m = match self.column(state)? {
+            Column::Flat(t) => {
+                t.visit_some(cursor, limit, |k, v| visit(k, &[], v))?;
+                return Ok(true);
+            }
+            Column::Nested(m) => m,
         };
+        let len = m.len();
         // Removals move the last entry into the gap, so a pass may see an entry twice or miss
         // one that moved behind the cursor; the next pass sees it.
         let mut i = usize::try_from(*cursor).unwrap_or(0);
@@ -394,18 +386,9 @@ impl StateBackend for HeapBackend {
             if i >= len {
                 i = 0;
             }
-            match column {
-                Column::Flat(m) => {
-                    if let Some((k, v)) = m.get_index(i) {
-                        visit(k, &[], v)?;
-                    }
-                }
-                Column::Nested(m) => {
-                    if let Some((k, entries)) = m.get_index(i) {
-                        for (u, v) in entries {
-                            visit(k, u, v)?;
-                        }
-                    }
+            if let Some((k, entries)) = m.get_index(i) {
+                for (u, v) in entries {
+                    visit(k, u, v)?;
                 }
             }
             i += 1;
@@ -418,12 +401,15 @@ impl StateBackend for HeapBackend {
         let r = self.registered_mut(state)?;
         if let Some(changes) = &mut r.changes {
             match &r.column {
-                Column::Flat(m) => m.keys().for_each(|k| changes.whole_key(k)),
+                Column::Flat(t) => t.for_each(|k, _| {
+                    changes.whole_key(k);
+                    Ok(())
+                })?,
                 Column::Nested(m) => m.keys().for_each(|k| changes.whole_key(k)),
             }
         }
         match &mut r.column {
-            Column::Flat(m) => m.clear(),
+            Column::Flat(t) => t.clear(),
             Column::Nested(m) => m.clear(),
         }
         Ok(())
@@ -449,9 +435,9 @@ impl StateBackend for HeapBackend {
             std::mem::replace(changes, Changes::new(&r.column)),
             &r.column,
         ) {
-            (Changes::Flat(keys), Column::Flat(m)) => {
+            (Changes::Flat(keys), Column::Flat(t)) => {
                 for key in keys {
-                    match m.get(&key) {
+                    match t.get(&key)? {
                         Some(v) => visit(&key, &[], Change::Put(v))?,
                         None => visit(&key, &[], Change::Delete)?,
                     }

@@ -1,0 +1,615 @@
+//! The table of a state that holds one value per key (value, list, reducing and aggregating
+//! states).
+//!
+//! As in Flink's heap backend, a state keeps one hash table per key group: the key-group prefix
+//! of a key needs no storage (the table's index is the group), iteration goes group by group,
+//! and the canonical key alone is hashed. When every key and every value of a state has one
+//! length (a `u64` key and an `i64` value: 8 + 8 bytes), the tables hold them inline as rows of
+//! 16 to 64 bytes, so a lookup reads one row in place, as a `HashMap<u64, i64>` does, instead of
+//! following a pointer to a boxed key and another to a value vector: at 100,000 keys that is
+//! the difference between a working set that fits the processor's cache and one that does not.
+//! A state whose lengths vary (strings, lists) keeps a boxed key and a value vector per entry;
+//! a state with fixed rows moves to those, once, at the first key or value of another length.
+
+use std::hash::{BuildHasher, Hasher as _};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use hashbrown::HashTable;
+use hashbrown::hash_table::Entry;
+
+use statewright_core::{Error, Result};
+
+type Hasher = foldhash::fast::RandomState;
+
+/// One key group's entries, in the column's layout.
+#[derive(Debug)]
+enum Rows {
+    R16(HashTable<[u8; 16]>),
+    R24(HashTable<[u8; 24]>),
+    R32(HashTable<[u8; 32]>),
+    R48(HashTable<[u8; 48]>),
+    R64(HashTable<[u8; 64]>),
+    /// Canonical key and value of any length.
+    General(HashTable<(Box<[u8]>, Vec<u8>)>),
+}
+
+/// Applies `$fixed` to a fixed-row table or `$general` to a general one.
+macro_rules! with_rows {
+    ($rows:expr, $t:ident => $fixed:expr, $g:ident => $general:expr $(,)?) => {
+        match $rows {
+            Rows::R16($t) => $fixed,
+            Rows::R24($t) => $fixed,
+            Rows::R32($t) => $fixed,
+            Rows::R48($t) => $fixed,
+            Rows::R64($t) => $fixed,
+            Rows::General($g) => $general,
+        }
+    };
+}
+
+/// How a column stores its rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// Nothing stored since the column was created or last emptied: the next put chooses.
+    Open,
+    /// Fixed rows of `width` bytes: the canonical key (`key_len` bytes), then the value.
+    Fixed {
+        width: usize,
+        key_len: usize,
+        value_len: usize,
+    },
+    General,
+}
+
+const WIDTHS: [usize; 5] = [16, 24, 32, 48, 64];
+
+impl Layout {
+    fn rows(self) -> Rows {
+        match self {
+            Layout::Fixed { width: 16, .. } => Rows::R16(HashTable::new()),
+            Layout::Fixed { width: 24, .. } => Rows::R24(HashTable::new()),
+            Layout::Fixed { width: 32, .. } => Rows::R32(HashTable::new()),
+            Layout::Fixed { width: 48, .. } => Rows::R48(HashTable::new()),
+            Layout::Fixed { width: 64, .. } => Rows::R64(HashTable::new()),
+            _ => Rows::General(HashTable::new()),
+        }
+    }
+
+    fn lens(self) -> (usize, usize) {
+        match self {
+            Layout::Fixed {
+                key_len, value_len, ..
+            } => (key_len, value_len),
+            _ => (0, 0),
+        }
+    }
+}
+
+/// A fixed-size row: canonical key, then value, then zero padding.
+trait Row: AsRef<[u8]> + AsMut<[u8]> {
+    fn zeroed() -> Self;
+}
+
+impl<const W: usize> Row for [u8; W] {
+    fn zeroed() -> Self {
+        [0; W]
+    }
+}
+
+/// `a == b`, without a call to `memcmp` for the common key lengths: the comparison is where a
+/// lookup first touches its row.
+#[inline(always)]
+fn same(a: &[u8], b: &[u8]) -> bool {
+    match (a.first_chunk::<8>(), b.first_chunk::<8>()) {
+        (Some(x), Some(y)) if a.len() == 8 && b.len() == 8 => x == y,
+        _ => a == b,
+    }
+}
+
+#[inline]
+fn hash(hasher: &Hasher, canonical: &[u8]) -> u64 {
+    let mut h = hasher.build_hasher();
+    h.write(canonical);
+    h.finish()
+}
+
+/// The key group and canonical key of a backend key.
+#[inline]
+fn split(key: &[u8]) -> Result<(usize, &[u8])> {
+    match key.split_first_chunk::<2>() {
+        Some((group, canonical)) => Ok((usize::from(u16::from_be_bytes(*group)), canonical)),
+        None => Err(Error::Backend {
+            backend: "heap",
+            message: format!(
+                "a key of {} byte(s) has no key-group prefix (2 bytes)",
+                key.len()
+            ),
+        }),
+    }
+}
+
+/// The entries of one state, one hash table per key group.
+#[derive(Debug)]
+pub(crate) struct FlatTable {
+    hasher: Hasher,
+    layout: Layout,
+    /// Whether fixed rows may be chosen: not for list states, whose values grow by merges.
+    fixed_rows: bool,
+    /// Indexed by key group; grown on demand.
+    groups: Vec<Rows>,
+    len: usize,
+    /// Where the last `get` found its entry (key group in the high 16 bits, bucket below), or
+    /// [`NO_HINT`]: a `put` of the same key right after (a read-modify-write) checks that row's
+    /// key and writes there without hashing and probing again. A stale hint fails the key check.
+    /// (An atomic, used with relaxed loads and stores, so the backend stays `Sync`.)
+    hint: AtomicU64,
+}
+
+const NO_HINT: u64 = u64::MAX;
+
+impl FlatTable {
+    pub(crate) fn new(fixed_rows: bool) -> Self {
+        Self {
+            hasher: Hasher::default(),
+            layout: Layout::Open,
+            fixed_rows,
+            groups: Vec::new(),
+            len: 0,
+            hint: AtomicU64::new(NO_HINT),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    #[inline]
+    pub(crate) fn get(&self, key: &[u8]) -> Result<Option<&[u8]>> {
+        let (group, canonical) = split(key)?;
+        let Some(rows) = self.groups.get(group) else {
+            return Ok(None);
+        };
+        let h = hash(&self.hasher, canonical);
+        let (kl, vl) = self.layout.lens();
+        let found = with_rows!(rows,
+            t => {
+                if canonical.len() != kl {
+                    return Ok(None);
+                }
+                t.find_bucket_index(h, |r| same(&r[..kl], canonical))
+                    .and_then(|b| Some((b, &t.get_bucket(b)?[kl..kl + vl])))
+            },
+            g => g.find_bucket_index(h, |(k, _)| same(k, canonical))
+                .and_then(|b| Some((b, g.get_bucket(b)?.1.as_slice()))),
+        );
+        Ok(found.map(|(bucket, value)| {
+            self.hint
+                .store(((group as u64) << 48) | bucket as u64, Ordering::Relaxed);
+            value
+        }))
+    }
+
+    /// The bucket of the last `get` when it was in `group`.
+    #[inline]
+    fn take_hint(&self, group: usize) -> Option<usize> {
+        let hint = self.hint.swap(NO_HINT, Ordering::Relaxed);
+        (hint != NO_HINT && (hint >> 48) as usize == group)
+            .then_some((hint & ((1 << 48) - 1)) as usize)
+    }
+
+    /// Makes the layout hold a key and value of these lengths, and `group` exist.
+    #[inline]
+    fn prepare(&mut self, group: usize, key_len: usize, value_len: usize) {
+        match self.layout {
+            Layout::Fixed {
+                key_len: kl,
+                value_len: vl,
+                ..
+            } if kl == key_len && vl == value_len => {}
+            Layout::General => {}
+            Layout::Open => {
+                self.layout = WIDTHS
+                    .iter()
+                    .find(|&&w| key_len + value_len <= w)
+                    .filter(|_| self.fixed_rows)
+                    .map_or(Layout::General, |&width| Layout::Fixed {
+                        width,
+                        key_len,
+                        value_len,
+                    });
+                self.groups.clear();
+            }
+            Layout::Fixed { .. } => self.make_general(),
+        }
+        if self.groups.len() <= group {
+            let layout = self.layout;
+            self.groups.resize_with(group + 1, || layout.rows());
+        }
+    }
+
+    /// The rows of `group` and the hasher, after [`prepare`](Self::prepare).
+    #[inline]
+    fn rows_mut(&mut self, group: usize) -> Result<(&mut Rows, &Hasher)> {
+        match self.groups.get_mut(group) {
+            Some(rows) => Ok((rows, &self.hasher)),
+            None => Err(Error::Backend {
+                backend: "heap",
+                message: format!("key group {group} has no table"),
+            }),
+        }
+    }
+
+    /// Moves every entry to general rows (a key or value of another length arrived).
+    fn make_general(&mut self) {
+        self.hint.store(NO_HINT, Ordering::Relaxed);
+        let (kl, vl) = self.layout.lens();
+        let hasher = &self.hasher;
+        for rows in &mut self.groups {
+            let general = with_rows!(rows,
+                t => {
+                    let mut g = HashTable::with_capacity(t.len());
+                    for r in t.drain() {
+                        let (k, v) = (&r[..kl], &r[kl..kl + vl]);
+                        g.insert_unique(hash(hasher, k), (k.into(), v.to_vec()), |(k, _): &(Box<[u8]>, Vec<u8>)| hash(hasher, k));
+                    }
+                    g
+                },
+                g => std::mem::take(g),
+            );
+            *rows = Rows::General(general);
+        }
+        self.layout = Layout::General;
+    }
+
+    #[inline]
+    pub(crate) fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        let (group, canonical) = split(key)?;
+        let h = hash(&self.hasher, canonical);
+        let hint = self.take_hint(group);
+        self.prepare(group, canonical.len(), value.len());
+        let (rows, hasher) = self.rows_mut(group)?;
+        let inserted = with_rows!(rows,
+            t => put_fixed(t, hasher, h, hint, canonical, value),
+            g => match g.entry(h, |(k, _)| same(k, canonical), |(k, _)| hash(hasher, k)) {
+                Entry::Occupied(mut e) => {
+                    let slot = &mut e.get_mut().1;
+                    slot.clear();
+                    slot.extend_from_slice(value);
+                    false
+                }
+                Entry::Vacant(e) => {
+                    e.insert((canonical.into(), value.to_vec()));
+                    true
+                }
+            },
+        );
+        self.len += usize::from(inserted);
+        Ok(())
+    }
+
+    /// Appends `operand` to the value (or stores it when absent).
+    pub(crate) fn merge(&mut self, key: &[u8], operand: &[u8]) -> Result<()> {
+        if self.layout != Layout::General {
+            if self.get(key)?.is_none() {
+                return self.put(key, operand);
+            }
+            // The value grows, so it no longer has the column's fixed length.
+            self.make_general();
+        }
+        let (group, canonical) = split(key)?;
+        let h = hash(&self.hasher, canonical);
+        self.prepare(group, canonical.len(), operand.len());
+        let (Rows::General(g), hasher) = self.rows_mut(group)? else {
+            return Err(Error::Backend {
+                backend: "heap",
+                message: format!("key group {group} has fixed rows, a merge needs general ones"),
+            });
+        };
+        match g.entry(h, |(k, _)| same(k, canonical), |(k, _)| hash(hasher, k)) {
+            Entry::Occupied(mut e) => e.get_mut().1.extend_from_slice(operand),
+            Entry::Vacant(e) => {
+                e.insert((canonical.into(), operand.to_vec()));
+                self.len += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the entry; whether there was one.
+    pub(crate) fn remove(&mut self, key: &[u8]) -> Result<bool> {
+        let (group, canonical) = split(key)?;
+        let h = hash(&self.hasher, canonical);
+        let (kl, _) = self.layout.lens();
+        let Some(rows) = self.groups.get_mut(group) else {
+            return Ok(false);
+        };
+        let removed = with_rows!(rows,
+            t => canonical.len() == kl && t.find_entry(h, |r| same(&r[..kl], canonical)).map(|e| e.remove()).is_ok(),
+            g => g.find_entry(h, |(k, _)| same(k, canonical)).map(|e| e.remove()).is_ok(),
+        );
+        if removed {
+            self.len -= 1;
+            if self.len == 0 {
+                self.clear();
+            }
+        }
+        Ok(removed)
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.hint.store(NO_HINT, Ordering::Relaxed);
+        self.groups = Vec::new();
+        self.layout = Layout::Open;
+        self.len = 0;
+    }
+
+    /// Calls `visit(key, value)` for every entry, key group by key group; the key has its
+    /// key-group prefix.
+    pub(crate) fn for_each(&self, mut visit: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()> {
+        let (kl, vl) = self.layout.lens();
+        let mut key = Vec::new();
+        for (group, rows) in self.groups.iter().enumerate() {
+            let prefix = group_prefix(group);
+            with_rows!(rows,
+                t => for r in t {
+                    full_key(&mut key, prefix, &r[..kl]);
+                    visit(&key, &r[kl..kl + vl])?;
+                },
+                g => for (k, v) in g {
+                    full_key(&mut key, prefix, k);
+                    visit(&key, v)?;
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// The position after the last one: a cursor of [`visit_some`](Self::visit_some) is
+    /// below it.
+    fn positions(&self) -> u64 {
+        (self.groups.len() as u64) << 32
+    }
+
+    /// Visits up to `limit` entries from `*cursor` (key group in the high 32 bits, bucket in the
+    /// low ones), wrapping at the end; at most `limit * 8` buckets are looked at, so a call
+    /// costs little even when a table is nearly empty.
+    pub(crate) fn visit_some(
+        &self,
+        cursor: &mut u64,
+        limit: usize,
+        mut visit: impl FnMut(&[u8], &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        if self.len == 0 {
+            *cursor = 0;
+            return Ok(());
+        }
+        let (kl, vl) = self.layout.lens();
+        let mut key = Vec::new();
+        let mut visited = 0;
+        let mut budget = limit.saturating_mul(8).max(1);
+        let mut at = if *cursor < self.positions() {
+            *cursor
+        } else {
+            0
+        };
+        while visited < limit.min(self.len) && budget > 0 {
+            let group = (at >> 32) as usize;
+            let bucket = (at & u64::from(u32::MAX)) as usize;
+            let Some(rows) = self.groups.get(group) else {
+                at = 0;
+                continue;
+            };
+            let buckets = with_rows!(rows, t => t.num_buckets(), g => g.num_buckets());
+            if bucket >= buckets {
+                at = ((group as u64) + 1) << 32;
+                continue;
+            }
+            budget -= 1;
+            let prefix = group_prefix(group);
+            with_rows!(rows,
+                t => if let Some(r) = t.get_bucket(bucket) {
+                    full_key(&mut key, prefix, &r[..kl]);
+                    visit(&key, &r[kl..kl + vl])?;
+                    visited += 1;
+                },
+                g => if let Some((k, v)) = g.get_bucket(bucket) {
+                    full_key(&mut key, prefix, k);
+                    visit(&key, v)?;
+                    visited += 1;
+                },
+            );
+            at += 1;
+        }
+        *cursor = at;
+        Ok(())
+    }
+}
+
+#[inline]
+fn put_fixed<R: Row>(
+    t: &mut HashTable<R>,
+    hasher: &Hasher,
+    h: u64,
+    hint: Option<usize>,
+    canonical: &[u8],
+    value: &[u8],
+) -> bool {
+    let kl = canonical.len();
+    if let Some(r) = hint.and_then(|b| t.get_bucket_mut(b))
+        && same(&r.as_ref()[..kl], canonical)
+    {
+        copy(&mut r.as_mut()[kl..], value);
+        return false;
+    }
+    // Most puts replace a value (a read-modify-write): find first, build a row only for a new key.
+    if let Some(r) = t.find_mut(h, |r| same(&r.as_ref()[..kl], canonical)) {
+        copy(&mut r.as_mut()[kl..], value);
+        return false;
+    }
+    let mut r = R::zeroed();
+    copy(&mut r.as_mut()[..], canonical);
+    copy(&mut r.as_mut()[kl..], value);
+    t.insert_unique(h, r, |r| hash(hasher, &r.as_ref()[..kl]));
+    true
+}
+
+/// Copies `src` to the start of `dst` (which is long enough: the row's width was chosen for
+/// the key and value lengths), without a call to `memcpy` for 8 bytes.
+#[inline(always)]
+fn copy(dst: &mut [u8], src: &[u8]) {
+    match (dst.first_chunk_mut::<8>(), src.first_chunk::<8>()) {
+        (Some(d), Some(s)) if src.len() == 8 => *d = *s,
+        _ => {
+            if let Some(d) = dst.get_mut(..src.len()) {
+                d.copy_from_slice(src);
+            }
+        }
+    }
+}
+
+fn group_prefix(group: usize) -> [u8; 2] {
+    // Groups are indexed by a `u16` prefix, so the index fits.
+    u16::try_from(group).unwrap_or(u16::MAX).to_be_bytes()
+}
+
+fn full_key(key: &mut Vec<u8>, prefix: [u8; 2], canonical: &[u8]) {
+    key.clear();
+    key.extend_from_slice(&prefix);
+    key.extend_from_slice(canonical);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(group: u16, canonical: &[u8]) -> Vec<u8> {
+        let mut k = group.to_be_bytes().to_vec();
+        k.extend_from_slice(canonical);
+        k
+    }
+
+    fn entries(t: &FlatTable) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut all = Vec::new();
+        t.for_each(|k, v| {
+            all.push((k.to_vec(), v.to_vec()));
+            Ok(())
+        })
+        .unwrap();
+        all.sort();
+        all
+    }
+
+    #[test]
+    fn fixed_rows_move_make_general_ones_without_losing_entries() {
+        let mut t = FlatTable::new(true);
+        for i in 0u64..1000 {
+            t.put(&key((i % 7) as u16, &i.to_be_bytes()), &i.to_le_bytes())
+                .unwrap();
+        }
+        assert!(matches!(t.layout, Layout::Fixed { width: 16, .. }));
+        // A longer value: every entry moves to general rows.
+        let five = key(5, &5u64.to_be_bytes());
+        t.put(&five, b"a longer value").unwrap();
+        assert_eq!(t.layout, Layout::General);
+        assert_eq!(t.len(), 1000);
+        for i in (0u64..1000).filter(|&i| i != 5) {
+            let got = t.get(&key((i % 7) as u16, &i.to_be_bytes())).unwrap();
+            assert_eq!(got, Some(&i.to_le_bytes()[..]));
+        }
+        assert_eq!(t.get(&five).unwrap(), Some(&b"a longer value"[..]));
+        let all = entries(&t);
+        assert_eq!(all.len(), 1000);
+        assert!(all.contains(&(key(6, &13u64.to_be_bytes()), 13u64.to_le_bytes().to_vec())));
+    }
+
+    #[test]
+    fn a_merge_into_a_fixed_row_grows_the_value() {
+        let mut t = FlatTable::new(true);
+        let k = key(1, b"abcd");
+        t.merge(&k, b"12").unwrap();
+        assert!(matches!(t.layout, Layout::Fixed { .. }));
+        t.merge(&k, b"34").unwrap();
+        t.merge(&key(1, b"other"), b"5").unwrap();
+        assert_eq!(t.get(&k).unwrap(), Some(&b"1234"[..]));
+        assert_eq!(t.get(&key(1, b"other")).unwrap(), Some(&b"5"[..]));
+        assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn lists_never_use_fixed_rows_and_emptied_tables_choose_again() {
+        let mut t = FlatTable::new(false);
+        t.put(&key(0, b"k"), b"v").unwrap();
+        assert_eq!(t.layout, Layout::General);
+        let mut t = FlatTable::new(true);
+        t.put(
+            &key(0, b"k"),
+            b"a string value longer than sixty-four bytes, so no fixed row fits it",
+        )
+        .unwrap();
+        assert_eq!(t.layout, Layout::General);
+        assert!(t.remove(&key(0, b"k")).unwrap());
+        assert!(!t.remove(&key(0, b"k")).unwrap());
+        assert_eq!((t.len(), t.layout), (0, Layout::Open));
+        t.put(&key(0, b"k"), &[1; 20]).unwrap();
+        assert!(matches!(t.layout, Layout::Fixed { width: 24, .. }));
+    }
+
+    #[test]
+    fn a_stale_hint_never_writes_to_another_entry() {
+        let mut t = FlatTable::new(true);
+        let a = key(2, &1u64.to_be_bytes());
+        t.put(&a, &1u64.to_le_bytes()).unwrap();
+        assert!(t.get(&a).unwrap().is_some());
+        // The table grows (every row moves) between the read and the write.
+        for i in 2u64..5000 {
+            t.put(&key(2, &i.to_be_bytes()), &i.to_le_bytes()).unwrap();
+        }
+        let b = key(2, &4999u64.to_be_bytes());
+        t.put(&b, &7u64.to_le_bytes()).unwrap();
+        assert_eq!(t.get(&a).unwrap(), Some(&1u64.to_le_bytes()[..]));
+        assert_eq!(t.get(&b).unwrap(), Some(&7u64.to_le_bytes()[..]));
+        // A read in one group, a write in another.
+        assert!(t.get(&a).unwrap().is_some());
+        t.put(&key(3, &1u64.to_be_bytes()), &9u64.to_le_bytes())
+            .unwrap();
+        assert_eq!(t.get(&a).unwrap(), Some(&1u64.to_le_bytes()[..]));
+        assert_eq!(t.len(), 5000);
+    }
+
+    #[test]
+    fn visit_some_sees_every_entry_in_a_pass() {
+        for fixed in [true, false] {
+            let mut t = FlatTable::new(fixed);
+            for i in 0u64..3000 {
+                t.put(
+                    &key((i % 13) as u16 * 5, &i.to_be_bytes()),
+                    &i.to_le_bytes(),
+                )
+                .unwrap();
+            }
+            let mut seen = std::collections::HashSet::new();
+            let mut cursor = 0;
+            for _ in 0..10_000 {
+                t.visit_some(&mut cursor, 7, |k, _| {
+                    seen.insert(k.to_vec());
+                    Ok(())
+                })
+                .unwrap();
+                if seen.len() == 3000 {
+                    break;
+                }
+            }
+            assert_eq!(seen.len(), 3000);
+        }
+    }
+
+    #[test]
+    fn a_key_without_a_group_prefix_is_an_error() {
+        let mut t = FlatTable::new(true);
+        assert!(t.put(&[1], b"v").is_err());
+        assert!(t.get(&[]).is_err());
+        assert!(t.merge(&[7], b"v").is_err());
+        assert!(t.remove(&[]).is_err());
+        assert_eq!(t.len(), 0);
+    }
+}
