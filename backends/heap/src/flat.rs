@@ -191,8 +191,9 @@ impl FlatTable {
 
     /// The bucket of the last `get` when it was in `group`.
     #[inline]
-    fn take_hint(&self, group: usize) -> Option<usize> {
-        let hint = self.hint.swap(NO_HINT, Ordering::Relaxed);
+    fn take_hint(&mut self, group: usize) -> Option<usize> {
+        // `&mut self`: a plain read and write, no atomic exchange on the write path.
+        let hint = std::mem::replace(self.hint.get_mut(), NO_HINT);
         (hint != NO_HINT && (hint >> 48) as usize == group)
             .then_some((hint & ((1 << 48) - 1)) as usize)
     }
@@ -241,7 +242,7 @@ impl FlatTable {
 
     /// Moves every entry to general rows (a key or value of another length arrived).
     fn make_general(&mut self) {
-        self.hint.store(NO_HINT, Ordering::Relaxed);
+        *self.hint.get_mut() = NO_HINT;
         let (kl, vl) = self.layout.lens();
         let hasher = &self.hasher;
         for rows in &mut self.groups {
@@ -337,7 +338,7 @@ impl FlatTable {
     }
 
     pub(crate) fn clear(&mut self) {
-        self.hint.store(NO_HINT, Ordering::Relaxed);
+        *self.hint.get_mut() = NO_HINT;
         self.groups = Vec::new();
         self.layout = Layout::Open;
         self.len = 0;
