@@ -265,13 +265,12 @@ impl FlatTable {
     #[inline]
     pub(crate) fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
         let (group, canonical) = split(key)?;
-        let h = hash(&self.hasher, canonical);
         let hint = self.take_hint(group);
         self.prepare(group, canonical.len(), value.len());
         let (rows, hasher) = self.rows_mut(group)?;
         let inserted = with_rows!(rows,
-            t => put_fixed(t, hasher, h, hint, canonical, value),
-            g => match g.entry(h, |(k, _)| same(k, canonical), |(k, _)| hash(hasher, k)) {
+            t => put_fixed(t, hasher, hint, canonical, value),
+            g => match g.entry(hash(hasher, canonical), |(k, _)| same(k, canonical), |(k, _)| hash(hasher, k)) {
                 Entry::Occupied(mut e) => {
                     let slot = &mut e.get_mut().1;
                     slot.clear();
@@ -430,7 +429,6 @@ impl FlatTable {
 fn put_fixed<R: Row>(
     t: &mut HashTable<R>,
     hasher: &Hasher,
-    h: u64,
     hint: Option<usize>,
     canonical: &[u8],
     value: &[u8],
@@ -442,6 +440,8 @@ fn put_fixed<R: Row>(
         copy(&mut r.as_mut()[kl..], value);
         return false;
     }
+    // Only a write without a usable hint needs the hash.
+    let h = hash(hasher, canonical);
     // Most puts replace a value (a read-modify-write): find first, build a row only for a new key.
     if let Some(r) = t.find_mut(h, |r| same(&r.as_ref()[..kl], canonical)) {
         copy(&mut r.as_mut()[kl..], value);
