@@ -136,8 +136,14 @@ macro_rules! __impl_state_value {
 /// bytes, so they are written directly rather than through rkyv's general serialiser and its
 /// allocator, which took a third of a small value's write (`bench/ANALYSIS.md`). A test checks
 /// the bytes against rkyv's for every such type.
+///
+/// Reading: integers and floats archive as plain-old-data (every bit pattern is a value,
+/// alignment 1), so a read is a length check (`bytemuck`); `bool`, `char` and `()` have invalid
+/// bit patterns and go through rkyv's check. Both reject exactly the same inputs: a slice of
+/// another length falls back to rkyv, which reports it (or reads its trailing archive, as rkyv
+/// always does).
 macro_rules! fixed_prims {
-    ($($t:ty => |$v:ident| $bytes:expr),* $(,)?) => {$(
+    ($($access:ident $t:ty => |$v:ident| $bytes:expr),* $(,)?) => {$(
         impl StateValue for $t {
             #[inline]
             fn __encode(&self, mut out: Vec<u8>) -> Result<Vec<u8>, rancor::Error> {
@@ -153,9 +159,7 @@ macro_rules! fixed_prims {
             }
             #[inline]
             fn __access(bytes: &[u8]) -> Result<&Self::Archived, rancor::Error> {
-                // A primitive has no pointers, so the validator needs no table of shared
-                // ones: rkyv's low-level check is the same check, without setting one up.
-                rkyv::api::low::access::<Self::Archived, rancor::Error>(bytes)
+                fixed_prims!(@$access bytes)
             }
             #[inline]
             fn __deserialize(archived: &Self::Archived) -> Result<Self, rancor::Error> {
@@ -163,23 +167,34 @@ macro_rules! fixed_prims {
             }
         }
     )*};
+    (@pod $bytes:ident) => {
+        match bytemuck::try_from_bytes::<Self::Archived>($bytes) {
+            Ok(archived) => Ok(archived),
+            Err(_) => fixed_prims!(@checked $bytes),
+        }
+    };
+    // A primitive has no pointers, so the validator needs no table of shared ones: rkyv's
+    // low-level check is the same check, without setting one up.
+    (@checked $bytes:ident) => {
+        rkyv::api::low::access::<Self::Archived, rancor::Error>($bytes)
+    };
 }
 fixed_prims!(
-    () => |v| { let () = v; [0u8; 0] },
-    bool => |v| [u8::from(v)],
-    u8 => |v| v.to_le_bytes(),
-    u16 => |v| v.to_le_bytes(),
-    u32 => |v| v.to_le_bytes(),
-    u64 => |v| v.to_le_bytes(),
-    u128 => |v| v.to_le_bytes(),
-    i8 => |v| v.to_le_bytes(),
-    i16 => |v| v.to_le_bytes(),
-    i32 => |v| v.to_le_bytes(),
-    i64 => |v| v.to_le_bytes(),
-    i128 => |v| v.to_le_bytes(),
-    f32 => |v| v.to_le_bytes(),
-    f64 => |v| v.to_le_bytes(),
-    char => |v| u32::from(v).to_le_bytes(),
+    checked () => |v| { let () = v; [0u8; 0] },
+    checked bool => |v| [u8::from(v)],
+    pod u8 => |v| v.to_le_bytes(),
+    pod u16 => |v| v.to_le_bytes(),
+    pod u32 => |v| v.to_le_bytes(),
+    pod u64 => |v| v.to_le_bytes(),
+    pod u128 => |v| v.to_le_bytes(),
+    pod i8 => |v| v.to_le_bytes(),
+    pod i16 => |v| v.to_le_bytes(),
+    pod i32 => |v| v.to_le_bytes(),
+    pod i64 => |v| v.to_le_bytes(),
+    pod i128 => |v| v.to_le_bytes(),
+    pod f32 => |v| v.to_le_bytes(),
+    pod f64 => |v| v.to_le_bytes(),
+    checked char => |v| u32::from(v).to_le_bytes(),
 );
 crate::__impl_state_value!(String);
 

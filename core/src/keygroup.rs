@@ -37,8 +37,14 @@ pub fn key_hash(canonical_key: &[u8]) -> u64 {
 #[must_use]
 pub fn key_group(canonical_key: &[u8], max_parallelism: u16) -> u16 {
     let m = u64::from(max_parallelism.max(1));
-    // The remainder is below `max_parallelism`, so it fits.
-    (key_hash(canonical_key) % m) as u16
+    let h = key_hash(canonical_key);
+    // The remainder is below `max_parallelism`, so it fits. For a power of two (the default,
+    // 128) it is the low bits, without a division's latency on every key.
+    (if m.is_power_of_two() {
+        h & (m - 1)
+    } else {
+        h % m
+    }) as u16
 }
 
 /// An inclusive range of key groups owned by one instance.
@@ -115,6 +121,7 @@ impl KeyGroupRange {
     }
 
     /// Whether `key_group` is in the range.
+    #[inline]
     #[must_use]
     pub fn contains(&self, key_group: u16) -> bool {
         (self.first..=self.last).contains(&key_group)

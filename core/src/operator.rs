@@ -191,6 +191,7 @@ impl<Op: StatefulOperator, B: StateBackend> Bound<Op, B> {
     /// # Errors
     ///
     /// [`Error::KeyGroupNotOwned`] when the key belongs to another instance's key groups.
+    #[inline(always)]
     pub fn key<Q>(&mut self, key: &Q) -> Result<Op::Keyed<'_, B>>
     where
         Op::Key: Borrow<Q>,

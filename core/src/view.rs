@@ -78,6 +78,7 @@ impl<'a, B: ?Sized> KeyContext<'a, B> {
         }
     }
 
+    #[cold]
     fn wrap(&self, state: &'static str, error: impl Into<Error>) -> Error {
         self.loc(state).wrap(error)
     }
@@ -129,6 +130,7 @@ impl<'a, T: StateValue, B: StateBackend + ?Sized> ValueView<'a, T, B> {
     /// # Errors
     ///
     /// A backend failure, or stored bytes that are not a valid archive of `T`.
+    #[inline]
     pub fn get(self) -> Result<Option<&'a T::Archived>> {
         let Self { ctx, slot, .. } = self;
         let err = ctx.loc(slot.name);
@@ -173,6 +175,7 @@ impl<'a, T: StateValue, B: StateBackend + ?Sized> ValueView<'a, T, B> {
     /// # Errors
     ///
     /// An encoding or backend failure.
+    #[inline(always)]
     pub fn set(&mut self, value: &T) -> Result<()> {
         codec::encode_into(value, &mut self.ctx.scratch.value)
             .map_err(|e| self.ctx.wrap(self.slot.name, e))?;
@@ -342,6 +345,8 @@ struct StateLoc {
 }
 
 impl StateLoc {
+    #[cold]
+    #[inline(never)]
     fn wrap(self, e: impl Into<Error>) -> Error {
         Error::State {
             operator: self.operator,

@@ -12,7 +12,6 @@
 //! a state with fixed rows moves to those, once, at the first key or value of another length.
 
 use std::hash::{BuildHasher, Hasher as _};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use hashbrown::HashTable;
 use hashbrown::hash_table::Entry;
@@ -106,10 +105,16 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     }
 }
 
+/// The table hash of a canonical key. An 8-byte key (`u64`, `i64`, ...) is hashed as one word,
+/// without the length dispatch of a byte-string hash; every hash of a table goes through here,
+/// so the two forms never meet in one lookup.
 #[inline]
 fn hash(hasher: &Hasher, canonical: &[u8]) -> u64 {
     let mut h = hasher.build_hasher();
-    h.write(canonical);
+    match canonical.first_chunk::<8>() {
+        Some(word) if canonical.len() == 8 => h.write_u64(u64::from_ne_bytes(*word)),
+        _ => h.write(canonical),
+    }
     h.finish()
 }
 
@@ -138,14 +143,7 @@ pub(crate) struct FlatTable {
     /// Indexed by key group; grown on demand.
     groups: Vec<Rows>,
     len: usize,
-    /// Where the last `get` found its entry (key group in the high 16 bits, bucket below), or
-    /// [`NO_HINT`]: a `put` of the same key right after (a read-modify-write) checks that row's
-    /// key and writes there without hashing and probing again. A stale hint fails the key check.
-    /// (An atomic, used with relaxed loads and stores, so the backend stays `Sync`.)
-    hint: AtomicU64,
 }
-
-const NO_HINT: u64 = u64::MAX;
 
 impl FlatTable {
     pub(crate) fn new(fixed_rows: bool) -> Self {
@@ -155,7 +153,6 @@ impl FlatTable {
             fixed_rows,
             groups: Vec::new(),
             len: 0,
-            hint: AtomicU64::new(NO_HINT),
         }
     }
 
@@ -171,31 +168,15 @@ impl FlatTable {
         };
         let h = hash(&self.hasher, canonical);
         let (kl, vl) = self.layout.lens();
-        let found = with_rows!(rows,
+        Ok(with_rows!(rows,
             t => {
                 if canonical.len() != kl {
                     return Ok(None);
                 }
-                t.find_bucket_index(h, |r| same(&r[..kl], canonical))
-                    .and_then(|b| Some((b, &t.get_bucket(b)?[kl..kl + vl])))
+                t.find(h, |r| same(&r[..kl], canonical)).and_then(|r| r.get(kl..kl + vl))
             },
-            g => g.find_bucket_index(h, |(k, _)| same(k, canonical))
-                .and_then(|b| Some((b, g.get_bucket(b)?.1.as_slice()))),
-        );
-        Ok(found.map(|(bucket, value)| {
-            self.hint
-                .store(((group as u64) << 48) | bucket as u64, Ordering::Relaxed);
-            value
-        }))
-    }
-
-    /// The bucket of the last `get` when it was in `group`.
-    #[inline]
-    fn take_hint(&mut self, group: usize) -> Option<usize> {
-        // `&mut self`: a plain read and write, no atomic exchange on the write path.
-        let hint = std::mem::replace(self.hint.get_mut(), NO_HINT);
-        (hint != NO_HINT && (hint >> 48) as usize == group)
-            .then_some((hint & ((1 << 48) - 1)) as usize)
+            g => g.find(h, |(k, _)| same(k, canonical)).map(|(_, v)| v.as_slice()),
+        ))
     }
 
     /// Makes the layout hold a key and value of these lengths, and `group` exist.
@@ -242,7 +223,6 @@ impl FlatTable {
 
     /// Moves every entry to general rows (a key or value of another length arrived).
     fn make_general(&mut self) {
-        *self.hint.get_mut() = NO_HINT;
         let (kl, vl) = self.layout.lens();
         let hasher = &self.hasher;
         for rows in &mut self.groups {
@@ -265,11 +245,49 @@ impl FlatTable {
     #[inline]
     pub(crate) fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
         let (group, canonical) = split(key)?;
-        let hint = self.take_hint(group);
+        if self.replace_fixed(group, canonical, value) {
+            return Ok(());
+        }
+        self.insert(group, canonical, value)
+    }
+
+    /// The common write, kept small so it inlines: replaces the value of a key that is already
+    /// stored in fixed rows of its lengths. `false` when it does not apply.
+    #[inline]
+    fn replace_fixed(&mut self, group: usize, canonical: &[u8], value: &[u8]) -> bool {
+        let Layout::Fixed {
+            key_len, value_len, ..
+        } = self.layout
+        else {
+            return false;
+        };
+        if canonical.len() != key_len || value.len() != value_len {
+            return false;
+        }
+        let Some(rows) = self.groups.get_mut(group) else {
+            return false;
+        };
+        let h = hash(&self.hasher, canonical);
+        let row = with_rows!(rows,
+            t => t.find_mut(h, |r| same(&r[..key_len], canonical)).map(|r| &mut r[key_len..]),
+            _g => None,
+        );
+        match row {
+            Some(row) => {
+                copy(row, value);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Every other write: a new key, a first entry, a key or value of another length.
+    #[inline(never)]
+    fn insert(&mut self, group: usize, canonical: &[u8], value: &[u8]) -> Result<()> {
         self.prepare(group, canonical.len(), value.len());
         let (rows, hasher) = self.rows_mut(group)?;
         let inserted = with_rows!(rows,
-            t => put_fixed(t, hasher, hint, canonical, value),
+            t => put_fixed(t, hasher, canonical, value),
             g => match g.entry(hash(hasher, canonical), |(k, _)| same(k, canonical), |(k, _)| hash(hasher, k)) {
                 Entry::Occupied(mut e) => {
                     let slot = &mut e.get_mut().1;
@@ -337,7 +355,6 @@ impl FlatTable {
     }
 
     pub(crate) fn clear(&mut self) {
-        *self.hint.get_mut() = NO_HINT;
         self.groups = Vec::new();
         self.layout = Layout::Open;
         self.len = 0;
@@ -429,18 +446,10 @@ impl FlatTable {
 fn put_fixed<R: Row>(
     t: &mut HashTable<R>,
     hasher: &Hasher,
-    hint: Option<usize>,
     canonical: &[u8],
     value: &[u8],
 ) -> bool {
     let kl = canonical.len();
-    if let Some(r) = hint.and_then(|b| t.get_bucket_mut(b))
-        && same(&r.as_ref()[..kl], canonical)
-    {
-        copy(&mut r.as_mut()[kl..], value);
-        return false;
-    }
-    // Only a write without a usable hint needs the hash.
     let h = hash(hasher, canonical);
     // Most puts replace a value (a read-modify-write): find first, build a row only for a new key.
     if let Some(r) = t.find_mut(h, |r| same(&r.as_ref()[..kl], canonical)) {
@@ -556,12 +565,11 @@ mod tests {
     }
 
     #[test]
-    fn a_stale_hint_never_writes_to_another_entry() {
+    fn a_replace_writes_only_its_own_entry() {
         let mut t = FlatTable::new(true);
         let a = key(2, &1u64.to_be_bytes());
         t.put(&a, &1u64.to_le_bytes()).unwrap();
-        assert!(t.get(&a).unwrap().is_some());
-        // The table grows (every row moves) between the read and the write.
+        // The table grows (every row moves) under later inserts.
         for i in 2u64..5000 {
             t.put(&key(2, &i.to_be_bytes()), &i.to_le_bytes()).unwrap();
         }
@@ -569,11 +577,13 @@ mod tests {
         t.put(&b, &7u64.to_le_bytes()).unwrap();
         assert_eq!(t.get(&a).unwrap(), Some(&1u64.to_le_bytes()[..]));
         assert_eq!(t.get(&b).unwrap(), Some(&7u64.to_le_bytes()[..]));
-        // A read in one group, a write in another.
-        assert!(t.get(&a).unwrap().is_some());
-        t.put(&key(3, &1u64.to_be_bytes()), &9u64.to_le_bytes())
-            .unwrap();
+        // The same canonical key in another group is another entry.
+        let a3 = key(3, &1u64.to_be_bytes());
+        assert_eq!(t.get(&a3).unwrap(), None);
+        t.put(&a3, &9u64.to_le_bytes()).unwrap();
+        t.put(&a3, &10u64.to_le_bytes()).unwrap();
         assert_eq!(t.get(&a).unwrap(), Some(&1u64.to_le_bytes()[..]));
+        assert_eq!(t.get(&a3).unwrap(), Some(&10u64.to_le_bytes()[..]));
         assert_eq!(t.len(), 5000);
     }
 

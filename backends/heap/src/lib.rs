@@ -148,23 +148,19 @@ impl HeapBackend {
     }
 
     fn column(&self, state: StateId) -> Result<&Column> {
-        self.columns
-            .get(state.0 as usize)
-            .map(|r| &r.column)
-            .ok_or(Error::UnknownState {
-                backend: "heap",
-                id: state.0,
-            })
+        // A match, not `ok_or`: an eagerly built error is dropped on every successful access.
+        match self.columns.get(state.0 as usize) {
+            Some(r) => Ok(&r.column),
+            None => Err(unknown_state(state)),
+        }
     }
 
     #[inline]
     fn registered_mut(&mut self, state: StateId) -> Result<&mut Registered> {
-        self.columns
-            .get_mut(state.0 as usize)
-            .ok_or(Error::UnknownState {
-                backend: "heap",
-                id: state.0,
-            })
+        match self.columns.get_mut(state.0 as usize) {
+            Some(r) => Ok(r),
+            None => Err(unknown_state(state)),
+        }
     }
 
     /// Whether change tracking is on.
@@ -188,6 +184,54 @@ impl HeapBackend {
                     .sum(),
             })
             .sum()
+    }
+}
+
+impl HeapBackend {
+    /// [`StateBackend::put`] for map states and with change tracking on.
+    #[inline(never)]
+    fn put_tracked(
+        &mut self,
+        state: StateId,
+        key: &[u8],
+        user_key: &[u8],
+        value: &[u8],
+    ) -> Result<()> {
+        let r = self.registered_mut(state)?;
+        if let Some(changes) = &mut r.changes {
+            if matches!(r.column, Column::Flat(_)) && !user_key.is_empty() {
+                return Err(user_key_on_flat(state));
+            }
+            changes.entry(key, user_key);
+        }
+        match &mut r.column {
+            Column::Flat(t) if user_key.is_empty() => t.put(key, value)?,
+            Column::Flat(_) => return Err(user_key_on_flat(state)),
+            Column::Nested(m) => {
+                if let Some(entries) = m.get_mut(key) {
+                    if let Some(slot) = entries.get_mut(user_key) {
+                        slot.clear();
+                        slot.extend_from_slice(value);
+                    } else {
+                        entries.insert(user_key.into(), value.to_vec());
+                    }
+                } else {
+                    m.insert(
+                        key.into(),
+                        BTreeMap::from([(user_key.into(), value.to_vec())]),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cold]
+fn unknown_state(state: StateId) -> Error {
+    Error::UnknownState {
+        backend: "heap",
+        id: state.0,
     }
 }
 
@@ -249,32 +293,13 @@ impl StateBackend for HeapBackend {
     #[inline]
     fn put(&mut self, state: StateId, key: &[u8], user_key: &[u8], value: &[u8]) -> Result<()> {
         let r = self.registered_mut(state)?;
-        if let Some(changes) = &mut r.changes {
-            if matches!(r.column, Column::Flat(_)) && !user_key.is_empty() {
-                return Err(user_key_on_flat(state));
-            }
-            changes.entry(key, user_key);
+        // The common write (a value state, no change tracking) stays small enough to inline.
+        if let (Column::Flat(t), None) = (&mut r.column, &r.changes)
+            && user_key.is_empty()
+        {
+            return t.put(key, value);
         }
-        match &mut r.column {
-            Column::Flat(t) if user_key.is_empty() => t.put(key, value)?,
-            Column::Flat(_) => return Err(user_key_on_flat(state)),
-            Column::Nested(m) => {
-                if let Some(entries) = m.get_mut(key) {
-                    if let Some(slot) = entries.get_mut(user_key) {
-                        slot.clear();
-                        slot.extend_from_slice(value);
-                    } else {
-                        entries.insert(user_key.into(), value.to_vec());
-                    }
-                } else {
-                    m.insert(
-                        key.into(),
-                        BTreeMap::from([(user_key.into(), value.to_vec())]),
-                    );
-                }
-            }
-        }
-        Ok(())
+        self.put_tracked(state, key, user_key, value)
     }
 
     fn merge(&mut self, state: StateId, key: &[u8], user_key: &[u8], operand: &[u8]) -> Result<()> {
