@@ -416,6 +416,46 @@ mod tests {
         );
     }
 
+    /// The length-check read of integers and floats accepts and rejects exactly what rkyv's
+    /// checked access does, for every length around the archive's, and reads the same value.
+    #[test]
+    fn primitive_reads_match_rkyv_checked_access() {
+        fn agree<T>(bytes: &[u8])
+        where
+            T: StateValue,
+            T::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::low::LowValidator<'a, rancor::Error>>
+                + PartialEq
+                + std::fmt::Debug,
+        {
+            for len in 0..=bytes.len() {
+                let input = &bytes[..len];
+                let ours = T::__access(input).ok();
+                let theirs = rkyv::api::low::access::<T::Archived, rancor::Error>(input).ok();
+                assert_eq!(
+                    ours,
+                    theirs,
+                    "{} from {len} bytes",
+                    std::any::type_name::<T>()
+                );
+            }
+        }
+        let bytes: Vec<u8> = (1..=40).collect();
+        agree::<u8>(&bytes);
+        agree::<u16>(&bytes);
+        agree::<u32>(&bytes);
+        agree::<u64>(&bytes);
+        agree::<u128>(&bytes);
+        agree::<i8>(&bytes);
+        agree::<i16>(&bytes);
+        agree::<i32>(&bytes);
+        agree::<i64>(&bytes);
+        agree::<i128>(&bytes);
+        agree::<f32>(&bytes);
+        agree::<f64>(&bytes);
+        assert_eq!(access::<i64>(&7i64.to_le_bytes()).unwrap().to_native(), 7);
+        assert!(access::<i64>(&[1, 2, 3]).is_err());
+    }
+
     #[test]
     fn damaged_frames_are_errors_not_panics() {
         let mut buf = Vec::new();

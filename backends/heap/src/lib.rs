@@ -147,6 +147,7 @@ impl HeapBackend {
             .sum()
     }
 
+    #[inline]
     fn column(&self, state: StateId) -> Result<&Column> {
         // A match, not `ok_or`: an eagerly built error is dropped on every successful access.
         match self.columns.get(state.0 as usize) {
