@@ -28,6 +28,10 @@ K, N = (10_000, 100_000) if QUICK else (100_000, 1_000_000)
 BIG_K = 100_000 if QUICK else 10_000_000
 SNAP_K = 100_000 if QUICK else 1_000_000
 ROUNDS = 1 if QUICK else 3
+# The heap target's two runs take some 50 ms each, so a neighbour on this shared machine moves
+# one of them by a factor of two: the pair runs this many more times, one process each, and the
+# target is the median of the per-process ratios.
+PAIRS = 1 if QUICK else 9
 COMMANDS = []
 
 
@@ -92,6 +96,13 @@ def main():
                          "--K", str(K), "--N", str(N)], record=i == 0))
               for i in range(ROUNDS)]
     main_rows = rounds[0]
+    pair_cmd = [bin_, "--backend", "heap,raw-hashmap", "--workload", "value_rmw",
+                "--K", str(K), "--N", str(N)]
+    pair_ratios = []
+    for i in range(PAIRS):
+        r = {b: float(f["ops_per_s"]) for b, w, f in parse(run(pair_cmd, record=i == 0))
+             if w == "value_rmw"}
+        pair_ratios.append(r["heap"] / r["raw-hashmap"])
     big_rows = parse(run([bin_, "--backend", "rocksdb,raw-rocksdb", "--workload", "value_rmw",
                           "--K", str(BIG_K), "--N", str(N)]))
     snap_rows = parse(run([bin_, "--backend", "heap,rocksdb", "--workload", "snapshot",
@@ -129,6 +140,10 @@ def main():
     if ROUNDS > 1:
         w(f"The first `statebench` command runs {ROUNDS} times; its figures below are the "
           "medians of those runs.\n")
+    if PAIRS > 1:
+        w(f"The second runs {PAIRS} times: the heap target is the median of its {PAIRS} "
+          "ratios, each from one process that runs `heap` and then `raw-hashmap` "
+          f"({', '.join(f'{x:.2f}' for x in pair_ratios)}).\n")
 
     w("## Targets\n")
     w("| target | measured | met |")
@@ -142,7 +157,7 @@ def main():
     target("`rocksdb` value_rmw / `raw-rocksdb` value_rmw",
            ops[("rocksdb", "value_rmw")] / ops[("raw-rocksdb", "value_rmw")], 0.9)
     target("`heap` value_rmw / `raw-hashmap` value_rmw",
-           ops[("heap", "value_rmw")] / ops[("raw-hashmap", "value_rmw")], 0.5)
+           statistics.median(pair_ratios), 0.5)
     target("zero-copy field read vs bincode decode of the whole value (times faster)",
            zc["serde_bincode_decode"] / zc["zero_copy_view"], 10.0, fmt="{:.1f}")
     full = snap.get(("heap", "snapshot_full"), {})

@@ -130,7 +130,7 @@ impl<'a, T: StateValue, B: StateBackend + ?Sized> ValueView<'a, T, B> {
     /// # Errors
     ///
     /// A backend failure, or stored bytes that are not a valid archive of `T`.
-    #[inline]
+    #[inline(always)]
     pub fn get(self) -> Result<Option<&'a T::Archived>> {
         let Self { ctx, slot, .. } = self;
         let err = ctx.loc(slot.name);
