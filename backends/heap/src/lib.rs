@@ -117,6 +117,20 @@ struct Registered {
     changes: Option<Changes>,
 }
 
+impl Registered {
+    /// Records a write at `(key, user_key)` while change tracking is on (a user key on a state
+    /// without user keys is refused first, so nothing is recorded for it).
+    fn record(&mut self, state: StateId, key: &[u8], user_key: &[u8]) -> Result<()> {
+        if let Some(changes) = &mut self.changes {
+            if matches!(self.column, Column::Flat(_)) && !user_key.is_empty() {
+                return Err(user_key_on_flat(state));
+            }
+            changes.entry(key, user_key);
+        }
+        Ok(())
+    }
+}
+
 /// In-memory keyed state storage.
 ///
 /// With change tracking on ([`StateBackend::track_changes`], which the checkpointer turns on
@@ -186,9 +200,7 @@ impl HeapBackend {
             })
             .sum()
     }
-}
 
-impl HeapBackend {
     /// [`StateBackend::put`] for map states and with change tracking on.
     #[inline(never)]
     fn put_tracked(
@@ -199,12 +211,7 @@ impl HeapBackend {
         value: &[u8],
     ) -> Result<()> {
         let r = self.registered_mut(state)?;
-        if let Some(changes) = &mut r.changes {
-            if matches!(r.column, Column::Flat(_)) && !user_key.is_empty() {
-                return Err(user_key_on_flat(state));
-            }
-            changes.entry(key, user_key);
-        }
+        r.record(state, key, user_key)?;
         match &mut r.column {
             Column::Flat(t) if user_key.is_empty() => t.put(key, value)?,
             Column::Flat(_) => return Err(user_key_on_flat(state)),
@@ -305,12 +312,7 @@ impl StateBackend for HeapBackend {
 
     fn merge(&mut self, state: StateId, key: &[u8], user_key: &[u8], operand: &[u8]) -> Result<()> {
         let r = self.registered_mut(state)?;
-        if let Some(changes) = &mut r.changes {
-            if matches!(r.column, Column::Flat(_)) && !user_key.is_empty() {
-                return Err(user_key_on_flat(state));
-            }
-            changes.entry(key, user_key);
-        }
+        r.record(state, key, user_key)?;
         match &mut r.column {
             Column::Flat(t) if user_key.is_empty() => t.merge(key, operand)?,
             Column::Flat(_) => return Err(user_key_on_flat(state)),
@@ -327,12 +329,7 @@ impl StateBackend for HeapBackend {
 
     fn delete(&mut self, state: StateId, key: &[u8], user_key: &[u8]) -> Result<()> {
         let r = self.registered_mut(state)?;
-        if let Some(changes) = &mut r.changes {
-            if matches!(r.column, Column::Flat(_)) && !user_key.is_empty() {
-                return Err(user_key_on_flat(state));
-            }
-            changes.entry(key, user_key);
-        }
+        r.record(state, key, user_key)?;
         match &mut r.column {
             Column::Flat(t) if user_key.is_empty() => {
                 t.remove(key)?;
