@@ -442,6 +442,9 @@ impl FlatTable {
     }
 }
 
+/// Stores `value` under `canonical` in fixed rows; whether the key is new. Reached after
+/// [`FlatTable::replace_fixed`] missed, so the key is usually absent: one probe finds the slot
+/// either way (`entry`), instead of a lookup and then an insert.
 #[inline]
 fn put_fixed<R: Row>(
     t: &mut HashTable<R>,
@@ -451,16 +454,23 @@ fn put_fixed<R: Row>(
 ) -> bool {
     let kl = canonical.len();
     let h = hash(hasher, canonical);
-    // Most puts replace a value (a read-modify-write): find first, build a row only for a new key.
-    if let Some(r) = t.find_mut(h, |r| same(&r.as_ref()[..kl], canonical)) {
-        copy(&mut r.as_mut()[kl..], value);
-        return false;
+    match t.entry(
+        h,
+        |r| same(&r.as_ref()[..kl], canonical),
+        |r| hash(hasher, &r.as_ref()[..kl]),
+    ) {
+        Entry::Occupied(mut e) => {
+            copy(&mut e.get_mut().as_mut()[kl..], value);
+            false
+        }
+        Entry::Vacant(e) => {
+            let mut r = R::zeroed();
+            copy(&mut r.as_mut()[..], canonical);
+            copy(&mut r.as_mut()[kl..], value);
+            e.insert(r);
+            true
+        }
     }
-    let mut r = R::zeroed();
-    copy(&mut r.as_mut()[..], canonical);
-    copy(&mut r.as_mut()[kl..], value);
-    t.insert_unique(h, r, |r| hash(hasher, &r.as_ref()[..kl]));
-    true
 }
 
 /// Copies `src` to the start of `dst` (which is long enough: the row's width was chosen for
