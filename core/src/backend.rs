@@ -8,6 +8,35 @@ use crate::ttl::ExpiryFilter;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StateId(pub u32);
 
+/// Where a backend found an entry, left by [`StateBackend::get_hinted`] for the write that
+/// follows (a read-modify-write), so that [`StateBackend::put_hinted`] can go straight to the
+/// entry instead of looking it up again.
+///
+/// Opaque to callers. A backend checks a hint before it trusts it: a stale hint, or one left by
+/// a read of another key or state, costs the lookup it would have saved and never reaches
+/// another entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EntryHint(u64);
+
+impl EntryHint {
+    /// No position: the write looks the entry up.
+    pub const NONE: Self = Self(0);
+
+    /// A backend's position (`0` is [`NONE`](Self::NONE)).
+    #[must_use]
+    #[inline]
+    pub const fn new(position: u64) -> Self {
+        Self(position)
+    }
+
+    /// The position the backend stored.
+    #[must_use]
+    #[inline]
+    pub const fn position(self) -> u64 {
+        self.0
+    }
+}
+
 /// Iterator over `(user key, value)` pairs of one key, in user-key byte order.
 pub type EntryIter<'a> = Box<dyn Iterator<Item = (&'a [u8], &'a [u8])> + 'a>;
 
@@ -158,6 +187,43 @@ pub trait StateBackend {
     ///
     /// Unknown state, or a backend failure.
     fn put(&mut self, state: StateId, key: &[u8], user_key: &[u8], value: &[u8]) -> Result<()>;
+
+    /// [`get`](Self::get), leaving in `hint` where the entry is for a
+    /// [`put_hinted`](Self::put_hinted) of the same entry. The default sets no hint.
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](Self::get).
+    #[inline]
+    fn get_hinted(
+        &self,
+        state: StateId,
+        key: &[u8],
+        user_key: &[u8],
+        hint: &mut EntryHint,
+    ) -> Result<Option<&[u8]>> {
+        *hint = EntryHint::NONE;
+        self.get(state, key, user_key)
+    }
+
+    /// [`put`](Self::put), starting at `hint` (from a [`get_hinted`](Self::get_hinted)) when it
+    /// still names this entry. The default ignores the hint.
+    ///
+    /// # Errors
+    ///
+    /// As [`put`](Self::put).
+    #[inline]
+    fn put_hinted(
+        &mut self,
+        state: StateId,
+        key: &[u8],
+        user_key: &[u8],
+        value: &[u8],
+        hint: EntryHint,
+    ) -> Result<()> {
+        let _ = hint;
+        self.put(state, key, user_key, value)
+    }
 
     /// Appends `operand` to the bytes at `(key, user_key)`.
     ///
@@ -335,6 +401,25 @@ impl<B: StateBackend + ?Sized> StateBackend for Box<B> {
     }
     fn put(&mut self, state: StateId, key: &[u8], user_key: &[u8], value: &[u8]) -> Result<()> {
         (**self).put(state, key, user_key, value)
+    }
+    fn get_hinted(
+        &self,
+        state: StateId,
+        key: &[u8],
+        user_key: &[u8],
+        hint: &mut EntryHint,
+    ) -> Result<Option<&[u8]>> {
+        (**self).get_hinted(state, key, user_key, hint)
+    }
+    fn put_hinted(
+        &mut self,
+        state: StateId,
+        key: &[u8],
+        user_key: &[u8],
+        value: &[u8],
+        hint: EntryHint,
+    ) -> Result<()> {
+        (**self).put_hinted(state, key, user_key, value, hint)
     }
     fn merge(&mut self, state: StateId, key: &[u8], user_key: &[u8], operand: &[u8]) -> Result<()> {
         (**self).merge(state, key, user_key, operand)

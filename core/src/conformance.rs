@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::backend::{StateBackend, StateId};
+use crate::backend::{EntryHint, StateBackend, StateId};
 use crate::descriptor::{OperatorDescriptor, StateDescriptor, StateKind, TtlConfig, no_user_key};
 use crate::error::Error;
 use crate::keygroup::{KeyGroupRange, key_group};
@@ -169,6 +169,101 @@ pub fn delete_removes_and_missing_delete_is_ok<B: StateBackend>(
     assert_eq!(b.get(c[0], &key(b"k"), &[]).unwrap(), None);
     b.delete(c[0], &key(b"never"), &[]).unwrap();
     b.delete(c[2], &key(b"never"), b"u").unwrap();
+}
+
+/// A hinted write lands on its own entry whatever the hint: its own read's, another key's or
+/// state's, a read that found nothing, one from before the entry was deleted, or made up.
+pub fn hints_never_reach_another_entry<B: StateBackend>(mut b: B, op: &'static OperatorDescriptor) {
+    let c = register_all(&mut b, op);
+    let canonical = |i: u64| i.to_be_bytes();
+    let mut model = BTreeMap::new();
+    // Fixed-length keys and values: what a heap backend keeps in fixed rows.
+    for i in 0..2000u64 {
+        let (k, v) = (key(&canonical(i)), (i * 10).to_le_bytes());
+        b.put(c[0], &k, &[], &v).unwrap();
+        model.insert((k, Vec::new()), v.to_vec());
+    }
+    let mut hints = Vec::new();
+    for i in 0..2000u64 {
+        let mut hint = EntryHint::NONE;
+        let k = key(&canonical(i));
+        let got = b.get_hinted(c[0], &k, &[], &mut hint).unwrap();
+        assert_eq!(got, Some(&(i * 10).to_le_bytes()[..]));
+        hints.push(hint);
+    }
+    let write = |b: &mut B, model: &mut BTreeMap<_, _>, i: u64, v: u64, hint: EntryHint| {
+        let k = key(&canonical(i));
+        b.put_hinted(c[0], &k, &[], &v.to_le_bytes(), hint).unwrap();
+        model.insert((k, Vec::new()), v.to_le_bytes().to_vec());
+    };
+    // Its own read's hint (a read-modify-write), then every key with another key's hint.
+    for i in 0..2000u64 {
+        write(&mut b, &mut model, i, i + 1, hints[i as usize]);
+    }
+    for i in 0..2000u64 {
+        write(
+            &mut b,
+            &mut model,
+            i,
+            i + 2,
+            hints[((i + 1) % 2000) as usize],
+        );
+    }
+    // A read that found nothing, then writes of keys that exist and of one that does not.
+    let mut absent = EntryHint::NONE;
+    assert_eq!(
+        b.get_hinted(c[0], &key(b"nothing"), &[], &mut absent)
+            .unwrap(),
+        None
+    );
+    write(&mut b, &mut model, 7, 70, absent);
+    write(&mut b, &mut model, 5000, 5, absent);
+    // Deleted keys whose buckets new keys may take, written with their old hints.
+    for i in 0..100u64 {
+        let k = key(&canonical(i));
+        b.delete(c[0], &k, &[]).unwrap();
+        model.remove(&(k, Vec::new()));
+    }
+    for i in 10_000..10_100u64 {
+        write(&mut b, &mut model, i, i, EntryHint::NONE);
+    }
+    for i in 0..50u64 {
+        write(&mut b, &mut model, i, i + 3, hints[i as usize]);
+    }
+    // Made-up hints, and a hint used on another state of the same key.
+    for (n, position) in [1, 2, 1 << 20, 1 << 40, u64::MAX - 1, u64::MAX]
+        .into_iter()
+        .enumerate()
+    {
+        write(
+            &mut b,
+            &mut model,
+            1000 + n as u64,
+            4,
+            EntryHint::new(position),
+        );
+    }
+    let k = key(&canonical(500));
+    b.put_hinted(c[3], &k, &[], b"other state", hints[500])
+        .unwrap();
+    let mut hint = EntryHint::NONE;
+    assert_eq!(
+        b.get_hinted(c[3], &k, &[], &mut hint).unwrap(),
+        Some(&b"other state"[..])
+    );
+    b.put_hinted(c[2], &k, b"user key", b"a map entry", hint)
+        .unwrap();
+    assert_eq!(
+        b.get_hinted(c[2], &k, b"user key", &mut hint).unwrap(),
+        Some(&b"a map entry"[..])
+    );
+    // A value of another length after a hinted read of the entry.
+    let mut hint = EntryHint::NONE;
+    b.get_hinted(c[0], &k, &[], &mut hint).unwrap();
+    b.put_hinted(c[0], &k, &[], b"a longer value", hint)
+        .unwrap();
+    model.insert((k, Vec::new()), b"a longer value".to_vec());
+    assert_eq!(dump(&b, c[0]), model);
 }
 
 pub fn merge_appends_and_creates<B: StateBackend>(mut b: B, op: &'static OperatorDescriptor) {
@@ -436,6 +531,7 @@ macro_rules! conformance_suite {
             put_replaces,
             empty_values_are_stored,
             delete_removes_and_missing_delete_is_ok,
+            hints_never_reach_another_entry,
             merge_appends_and_creates,
             states_are_independent,
             keys_that_prefix_each_other_are_distinct,

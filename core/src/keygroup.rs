@@ -171,10 +171,11 @@ mod tests {
     #[test]
     fn hash_is_stable_across_builds() {
         // Persisted format: a change here moves keys to other key groups in old checkpoints.
-        assert_eq!(
-            key_group(&[0, 0, 0, 0, 0, 0, 0, 42], 128),
-            key_group(&[0, 0, 0, 0, 0, 0, 0, 42], 128)
-        );
+        let forty_two = [0, 0, 0, 0, 0, 0, 0, 42];
+        assert_eq!(key_hash(&forty_two), 0x2e4f_e982_b689_10ac);
+        assert_eq!(key_group(&forty_two, 128), 44);
+        assert_eq!(key_hash(&[0; 8]), 0xc77b_3abb_6f87_acd9);
+        assert_eq!(key_hash(&[0xff; 8]), 0x5111_c7e4_7d78_4413);
         assert_eq!(key_hash(b""), 0x2d06_8005_38d3_94c2);
     }
 

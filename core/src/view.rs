@@ -8,7 +8,7 @@
 use std::borrow::Borrow;
 use std::marker::PhantomData;
 
-use crate::backend::{StateBackend, StateId};
+use crate::backend::{EntryHint, StateBackend, StateId};
 use crate::codec::{self, Frames, StateValue};
 use crate::error::{Error, Result};
 use crate::key::{EncodeKey, StateKey};
@@ -19,6 +19,8 @@ use crate::state::Aggregate;
 pub struct Scratch {
     value: Vec<u8>,
     user_key: Vec<u8>,
+    /// Where the backend found the last value read, for a write of it that follows.
+    hint: EntryHint,
 }
 
 /// The current key, a mutable borrow of the backend and scratch buffers: what every view holds.
@@ -133,14 +135,27 @@ impl<'a, T: StateValue, B: StateBackend + ?Sized> ValueView<'a, T, B> {
     #[inline(always)]
     pub fn get(self) -> Result<Option<&'a T::Archived>> {
         let Self { ctx, slot, .. } = self;
-        let err = ctx.loc(slot.name);
-        let backend: &'a B = ctx.backend;
-        match backend
-            .get(slot.id, ctx.key, &[])
-            .map_err(|e| err.wrap(e))?
-        {
-            None => Ok(None),
-            Some(b) => codec::access::<T>(b).map(Some).map_err(|e| err.wrap(e)),
+        let KeyContext {
+            backend,
+            key,
+            key_group,
+            operator,
+            scratch,
+        } = ctx;
+        // The location is built only for an error, not on every read.
+        let err = move || StateLoc {
+            operator,
+            state: slot.name,
+            key_group,
+        };
+        let backend: &'a B = backend;
+        match backend.get_hinted(slot.id, key, &[], &mut scratch.hint) {
+            Ok(None) => Ok(None),
+            Ok(Some(b)) => match codec::access::<T>(b) {
+                Ok(v) => Ok(Some(v)),
+                Err(e) => Err(err().wrap(e)),
+            },
+            Err(e) => Err(err().wrap(e)),
         }
     }
 
@@ -179,10 +194,14 @@ impl<'a, T: StateValue, B: StateBackend + ?Sized> ValueView<'a, T, B> {
     pub fn set(&mut self, value: &T) -> Result<()> {
         codec::encode_into(value, &mut self.ctx.scratch.value)
             .map_err(|e| self.ctx.wrap(self.slot.name, e))?;
-        let r = self
-            .ctx
-            .backend
-            .put(self.slot.id, self.ctx.key, &[], &self.ctx.scratch.value);
+        // A value read just before (a read-modify-write) left where it is.
+        let r = self.ctx.backend.put_hinted(
+            self.slot.id,
+            self.ctx.key,
+            &[],
+            &self.ctx.scratch.value,
+            self.ctx.scratch.hint,
+        );
         r.map_err(|e| self.ctx.wrap(self.slot.name, e))
     }
 
@@ -192,8 +211,17 @@ impl<'a, T: StateValue, B: StateBackend + ?Sized> ValueView<'a, T, B> {
     ///
     /// As [`get_owned`](Self::get_owned) and [`set`](Self::set).
     pub fn update(&mut self, f: impl FnOnce(Option<T>) -> T) -> Result<()> {
-        let new = f(self.get_owned()?);
-        self.set(&new)
+        let r = self.ctx.backend.get_hinted(
+            self.slot.id,
+            self.ctx.key,
+            &[],
+            &mut self.ctx.scratch.hint,
+        );
+        let old = match r.map_err(|e| self.ctx.wrap(self.slot.name, e))? {
+            None => None,
+            Some(b) => Some(codec::decode::<T>(b).map_err(|e| self.ctx.wrap(self.slot.name, e))?),
+        };
+        self.set(&f(old))
     }
 
     common!();

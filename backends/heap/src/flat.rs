@@ -16,7 +16,7 @@ use std::hash::{BuildHasher, Hasher as _};
 use hashbrown::HashTable;
 use hashbrown::hash_table::Entry;
 
-use statewright_core::{Error, Result};
+use statewright_core::{EntryHint, Error, Result};
 
 type Hasher = foldhash::fast::RandomState;
 
@@ -118,11 +118,35 @@ fn hash(hasher: &Hasher, canonical: &[u8]) -> u64 {
     h.finish()
 }
 
+/// The hint of a read that found no entry.
+const ABSENT: EntryHint = EntryHint::new(u64::MAX);
+
+/// The hint for bucket `index` (the position is one more, as 0 is no hint).
+#[inline]
+fn bucket_hint(index: usize) -> EntryHint {
+    EntryHint::new((index as u64).wrapping_add(1))
+}
+
+/// The bucket a hint names, if any.
+#[inline]
+fn hinted_bucket(hint: EntryHint) -> Option<usize> {
+    hint.position()
+        .checked_sub(1)
+        .and_then(|i| usize::try_from(i).ok())
+}
+
+/// The key group and canonical key of a backend key, if it has a key-group prefix.
+#[inline(always)]
+fn split_prefix(key: &[u8]) -> Option<(usize, &[u8])> {
+    key.split_first_chunk::<2>()
+        .map(|(group, canonical)| (usize::from(u16::from_be_bytes(*group)), canonical))
+}
+
 /// The key group and canonical key of a backend key.
 #[inline]
 fn split(key: &[u8]) -> Result<(usize, &[u8])> {
-    match key.split_first_chunk::<2>() {
-        Some((group, canonical)) => Ok((usize::from(u16::from_be_bytes(*group)), canonical)),
+    match split_prefix(key) {
+        Some(split) => Ok(split),
         None => Err(Error::Backend {
             backend: "heap",
             message: format!(
@@ -176,6 +200,39 @@ impl FlatTable {
                 t.find(h, |r| same(&r[..kl], canonical)).and_then(|r| r.get(kl..kl + vl))
             },
             g => g.find(h, |(k, _)| same(k, canonical)).map(|(_, v)| v.as_slice()),
+        ))
+    }
+
+    /// [`get`](Self::get), leaving the entry's bucket in `hint` for
+    /// [`put_hinted`](Self::put_hinted).
+    #[inline]
+    pub(crate) fn get_hinted(&self, key: &[u8], hint: &mut EntryHint) -> Result<Option<&[u8]>> {
+        // Until found: the write that follows will most likely insert.
+        *hint = ABSENT;
+        let (group, canonical) = split(key)?;
+        let Some(rows) = self.groups.get(group) else {
+            return Ok(None);
+        };
+        let h = hash(&self.hasher, canonical);
+        let (kl, vl) = self.layout.lens();
+        Ok(with_rows!(rows,
+            t => {
+                if canonical.len() != kl {
+                    return Ok(None);
+                }
+                let Some(index) = t.find_bucket_index(h, |r| same(&r[..kl], canonical)) else {
+                    return Ok(None);
+                };
+                *hint = bucket_hint(index);
+                t.get_bucket(index).and_then(|r| r.get(kl..kl + vl))
+            },
+            g => {
+                let found = g.find(h, |(k, _)| same(k, canonical)).map(|(_, v)| v.as_slice());
+                if found.is_some() {
+                    *hint = EntryHint::NONE;
+                }
+                found
+            },
         ))
     }
 
@@ -249,6 +306,56 @@ impl FlatTable {
             return Ok(());
         }
         self.insert(group, canonical, value)
+    }
+
+    /// [`put`](Self::put), trying the bucket in `hint` (from [`get_hinted`](Self::get_hinted))
+    /// first: when it holds this key in fixed rows of the value's length, the value is replaced
+    /// there without a lookup. Any other hint (stale, from another key or table) falls through
+    /// to [`put`](Self::put)'s lookup, so it never reaches another entry.
+    #[inline(always)]
+    pub(crate) fn put_hinted(&mut self, key: &[u8], value: &[u8], hint: EntryHint) -> Result<()> {
+        // A write after a read that found no entry: straight to `insert`, whose one probe
+        // also finds an entry that is there after all (the hint came from another read).
+        if hint == ABSENT
+            && let Some((group, canonical)) = split_prefix(key)
+        {
+            return self.insert(group, canonical, value);
+        }
+        if let Some(index) = hinted_bucket(hint)
+            && let Some((group, canonical)) = split_prefix(key)
+            && self.replace_at(group, index, canonical, value)
+        {
+            return Ok(());
+        }
+        self.put_unhinted(key, value)
+    }
+
+    /// [`put`](Self::put) out of line, for a hint that did not apply.
+    #[inline(never)]
+    fn put_unhinted(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.put(key, value)
+    }
+
+    /// Replaces the value in bucket `index` of `group` when that bucket holds `canonical` in
+    /// fixed rows of the value's length; `false` otherwise.
+    #[inline(always)]
+    fn replace_at(&mut self, group: usize, index: usize, canonical: &[u8], value: &[u8]) -> bool {
+        let Layout::Fixed {
+            key_len, value_len, ..
+        } = self.layout
+        else {
+            return false;
+        };
+        if canonical.len() != key_len || value.len() != value_len {
+            return false;
+        }
+        let Some(rows) = self.groups.get_mut(group) else {
+            return false;
+        };
+        with_rows!(rows,
+            t => replace_in(t, index, key_len, canonical, value),
+            _g => false,
+        )
     }
 
     /// The common write, kept small so it inlines: replaces the value of a key that is already
@@ -470,6 +577,27 @@ fn put_fixed<R: Row>(
             e.insert(r);
             true
         }
+    }
+}
+
+/// Replaces the value in bucket `index` of fixed rows when the bucket holds `canonical`.
+#[inline(always)]
+fn replace_in<R: Row>(
+    t: &mut HashTable<R>,
+    index: usize,
+    key_len: usize,
+    canonical: &[u8],
+    value: &[u8],
+) -> bool {
+    let Some(row) = t.get_bucket_mut(index) else {
+        return false;
+    };
+    match row.as_mut().split_at_mut_checked(key_len) {
+        Some((key, rest)) if same(key, canonical) => {
+            copy(rest, value);
+            true
+        }
+        _ => false,
     }
 }
 

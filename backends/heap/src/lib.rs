@@ -33,7 +33,7 @@ mod flat;
 use flat::FlatTable;
 
 use statewright_core::backend::{
-    Change, ChangeVisitor, EntryIter, EntryVisitor, StateBackend, StateId,
+    Change, ChangeVisitor, EntryHint, EntryIter, EntryVisitor, StateBackend, StateId,
 };
 use statewright_core::{Error, Result, StateDescriptor, StateKind};
 
@@ -298,6 +298,41 @@ impl StateBackend for HeapBackend {
         })
     }
 
+    #[inline(always)]
+    fn get_hinted(
+        &self,
+        state: StateId,
+        key: &[u8],
+        user_key: &[u8],
+        hint: &mut EntryHint,
+    ) -> Result<Option<&[u8]>> {
+        match self.column(state)? {
+            Column::Flat(t) if user_key.is_empty() => t.get_hinted(key, hint),
+            _ => {
+                *hint = EntryHint::NONE;
+                self.get(state, key, user_key)
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn put_hinted(
+        &mut self,
+        state: StateId,
+        key: &[u8],
+        user_key: &[u8],
+        value: &[u8],
+        hint: EntryHint,
+    ) -> Result<()> {
+        let r = self.registered_mut(state)?;
+        if let (Column::Flat(t), None) = (&mut r.column, &r.changes)
+            && user_key.is_empty()
+        {
+            return t.put_hinted(key, value, hint);
+        }
+        self.put_tracked(state, key, user_key, value)
+    }
+
     #[inline]
     fn put(&mut self, state: StateId, key: &[u8], user_key: &[u8], value: &[u8]) -> Result<()> {
         let r = self.registered_mut(state)?;
@@ -488,5 +523,34 @@ impl StateBackend for HeapBackend {
             _ => {}
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use statewright_core::conformance::{OPERATOR, VALUE, key};
+
+    #[test]
+    fn a_hinted_write_is_tracked_for_incremental_snapshots() {
+        let mut b = HeapBackend::new();
+        let state = b.register(OPERATOR.name, &VALUE).unwrap();
+        let (k, other) = (key(&1u64.to_be_bytes()), key(&2u64.to_be_bytes()));
+        b.put(state, &k, &[], &1u64.to_le_bytes()).unwrap();
+        b.put(state, &other, &[], &1u64.to_le_bytes()).unwrap();
+        assert!(b.track_changes(true));
+        let mut hint = EntryHint::NONE;
+        assert!(b.get_hinted(state, &k, &[], &mut hint).unwrap().is_some());
+        assert_ne!(hint, EntryHint::NONE, "a fixed-row read leaves its bucket");
+        b.put_hinted(state, &k, &[], &2u64.to_le_bytes(), hint)
+            .unwrap();
+        let mut changed = Vec::new();
+        b.drain_changes(state, &mut |key, _, change| {
+            changed.push((key.to_vec(), format!("{change:?}")));
+            Ok(())
+        })
+        .unwrap();
+        let put = format!("{:?}", Change::Put(&2u64.to_le_bytes()));
+        assert_eq!(changed, vec![(k, put)]);
     }
 }
