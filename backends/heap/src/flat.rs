@@ -321,8 +321,11 @@ impl FlatTable {
         {
             return self.insert(group, canonical, value);
         }
-        if let Some(index) = hinted_bucket(hint)
-            && let Some((group, canonical)) = split_prefix(key)
+        let Some(index) = hinted_bucket(hint) else {
+            // No read before this write (a plain `set`).
+            return self.put(key, value);
+        };
+        if let Some((group, canonical)) = split_prefix(key)
             && self.replace_at(group, index, canonical, value)
         {
             return Ok(());
