@@ -180,6 +180,26 @@ mod tests {
     }
 
     #[test]
+    fn contains_is_exactly_the_inclusive_range() {
+        for (first, last) in [
+            (0, 0),
+            (0, 127),
+            (5, 9),
+            (100, u16::MAX),
+            (u16::MAX, u16::MAX),
+        ] {
+            let r = KeyGroupRange::new(first, last).unwrap();
+            for kg in 0..=u16::MAX {
+                assert_eq!(
+                    r.contains(kg),
+                    (first..=last).contains(&kg),
+                    "{kg} in {r:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn bad_instance_arguments_give_none() {
         assert!(KeyGroupRange::for_instance(128, 0, 0).is_none());
         assert!(KeyGroupRange::for_instance(128, 2, 2).is_none());
