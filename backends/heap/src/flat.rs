@@ -339,20 +339,33 @@ impl FlatTable {
         self.put(key, value)
     }
 
+    /// The rows of `group`, the hasher and the key length, when the column keeps fixed rows of
+    /// these key and value lengths: where a write can replace a value in place.
+    #[inline(always)]
+    fn fixed_rows(
+        &mut self,
+        group: usize,
+        key_len: usize,
+        value_len: usize,
+    ) -> Option<(&mut Rows, &Hasher)> {
+        match self.layout {
+            Layout::Fixed {
+                key_len: kl,
+                value_len: vl,
+                ..
+            } if kl == key_len && vl == value_len => {
+                Some((self.groups.get_mut(group)?, &self.hasher))
+            }
+            _ => None,
+        }
+    }
+
     /// Replaces the value in bucket `index` of `group` when that bucket holds `canonical` in
     /// fixed rows of the value's length; `false` otherwise.
     #[inline(always)]
     fn replace_at(&mut self, group: usize, index: usize, canonical: &[u8], value: &[u8]) -> bool {
-        let Layout::Fixed {
-            key_len, value_len, ..
-        } = self.layout
-        else {
-            return false;
-        };
-        if canonical.len() != key_len || value.len() != value_len {
-            return false;
-        }
-        let Some(rows) = self.groups.get_mut(group) else {
+        let key_len = canonical.len();
+        let Some((rows, _)) = self.fixed_rows(group, key_len, value.len()) else {
             return false;
         };
         with_rows!(rows,
@@ -365,19 +378,11 @@ impl FlatTable {
     /// stored in fixed rows of its lengths. `false` when it does not apply.
     #[inline]
     fn replace_fixed(&mut self, group: usize, canonical: &[u8], value: &[u8]) -> bool {
-        let Layout::Fixed {
-            key_len, value_len, ..
-        } = self.layout
-        else {
+        let key_len = canonical.len();
+        let Some((rows, hasher)) = self.fixed_rows(group, key_len, value.len()) else {
             return false;
         };
-        if canonical.len() != key_len || value.len() != value_len {
-            return false;
-        }
-        let Some(rows) = self.groups.get_mut(group) else {
-            return false;
-        };
-        let h = hash(&self.hasher, canonical);
+        let h = hash(hasher, canonical);
         let row = with_rows!(rows,
             t => t.find_mut(h, |r| same(&r[..key_len], canonical)).map(|r| &mut r[key_len..]),
             _g => None,
