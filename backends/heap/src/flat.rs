@@ -186,21 +186,8 @@ impl FlatTable {
 
     #[inline]
     pub(crate) fn get(&self, key: &[u8]) -> Result<Option<&[u8]>> {
-        let (group, canonical) = split(key)?;
-        let Some(rows) = self.groups.get(group) else {
-            return Ok(None);
-        };
-        let h = hash(&self.hasher, canonical);
-        let (kl, vl) = self.layout.lens();
-        Ok(with_rows!(rows,
-            t => {
-                if canonical.len() != kl {
-                    return Ok(None);
-                }
-                t.find(h, |r| same(&r[..kl], canonical)).and_then(|r| r.get(kl..kl + vl))
-            },
-            g => g.find(h, |(k, _)| same(k, canonical)).map(|(_, v)| v.as_slice()),
-        ))
+        let mut unused = EntryHint::NONE;
+        self.get_hinted(key, &mut unused)
     }
 
     /// [`get`](Self::get), leaving the entry's bucket in `hint` for
