@@ -52,7 +52,8 @@ use std::time::Duration;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::backend::{
-    ChangeVisitor, DetachedState, EntryIter, EntryVisitor, NativeFiles, StateBackend, StateId,
+    ChangeVisitor, DetachedState, EntryHint, EntryIter, EntryVisitor, NativeFiles, StateBackend,
+    StateId,
 };
 use crate::codec::Frames;
 use crate::descriptor::{StateDescriptor, StateKind, TtlTime, TtlUpdate, TtlVisibility};
@@ -779,10 +780,24 @@ impl<B: StateBackend> StateBackend for TtlBackend<B> {
     }
 
     fn get(&self, state: StateId, key: &[u8], user_key: &[u8]) -> Result<Option<&[u8]>> {
+        let mut unused = EntryHint::NONE;
+        self.get_hinted(state, key, user_key, &mut unused)
+    }
+
+    /// The inner backend's hint, for the stamped value: a write that follows goes to the same
+    /// entry, whatever the read found (expired entries are deferred and removed before it, and
+    /// the inner backend checks every hint).
+    fn get_hinted(
+        &self,
+        state: StateId,
+        key: &[u8],
+        user_key: &[u8],
+        hint: &mut EntryHint,
+    ) -> Result<Option<&[u8]>> {
         let Some(t) = self.ttl(state) else {
-            return self.inner.get(state, key, user_key);
+            return self.inner.get_hinted(state, key, user_key, hint);
         };
-        match self.inner.get(state, key, user_key)? {
+        match self.inner.get_hinted(state, key, user_key, hint)? {
             None => Ok(None),
             Some(raw) => {
                 let now = self.now(t.mode);
@@ -792,9 +807,20 @@ impl<B: StateBackend> StateBackend for TtlBackend<B> {
     }
 
     fn put(&mut self, state: StateId, key: &[u8], user_key: &[u8], value: &[u8]) -> Result<()> {
+        self.put_hinted(state, key, user_key, value, EntryHint::NONE)
+    }
+
+    fn put_hinted(
+        &mut self,
+        state: StateId,
+        key: &[u8],
+        user_key: &[u8],
+        value: &[u8],
+        hint: EntryHint,
+    ) -> Result<()> {
         self.apply_pending()?;
         let Some(t) = self.ttl(state) else {
-            return self.inner.put(state, key, user_key, value);
+            return self.inner.put_hinted(state, key, user_key, value, hint);
         };
         let (list, now) = (t.list, self.stamp_now(t)?);
         self.buf.clear();
@@ -803,7 +829,7 @@ impl<B: StateBackend> StateBackend for TtlBackend<B> {
         if list && self.buf.is_empty() {
             return self.inner.delete(state, key, user_key);
         }
-        self.inner.put(state, key, user_key, &self.buf)
+        self.inner.put_hinted(state, key, user_key, &self.buf, hint)
     }
 
     fn merge(&mut self, state: StateId, key: &[u8], user_key: &[u8], operand: &[u8]) -> Result<()> {

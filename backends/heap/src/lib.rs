@@ -529,7 +529,7 @@ impl StateBackend for HeapBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use statewright_core::conformance::{OPERATOR, VALUE, key};
+    use statewright_core::conformance::{OPERATOR, TTL_VALUE, VALUE, key};
 
     #[test]
     fn a_hinted_write_is_tracked_for_incremental_snapshots() {
@@ -552,5 +552,36 @@ mod tests {
         .unwrap();
         let put = format!("{:?}", Change::Put(&2u64.to_le_bytes()));
         assert_eq!(changed, vec![(k, put)]);
+    }
+
+    #[test]
+    fn a_read_through_the_ttl_wrapper_leaves_the_heaps_hint_for_the_write() {
+        let mut b = statewright_core::ttl::TtlBackend::new(HeapBackend::new());
+        let state = b.register(OPERATOR.name, &TTL_VALUE).unwrap();
+        let (k, other) = (key(&1u64.to_be_bytes()), key(&2u64.to_be_bytes()));
+        b.put(state, &k, &[], &1u64.to_le_bytes()).unwrap();
+        b.put(state, &other, &[], &7u64.to_le_bytes()).unwrap();
+        let mut hint = EntryHint::NONE;
+        let read = b.get_hinted(state, &k, &[], &mut hint).unwrap();
+        assert_eq!(
+            read,
+            Some(&1u64.to_le_bytes()[..]),
+            "the value without its stamp"
+        );
+        assert_ne!(
+            hint,
+            EntryHint::NONE,
+            "the stamped row's bucket is passed on"
+        );
+        b.put_hinted(state, &k, &[], &2u64.to_le_bytes(), hint)
+            .unwrap();
+        assert_eq!(
+            b.get(state, &k, &[]).unwrap(),
+            Some(&2u64.to_le_bytes()[..])
+        );
+        assert_eq!(
+            b.get(state, &other, &[]).unwrap(),
+            Some(&7u64.to_le_bytes()[..])
+        );
     }
 }
