@@ -466,7 +466,7 @@ impl FlatTable {
     /// key-group prefix.
     pub(crate) fn for_each(&self, mut visit: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()> {
         let (kl, vl) = self.layout.lens();
-        let mut key = Vec::new();
+        let mut key = key_buffer(kl);
         for (group, rows) in self.groups.iter().enumerate() {
             let prefix = group_prefix(group);
             with_rows!(rows,
@@ -503,7 +503,7 @@ impl FlatTable {
             return Ok(());
         }
         let (kl, vl) = self.layout.lens();
-        let mut key = Vec::new();
+        let mut key = key_buffer(kl);
         let mut visited = 0;
         let mut budget = limit.saturating_mul(8).max(1);
         let mut at = if *cursor < self.positions() {
@@ -613,6 +613,12 @@ fn copy(dst: &mut [u8], src: &[u8]) {
 fn group_prefix(group: usize) -> [u8; 2] {
     // Groups are indexed by a `u16` prefix, so the index fits.
     u16::try_from(group).unwrap_or(u16::MAX).to_be_bytes()
+}
+
+/// A buffer for full keys of `key_len` bytes (`0`: varying), large enough for the first key: a
+/// visit allocates once, where a buffer grown from empty allocated twice.
+fn key_buffer(key_len: usize) -> Vec<u8> {
+    Vec::with_capacity(2 + key_len.max(30))
 }
 
 fn full_key(key: &mut Vec<u8>, prefix: [u8; 2], canonical: &[u8]) {
