@@ -541,10 +541,17 @@ impl<B: StateBackend> TtlBackend<B> {
     /// # Errors
     ///
     /// A backend failure.
+    #[inline]
     pub fn apply_pending(&mut self) -> Result<()> {
+        // Called on every write and key change, and nearly always with nothing to do.
         if self.pending.get_mut().is_empty() {
             return Ok(());
         }
+        self.apply_queued()
+    }
+
+    #[inline(never)]
+    fn apply_queued(&mut self) -> Result<()> {
         let fixes = std::mem::take(self.pending.get_mut());
         let mut fixes = fixes.into_iter();
         while let Some(fix) = fixes.next() {
