@@ -550,6 +550,7 @@ impl<B: StateBackend> TtlBackend<B> {
         self.apply_queued()
     }
 
+    /// [`apply_pending`](Self::apply_pending) when there is something to apply, out of line.
     #[inline(never)]
     fn apply_queued(&mut self) -> Result<()> {
         let fixes = std::mem::take(self.pending.get_mut());
@@ -791,9 +792,10 @@ impl<B: StateBackend> StateBackend for TtlBackend<B> {
         self.get_hinted(state, key, user_key, &mut unused)
     }
 
-    /// The inner backend's hint, for the stamped value: a write that follows goes to the same
-    /// entry, whatever the read found (expired entries are deferred and removed before it, and
-    /// the inner backend checks every hint).
+    /// Leaves the wrapped backend's hint: the stamped value is in the entry that the write which
+    /// follows replaces. An expired entry the read found is removed before that write (a
+    /// deferred fix), and the wrapped backend checks every hint, so a removed entry costs the
+    /// write its lookup and nothing else.
     fn get_hinted(
         &self,
         state: StateId,
