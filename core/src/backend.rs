@@ -1,6 +1,6 @@
 //! The storage contract: a small, object-safe, byte-level trait that every backend implements.
 
-use crate::descriptor::StateDescriptor;
+use crate::descriptor::{OperatorDescriptor, StateDescriptor};
 use crate::error::Result;
 use crate::ttl::ExpiryFilter;
 
@@ -147,8 +147,10 @@ pub type ChangeVisitor<'v> = dyn FnMut(&[u8], &[u8], Change<'_>) -> Result<()> +
 ///
 /// Addresses: every entry lives in one state (a column, see [`register`](Self::register)) under
 /// a *key* and a *user key*. The key is the key-group prefix (2 bytes, big endian) followed by
-/// the canonical key bytes; the user key is empty except for map states, where it is the
-/// canonical user key. Values are opaque bytes. Canonical encodings are prefix-free, so no key
+/// the canonical key bytes, the prefix being the key group of those bytes under the operator's
+/// maximum parallelism (as [`Bound::key`](crate::Bound::key) builds every key), so a backend
+/// may compute the prefix from the canonical key instead of storing it; the user key is empty
+/// except for map states, where it is the canonical user key. Values are opaque bytes. Canonical encodings are prefix-free, so no key
 /// is a prefix of another key of the same state: a backend may store `key ++ user_key` as one
 /// byte string and serve [`scan`](Self::scan) as a prefix scan.
 ///
@@ -167,12 +169,19 @@ pub trait StateBackend {
     fn name(&self) -> &'static str;
 
     /// Creates (or finds, when the same operator and state were registered before) the column
-    /// for a state.
+    /// for a state of `operator`. The operator is named by its
+    /// [`name`](OperatorDescriptor::name); its
+    /// [`max_parallelism`](OperatorDescriptor::max_parallelism) fixes the key group of every
+    /// key of the state.
     ///
     /// # Errors
     ///
     /// When the backend cannot create the column.
-    fn register(&mut self, operator: &str, state: &StateDescriptor) -> Result<StateId>;
+    fn register(
+        &mut self,
+        operator: &OperatorDescriptor,
+        state: &StateDescriptor,
+    ) -> Result<StateId>;
 
     /// The value stored at `(key, user_key)`.
     ///
@@ -393,7 +402,11 @@ impl<B: StateBackend + ?Sized> StateBackend for Box<B> {
     fn name(&self) -> &'static str {
         (**self).name()
     }
-    fn register(&mut self, operator: &str, state: &StateDescriptor) -> Result<StateId> {
+    fn register(
+        &mut self,
+        operator: &OperatorDescriptor,
+        state: &StateDescriptor,
+    ) -> Result<StateId> {
         (**self).register(operator, state)
     }
     fn get(&self, state: StateId, key: &[u8], user_key: &[u8]) -> Result<Option<&[u8]>> {

@@ -117,7 +117,7 @@ pub fn key(canonical: &[u8]) -> Vec<u8> {
 fn register_all<B: StateBackend>(b: &mut B, op: &OperatorDescriptor) -> Vec<StateId> {
     op.states
         .iter()
-        .map(|s| b.register(op.name, s).unwrap())
+        .map(|s| b.register(op, s).unwrap())
         .collect()
 }
 
@@ -295,8 +295,11 @@ pub fn keys_that_prefix_each_other_are_distinct<B: StateBackend>(
 ) {
     let c = register_all(&mut b, op);
     // Same key group prefix, one key a prefix of the other.
-    let k1 = [0u8, 1, 7];
-    let k2 = [0u8, 1, 7, 7];
+    let k1 = key(&[7]);
+    let k2 = (0..=u8::MAX)
+        .map(|n| key(&[7, n]))
+        .find(|k2| k2[..2] == k1[..2])
+        .expect("one of 256 keys shares the group of [7]");
     b.put(c[0], &k1, &[], b"1").unwrap();
     b.put(c[0], &k2, &[], b"2").unwrap();
     assert_eq!(b.get(c[0], &k1, &[]).unwrap(), Some(&b"1"[..]));
@@ -420,10 +423,14 @@ pub fn clear_state_removes_only_that_state<B: StateBackend>(
 pub fn register_is_idempotent<B: StateBackend>(mut b: B, op: &'static OperatorDescriptor) {
     let c = register_all(&mut b, op);
     b.put(c[0], &key(b"k"), &[], b"v").unwrap();
-    let again = b.register(op.name, &op.states[0]).unwrap();
+    let again = b.register(op, &op.states[0]).unwrap();
     assert_eq!(again, c[0]);
     assert_eq!(b.get(again, &key(b"k"), &[]).unwrap(), Some(&b"v"[..]));
-    let other = b.register("another-operator", &op.states[0]).unwrap();
+    let another = OperatorDescriptor {
+        name: "another-operator",
+        ..*op
+    };
+    let other = b.register(&another, &op.states[0]).unwrap();
     assert_ne!(other, c[0]);
 }
 

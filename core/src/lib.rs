@@ -92,7 +92,7 @@ pub mod __private {
             });
         }
         for (slot, state) in out.iter_mut().zip(operator.states) {
-            *slot = backend.register(operator.name, state)?;
+            *slot = backend.register(operator, state)?;
         }
         Ok(out)
     }

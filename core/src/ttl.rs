@@ -56,7 +56,9 @@ use crate::backend::{
     StateId,
 };
 use crate::codec::Frames;
-use crate::descriptor::{StateDescriptor, StateKind, TtlTime, TtlUpdate, TtlVisibility};
+use crate::descriptor::{
+    OperatorDescriptor, StateDescriptor, StateKind, TtlTime, TtlUpdate, TtlVisibility,
+};
 use crate::error::{CodecError, Error, Result};
 
 /// Bytes of a stamp.
@@ -749,7 +751,11 @@ impl<B: StateBackend> StateBackend for TtlBackend<B> {
         self.inner.name()
     }
 
-    fn register(&mut self, operator: &str, state: &StateDescriptor) -> Result<StateId> {
+    fn register(
+        &mut self,
+        operator: &OperatorDescriptor,
+        state: &StateDescriptor,
+    ) -> Result<StateId> {
         let id = self.inner.register(operator, state)?;
         let Some(ttl) = state.ttl else {
             return Ok(id);
@@ -761,7 +767,7 @@ impl<B: StateBackend> StateBackend for TtlBackend<B> {
         if self.states[i].is_none() {
             let list = state.kind == StateKind::List;
             let t = StateTtl {
-                name: format!("{operator}.{}", state.name),
+                name: format!("{}.{}", operator.name, state.name),
                 list,
                 ttl_ms: ttl.ttl_millis(),
                 update_on_read: ttl.update == TtlUpdate::OnReadAndWrite,

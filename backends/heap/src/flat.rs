@@ -1,26 +1,41 @@
 //! The table of a state that holds one value per key (value, list, reducing and aggregating
 //! states).
 //!
-//! As in Flink's heap backend, a state keeps one hash table per key group: the key-group prefix
-//! of a key needs no storage (the table's index is the group), iteration goes group by group,
-//! and the canonical key alone is hashed. When every key and every value of a state has one
-//! length (a `u64` key and an `i64` value: 8 + 8 bytes), the tables hold them inline as rows of
-//! 16 to 64 bytes, so a lookup reads one row in place, as a `HashMap<u64, i64>` does, instead of
-//! following a pointer to a boxed key and another to a value vector: at 100,000 keys that is
-//! the difference between a working set that fits the processor's cache and one that does not.
-//! A state whose lengths vary (strings, lists) keeps a boxed key and a value vector per entry;
-//! a state with fixed rows moves to those, once, at the first key or value of another length.
+//! A state keeps one hash table of its entries, keyed by the canonical key alone. The key-group
+//! prefix of a key needs no storage: it is the key group of the canonical key under the
+//! operator's maximum parallelism (as [`Bound::key`] builds it), checked when an entry is
+//! created and computed again when entries are listed. Keeping one table, where Flink keeps one
+//! per key group, means a lookup does not wait for the key-group hash before it can start: the
+//! group selected the table, so every read waited for XXH3 and then for the group's table
+//! header, where now the probe starts from the canonical key's own hash (measured in
+//! `bench/ANALYSIS.md`: a read-modify-write on 128 group tables took 36 ns against 25 ns on one
+//! table, with the same rows).
+//!
+//! When every key and every value of a state has one length (a `u64` key and an `i64` value:
+//! 8 + 8 bytes), the table holds them inline as rows of 16 to 64 bytes, so a lookup reads one
+//! row in place, as a `HashMap<u64, i64>` does, instead of following a pointer to a boxed key
+//! and another to a value vector: at 100,000 keys that is the difference between a working set
+//! that fits the processor's cache and one that does not. A state whose lengths vary (strings,
+//! lists) keeps a boxed key and a value vector per entry; a state with fixed rows moves to
+//! those, once, at the first key or value of another length.
+//!
+//! The cost of one table: it grows in one step, copying every entry, where per-group tables
+//! grew 1/128 of the entries at a time. The copy is amortised (hashbrown doubles the table), so
+//! it shows as a pause at each doubling, not in throughput.
+//!
+//! [`Bound::key`]: statewright_core::Bound::key
 
 use std::hash::{BuildHasher, Hasher as _};
 
 use hashbrown::HashTable;
 use hashbrown::hash_table::Entry;
 
+use statewright_core::keygroup::key_group;
 use statewright_core::{EntryHint, Error, Result};
 
 type Hasher = foldhash::fast::RandomState;
 
-/// One key group's entries, in the column's layout.
+/// A state's entries, in the column's layout.
 #[derive(Debug)]
 enum Rows {
     R16(HashTable<[u8; 16]>),
@@ -135,53 +150,58 @@ fn hinted_bucket(hint: EntryHint) -> Option<usize> {
         .and_then(|i| usize::try_from(i).ok())
 }
 
-/// The key group and canonical key of a backend key, if it has a key-group prefix.
+/// The canonical key of a backend key (after its 2-byte key-group prefix), if it has a prefix.
 #[inline(always)]
-fn split_prefix(key: &[u8]) -> Option<(usize, &[u8])> {
-    key.split_first_chunk::<2>()
-        .map(|(group, canonical)| (usize::from(u16::from_be_bytes(*group)), canonical))
+fn canonical_of(key: &[u8]) -> Option<&[u8]> {
+    key.get(2..)
 }
 
-/// The key group and canonical key of a backend key.
+/// The canonical key of a backend key.
 #[inline]
-fn split(key: &[u8]) -> Result<(usize, &[u8])> {
-    match split_prefix(key) {
-        Some(split) => Ok(split),
-        None => Err(Error::Backend {
-            backend: "heap",
-            message: format!(
-                "a key of {} byte(s) has no key-group prefix (2 bytes)",
-                key.len()
-            ),
-        }),
+fn canonical(key: &[u8]) -> Result<&[u8]> {
+    match canonical_of(key) {
+        Some(canonical) => Ok(canonical),
+        None => Err(no_prefix(key)),
     }
 }
 
-/// The entries of one state, one hash table per key group.
+#[cold]
+fn no_prefix(key: &[u8]) -> Error {
+    Error::Backend {
+        backend: "heap",
+        message: format!(
+            "a key of {} byte(s) has no key-group prefix (2 bytes)",
+            key.len()
+        ),
+    }
+}
+
+/// The entries of one state.
 #[derive(Debug)]
 pub(crate) struct FlatTable {
     hasher: Hasher,
     layout: Layout,
     /// Whether fixed rows may be chosen: not for list states, whose values grow by merges.
     fixed_rows: bool,
-    /// Indexed by key group; grown on demand.
-    groups: Vec<Rows>,
-    len: usize,
+    /// The operator's maximum parallelism: an entry's key group is the key group of its
+    /// canonical key under it.
+    max_parallelism: u16,
+    rows: Rows,
 }
 
 impl FlatTable {
-    pub(crate) fn new(fixed_rows: bool) -> Self {
+    pub(crate) fn new(fixed_rows: bool, max_parallelism: u16) -> Self {
         Self {
             hasher: Hasher::default(),
             layout: Layout::Open,
             fixed_rows,
-            groups: Vec::new(),
-            len: 0,
+            max_parallelism,
+            rows: Rows::General(HashTable::new()),
         }
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.len
+        with_rows!(&self.rows, t => t.len(), g => g.len())
     }
 
     #[inline]
@@ -196,13 +216,10 @@ impl FlatTable {
     pub(crate) fn get_hinted(&self, key: &[u8], hint: &mut EntryHint) -> Result<Option<&[u8]>> {
         // Until found: the write that follows will most likely insert.
         *hint = ABSENT;
-        let (group, canonical) = split(key)?;
-        let Some(rows) = self.groups.get(group) else {
-            return Ok(None);
-        };
+        let canonical = canonical(key)?;
         let h = hash(&self.hasher, canonical);
         let (kl, vl) = self.layout.lens();
-        Ok(with_rows!(rows,
+        Ok(with_rows!(&self.rows,
             t => {
                 if canonical.len() != kl {
                     return Ok(None);
@@ -223,9 +240,9 @@ impl FlatTable {
         ))
     }
 
-    /// Makes the layout hold a key and value of these lengths, and `group` exist.
+    /// Makes the layout hold a key and value of these lengths.
     #[inline]
-    fn prepare(&mut self, group: usize, key_len: usize, value_len: usize) {
+    fn prepare(&mut self, key_len: usize, value_len: usize) {
         match self.layout {
             Layout::Fixed {
                 key_len: kl,
@@ -243,25 +260,9 @@ impl FlatTable {
                         key_len,
                         value_len,
                     });
-                self.groups.clear();
+                self.rows = self.layout.rows();
             }
             Layout::Fixed { .. } => self.make_general(),
-        }
-        if self.groups.len() <= group {
-            let layout = self.layout;
-            self.groups.resize_with(group + 1, || layout.rows());
-        }
-    }
-
-    /// The rows of `group` and the hasher, after [`prepare`](Self::prepare).
-    #[inline]
-    fn rows_mut(&mut self, group: usize) -> Result<(&mut Rows, &Hasher)> {
-        match self.groups.get_mut(group) {
-            Some(rows) => Ok((rows, &self.hasher)),
-            None => Err(Error::Backend {
-                backend: "heap",
-                message: format!("key group {group} has no table"),
-            }),
         }
     }
 
@@ -269,30 +270,28 @@ impl FlatTable {
     fn make_general(&mut self) {
         let (kl, vl) = self.layout.lens();
         let hasher = &self.hasher;
-        for rows in &mut self.groups {
-            let general = with_rows!(rows,
-                t => {
-                    let mut g = HashTable::with_capacity(t.len());
-                    for r in t.drain() {
-                        let (k, v) = (&r[..kl], &r[kl..kl + vl]);
-                        g.insert_unique(hash(hasher, k), (k.into(), v.to_vec()), |(k, _): &(Box<[u8]>, Vec<u8>)| hash(hasher, k));
-                    }
-                    g
-                },
-                g => std::mem::take(g),
-            );
-            *rows = Rows::General(general);
-        }
+        let general = with_rows!(&mut self.rows,
+            t => {
+                let mut g = HashTable::with_capacity(t.len());
+                for r in t.drain() {
+                    let (k, v) = (&r[..kl], &r[kl..kl + vl]);
+                    g.insert_unique(hash(hasher, k), (k.into(), v.to_vec()), |(k, _): &(Box<[u8]>, Vec<u8>)| hash(hasher, k));
+                }
+                g
+            },
+            g => std::mem::take(g),
+        );
+        self.rows = Rows::General(general);
         self.layout = Layout::General;
     }
 
     #[inline]
     pub(crate) fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
-        let (group, canonical) = split(key)?;
-        if self.replace_fixed(group, canonical, value) {
+        let canonical = canonical(key)?;
+        if self.replace_fixed(canonical, value) {
             return Ok(());
         }
-        self.insert(group, canonical, value)
+        self.insert(key, value)
     }
 
     /// [`put`](Self::put), trying the bucket in `hint` (from [`get_hinted`](Self::get_hinted))
@@ -303,17 +302,15 @@ impl FlatTable {
     pub(crate) fn put_hinted(&mut self, key: &[u8], value: &[u8], hint: EntryHint) -> Result<()> {
         // A write after a read that found no entry: straight to `insert`, whose one probe
         // also finds an entry that is there after all (the hint came from another read).
-        if hint == ABSENT
-            && let Some((group, canonical)) = split_prefix(key)
-        {
-            return self.insert(group, canonical, value);
+        if hint == ABSENT {
+            return self.insert(key, value);
         }
         let Some(index) = hinted_bucket(hint) else {
             // No read before this write (a plain `set`).
             return self.put(key, value);
         };
-        if let Some((group, canonical)) = split_prefix(key)
-            && self.replace_at(group, index, canonical, value)
+        if let Some(canonical) = canonical_of(key)
+            && self.replace_at(index, canonical, value)
         {
             return Ok(());
         }
@@ -326,33 +323,26 @@ impl FlatTable {
         self.put(key, value)
     }
 
-    /// The rows of `group`, the hasher and the key length, when the column keeps fixed rows of
-    /// these key and value lengths: where a write can replace a value in place.
+    /// The rows and the hasher, when the column keeps fixed rows of these key and value
+    /// lengths: where a write can replace a value in place.
     #[inline(always)]
-    fn fixed_rows(
-        &mut self,
-        group: usize,
-        key_len: usize,
-        value_len: usize,
-    ) -> Option<(&mut Rows, &Hasher)> {
+    fn fixed_rows(&mut self, key_len: usize, value_len: usize) -> Option<(&mut Rows, &Hasher)> {
         match self.layout {
             Layout::Fixed {
                 key_len: kl,
                 value_len: vl,
                 ..
-            } if kl == key_len && vl == value_len => {
-                Some((self.groups.get_mut(group)?, &self.hasher))
-            }
+            } if kl == key_len && vl == value_len => Some((&mut self.rows, &self.hasher)),
             _ => None,
         }
     }
 
-    /// Replaces the value in bucket `index` of `group` when that bucket holds `canonical` in
-    /// fixed rows of the value's length; `false` otherwise.
+    /// Replaces the value in bucket `index` when that bucket holds `canonical` in fixed rows of
+    /// the value's length; `false` otherwise.
     #[inline(always)]
-    fn replace_at(&mut self, group: usize, index: usize, canonical: &[u8], value: &[u8]) -> bool {
+    fn replace_at(&mut self, index: usize, canonical: &[u8], value: &[u8]) -> bool {
         let key_len = canonical.len();
-        let Some((rows, _)) = self.fixed_rows(group, key_len, value.len()) else {
+        let Some((rows, _)) = self.fixed_rows(key_len, value.len()) else {
             return false;
         };
         with_rows!(rows,
@@ -364,9 +354,9 @@ impl FlatTable {
     /// The common write, kept small so it inlines: replaces the value of a key that is already
     /// stored in fixed rows of its lengths. `false` when it does not apply.
     #[inline]
-    fn replace_fixed(&mut self, group: usize, canonical: &[u8], value: &[u8]) -> bool {
+    fn replace_fixed(&mut self, canonical: &[u8], value: &[u8]) -> bool {
         let key_len = canonical.len();
-        let Some((rows, hasher)) = self.fixed_rows(group, key_len, value.len()) else {
+        let Some((rows, hasher)) = self.fixed_rows(key_len, value.len()) else {
             return false;
         };
         let h = hash(hasher, canonical);
@@ -385,26 +375,26 @@ impl FlatTable {
 
     /// Every other write: a new key, a first entry, a key or value of another length.
     #[inline(never)]
-    fn insert(&mut self, group: usize, canonical: &[u8], value: &[u8]) -> Result<()> {
-        self.prepare(group, canonical.len(), value.len());
-        let (rows, hasher) = self.rows_mut(group)?;
-        let inserted = with_rows!(rows,
-            t => put_fixed(t, hasher, canonical, value),
+    fn insert(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        let canonical = canonical(key)?;
+        self.prepare(canonical.len(), value.len());
+        let (hasher, mp) = (&self.hasher, self.max_parallelism);
+        with_rows!(&mut self.rows,
+            t => put_fixed(t, hasher, (key, canonical, mp), value),
             g => match g.entry(hash(hasher, canonical), |(k, _)| same(k, canonical), |(k, _)| hash(hasher, k)) {
                 Entry::Occupied(mut e) => {
                     let slot = &mut e.get_mut().1;
                     slot.clear();
                     slot.extend_from_slice(value);
-                    false
+                    Ok(())
                 }
                 Entry::Vacant(e) => {
+                    check_group(key, canonical, mp)?;
                     e.insert((canonical.into(), value.to_vec()));
-                    true
+                    Ok(())
                 }
             },
-        );
-        self.len += usize::from(inserted);
-        Ok(())
+        )
     }
 
     /// Appends `operand` to the value (or stores it when absent).
@@ -416,20 +406,20 @@ impl FlatTable {
             // The value grows, so it no longer has the column's fixed length.
             self.make_general();
         }
-        let (group, canonical) = split(key)?;
-        let h = hash(&self.hasher, canonical);
-        self.prepare(group, canonical.len(), operand.len());
-        let (Rows::General(g), hasher) = self.rows_mut(group)? else {
+        let canonical = canonical(key)?;
+        let (hasher, mp) = (&self.hasher, self.max_parallelism);
+        let h = hash(hasher, canonical);
+        let Rows::General(g) = &mut self.rows else {
             return Err(Error::Backend {
                 backend: "heap",
-                message: format!("key group {group} has fixed rows, a merge needs general ones"),
+                message: "the column has fixed rows, a merge needs general ones".into(),
             });
         };
         match g.entry(h, |(k, _)| same(k, canonical), |(k, _)| hash(hasher, k)) {
             Entry::Occupied(mut e) => e.get_mut().1.extend_from_slice(operand),
             Entry::Vacant(e) => {
+                check_group(key, canonical, mp)?;
                 e.insert((canonical.into(), operand.to_vec()));
-                self.len += 1;
             }
         }
         Ok(())
@@ -437,123 +427,98 @@ impl FlatTable {
 
     /// Removes the entry; whether there was one.
     pub(crate) fn remove(&mut self, key: &[u8]) -> Result<bool> {
-        let (group, canonical) = split(key)?;
+        let canonical = canonical(key)?;
         let h = hash(&self.hasher, canonical);
         let (kl, _) = self.layout.lens();
-        let Some(rows) = self.groups.get_mut(group) else {
-            return Ok(false);
-        };
-        let removed = with_rows!(rows,
+        let removed = with_rows!(&mut self.rows,
             t => canonical.len() == kl && t.find_entry(h, |r| same(&r[..kl], canonical)).map(|e| e.remove()).is_ok(),
             g => g.find_entry(h, |(k, _)| same(k, canonical)).map(|e| e.remove()).is_ok(),
         );
-        if removed {
-            self.len -= 1;
-            if self.len == 0 {
-                self.clear();
-            }
+        if removed && self.len() == 0 {
+            self.clear();
         }
         Ok(removed)
     }
 
     pub(crate) fn clear(&mut self) {
-        self.groups = Vec::new();
+        self.rows = Rows::General(HashTable::new());
         self.layout = Layout::Open;
-        self.len = 0;
     }
 
-    /// Calls `visit(key, value)` for every entry, key group by key group; the key has its
+    /// Calls `visit(key, value)` for every entry, in the table's order; the key has its
     /// key-group prefix.
     pub(crate) fn for_each(&self, mut visit: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()> {
         let (kl, vl) = self.layout.lens();
         let mut key = key_buffer(kl);
-        for (group, rows) in self.groups.iter().enumerate() {
-            let prefix = group_prefix(group);
-            with_rows!(rows,
-                t => for r in t {
-                    full_key(&mut key, prefix, &r[..kl]);
-                    visit(&key, &r[kl..kl + vl])?;
-                },
-                g => for (k, v) in g {
-                    full_key(&mut key, prefix, k);
-                    visit(&key, v)?;
-                },
-            );
-        }
+        let mp = self.max_parallelism;
+        with_rows!(&self.rows,
+            t => for r in t {
+                full_key(&mut key, mp, &r[..kl]);
+                visit(&key, &r[kl..kl + vl])?;
+            },
+            g => for (k, v) in g {
+                full_key(&mut key, mp, k);
+                visit(&key, v)?;
+            },
+        );
         Ok(())
     }
 
-    /// The position after the last one: a cursor of [`visit_some`](Self::visit_some) is
-    /// below it.
-    fn positions(&self) -> u64 {
-        (self.groups.len() as u64) << 32
-    }
-
-    /// Visits up to `limit` entries from `*cursor` (key group in the high 32 bits, bucket in the
-    /// low ones), wrapping at the end; at most `limit * 8` buckets are looked at, so a call
-    /// costs little even when a table is nearly empty.
+    /// Visits up to `limit` entries from bucket `*cursor`, wrapping at the end; at most
+    /// `limit * 8` buckets are looked at, so a call costs little even when the table is nearly
+    /// empty.
     pub(crate) fn visit_some(
         &self,
         cursor: &mut u64,
         limit: usize,
         mut visit: impl FnMut(&[u8], &[u8]) -> Result<()>,
     ) -> Result<()> {
-        if self.len == 0 {
+        let len = self.len();
+        if len == 0 {
             *cursor = 0;
             return Ok(());
         }
         let (kl, vl) = self.layout.lens();
+        let mp = self.max_parallelism;
         let mut key = key_buffer(kl);
+        let buckets = with_rows!(&self.rows, t => t.num_buckets(), g => g.num_buckets());
         let mut visited = 0;
         let mut budget = limit.saturating_mul(8).max(1);
-        let mut at = if *cursor < self.positions() {
-            *cursor
-        } else {
-            0
-        };
-        while visited < limit.min(self.len) && budget > 0 {
-            let group = (at >> 32) as usize;
-            let bucket = (at & u64::from(u32::MAX)) as usize;
-            let Some(rows) = self.groups.get(group) else {
+        let mut at = usize::try_from(*cursor).unwrap_or(0);
+        while visited < limit.min(len) && budget > 0 {
+            if at >= buckets {
                 at = 0;
-                continue;
-            };
-            let buckets = with_rows!(rows, t => t.num_buckets(), g => g.num_buckets());
-            if bucket >= buckets {
-                at = ((group as u64) + 1) << 32;
-                continue;
             }
             budget -= 1;
-            let prefix = group_prefix(group);
-            with_rows!(rows,
-                t => if let Some(r) = t.get_bucket(bucket) {
-                    full_key(&mut key, prefix, &r[..kl]);
+            with_rows!(&self.rows,
+                t => if let Some(r) = t.get_bucket(at) {
+                    full_key(&mut key, mp, &r[..kl]);
                     visit(&key, &r[kl..kl + vl])?;
                     visited += 1;
                 },
-                g => if let Some((k, v)) = g.get_bucket(bucket) {
-                    full_key(&mut key, prefix, k);
+                g => if let Some((k, v)) = g.get_bucket(at) {
+                    full_key(&mut key, mp, k);
                     visit(&key, v)?;
                     visited += 1;
                 },
             );
             at += 1;
         }
-        *cursor = at;
+        *cursor = at as u64;
         Ok(())
     }
 }
 
-/// Stores `value` under `canonical` in fixed rows; whether the key is new. Reached after
-/// [`FlatTable::replace_fixed`] missed, so the key is usually absent: one probe finds the slot
-/// either way (`entry`), instead of a lookup and then an insert.
+/// Stores `value` under the canonical key of `key` (`(key, canonical, max_parallelism)`) in
+/// fixed rows. Reached after [`FlatTable::replace_fixed`] missed, so the key is usually absent:
+/// one probe finds the slot either way (`entry`), instead of a lookup and then an insert.
 #[inline]
 fn put_fixed<R: Row>(
     t: &mut HashTable<R>,
     hasher: &Hasher,
-    canonical: &[u8],
+    (key, canonical, max_parallelism): (&[u8], &[u8], u16),
     value: &[u8],
-) -> bool {
+) -> Result<()> {
     let kl = canonical.len();
     let h = hash(hasher, canonical);
     match t.entry(
@@ -561,17 +526,33 @@ fn put_fixed<R: Row>(
         |r| same(&r.as_ref()[..kl], canonical),
         |r| hash(hasher, &r.as_ref()[..kl]),
     ) {
-        Entry::Occupied(mut e) => {
-            copy(&mut e.get_mut().as_mut()[kl..], value);
-            false
-        }
+        Entry::Occupied(mut e) => copy(&mut e.get_mut().as_mut()[kl..], value),
         Entry::Vacant(e) => {
+            check_group(key, canonical, max_parallelism)?;
             let mut r = R::zeroed();
             copy(&mut r.as_mut()[..], canonical);
             copy(&mut r.as_mut()[kl..], value);
             e.insert(r);
-            true
         }
+    }
+    Ok(())
+}
+
+/// Checks, where an entry is created, that the prefix of `key` is the key group of its
+/// `canonical` bytes: the table stores no prefix, so every stored entry's group must follow
+/// from its canonical key.
+fn check_group(key: &[u8], canonical: &[u8], max_parallelism: u16) -> Result<()> {
+    let expected = key_group(canonical, max_parallelism);
+    match key.first_chunk::<2>() {
+        Some(prefix) if *prefix == expected.to_be_bytes() => Ok(()),
+        prefix => Err(Error::Backend {
+            backend: "heap",
+            message: format!(
+                "a key's prefix names key group {}, but its canonical bytes belong to key \
+                 group {expected} (maximum parallelism {max_parallelism})",
+                prefix.map_or(0, |p| u16::from_be_bytes(*p)),
+            ),
+        }),
     }
 }
 
@@ -610,20 +591,16 @@ fn copy(dst: &mut [u8], src: &[u8]) {
     }
 }
 
-fn group_prefix(group: usize) -> [u8; 2] {
-    // Groups are indexed by a `u16` prefix, so the index fits.
-    u16::try_from(group).unwrap_or(u16::MAX).to_be_bytes()
-}
-
 /// A buffer for full keys of `key_len` bytes (`0`: varying), large enough for the first key: a
 /// visit allocates once, where a buffer grown from empty allocated twice.
 fn key_buffer(key_len: usize) -> Vec<u8> {
     Vec::with_capacity(2 + key_len.max(30))
 }
 
-fn full_key(key: &mut Vec<u8>, prefix: [u8; 2], canonical: &[u8]) {
+/// Writes the backend key of `canonical` (its key-group prefix, then the canonical bytes).
+fn full_key(key: &mut Vec<u8>, max_parallelism: u16, canonical: &[u8]) {
     key.clear();
-    key.extend_from_slice(&prefix);
+    key.extend_from_slice(&key_group(canonical, max_parallelism).to_be_bytes());
     key.extend_from_slice(canonical);
 }
 
@@ -631,8 +608,11 @@ fn full_key(key: &mut Vec<u8>, prefix: [u8; 2], canonical: &[u8]) {
 mod tests {
     use super::*;
 
-    fn key(group: u16, canonical: &[u8]) -> Vec<u8> {
-        let mut k = group.to_be_bytes().to_vec();
+    const MP: u16 = 128;
+
+    /// The backend key of `canonical`, as `Bound::key` builds it.
+    fn key(canonical: &[u8]) -> Vec<u8> {
+        let mut k = key_group(canonical, MP).to_be_bytes().to_vec();
         k.extend_from_slice(canonical);
         k
     }
@@ -650,97 +630,138 @@ mod tests {
 
     #[test]
     fn fixed_rows_move_make_general_ones_without_losing_entries() {
-        let mut t = FlatTable::new(true);
+        let mut t = FlatTable::new(true, MP);
         for i in 0u64..1000 {
-            t.put(&key((i % 7) as u16, &i.to_be_bytes()), &i.to_le_bytes())
-                .unwrap();
+            t.put(&key(&i.to_be_bytes()), &i.to_le_bytes()).unwrap();
         }
         assert!(matches!(t.layout, Layout::Fixed { width: 16, .. }));
         // A longer value: every entry moves to general rows.
-        let five = key(5, &5u64.to_be_bytes());
+        let five = key(&5u64.to_be_bytes());
         t.put(&five, b"a longer value").unwrap();
         assert_eq!(t.layout, Layout::General);
         assert_eq!(t.len(), 1000);
         for i in (0u64..1000).filter(|&i| i != 5) {
-            let got = t.get(&key((i % 7) as u16, &i.to_be_bytes())).unwrap();
+            let got = t.get(&key(&i.to_be_bytes())).unwrap();
             assert_eq!(got, Some(&i.to_le_bytes()[..]));
         }
         assert_eq!(t.get(&five).unwrap(), Some(&b"a longer value"[..]));
         let all = entries(&t);
         assert_eq!(all.len(), 1000);
-        assert!(all.contains(&(key(6, &13u64.to_be_bytes()), 13u64.to_le_bytes().to_vec())));
+        assert!(all.contains(&(key(&13u64.to_be_bytes()), 13u64.to_le_bytes().to_vec())));
+    }
+
+    #[test]
+    fn listed_keys_carry_the_key_group_prefix_they_were_written_with() {
+        for fixed in [true, false] {
+            let mut t = FlatTable::new(fixed, MP);
+            let mut written = Vec::new();
+            for i in 0u64..500 {
+                let k = key(&i.to_be_bytes());
+                t.put(&k, &i.to_le_bytes()).unwrap();
+                written.push((k, i.to_le_bytes().to_vec()));
+            }
+            written.sort();
+            assert_eq!(entries(&t), written);
+            // The groups are spread: the prefix is not the same for every key.
+            let groups: std::collections::HashSet<_> =
+                written.iter().map(|(k, _)| [k[0], k[1]]).collect();
+            assert!(groups.len() > 100, "{} groups", groups.len());
+        }
+    }
+
+    #[test]
+    fn a_key_whose_prefix_is_not_its_group_is_refused_and_stores_nothing() {
+        for fixed in [true, false] {
+            let mut t = FlatTable::new(fixed, MP);
+            let good = key(&7u64.to_be_bytes());
+            t.put(&good, &1u64.to_le_bytes()).unwrap();
+            let mut bad = good.clone();
+            bad[1] = bad[1].wrapping_add(1);
+            let other = key(&8u64.to_be_bytes());
+            let mut bad_new = other.clone();
+            bad_new[1] = bad_new[1].wrapping_add(1);
+            let err = t.put(&bad_new, &2u64.to_le_bytes()).unwrap_err();
+            assert!(err.to_string().contains("key group"), "{err}");
+            assert!(t.merge(&bad_new, b"x").is_err());
+            let mut hint = EntryHint::NONE;
+            assert_eq!(t.get_hinted(&other, &mut hint).unwrap(), None);
+            assert!(t.put_hinted(&bad_new, &2u64.to_le_bytes(), hint).is_err());
+            assert_eq!(t.len(), 1);
+            assert_eq!(t.get(&other).unwrap(), None);
+            assert_eq!(t.get(&good).unwrap(), Some(&1u64.to_le_bytes()[..]));
+            assert_eq!(
+                entries(&t),
+                vec![(good.clone(), 1u64.to_le_bytes().to_vec())]
+            );
+        }
     }
 
     #[test]
     fn a_merge_into_a_fixed_row_grows_the_value() {
-        let mut t = FlatTable::new(true);
-        let k = key(1, b"abcd");
+        let mut t = FlatTable::new(true, MP);
+        let k = key(b"abcd");
         t.merge(&k, b"12").unwrap();
         assert!(matches!(t.layout, Layout::Fixed { .. }));
         t.merge(&k, b"34").unwrap();
-        t.merge(&key(1, b"other"), b"5").unwrap();
+        t.merge(&key(b"other"), b"5").unwrap();
         assert_eq!(t.get(&k).unwrap(), Some(&b"1234"[..]));
-        assert_eq!(t.get(&key(1, b"other")).unwrap(), Some(&b"5"[..]));
+        assert_eq!(t.get(&key(b"other")).unwrap(), Some(&b"5"[..]));
         assert_eq!(t.len(), 2);
     }
 
     #[test]
     fn lists_never_use_fixed_rows_and_emptied_tables_choose_again() {
-        let mut t = FlatTable::new(false);
-        t.put(&key(0, b"k"), b"v").unwrap();
+        let mut t = FlatTable::new(false, MP);
+        t.put(&key(b"k"), b"v").unwrap();
         assert_eq!(t.layout, Layout::General);
-        let mut t = FlatTable::new(true);
+        let mut t = FlatTable::new(true, MP);
         t.put(
-            &key(0, b"k"),
+            &key(b"k"),
             b"a string value longer than sixty-four bytes, so no fixed row fits it",
         )
         .unwrap();
         assert_eq!(t.layout, Layout::General);
-        assert!(t.remove(&key(0, b"k")).unwrap());
-        assert!(!t.remove(&key(0, b"k")).unwrap());
+        assert!(t.remove(&key(b"k")).unwrap());
+        assert!(!t.remove(&key(b"k")).unwrap());
         assert_eq!((t.len(), t.layout), (0, Layout::Open));
-        t.put(&key(0, b"k"), &[1; 20]).unwrap();
+        t.put(&key(b"k"), &[1; 20]).unwrap();
         assert!(matches!(t.layout, Layout::Fixed { width: 24, .. }));
     }
 
     #[test]
     fn a_replace_writes_only_its_own_entry() {
-        let mut t = FlatTable::new(true);
-        let a = key(2, &1u64.to_be_bytes());
+        let mut t = FlatTable::new(true, MP);
+        let a = key(&1u64.to_be_bytes());
         t.put(&a, &1u64.to_le_bytes()).unwrap();
         // The table grows (every row moves) under later inserts.
         for i in 2u64..5000 {
-            t.put(&key(2, &i.to_be_bytes()), &i.to_le_bytes()).unwrap();
+            t.put(&key(&i.to_be_bytes()), &i.to_le_bytes()).unwrap();
         }
-        let b = key(2, &4999u64.to_be_bytes());
+        let b = key(&4999u64.to_be_bytes());
         t.put(&b, &7u64.to_le_bytes()).unwrap();
         assert_eq!(t.get(&a).unwrap(), Some(&1u64.to_le_bytes()[..]));
         assert_eq!(t.get(&b).unwrap(), Some(&7u64.to_le_bytes()[..]));
-        // The same canonical key in another group is another entry.
-        let a3 = key(3, &1u64.to_be_bytes());
-        assert_eq!(t.get(&a3).unwrap(), None);
-        t.put(&a3, &9u64.to_le_bytes()).unwrap();
-        t.put(&a3, &10u64.to_le_bytes()).unwrap();
+        // A hint taken for one key does not reach it from another.
+        let mut hint = EntryHint::NONE;
+        assert!(t.get_hinted(&a, &mut hint).unwrap().is_some());
+        t.put_hinted(&b, &8u64.to_le_bytes(), hint).unwrap();
         assert_eq!(t.get(&a).unwrap(), Some(&1u64.to_le_bytes()[..]));
-        assert_eq!(t.get(&a3).unwrap(), Some(&10u64.to_le_bytes()[..]));
-        assert_eq!(t.len(), 5000);
+        assert_eq!(t.get(&b).unwrap(), Some(&8u64.to_le_bytes()[..]));
+        assert_eq!(t.len(), 4999);
     }
 
     #[test]
     fn visit_some_sees_every_entry_in_a_pass() {
         for fixed in [true, false] {
-            let mut t = FlatTable::new(fixed);
+            let mut t = FlatTable::new(fixed, MP);
             for i in 0u64..3000 {
-                t.put(
-                    &key((i % 13) as u16 * 5, &i.to_be_bytes()),
-                    &i.to_le_bytes(),
-                )
-                .unwrap();
+                t.put(&key(&i.to_be_bytes()), &i.to_le_bytes()).unwrap();
             }
             let mut seen = std::collections::HashSet::new();
             let mut cursor = 0;
             for _ in 0..10_000 {
                 t.visit_some(&mut cursor, 7, |k, _| {
+                    assert_eq!(k, key(&k[2..]), "listed with its prefix");
                     seen.insert(k.to_vec());
                     Ok(())
                 })
@@ -755,7 +776,7 @@ mod tests {
 
     #[test]
     fn a_key_without_a_group_prefix_is_an_error() {
-        let mut t = FlatTable::new(true);
+        let mut t = FlatTable::new(true, MP);
         assert!(t.put(&[1], b"v").is_err());
         assert!(t.get(&[]).is_err());
         assert!(t.merge(&[7], b"v").is_err());

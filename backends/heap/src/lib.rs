@@ -1,9 +1,9 @@
 //! The heap backend: statewright's embedded default.
 //!
 //! State lives in the process's memory. A value, list, reducing or aggregating state keeps one
-//! hash table per key group, as Flink's heap backend does; when every key and value of the state
-//! has one length (a `u64` key and an `i64` value), the rows hold them inline, so a lookup
-//! reads one row in place instead of following pointers. Map states keep one sorted map per key
+//! hash table, keyed by the canonical key (the key-group prefix follows from it); when every
+//! key and value of the state has one length (a `u64` key and an `i64` value), the rows hold
+//! them inline, so a lookup reads one row in place instead of following pointers. Map states keep one sorted map per key
 //! so that iteration is in key order and a put touches one entry. Nothing is written to disk
 //! except through snapshots and checkpoints. Reads return slices of the stored bytes, so values
 //! are read in place.
@@ -35,7 +35,7 @@ use flat::FlatTable;
 use statewright_core::backend::{
     Change, ChangeVisitor, EntryHint, EntryIter, EntryVisitor, StateBackend, StateId,
 };
-use statewright_core::{Error, Result, StateDescriptor, StateKind};
+use statewright_core::{Error, OperatorDescriptor, Result, StateDescriptor, StateKind};
 
 type Hasher = foldhash::fast::RandomState;
 /// The entries of one key of a map state, sorted by user key.
@@ -258,11 +258,15 @@ impl StateBackend for HeapBackend {
         "heap"
     }
 
-    fn register(&mut self, operator: &str, state: &StateDescriptor) -> Result<StateId> {
+    fn register(
+        &mut self,
+        operator: &OperatorDescriptor,
+        state: &StateDescriptor,
+    ) -> Result<StateId> {
         if let Some(i) = self
             .columns
             .iter()
-            .position(|r| r.operator == operator && r.state == state.name)
+            .position(|r| r.operator == operator.name && r.state == state.name)
         {
             return Ok(StateId(i as u32));
         }
@@ -274,11 +278,14 @@ impl StateBackend for HeapBackend {
             Column::Nested(IndexMap::default())
         } else {
             // A list's value grows with every merge, so its rows are never fixed.
-            Column::Flat(FlatTable::new(state.kind != StateKind::List))
+            Column::Flat(FlatTable::new(
+                state.kind != StateKind::List,
+                operator.max_parallelism,
+            ))
         };
         let changes = self.tracking.then(|| Changes::new(&column));
         self.columns.push(Registered {
-            operator: operator.to_owned(),
+            operator: operator.name.to_owned(),
             state: state.name,
             column,
             changes,
@@ -534,7 +541,7 @@ mod tests {
     #[test]
     fn a_hinted_write_is_tracked_for_incremental_snapshots() {
         let mut b = HeapBackend::new();
-        let state = b.register(OPERATOR.name, &VALUE).unwrap();
+        let state = b.register(&OPERATOR, &VALUE).unwrap();
         let (k, other) = (key(&1u64.to_be_bytes()), key(&2u64.to_be_bytes()));
         b.put(state, &k, &[], &1u64.to_le_bytes()).unwrap();
         b.put(state, &other, &[], &1u64.to_le_bytes()).unwrap();
@@ -557,7 +564,7 @@ mod tests {
     #[test]
     fn a_read_through_the_ttl_wrapper_leaves_the_heaps_hint_for_the_write() {
         let mut b = statewright_core::ttl::TtlBackend::new(HeapBackend::new());
-        let state = b.register(OPERATOR.name, &TTL_VALUE).unwrap();
+        let state = b.register(&OPERATOR, &TTL_VALUE).unwrap();
         let (k, other) = (key(&1u64.to_be_bytes()), key(&2u64.to_be_bytes()));
         b.put(state, &k, &[], &1u64.to_le_bytes()).unwrap();
         b.put(state, &other, &[], &7u64.to_le_bytes()).unwrap();

@@ -51,7 +51,7 @@ use statewright_core::backend::{
 };
 use statewright_core::checkpoint::validate_name;
 use statewright_core::ttl::ExpiryFilter;
-use statewright_core::{Error, Result, StateDescriptor};
+use statewright_core::{Error, OperatorDescriptor, Result, StateDescriptor};
 
 pub use native::{MigrationProgress, restore_native, restore_native_with_progress};
 pub use options::{Compression, RocksDbOptions};
@@ -509,10 +509,14 @@ impl StateBackend for RocksDbBackend {
         "rocksdb"
     }
 
-    fn register(&mut self, operator: &str, state: &StateDescriptor) -> Result<StateId> {
-        validate_name("operator", operator)?;
+    fn register(
+        &mut self,
+        operator: &OperatorDescriptor,
+        state: &StateDescriptor,
+    ) -> Result<StateId> {
+        validate_name("operator", operator.name)?;
         validate_name("state", state.name)?;
-        let name = format!("{operator}.{}", state.name);
+        let name = format!("{}.{}", operator.name, state.name);
         if let Some(i) = self.columns.iter().position(|c| c.name == name) {
             return Ok(StateId(i as u32));
         }
