@@ -123,11 +123,17 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 /// The table hash of a canonical key. An 8-byte key (`u64`, `i64`, ...) is hashed as one word,
 /// without the length dispatch of a byte-string hash; every hash of a table goes through here,
 /// so the two forms never meet in one lookup.
+///
+/// The word is read big-endian, as the integer the canonical bytes encode, so that it is hashed
+/// as a `HashMap<u64, _>` hashes its keys. Integer keys vary most in their last canonical
+/// bytes; read little-endian, those land in the word's high bits, which foldhash's one
+/// multiply spreads poorly into the low bits that pick a bucket: with keys 0 to 99,999 a lookup
+/// probed 2.1 bucket groups on average instead of 1.0.
 #[inline]
 fn hash(hasher: &Hasher, canonical: &[u8]) -> u64 {
     let mut h = hasher.build_hasher();
     match canonical.first_chunk::<8>() {
-        Some(word) if canonical.len() == 8 => h.write_u64(u64::from_ne_bytes(*word)),
+        Some(word) if canonical.len() == 8 => h.write_u64(u64::from_be_bytes(*word)),
         _ => h.write(canonical),
     }
     h.finish()
