@@ -30,8 +30,9 @@ SNAP_K = 100_000 if QUICK else 1_000_000
 ROUNDS = 1 if QUICK else 3
 # The heap target's two runs take some 50 ms each, so a neighbour on this shared machine moves
 # one of them by a factor of two: the pair runs this many more times, one process each, and the
-# target is the median of the per-process ratios.
-PAIRS = 1 if QUICK else 9
+# target is the median of the per-process ratios. Fifteen processes (about a minute) keep one
+# busy stretch of the machine from deciding the median.
+PAIRS = 1 if QUICK else 15
 COMMANDS = []
 
 

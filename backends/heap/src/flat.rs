@@ -8,7 +8,7 @@
 //! per key group, means a lookup does not wait for the key-group hash before it can start: the
 //! group selected the table, so every read waited for XXH3 and then for the group's table
 //! header, where now the probe starts from the canonical key's own hash (measured in
-//! `bench/ANALYSIS.md`: a read-modify-write on 128 group tables took 36 ns against 25 ns on one
+//! `bench/ANALYSIS.md`: a read-modify-write on 128 group tables took 38 ns against 24 ns on one
 //! table, with the same rows).
 //!
 //! When every key and every value of a state has one length (a `u64` key and an `i64` value:
