@@ -3,13 +3,13 @@
 //!
 //! A state keeps one hash table of its entries, keyed by the canonical key alone. The key-group
 //! prefix of a key needs no storage: it is the key group of the canonical key under the
-//! operator's maximum parallelism (as [`Bound::key`] builds it), checked when an entry is
-//! created and computed again when entries are listed. Keeping one table, where Flink keeps one
-//! per key group, means a lookup does not wait for the key-group hash before it can start: the
-//! group selected the table, so every read waited for XXH3 and then for the group's table
-//! header, where now the probe starts from the canonical key's own hash (measured in
-//! `bench/ANALYSIS.md`: a read-modify-write on 128 group tables took 38 ns against 24 ns on one
-//! table, with the same rows).
+//! operator's maximum parallelism (as [`Bound::key`] builds it), checked where an entry is
+//! created, merged or removed and computed again when entries are listed. Keeping one table,
+//! where Flink keeps one per key group, means a lookup does not wait for the key-group hash
+//! before it can start: the group selected the table, so every read waited for XXH3 and then
+//! for the group's table header, where now the probe starts from the canonical key's own hash
+//! (measured in `bench/ANALYSIS.md`: a read-modify-write on 128 group tables took 38 ns against
+//! 24 ns on one table, with the same rows).
 //!
 //! When every key and every value of a state has one length (a `u64` key and an `i64` value:
 //! 8 + 8 bytes), the table holds them inline as rows of 16 to 64 bytes, so a lookup reads one
@@ -382,29 +382,58 @@ impl FlatTable {
     /// Every other write: a new key, a first entry, a key or value of another length.
     #[inline(never)]
     fn insert(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
-        let canonical = canonical(key)?;
+        // Checked before the layout may change, so a refused key changes nothing.
+        let canonical = self.checked(key)?;
         self.prepare(canonical.len(), value.len());
-        let (hasher, mp) = (&self.hasher, self.max_parallelism);
+        let hasher = &self.hasher;
         with_rows!(&mut self.rows,
-            t => put_fixed(t, hasher, (key, canonical, mp), value),
+            t => put_fixed(t, hasher, canonical, value),
             g => match g.entry(hash(hasher, canonical), |(k, _)| same(k, canonical), |(k, _)| hash(hasher, k)) {
                 Entry::Occupied(mut e) => {
                     let slot = &mut e.get_mut().1;
                     slot.clear();
                     slot.extend_from_slice(value);
-                    Ok(())
                 }
                 Entry::Vacant(e) => {
-                    check_group(key, canonical, mp)?;
                     e.insert((canonical.into(), value.to_vec()));
-                    Ok(())
                 }
             },
-        )
+        );
+        Ok(())
+    }
+
+    /// The canonical key of `key`, when its prefix is the key group of its canonical bytes.
+    ///
+    /// The table stores no prefix, so every entry's group must follow from its canonical key:
+    /// a key with another prefix is refused wherever an entry is created, merged or removed
+    /// (and, by the backend, where a change is recorded for an incremental checkpoint). Reads
+    /// and in-place replacements, the per-record path, do not hash the key a second time: with
+    /// such a key they reach the entry of its canonical bytes.
+    pub(crate) fn checked<'k>(&self, key: &'k [u8]) -> Result<&'k [u8]> {
+        let canonical = canonical(key)?;
+        let expected = key_group(canonical, self.max_parallelism);
+        match key.first_chunk::<2>() {
+            Some(prefix) if *prefix == expected.to_be_bytes() => Ok(canonical),
+            prefix => Err(Error::Backend {
+                backend: "heap",
+                message: format!(
+                    "a key's prefix names key group {}, but its canonical bytes belong to key \
+                     group {expected} (maximum parallelism {})",
+                    prefix.map_or(0, |p| u16::from_be_bytes(*p)),
+                    self.max_parallelism
+                ),
+            }),
+        }
+    }
+
+    /// The operator's maximum parallelism the table computes key groups with.
+    pub(crate) fn max_parallelism(&self) -> u16 {
+        self.max_parallelism
     }
 
     /// Appends `operand` to the value (or stores it when absent).
     pub(crate) fn merge(&mut self, key: &[u8], operand: &[u8]) -> Result<()> {
+        let canonical = self.checked(key)?;
         if self.layout != Layout::General {
             if self.get(key)?.is_none() {
                 return self.put(key, operand);
@@ -412,8 +441,7 @@ impl FlatTable {
             // The value grows, so it no longer has the column's fixed length.
             self.make_general();
         }
-        let canonical = canonical(key)?;
-        let (hasher, mp) = (&self.hasher, self.max_parallelism);
+        let hasher = &self.hasher;
         let h = hash(hasher, canonical);
         let Rows::General(g) = &mut self.rows else {
             return Err(Error::Backend {
@@ -424,7 +452,6 @@ impl FlatTable {
         match g.entry(h, |(k, _)| same(k, canonical), |(k, _)| hash(hasher, k)) {
             Entry::Occupied(mut e) => e.get_mut().1.extend_from_slice(operand),
             Entry::Vacant(e) => {
-                check_group(key, canonical, mp)?;
                 e.insert((canonical.into(), operand.to_vec()));
             }
         }
@@ -433,7 +460,7 @@ impl FlatTable {
 
     /// Removes the entry; whether there was one.
     pub(crate) fn remove(&mut self, key: &[u8]) -> Result<bool> {
-        let canonical = canonical(key)?;
+        let canonical = self.checked(key)?;
         let h = hash(&self.hasher, canonical);
         let (kl, _) = self.layout.lens();
         let removed = with_rows!(&mut self.rows,
@@ -515,16 +542,11 @@ impl FlatTable {
     }
 }
 
-/// Stores `value` under the canonical key of `key` (`(key, canonical, max_parallelism)`) in
-/// fixed rows. Reached after [`FlatTable::replace_fixed`] missed, so the key is usually absent:
-/// one probe finds the slot either way (`entry`), instead of a lookup and then an insert.
+/// Stores `value` under `canonical` in fixed rows. Reached after [`FlatTable::replace_fixed`]
+/// missed, so the key is usually absent: one probe finds the slot either way (`entry`),
+/// instead of a lookup and then an insert.
 #[inline]
-fn put_fixed<R: Row>(
-    t: &mut HashTable<R>,
-    hasher: &Hasher,
-    (key, canonical, max_parallelism): (&[u8], &[u8], u16),
-    value: &[u8],
-) -> Result<()> {
+fn put_fixed<R: Row>(t: &mut HashTable<R>, hasher: &Hasher, canonical: &[u8], value: &[u8]) {
     let kl = canonical.len();
     let h = hash(hasher, canonical);
     match t.entry(
@@ -534,31 +556,11 @@ fn put_fixed<R: Row>(
     ) {
         Entry::Occupied(mut e) => copy(&mut e.get_mut().as_mut()[kl..], value),
         Entry::Vacant(e) => {
-            check_group(key, canonical, max_parallelism)?;
             let mut r = R::zeroed();
             copy(&mut r.as_mut()[..], canonical);
             copy(&mut r.as_mut()[kl..], value);
             e.insert(r);
         }
-    }
-    Ok(())
-}
-
-/// Checks, where an entry is created, that the prefix of `key` is the key group of its
-/// `canonical` bytes: the table stores no prefix, so every stored entry's group must follow
-/// from its canonical key.
-fn check_group(key: &[u8], canonical: &[u8], max_parallelism: u16) -> Result<()> {
-    let expected = key_group(canonical, max_parallelism);
-    match key.first_chunk::<2>() {
-        Some(prefix) if *prefix == expected.to_be_bytes() => Ok(()),
-        prefix => Err(Error::Backend {
-            backend: "heap",
-            message: format!(
-                "a key's prefix names key group {}, but its canonical bytes belong to key \
-                 group {expected} (maximum parallelism {max_parallelism})",
-                prefix.map_or(0, |p| u16::from_be_bytes(*p)),
-            ),
-        }),
     }
 }
 
@@ -677,28 +679,42 @@ mod tests {
 
     #[test]
     fn a_key_whose_prefix_is_not_its_group_is_refused_and_stores_nothing() {
+        /// `key` with a prefix naming another key group.
+        fn misplaced(key: &[u8]) -> Vec<u8> {
+            let mut k = key.to_vec();
+            k[1] = k[1].wrapping_add(1);
+            k
+        }
         for fixed in [true, false] {
+            // On an empty table a refused key does not choose the layout.
             let mut t = FlatTable::new(fixed, MP);
+            assert!(t.put(&misplaced(&key(b"k")), &[1; 8]).is_err());
+            assert_eq!((t.len(), t.layout), (0, Layout::Open));
+
             let good = key(&7u64.to_be_bytes());
             t.put(&good, &1u64.to_le_bytes()).unwrap();
-            let mut bad = good.clone();
-            bad[1] = bad[1].wrapping_add(1);
+            let layout = t.layout;
+            // A new key, by put, hinted put and merge.
             let other = key(&8u64.to_be_bytes());
-            let mut bad_new = other.clone();
-            bad_new[1] = bad_new[1].wrapping_add(1);
-            let err = t.put(&bad_new, &2u64.to_le_bytes()).unwrap_err();
+            let err = t.put(&misplaced(&other), &2u64.to_le_bytes()).unwrap_err();
             assert!(err.to_string().contains("key group"), "{err}");
-            assert!(t.merge(&bad_new, b"x").is_err());
             let mut hint = EntryHint::NONE;
             assert_eq!(t.get_hinted(&other, &mut hint).unwrap(), None);
-            assert!(t.put_hinted(&bad_new, &2u64.to_le_bytes(), hint).is_err());
-            assert_eq!(t.len(), 1);
-            assert_eq!(t.get(&other).unwrap(), None);
-            assert_eq!(t.get(&good).unwrap(), Some(&1u64.to_le_bytes()[..]));
-            assert_eq!(
-                entries(&t),
-                vec![(good.clone(), 1u64.to_le_bytes().to_vec())]
+            assert!(
+                t.put_hinted(&misplaced(&other), &2u64.to_le_bytes(), hint)
+                    .is_err()
             );
+            assert!(t.merge(&misplaced(&other), b"x").is_err());
+            // A key of another length, which would move fixed rows to general ones.
+            assert!(t.put(&misplaced(&key(b"long key")), b"v").is_err());
+            // The stored key, by merge and remove.
+            assert!(t.merge(&misplaced(&good), b"x").is_err());
+            assert!(t.remove(&misplaced(&good)).is_err());
+
+            assert_eq!(t.layout, layout);
+            assert_eq!(t.len(), 1);
+            assert_eq!(t.get(&good).unwrap(), Some(&1u64.to_le_bytes()[..]));
+            assert_eq!(entries(&t), vec![(good, 1u64.to_le_bytes().to_vec())]);
         }
     }
 

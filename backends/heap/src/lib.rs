@@ -122,8 +122,13 @@ impl Registered {
     /// without user keys is refused first, so nothing is recorded for it).
     fn record(&mut self, state: StateId, key: &[u8], user_key: &[u8]) -> Result<()> {
         if let Some(changes) = &mut self.changes {
-            if matches!(self.column, Column::Flat(_)) && !user_key.is_empty() {
-                return Err(user_key_on_flat(state));
+            if let Column::Flat(t) = &self.column {
+                if !user_key.is_empty() {
+                    return Err(user_key_on_flat(state));
+                }
+                // A change recorded under a key the table refuses would reach the next
+                // incremental checkpoint under the wrong key group.
+                t.checked(key)?;
             }
             changes.entry(key, user_key);
         }
@@ -263,11 +268,26 @@ impl StateBackend for HeapBackend {
         operator: &OperatorDescriptor,
         state: &StateDescriptor,
     ) -> Result<StateId> {
-        if let Some(i) = self
+        if let Some((i, r)) = self
             .columns
             .iter()
-            .position(|r| r.operator == operator.name && r.state == state.name)
+            .enumerate()
+            .find(|(_, r)| r.operator == operator.name && r.state == state.name)
         {
+            if let Column::Flat(t) = &r.column
+                && t.max_parallelism() != operator.max_parallelism
+            {
+                return Err(Error::Backend {
+                    backend: "heap",
+                    message: format!(
+                        "state `{}.{}` was registered with maximum parallelism {}, not {}",
+                        operator.name,
+                        state.name,
+                        t.max_parallelism(),
+                        operator.max_parallelism
+                    ),
+                });
+            }
             return Ok(StateId(i as u32));
         }
         let id = u32::try_from(self.columns.len()).map_err(|_| Error::Backend {
@@ -402,6 +422,9 @@ impl StateBackend for HeapBackend {
     fn delete_key(&mut self, state: StateId, key: &[u8]) -> Result<()> {
         let r = self.registered_mut(state)?;
         if let Some(changes) = &mut r.changes {
+            if let Column::Flat(t) = &r.column {
+                t.checked(key)?;
+            }
             changes.whole_key(key);
         }
         match &mut r.column {
@@ -559,6 +582,32 @@ mod tests {
         .unwrap();
         let put = format!("{:?}", Change::Put(&2u64.to_le_bytes()));
         assert_eq!(changed, vec![(k, put)]);
+    }
+
+    #[test]
+    fn a_key_the_table_refuses_records_no_change() {
+        let mut b = HeapBackend::new();
+        let state = b.register(&OPERATOR, &VALUE).unwrap();
+        assert!(b.track_changes(true));
+        let mut k = key(&1u64.to_be_bytes());
+        k[1] = k[1].wrapping_add(1);
+        assert!(b.put(state, &k, &[], &1u64.to_le_bytes()).is_err());
+        assert!(b.delete(state, &k, &[]).is_err());
+        assert!(b.delete_key(state, &k).is_err());
+        assert_eq!((b.tracked_changes(), b.entries()), (0, 0));
+    }
+
+    #[test]
+    fn a_state_registered_again_with_another_maximum_parallelism_is_an_error() {
+        let mut b = HeapBackend::new();
+        let state = b.register(&OPERATOR, &VALUE).unwrap();
+        assert_eq!(b.register(&OPERATOR, &VALUE).unwrap(), state);
+        let wider = OperatorDescriptor {
+            max_parallelism: OPERATOR.max_parallelism * 2,
+            ..OPERATOR
+        };
+        let err = b.register(&wider, &VALUE).unwrap_err();
+        assert!(err.to_string().contains("maximum parallelism"), "{err}");
     }
 
     #[test]
