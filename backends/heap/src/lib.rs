@@ -4,9 +4,9 @@
 //! hash table, keyed by the canonical key (the key-group prefix follows from it); when every
 //! key and value of the state has one length (a `u64` key and an `i64` value), the rows hold
 //! them inline, so a lookup reads one row in place instead of following pointers. Map states
-//! keep one sorted map per key so that iteration is in key order and a put touches one entry. Nothing is written to disk
-//! except through snapshots and checkpoints. Reads return slices of the stored bytes, so values
-//! are read in place.
+//! keep one sorted map per key so that iteration is in key order and a put touches one entry.
+//! Nothing is written to disk except through snapshots and checkpoints. Reads return slices of
+//! the stored bytes, so values are read in place.
 //!
 //! # Examples
 //!
