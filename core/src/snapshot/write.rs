@@ -86,11 +86,8 @@ fn head_of(key: &[u8]) -> (u64, u64) {
     for (h, k) in head.iter_mut().zip(key) {
         *h = *k;
     }
-    let (hi, lo) = head.split_at(8);
-    (
-        u64::from_be_bytes(hi.try_into().unwrap_or_default()),
-        u64::from_be_bytes(lo.try_into().unwrap_or_default()),
-    )
+    let head = u128::from_be_bytes(head);
+    ((head >> 64) as u64, head as u64)
 }
 
 impl Entry {
