@@ -1,5 +1,8 @@
 //! `#[derive(StateKey)]`: the fields in declaration order (enums: the variant index first), so
 //! that byte order matches the order `#[derive(PartialOrd)]` gives.
+//!
+//! Every binding the generated code introduces starts with `__sw_`, so that no name of the
+//! user's (a field named `out` or `input`, a constant, a unit struct) collides with it.
 
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
@@ -33,7 +36,7 @@ pub fn expand(cx: &Ctxt, input: &DeriveInput) -> TokenStream {
                 let vi = &v.ident;
                 let (pat, enc, dec) = fields(&v.fields);
                 enc_arms.push(quote!(#ident::#vi #pat => {
-                    ::statewright::EncodeKey::encode_key(&#index, out);
+                    ::statewright::EncodeKey::encode_key(&#index, __sw_out);
                     #(#enc)*
                 }));
                 dec_arms.push(quote!(#index => ::core::result::Result::Ok(#ident::#vi #dec),));
@@ -41,9 +44,9 @@ pub fn expand(cx: &Ctxt, input: &DeriveInput) -> TokenStream {
             let name = ident.to_string();
             (
                 quote!(match self { #(#enc_arms)* }),
-                quote!(match <u32 as ::statewright::StateKey>::decode_key(input)? {
+                quote!(match <u32 as ::statewright::StateKey>::decode_key(__sw_input)? {
                     #(#dec_arms)*
-                    tag => ::core::result::Result::Err(::statewright::KeyError::InvalidTag { type_name: #name, tag }),
+                    __sw_tag => ::core::result::Result::Err(::statewright::KeyError::InvalidTag { type_name: #name, tag: __sw_tag }),
                 }),
             )
         }
@@ -61,13 +64,13 @@ pub fn expand(cx: &Ctxt, input: &DeriveInput) -> TokenStream {
             #schema
             #[automatically_derived]
             impl #impl_generics ::statewright::EncodeKey for #ident #ty_generics #where_clause {
-                fn encode_key(&self, out: &mut ::std::vec::Vec<u8>) {
+                fn encode_key(&self, __sw_out: &mut ::std::vec::Vec<u8>) {
                     #encode
                 }
             }
             #[automatically_derived]
             impl #impl_generics ::statewright::StateKey for #ident #ty_generics #where_clause {
-                fn decode_key(input: &mut &[u8]) -> ::core::result::Result<Self, ::statewright::KeyError> {
+                fn decode_key(__sw_input: &mut &[u8]) -> ::core::result::Result<Self, ::statewright::KeyError> {
                     #decode
                 }
             }
@@ -76,34 +79,37 @@ pub fn expand(cx: &Ctxt, input: &DeriveInput) -> TokenStream {
 }
 
 /// The destructuring pattern, the encode statements and the decode constructor of some fields.
+/// Fields are bound as `__sw_f0`, `__sw_f1`, ..., whatever their names.
 fn fields(fields: &Fields) -> (TokenStream, Vec<TokenStream>, TokenStream) {
+    let bindings = |n: usize| -> Vec<_> { (0..n).map(|i| format_ident!("__sw_f{}", i)).collect() };
+    let encode = |bindings: &[syn::Ident]| {
+        bindings
+            .iter()
+            .map(|b| quote!(::statewright::EncodeKey::encode_key(#b, __sw_out);))
+            .collect()
+    };
     match fields {
         Fields::Named(named) => {
-            let names: Vec<_> = named.named.iter().filter_map(|f| f.ident.clone()).collect();
-            let tys: Vec<_> = named.named.iter().map(|f| &f.ty).collect();
-            let enc = names
+            let names: Vec<_> = named
+                .named
                 .iter()
-                .map(|n| quote!(::statewright::EncodeKey::encode_key(#n, out);))
+                .filter_map(|f| f.ident.as_ref())
                 .collect();
+            let tys: Vec<_> = named.named.iter().map(|f| &f.ty).collect();
+            let bound = bindings(names.len());
             (
-                quote!({ #(#names),* }),
-                enc,
-                quote!({ #(#names: <#tys as ::statewright::StateKey>::decode_key(input)?),* }),
+                quote!({ #(#names: #bound),* }),
+                encode(&bound),
+                quote!({ #(#names: <#tys as ::statewright::StateKey>::decode_key(__sw_input)?),* }),
             )
         }
         Fields::Unnamed(unnamed) => {
-            let names: Vec<_> = (0..unnamed.unnamed.len())
-                .map(|i| format_ident!("__f{}", i))
-                .collect();
             let tys: Vec<_> = unnamed.unnamed.iter().map(|f| &f.ty).collect();
-            let enc = names
-                .iter()
-                .map(|n| quote!(::statewright::EncodeKey::encode_key(#n, out);))
-                .collect();
+            let bound = bindings(tys.len());
             (
-                quote!(( #(#names),* )),
-                enc,
-                quote!(( #(<#tys as ::statewright::StateKey>::decode_key(input)?),* )),
+                quote!(( #(#bound),* )),
+                encode(&bound),
+                quote!(( #(<#tys as ::statewright::StateKey>::decode_key(__sw_input)?),* )),
             )
         }
         Fields::Unit => (TokenStream::new(), Vec::new(), TokenStream::new()),

@@ -1,5 +1,6 @@
 //! `#[derive(StatefulOperator)]`: descriptors, registration, the key-scoped view and its
-//! accessors.
+//! accessors. Every binding the generated code introduces starts with `__sw_`, so that no name
+//! of the user's (a field, a constant, a unit struct) collides with it.
 
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
@@ -139,26 +140,26 @@ pub fn expand(op: &Operator<'_>) -> TokenStream {
                 #operator_state_fns
 
                 fn __register<__SwB: ::statewright::StateBackend + ?::core::marker::Sized>(
-                    backend: &mut __SwB,
+                    __sw_backend: &mut __SwB,
                 ) -> ::statewright::Result<Self::Columns> {
                     ::statewright::__private::register_all(
-                        backend,
+                        __sw_backend,
                         &<Self as ::statewright::StatefulOperator>::DESCRIPTOR,
                     )
                 }
 
                 fn __keyed<'__sw, __SwB: ::statewright::StateBackend + ?::core::marker::Sized>(
-                    op: &'__sw Self,
-                    columns: &'__sw Self::Columns,
-                    ctx: ::statewright::__private::KeyContext<'__sw, __SwB>,
+                    __sw_op: &'__sw Self,
+                    __sw_columns: &'__sw Self::Columns,
+                    __sw_ctx: ::statewright::__private::KeyContext<'__sw, __SwB>,
                 ) -> Self::Keyed<'__sw, __SwB> {
                     // State fields are declarations, used through this view; reading them here
                     // keeps the compiler from calling them unused.
-                    let _ = (#(&op.#field_idents,)*);
+                    let _ = (#(&__sw_op.#field_idents,)*);
                     #keyed {
-                        __ctx: ctx,
-                        __columns: columns,
-                        __op: op,
+                        __ctx: __sw_ctx,
+                        __columns: __sw_columns,
+                        __op: __sw_op,
                     }
                 }
             }
@@ -368,7 +369,7 @@ fn migrations(s: &StateField<'_>, current: &TokenStream) -> Vec<TokenStream> {
             let type_name = type_string(&quote!(#old));
             let conversions = steps[i + 1..].iter().map(|next| {
                 let t = &next.ty;
-                quote!(let v: #t = ::core::convert::From::from(v);)
+                quote!(let __sw_v: #t = ::core::convert::From::from(__sw_v);)
             });
             quote! {
                 ::statewright::Migration {
@@ -376,11 +377,11 @@ fn migrations(s: &StateField<'_>, current: &TokenStream) -> Vec<TokenStream> {
                     type_name: #type_name,
                     schema: <#old as ::statewright::StateSchema>::SCHEMA,
                     fingerprint: <#old as ::statewright::StateSchema>::FINGERPRINT,
-                    migrate: |bytes: &[u8], out: &mut ::std::vec::Vec<u8>| -> ::core::result::Result<(), ::statewright::CodecError> {
-                        let v: #old = ::statewright::__private::decode::<#old>(bytes)?;
+                    migrate: |__sw_bytes: &[u8], __sw_out: &mut ::std::vec::Vec<u8>| -> ::core::result::Result<(), ::statewright::CodecError> {
+                        let __sw_v: #old = ::statewright::__private::decode::<#old>(__sw_bytes)?;
                         #(#conversions)*
-                        let v: #current = ::core::convert::From::from(v);
-                        ::statewright::__private::encode_into::<#current>(&v, out)
+                        let __sw_v: #current = ::core::convert::From::from(__sw_v);
+                        ::statewright::__private::encode_into::<#current>(&__sw_v, __sw_out)
                     },
                 }
             }
@@ -437,19 +438,19 @@ fn accessor(index: usize, s: &StateField<'_>) -> TokenStream {
                     quote_spanned!(i.span()=> ::statewright::__private::reduce::#i::<#t>)
                 }
                 Some(Reduce::Function(p)) => quote!(#p),
-                None => quote!(|a: &#t, _: &#t| -> #t { ::core::clone::Clone::clone(a) }),
+                None => quote!(|__sw_a: &#t, _: &#t| -> #t { ::core::clone::Clone::clone(__sw_a) }),
             };
             let span = s
                 .attrs
                 .reduce
                 .as_ref()
                 .map_or_else(|| t.span(), Spanned::span);
-            let coerce = quote_spanned!(span=> let reduce: fn(&#t, &#t) -> #t = #f;);
+            let coerce = quote_spanned!(span=> let __sw_reduce: fn(&#t, &#t) -> #t = #f;);
             (
                 quote!(::statewright::__private::ReducingView<'_, #t, __SwB>),
                 quote!({
                     #coerce
-                    ::statewright::__private::ReducingView::new(#ctx, #slot, reduce)
+                    ::statewright::__private::ReducingView::new(#ctx, #slot, __sw_reduce)
                 }),
             )
         }
