@@ -71,6 +71,28 @@ pub mod __private {
     pub use rkyv;
     pub use rkyv::bytecheck;
 
+    /// Stands for the aggregate of an `AggregatingState` declared without
+    /// `#[state(aggregate = ...)]`, in the stub that `#[derive(StatefulOperator)]` emits with
+    /// that error, so that uses of the state report nothing more. No program that compiles
+    /// uses it.
+    pub struct MissingAggregate<In, Out>(core::marker::PhantomData<fn(&In) -> Out>);
+
+    impl<In, Out> crate::Aggregate for MissingAggregate<In, Out> {
+        type In = In;
+        type Acc = ();
+        type Out = Out;
+
+        fn create() {}
+
+        fn add(_: &mut (), _: &In) {}
+
+        fn result(_: &()) -> Out {
+            unreachable!("`MissingAggregate` is only named by code that does not compile")
+        }
+
+        fn merge(_: &mut (), (): ()) {}
+    }
+
     /// Registers every state of an operator, in declaration order.
     ///
     /// # Errors

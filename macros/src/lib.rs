@@ -3,7 +3,9 @@
 //!
 //! Each entry point parses its input into a typed model ([`model`]), reports every mistake at
 //! once under the user's tokens ([`ctxt`], [`check`]), and generates code from the model only
-//! ([`codegen`]).
+//! ([`codegen`]). With the errors of a mistaken input, a derive also emits a stub impl of its
+//! trait (as thiserror and clap do), so that uses of the type report nothing more: one mistake,
+//! one message.
 
 mod attr;
 mod check;
@@ -23,9 +25,7 @@ use syn::{DeriveInput, parse_macro_input};
 #[proc_macro_derive(StatefulOperator, attributes(operator, state))]
 pub fn derive_stateful_operator(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
-    expand_operator(&input)
-        .unwrap_or_else(syn::Error::into_compile_error)
-        .into()
+    expand_operator(&input).into()
 }
 
 /// Derives `statewright::StateKey` (canonical, order-preserving key encoding).
@@ -36,7 +36,7 @@ pub fn derive_state_key(input: TokenStream) -> TokenStream {
     let out = codegen::key::expand(&cx, &input);
     match cx.check() {
         Ok(()) => out.into(),
-        Err(e) => e.into_compile_error().into(),
+        Err(e) => codegen::key::stub(&input, &e).into(),
     }
 }
 
@@ -48,10 +48,15 @@ pub fn derive_state_schema(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
     let cx = ctxt::Ctxt::new();
     let out = codegen::schema::expand(&cx, &input);
-    match cx.check() {
-        Ok(()) => quote::quote!(const _: () = { #out };).into(),
-        Err(e) => e.into_compile_error().into(),
-    }
+    let out = match cx.check() {
+        Ok(()) => out,
+        Err(e) => {
+            let errors = e.into_compile_error();
+            let stub = codegen::schema::stub(&input);
+            quote::quote!(#errors #stub)
+        }
+    };
+    quote::quote!(const _: () = { #out };).into()
 }
 
 /// Makes a struct or enum storable as state: adds the rkyv derives (through statewright's
@@ -68,15 +73,19 @@ pub fn value(args: TokenStream, input: TokenStream) -> TokenStream {
     codegen::value::expand(&input).into()
 }
 
-fn expand_operator(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
+/// The operator's impl, or its errors with a stub impl.
+fn expand_operator(input: &DeriveInput) -> proc_macro2::TokenStream {
     let cx = ctxt::Ctxt::new();
-    let Some(model) = model::operator(&cx, input) else {
-        cx.check()?;
-        return Ok(proc_macro2::TokenStream::new());
-    };
-    check::check(&cx, &model);
-    cx.check()?;
-    Ok(codegen::operator::expand(&model))
+    let model = model::operator(&cx, input);
+    if let Some(model) = &model {
+        check::check(&cx, model);
+    }
+    match (cx.check(), &model) {
+        (Ok(()), Some(model)) => codegen::operator::expand(model),
+        // No model is always reported; this is only for completeness.
+        (Ok(()), None) => proc_macro2::TokenStream::new(),
+        (Err(e), model) => codegen::operator::stub(input, model.as_ref(), &e),
+    }
 }
 
 #[cfg(test)]
@@ -92,7 +101,7 @@ mod expansion {
 
     fn operator(input: proc_macro2::TokenStream) -> String {
         let input: syn::DeriveInput = syn::parse2(input).unwrap();
-        pretty(super::expand_operator(&input).unwrap())
+        pretty(super::expand_operator(&input))
     }
 
     #[test]

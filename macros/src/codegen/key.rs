@@ -78,6 +78,34 @@ pub fn expand(cx: &Ctxt, input: &DeriveInput) -> TokenStream {
     }
 }
 
+/// The impls emitted with the errors of a mistaken input (`EncodeKey`, `StateKey` and
+/// `StateSchema`, as `expand` emits), so that uses of the type as a key report nothing more.
+/// Their bodies never run: the crate does not compile while the errors are there.
+pub fn stub(input: &DeriveInput, errors: &syn::Error) -> TokenStream {
+    let ident = &input.ident;
+    let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
+    let errors = errors.to_compile_error();
+    let schema = super::schema::stub(input);
+    quote! {
+        #errors
+        const _: () = {
+            #schema
+            #[automatically_derived]
+            impl #impl_generics ::statewright::EncodeKey for #ident #ty_generics #where_clause {
+                fn encode_key(&self, _: &mut ::std::vec::Vec<u8>) {
+                    ::core::unreachable!()
+                }
+            }
+            #[automatically_derived]
+            impl #impl_generics ::statewright::StateKey for #ident #ty_generics #where_clause {
+                fn decode_key(_: &mut &[u8]) -> ::core::result::Result<Self, ::statewright::KeyError> {
+                    ::core::unreachable!()
+                }
+            }
+        };
+    }
+}
+
 /// The destructuring pattern, the encode statements and the decode constructor of some fields.
 /// Fields are bound as `__sw_f0`, `__sw_f1`, ..., whatever their names.
 fn fields(fields: &Fields) -> (TokenStream, Vec<TokenStream>, TokenStream) {

@@ -11,23 +11,47 @@ use super::type_string;
 use crate::model::{Kind, Operator, Reduce, StateField};
 
 pub fn expand(op: &Operator<'_>) -> TokenStream {
-    let input = op.input;
+    generate(op.input, Some(op), None)
+}
+
+/// What the derive emits when the input has mistakes: their errors, and a stub of the view and
+/// of the `StatefulOperator` impl, so that uses of the operator (`.bind(...)`,
+/// `op.key(..)?.state()`) report nothing more. One mistake gives one message.
+///
+/// The stub asks nothing of the state types (no bounds, no descriptors of the states) and its
+/// accessors and registration are `unreachable!()`: it never runs, since the crate does not
+/// compile while the errors are there. `op` is the model as far as it was built.
+pub fn stub(
+    input: &syn::DeriveInput,
+    op: Option<&Operator<'_>>,
+    errors: &syn::Error,
+) -> TokenStream {
+    generate(input, op, Some(errors))
+}
+
+/// The real expansion (`errors` is `None`) or the stub that goes with `errors`.
+fn generate(
+    input: &syn::DeriveInput,
+    op: Option<&Operator<'_>>,
+    errors: Option<&syn::Error>,
+) -> TokenStream {
+    let stub = errors.is_some();
     let ident = &input.ident;
     let vis = &input.vis;
     let keyed = format_ident!("{}Keyed", ident);
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
-    let keyed_states: Vec<&StateField<'_>> =
-        op.states.iter().filter(|s| s.kind.is_keyed()).collect();
+    let states: &[StateField<'_>] = op.map_or(&[], |o| &o.states);
+    let keyed_states: Vec<&StateField<'_>> = states.iter().filter(|s| s.kind.is_keyed()).collect();
     let operator_states: Vec<&StateField<'_>> =
-        op.states.iter().filter(|s| !s.kind.is_keyed()).collect();
+        states.iter().filter(|s| !s.kind.is_keyed()).collect();
     let n = keyed_states.len();
-    let name = &op.name;
-    let max_parallelism = op.max_parallelism;
-    let key = op
-        .attrs
-        .key
-        .as_ref()
-        .map_or_else(|| quote!(()), |k| quote!(#k));
+    let name = op.map_or_else(
+        || crate::model::kebab_case(&ident.to_string()),
+        |o| o.name.clone(),
+    );
+    let max_parallelism = op.map_or(128, |o| o.max_parallelism);
+    let key_type = op.and_then(|o| o.attrs.key.as_ref());
+    let key = key_type.map_or_else(|| quote!(()), |k| quote!(#k));
     let key_str = type_string(&key);
 
     // Generics of the view: the operator's, plus the view's lifetime first and the backend last.
@@ -59,13 +83,20 @@ pub fn expand(op: &Operator<'_>) -> TokenStream {
     });
     let keyed_of = quote!(#keyed<'__sw, #(#op_args,)* __SwB>);
 
-    let descriptors = keyed_states.iter().map(|s| descriptor(s));
-    let operator_descriptors = operator_states.iter().map(|s| descriptor(s));
+    // The stub describes no state: a descriptor asks things of the state types.
+    let descriptors = keyed_states.iter().filter(|_| !stub).map(|s| descriptor(s));
+    let operator_descriptors = operator_states
+        .iter()
+        .filter(|_| !stub)
+        .map(|s| descriptor(s));
     let field_idents = keyed_states.iter().map(|s| s.ident);
     let operator_fields: Vec<_> = operator_states.iter().map(|s| s.ident).collect();
-    let accessors = keyed_states.iter().enumerate().map(|(i, s)| accessor(i, s));
-    let bounds = op.states.iter().flat_map(bounds);
-    let operator_state_fns = if operator_fields.is_empty() {
+    let accessors = keyed_states
+        .iter()
+        .enumerate()
+        .map(|(i, s)| accessor(i, s, stub));
+    let bounds = states.iter().filter(|_| !stub).flat_map(bounds);
+    let operator_state_fns = if operator_fields.is_empty() || stub {
         TokenStream::new()
     } else {
         quote! {
@@ -78,10 +109,8 @@ pub fn expand(op: &Operator<'_>) -> TokenStream {
             }
         }
     };
-    let key_bound = op
-        .attrs
-        .key
-        .as_ref()
+    let key_bound = key_type
+        .filter(|_| !stub)
         .map(|k| quote_spanned!(k.span()=> #k: ::statewright::StateKey,));
     let mut where_tokens = match where_clause {
         Some(w) => {
@@ -96,7 +125,24 @@ pub fn expand(op: &Operator<'_>) -> TokenStream {
         "The state of [`{ident}`] for one key, returned by [`Bound::key`](::statewright::Bound::key): one accessor method per state, and the operator's plain fields through `Deref`."
     );
 
+    let register = if stub {
+        quote! {
+            let _ = __sw_backend;
+            ::core::unreachable!()
+        }
+    } else {
+        quote! {
+            ::statewright::__private::register_all(
+                __sw_backend,
+                &<Self as ::statewright::StatefulOperator>::DESCRIPTOR,
+            )
+        }
+    };
+    let errors = errors.map(syn::Error::to_compile_error);
+
     quote! {
+        #errors
+
         #[doc = #view_doc]
         #vis struct #keyed #view_generics #view_where {
             __ctx: ::statewright::__private::KeyContext<'__sw, __SwB>,
@@ -142,10 +188,7 @@ pub fn expand(op: &Operator<'_>) -> TokenStream {
                 fn __register<__SwB: ::statewright::StateBackend + ?::core::marker::Sized>(
                     __sw_backend: &mut __SwB,
                 ) -> ::statewright::Result<Self::Columns> {
-                    ::statewright::__private::register_all(
-                        __sw_backend,
-                        &<Self as ::statewright::StatefulOperator>::DESCRIPTOR,
-                    )
+                    #register
                 }
 
                 fn __keyed<'__sw, __SwB: ::statewright::StateBackend + ?::core::marker::Sized>(
@@ -389,7 +432,9 @@ fn migrations(s: &StateField<'_>, current: &TokenStream) -> Vec<TokenStream> {
         .collect()
 }
 
-fn accessor(index: usize, s: &StateField<'_>) -> TokenStream {
+/// The accessor of a keyed state; in the stub (`stub`), with its real signature and an
+/// `unreachable!()` body.
+fn accessor(index: usize, s: &StateField<'_>, stub: bool) -> TokenStream {
     let ident = s.ident;
     let vis = &s.original.vis;
     let name = &s.name;
@@ -456,16 +501,23 @@ fn accessor(index: usize, s: &StateField<'_>) -> TokenStream {
         }
         Kind::Broadcast | Kind::OperatorList | Kind::UnionList => return TokenStream::new(),
         Kind::Aggregating => {
-            let agg = s
-                .attrs
-                .aggregate
-                .as_ref()
-                .map_or_else(|| quote!(()), |p| quote!(#p));
+            // Without `aggregate = ...` (an error, so only in the stub), a stand-in with the
+            // declared input and output types.
+            let (i, o) = (&a[0], &a[1]);
+            let agg = s.attrs.aggregate.as_ref().map_or_else(
+                || quote!(::statewright::__private::MissingAggregate<#i, #o>),
+                |p| quote!(#p),
+            );
             (
                 quote!(::statewright::__private::AggregatingView<'_, #agg, __SwB>),
                 quote!(::statewright::__private::AggregatingView::new(#ctx, #slot)),
             )
         }
+    };
+    let body = if stub {
+        quote!(::core::unreachable!())
+    } else {
+        body
     };
     quote! {
         #doc

@@ -45,6 +45,25 @@ pub fn expand(cx: &Ctxt, input: &DeriveInput) -> TokenStream {
     }
 }
 
+/// The `StateSchema` impl emitted with the errors of a mistaken input, so that uses of the type
+/// report nothing more. Its shape is a placeholder; the crate does not compile while the errors
+/// are there.
+pub fn stub(input: &DeriveInput) -> TokenStream {
+    let ident = &input.ident;
+    let name = ident.to_string().trim_start_matches("r#").to_owned();
+    let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
+    quote! {
+        #[automatically_derived]
+        impl #impl_generics ::statewright::StateSchema for #ident #ty_generics #where_clause {
+            const SCHEMA: &'static ::statewright::schema::Schema =
+                &::statewright::schema::Schema::Struct {
+                    name: #name,
+                    fields: ::statewright::schema::Fields::Unit,
+                };
+        }
+    }
+}
+
 fn field_schema(ty: &syn::Type) -> TokenStream {
     quote_spanned!(ty.span()=> <#ty as ::statewright::StateSchema>::SCHEMA)
 }
