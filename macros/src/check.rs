@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 
+use crate::codegen::type_string;
 use crate::ctxt::Ctxt;
 use crate::model::{Kind, Operator};
 use crate::symbol;
@@ -40,17 +41,26 @@ pub fn check(cx: &Ctxt, op: &Operator<'_>) {
             ),
         }
         match (s.kind, &a.aggregate) {
-            (Kind::Aggregating, None) => cx.error_spanned_by(
-                &s.original.ty,
-                format!(
-                    "`AggregatingState` field `{}` needs an aggregate: `#[state(aggregate = MyAggregate)]`, a type implementing `statewright::Aggregate`",
-                    s.ident
-                ),
-            ),
+            (Kind::Aggregating, None) => {
+                let (input, output) = (&s.args[0], &s.args[1]);
+                cx.error_spanned_by(
+                    &s.original.ty,
+                    format!(
+                        "`AggregatingState` field `{}` needs an aggregate: `#[state(aggregate = MyAggregate)]`, where `MyAggregate` implements `statewright::Aggregate<In = {}, Out = {}>`",
+                        s.ident,
+                        type_string(&quote::quote!(#input)),
+                        type_string(&quote::quote!(#output)),
+                    ),
+                );
+            }
             (Kind::Aggregating, Some(_)) | (_, None) => {}
             (kind, Some(path)) => cx.error_spanned_by(
                 path,
-                format!("`aggregate` applies to `AggregatingState`, but `{}` is a `{}`", s.ident, kind.type_name()),
+                format!(
+                    "`aggregate` applies to `AggregatingState`, but `{}` is a `{}`",
+                    s.ident,
+                    kind.type_name()
+                ),
             ),
         }
         if let (false, Some((_, lit))) = (s.kind.is_keyed(), &a.ttl) {
