@@ -172,6 +172,59 @@ fn a_damaged_manifest_is_an_error_and_is_not_overwritten() -> statewright::Resul
 }
 
 #[test]
+fn a_manifest_entry_whose_first_key_group_is_after_its_last_is_refused() -> statewright::Result<()>
+{
+    let dir = tempfile::tempdir().unwrap();
+    let storage = CheckpointStorage::open(dir.path())?;
+    let mut op = Counts::default().bind(HeapBackend::new())?;
+    bump(&mut op, 0..10)?;
+    let info = op.checkpoint(&storage)?;
+    let manifest = dir.path().join("MANIFEST");
+    let good = fs::read_to_string(&manifest).unwrap();
+
+    // The instance's range 0..=127 written as 100..=5, with a checksum that matches.
+    let (body, _) = good.trim_end().rsplit_once('\n').unwrap();
+    let reversed = body
+        .replacen("\"first_key_group\": 0,", "\"first_key_group\": 100,", 1)
+        .replacen("\"last_key_group\": 127,", "\"last_key_group\": 5,", 1);
+    assert_ne!(reversed, body);
+    let crc = crc32c::crc32c(reversed.as_bytes());
+    let text = format!("{reversed}\ncrc32c {crc:08x}\n");
+    fs::write(&manifest, &text).unwrap();
+
+    for err in [
+        storage.list().unwrap_err(),
+        statewright::checkpoint::decode_manifest(&manifest, text.as_bytes()).unwrap_err(),
+        Counts::default()
+            .restore(HeapBackend::new(), &storage, RestorePoint::Latest)
+            .err()
+            .unwrap(),
+    ] {
+        let Error::Corrupt {
+            path,
+            kind:
+                Corruption::Malformed {
+                    section: "manifest",
+                    detail,
+                },
+            ..
+        } = &err
+        else {
+            panic!("expected a malformed manifest, got {err:?}");
+        };
+        assert_eq!(path, &manifest);
+        assert!(
+            detail.contains(&format!("`{}`", info.files[0].path)) && detail.contains("100..=5"),
+            "{detail}"
+        );
+    }
+
+    fs::write(&manifest, &good).unwrap();
+    assert_eq!(storage.list()?[0].files[0].key_groups().last(), 127);
+    Ok(())
+}
+
+#[test]
 fn an_abandoned_checkpoint_is_invisible_and_cleaned_up() -> statewright::Result<()> {
     let dir = tempfile::tempdir().unwrap();
     let storage = CheckpointStorage::open(dir.path())?;

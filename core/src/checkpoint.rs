@@ -178,6 +178,10 @@ pub struct CheckpointFile {
 
 impl CheckpointFile {
     /// The key groups of the instance.
+    ///
+    /// A manifest whose entry has its first key group after its last is refused when read, so
+    /// every file [`CheckpointStorage`] lists has a range; only a value built by hand can lack
+    /// one, and gets key group 0.
     #[must_use]
     pub fn key_groups(&self) -> KeyGroupRange {
         KeyGroupRange::new(self.first_key_group, self.last_key_group)
@@ -850,6 +854,19 @@ fn parse_manifest(path: &Path, text: &[u8]) -> Result<Manifest> {
             found: manifest.version,
             supported: MANIFEST_VERSION,
         });
+    }
+    for checkpoint in &manifest.checkpoints {
+        for file in &checkpoint.files {
+            if file.first_key_group > file.last_key_group {
+                return Err(malformed(
+                    0,
+                    format!(
+                        "checkpoint {}: `{}` has key groups {}..={}, the first after the last",
+                        checkpoint.id, file.path, file.first_key_group, file.last_key_group
+                    ),
+                ));
+            }
+        }
     }
     Ok(manifest)
 }
