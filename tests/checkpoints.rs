@@ -225,6 +225,42 @@ fn a_manifest_entry_whose_first_key_group_is_after_its_last_is_refused() -> stat
 }
 
 #[test]
+fn open_existing_creates_nothing_and_refuses_what_is_not_a_directory() -> statewright::Result<()> {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nowhere");
+    let err = CheckpointStorage::open_existing(&missing).unwrap_err();
+    assert!(
+        matches!(&err, Error::NotACheckpointDirectory { path, .. } if path == &missing),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "`{}` is not a checkpoint directory: it does not exist",
+            missing.display()
+        )
+    );
+    assert!(!missing.exists());
+
+    let file = dir.path().join("file");
+    fs::write(&file, "x").unwrap();
+    for path in [file.clone(), file.join("below")] {
+        let err = CheckpointStorage::open_existing(&path).unwrap_err();
+        assert!(
+            matches!(&err, Error::NotACheckpointDirectory { path: p, .. } if p == &path),
+            "{err:?}"
+        );
+    }
+    assert_eq!(fs::read_to_string(&file).unwrap(), "x");
+
+    // An existing directory opens, without a checkpoint, and stays empty.
+    let storage = CheckpointStorage::open_existing(dir.path())?;
+    assert!(storage.list()?.is_empty());
+    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    Ok(())
+}
+
+#[test]
 fn an_abandoned_checkpoint_is_invisible_and_cleaned_up() -> statewright::Result<()> {
     let dir = tempfile::tempdir().unwrap();
     let storage = CheckpointStorage::open(dir.path())?;

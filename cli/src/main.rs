@@ -1,5 +1,7 @@
 //! `statewright`: list, inspect and verify the checkpoints in a checkpoint directory.
 //!
+//! Every command only reads: none creates or changes the directory it is given.
+//!
 //! ```text
 //! statewright list ./checkpoints
 //! statewright inspect ./checkpoints            # the latest checkpoint
@@ -51,7 +53,7 @@ enum Command {
     },
     /// Check every file of every retained checkpoint: length and checksum against the
     /// manifest, then every block's checksum and every record's framing. Exit code 1 when
-    /// anything is damaged.
+    /// anything is damaged, 2 when there is nothing to check (no committed checkpoint).
     Verify {
         /// The checkpoint directory.
         dir: PathBuf,
@@ -89,6 +91,9 @@ enum Format {
 }
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// The file that lists a checkpoint directory's committed checkpoints.
+const MANIFEST: &str = "MANIFEST";
 
 fn main() -> ExitCode {
     match run(Cli::parse()) {
@@ -129,7 +134,7 @@ fn time(ms: u64) -> String {
 }
 
 fn list(dir: &Path) -> Result<()> {
-    let storage = CheckpointStorage::open(dir)?;
+    let storage = CheckpointStorage::open_existing(dir)?;
     let checkpoints = storage.list()?;
     if checkpoints.is_empty() {
         println!("no committed checkpoints in {}", dir.display());
@@ -161,10 +166,10 @@ fn locate(path: &Path, id: Option<u64>) -> Result<(CheckpointStorage, Checkpoint
         .and_then(|n| n.strip_prefix("chk-"))
         .and_then(|n| n.parse::<u64>().ok());
     let (dir, id) = match (named, path.parent()) {
-        (Some(n), Some(parent)) if !path.join("MANIFEST").exists() => (parent, id.or(Some(n))),
+        (Some(n), Some(parent)) if !path.join(MANIFEST).exists() => (parent, id.or(Some(n))),
         _ => (path, id),
     };
-    let storage = CheckpointStorage::open(dir)?;
+    let storage = CheckpointStorage::open_existing(dir)?;
     let point = id.map_or(RestorePoint::Latest, |i| RestorePoint::Id(CheckpointId(i)));
     let info = storage.resolve(point)?;
     Ok((storage, info))
@@ -285,8 +290,24 @@ fn inspect(path: &Path, id: Option<u64>) -> Result<()> {
 }
 
 fn verify(dir: &Path) -> Result<ExitCode> {
-    let storage = CheckpointStorage::open(dir)?;
+    let storage = CheckpointStorage::open_existing(dir)?;
+    // Without a manifest there is nothing to check, which must not pass for a verified one.
+    if !dir.join(MANIFEST).exists() {
+        return Err(format!(
+            "`{}` has no {MANIFEST}: not a checkpoint directory, or no checkpoint was ever \
+             committed to it; nothing to verify",
+            dir.display()
+        )
+        .into());
+    }
     let checkpoints = storage.list()?;
+    if checkpoints.is_empty() {
+        return Err(format!(
+            "`{}` holds no committed checkpoint; nothing to verify",
+            dir.display()
+        )
+        .into());
+    }
     let files: u64 = checkpoints.iter().map(|c| c.files.len() as u64).sum();
     let bar = ProgressBar::new(files).with_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} files {msg}")

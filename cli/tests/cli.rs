@@ -151,6 +151,112 @@ fn every_command_has_help_and_bad_input_is_an_error() {
     assert!(err.starts_with("error: "), "{err}");
 }
 
+/// The command's exit code and standard error.
+fn failure(cmd: &mut Command) -> (Option<i32>, String) {
+    let out = cmd.assert().failure().get_output().clone();
+    (out.status.code(), String::from_utf8(out.stderr).unwrap())
+}
+
+#[test]
+fn a_mistyped_path_is_an_error_and_is_not_created() {
+    let dir = tempfile::tempdir().unwrap();
+    write_checkpoints(dir.path());
+    let typo = dir.path().join("chekpoints");
+    for cmd in [
+        &["list"][..],
+        &["inspect"],
+        &["verify"],
+        &["dump", "--state", "count"],
+    ] {
+        let (code, err) = failure(cli().arg(cmd[0]).arg(&typo).args(&cmd[1..]));
+        assert_eq!(code, Some(2), "{cmd:?}: {err}");
+        assert!(
+            err.contains(&format!(
+                "`{}` is not a checkpoint directory: it does not exist",
+                typo.display()
+            )),
+            "{cmd:?}: {err}"
+        );
+        assert!(!typo.exists(), "{cmd:?} created {}", typo.display());
+    }
+    // A checkpoint that is not there names its directory, which is not created either.
+    let missing = typo.join("chk-0000000001");
+    let (_, err) = failure(cli().arg("inspect").arg(&missing));
+    assert!(err.contains("is not a checkpoint directory"), "{err}");
+    assert!(!typo.exists());
+}
+
+#[test]
+fn verify_of_a_directory_without_checkpoints_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let before: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(before.is_empty());
+    let assert = cli().arg("verify").arg(dir.path()).assert().code(2);
+    let out = assert.get_output();
+    let (printed, err) = (
+        String::from_utf8(out.stdout.clone()).unwrap(),
+        String::from_utf8(out.stderr.clone()).unwrap(),
+    );
+    assert!(!printed.contains("all checksums match"), "{printed}");
+    assert!(
+        err.contains("has no MANIFEST") && err.contains("nothing to verify"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "verify wrote into the directory"
+    );
+
+    // A manifest that lists no checkpoint (every one was deleted by hand) verifies nothing
+    // either.
+    write_checkpoints(dir.path());
+    let manifest = std::fs::read_to_string(dir.path().join("MANIFEST")).unwrap();
+    let (body, _) = manifest.trim_end().rsplit_once('\n').unwrap();
+    // `checkpoints` is the manifest's last field.
+    let start = body.find("\"checkpoints\": [").unwrap();
+    let body = format!("{}\"checkpoints\": []\n}}", &body[..start]);
+    let crc = crc32c::crc32c(body.as_bytes());
+    std::fs::write(
+        dir.path().join("MANIFEST"),
+        format!("{body}\ncrc32c {crc:08x}\n"),
+    )
+    .unwrap();
+    let list = stdout(cli().arg("list").arg(dir.path()));
+    assert!(list.contains("no committed checkpoints"), "{list}");
+    let assert = cli().arg("verify").arg(dir.path()).assert().code(2);
+    let out = assert.get_output();
+    let (printed, err) = (
+        String::from_utf8(out.stdout.clone()).unwrap(),
+        String::from_utf8(out.stderr.clone()).unwrap(),
+    );
+    assert!(!printed.contains("all checksums match"), "{printed}");
+    assert!(
+        err.contains("holds no committed checkpoint; nothing to verify"),
+        "{err}"
+    );
+}
+
+#[test]
+fn inspect_of_a_file_says_it_is_not_a_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("notes.txt");
+    std::fs::write(&file, "not a checkpoint").unwrap();
+    for cmd in ["inspect", "list", "verify"] {
+        let (code, err) = failure(cli().arg(cmd).arg(&file));
+        assert_eq!(code, Some(2), "{cmd}: {err}");
+        assert!(
+            err.contains(&format!(
+                "`{}` is not a checkpoint directory: it is a file, not a directory",
+                file.display()
+            )),
+            "{cmd}: {err}"
+        );
+        assert!(!err.contains("os error"), "{cmd}: {err}");
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "not a checkpoint");
+    }
+}
+
 /// A backend's native files (here written by the test, as a backend would), next to a
 /// canonical snapshot in the same checkpoint.
 #[test]

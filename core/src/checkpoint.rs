@@ -319,6 +319,34 @@ impl CheckpointStorage {
         })
     }
 
+    /// Opens a checkpoint directory that exists, creating and changing nothing: for tools that
+    /// only read (list, inspect, verify). Retains 3 checkpoints by default.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotACheckpointDirectory`] when `dir` does not exist or is not a directory, or
+    /// an I/O failure finding out.
+    pub fn open_existing(dir: impl Into<PathBuf>) -> Result<Self> {
+        let dir = dir.into();
+        let reason = match fs::metadata(&dir) {
+            Ok(meta) if meta.is_dir() => None,
+            Ok(_) => Some("it is a file, not a directory"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("it does not exist"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
+                Some("a part of the path is a file, not a directory")
+            }
+            Err(e) => return Err(Error::io(&dir, e)),
+        };
+        match reason {
+            Some(reason) => Err(Error::NotACheckpointDirectory { path: dir, reason }),
+            None => Ok(Self {
+                dir,
+                max_retained: 3,
+                options: SnapshotOptions::default(),
+            }),
+        }
+    }
+
     /// How many committed checkpoints to keep (at least 1); older ones are deleted on commit.
     #[must_use]
     pub fn max_retained(mut self, n: usize) -> Self {

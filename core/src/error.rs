@@ -118,6 +118,14 @@ pub enum Error {
         /// What is wrong.
         kind: Corruption,
     },
+    /// A path given as an existing checkpoint directory does not exist or is not a directory.
+    #[error("`{}` is not a checkpoint directory: {reason}", path.display())]
+    NotACheckpointDirectory {
+        /// The path.
+        path: PathBuf,
+        /// Why (`it does not exist`, `it is a file, not a directory`).
+        reason: &'static str,
+    },
     /// No committed checkpoint matches the request.
     #[error("no checkpoint {wanted} in `{}`", dir.display())]
     CheckpointNotFound {
