@@ -130,6 +130,30 @@ fn cf_options(
     o
 }
 
+/// The column families of the database at `path`, or none when there is no database there yet
+/// (no `CURRENT` file). Any other failure to list them is an error naming the directory:
+/// opening anyway would fail with a message that does not say where, after RocksDB had already
+/// written into the directory.
+fn existing_column_families(db_opts: &rocksdb::Options, path: &Path) -> Result<Vec<String>> {
+    let current = path.join("CURRENT");
+    match current.try_exists() {
+        Ok(false) => return Ok(Vec::new()),
+        Ok(true) => {}
+        Err(e) => {
+            return Err(Error::Io {
+                path: current,
+                source: e,
+            });
+        }
+    }
+    DB::list_cf(db_opts, path).map_err(|e| Error::Io {
+        path: path.to_owned(),
+        source: std::io::Error::other(format!(
+            "cannot list the column families of the database: {e}"
+        )),
+    })
+}
+
 /// Visits every entry of a column family as `(key, user key, value)`.
 fn visit_column(
     db: &DB,
@@ -326,10 +350,7 @@ impl RocksDbBackend {
         })?;
         let cache = rocksdb::Cache::new_lru_cache(options.block_cache_size);
         let db_opts = options.rocksdb_db_options();
-        let existing = match DB::list_cf(&db_opts, &path) {
-            Ok(names) => names,
-            Err(_) => Vec::new(), // no database yet
-        };
+        let existing = existing_column_families(&db_opts, &path)?;
         let mut filters = HashMap::new();
         let cfs: Vec<_> = existing
             .iter()
