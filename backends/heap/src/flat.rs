@@ -33,7 +33,7 @@ use hashbrown::hash_table::Entry;
 use statewright_core::keygroup::key_group;
 use statewright_core::{EntryHint, Error, Result};
 
-type Hasher = foldhash::fast::RandomState;
+type Hasher = foldhash::fast::SeedableRandomState;
 
 /// A state's entries, in the column's layout.
 #[derive(Debug)]
@@ -196,9 +196,9 @@ pub(crate) struct FlatTable {
 }
 
 impl FlatTable {
-    pub(crate) fn new(fixed_rows: bool, max_parallelism: u16) -> Self {
+    pub(crate) fn new(fixed_rows: bool, max_parallelism: u16, hasher: Hasher) -> Self {
         Self {
-            hasher: Hasher::default(),
+            hasher,
             layout: Layout::Open,
             fixed_rows,
             max_parallelism,
@@ -638,7 +638,7 @@ mod tests {
 
     #[test]
     fn fixed_rows_move_make_general_ones_without_losing_entries() {
-        let mut t = FlatTable::new(true, MP);
+        let mut t = FlatTable::new(true, MP, Hasher::fixed());
         for i in 0u64..1000 {
             t.put(&key(&i.to_be_bytes()), &i.to_le_bytes()).unwrap();
         }
@@ -661,7 +661,7 @@ mod tests {
     #[test]
     fn listed_keys_carry_the_key_group_prefix_they_were_written_with() {
         for fixed in [true, false] {
-            let mut t = FlatTable::new(fixed, MP);
+            let mut t = FlatTable::new(fixed, MP, Hasher::fixed());
             let mut written = Vec::new();
             for i in 0u64..500 {
                 let k = key(&i.to_be_bytes());
@@ -687,7 +687,7 @@ mod tests {
         }
         for fixed in [true, false] {
             // On an empty table a refused key does not choose the layout.
-            let mut t = FlatTable::new(fixed, MP);
+            let mut t = FlatTable::new(fixed, MP, Hasher::fixed());
             assert!(t.put(&misplaced(&key(b"k")), &[1; 8]).is_err());
             assert_eq!((t.len(), t.layout), (0, Layout::Open));
 
@@ -720,7 +720,7 @@ mod tests {
 
     #[test]
     fn a_merge_into_a_fixed_row_grows_the_value() {
-        let mut t = FlatTable::new(true, MP);
+        let mut t = FlatTable::new(true, MP, Hasher::fixed());
         let k = key(b"abcd");
         t.merge(&k, b"12").unwrap();
         assert!(matches!(t.layout, Layout::Fixed { .. }));
@@ -733,10 +733,10 @@ mod tests {
 
     #[test]
     fn lists_never_use_fixed_rows_and_emptied_tables_choose_again() {
-        let mut t = FlatTable::new(false, MP);
+        let mut t = FlatTable::new(false, MP, Hasher::fixed());
         t.put(&key(b"k"), b"v").unwrap();
         assert_eq!(t.layout, Layout::General);
-        let mut t = FlatTable::new(true, MP);
+        let mut t = FlatTable::new(true, MP, Hasher::fixed());
         t.put(
             &key(b"k"),
             b"a string value longer than sixty-four bytes, so no fixed row fits it",
@@ -752,7 +752,7 @@ mod tests {
 
     #[test]
     fn a_replace_writes_only_its_own_entry() {
-        let mut t = FlatTable::new(true, MP);
+        let mut t = FlatTable::new(true, MP, Hasher::fixed());
         let a = key(&1u64.to_be_bytes());
         t.put(&a, &1u64.to_le_bytes()).unwrap();
         // The table grows (every row moves) under later inserts.
@@ -775,7 +775,7 @@ mod tests {
     #[test]
     fn visit_some_sees_every_entry_in_a_pass() {
         for fixed in [true, false] {
-            let mut t = FlatTable::new(fixed, MP);
+            let mut t = FlatTable::new(fixed, MP, Hasher::fixed());
             for i in 0u64..3000 {
                 t.put(&key(&i.to_be_bytes()), &i.to_le_bytes()).unwrap();
             }
@@ -798,7 +798,7 @@ mod tests {
 
     #[test]
     fn a_key_without_a_group_prefix_is_an_error() {
-        let mut t = FlatTable::new(true, MP);
+        let mut t = FlatTable::new(true, MP, Hasher::fixed());
         assert!(t.put(&[1], b"v").is_err());
         assert!(t.get(&[]).is_err());
         assert!(t.merge(&[7], b"v").is_err());

@@ -37,7 +37,8 @@ use statewright_core::backend::{
 };
 use statewright_core::{Error, OperatorDescriptor, Result, StateDescriptor, StateKind};
 
-type Hasher = foldhash::fast::RandomState;
+/// The tables' hasher: fixed-seeded by default (see [`HeapBackend::with_random_seed`]).
+type Hasher = foldhash::fast::SeedableRandomState;
 /// The entries of one key of a map state, sorted by user key.
 type UserEntries = BTreeMap<Box<[u8]>, Vec<u8>>;
 
@@ -65,10 +66,10 @@ struct KeyChanges {
 }
 
 impl Changes {
-    fn new(column: &Column) -> Self {
+    fn new(column: &Column, hasher: &Hasher) -> Self {
         match column {
-            Column::Flat(_) => Changes::Flat(HashSet::default()),
-            Column::Nested(_) => Changes::Nested(HashMap::default()),
+            Column::Flat(_) => Changes::Flat(HashSet::with_hasher(hasher.clone())),
+            Column::Nested(_) => Changes::Nested(HashMap::with_hasher(hasher.clone())),
         }
     }
 
@@ -141,17 +142,46 @@ impl Registered {
 /// With change tracking on ([`StateBackend::track_changes`], which the checkpointer turns on
 /// for incremental checkpoints), every write also records its key in a set, so an incremental
 /// snapshot copies only what changed.
-#[derive(Debug, Default)]
+///
+/// Deterministic: its hash tables use a fixed seed, so the same input gives the same table
+/// order, the same incremental TTL cleanup and byte-identical checkpoints in every run. A
+/// random seed defends a hash table against keys chosen to collide; an operator's keys come
+/// from its input, so a job whose input an adversary controls can ask for one with
+/// [`with_random_seed`](Self::with_random_seed).
+#[derive(Debug)]
 pub struct HeapBackend {
     columns: Vec<Registered>,
     tracking: bool,
+    hasher: Hasher,
+}
+
+impl Default for HeapBackend {
+    fn default() -> Self {
+        Self {
+            columns: Vec::new(),
+            tracking: false,
+            hasher: Hasher::fixed(),
+        }
+    }
 }
 
 impl HeapBackend {
-    /// An empty backend.
+    /// An empty backend with fixed-seed hashing.
     #[must_use]
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty backend whose hash tables are seeded randomly per process and table (as
+    /// `std`'s `HashMap`): keys crafted to collide cannot slow it down, but table order, and
+    /// with it incremental TTL cleanup, differs from run to run (snapshots stay canonical:
+    /// they are sorted by key).
+    #[must_use]
+    pub fn with_random_seed() -> Self {
+        Self {
+            hasher: Hasher::random(),
+            ..Self::default()
+        }
     }
 
     /// Number of stored entries over all states (map entries count one each).
@@ -295,15 +325,16 @@ impl StateBackend for HeapBackend {
             message: "too many states".into(),
         })?;
         let column = if state.kind.has_user_key() {
-            Column::Nested(IndexMap::default())
+            Column::Nested(IndexMap::with_hasher(self.hasher.clone()))
         } else {
             // A list's value grows with every merge, so its rows are never fixed.
             Column::Flat(FlatTable::new(
                 state.kind != StateKind::List,
                 operator.max_parallelism,
+                self.hasher.clone(),
             ))
         };
-        let changes = self.tracking.then(|| Changes::new(&column));
+        let changes = self.tracking.then(|| Changes::new(&column, &self.hasher));
         self.columns.push(Registered {
             operator: operator.name.to_owned(),
             state: state.name,
@@ -506,12 +537,13 @@ impl StateBackend for HeapBackend {
     fn track_changes(&mut self, on: bool) -> bool {
         self.tracking = on;
         for r in &mut self.columns {
-            r.changes = on.then(|| Changes::new(&r.column));
+            r.changes = on.then(|| Changes::new(&r.column, &self.hasher));
         }
         true
     }
 
     fn drain_changes(&mut self, state: StateId, visit: &mut ChangeVisitor<'_>) -> Result<()> {
+        let hasher = self.hasher.clone();
         let r = self.registered_mut(state)?;
         let Some(changes) = &mut r.changes else {
             return Err(Error::Backend {
@@ -520,7 +552,7 @@ impl StateBackend for HeapBackend {
             });
         };
         match (
-            std::mem::replace(changes, Changes::new(&r.column)),
+            std::mem::replace(changes, Changes::new(&r.column, &hasher)),
             &r.column,
         ) {
             (Changes::Flat(keys), Column::Flat(t)) => {
