@@ -715,14 +715,20 @@ impl<'a, A: Aggregate, B: StateBackend + ?Sized> AggregatingView<'a, A, B> {
     }
 
     /// Merges another accumulator into this key's (for example one restored from elsewhere).
+    /// A key without an accumulator stores `other` as it is, as Flink's aggregating state
+    /// does: [`Aggregate::create`] is not called.
     ///
     /// # Errors
     ///
     /// A codec or backend failure.
     pub fn merge(&mut self, other: A::Acc) -> Result<()> {
-        let mut acc = self.inner.get_owned()?.unwrap_or_else(A::create);
-        A::merge(&mut acc, other);
-        self.inner.set(&acc)
+        match self.inner.get_owned()? {
+            Some(mut acc) => {
+                A::merge(&mut acc, other);
+                self.inner.set(&acc)
+            }
+            None => self.inner.set(&other),
+        }
     }
 
     /// The accumulator, read in place.
