@@ -45,7 +45,7 @@ pub use statewright_heap::HeapBackend;
 pub use statewright_macros::{StateKey, StateSchema, StatefulOperator, value};
 #[cfg(feature = "rocksdb")]
 pub use statewright_rocksdb::{
-    Compression, MigrationProgress, RocksDbBackend, RocksDbOptions, RocksDbStats, restore_native,
+    Compression, RocksDbBackend, RocksDbOptions, RocksDbStats, restore_native,
     restore_native_with_progress,
 };
 

@@ -190,7 +190,7 @@ fn backends_agree_with_the_model() {
             let mut rocks = rocks.borrow_mut();
             // A new database every 50 cases keeps the whole-state snapshots small.
             #[cfg(feature = "rocksdb")]
-            if case_no % 50 == 0 && case_no > 0 {
+            if case_no.is_multiple_of(50) && case_no > 0 {
                 *rocks = rocksdb();
             }
             for o in &ops {

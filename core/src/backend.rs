@@ -64,6 +64,7 @@ pub struct NativeFiles {
     dir: std::path::PathBuf,
     files: Vec<NativeFileSpec>,
     schemas: Option<crate::schema::OperatorSchemas>,
+    watermark: Option<i64>,
 }
 
 /// One file of a [`NativeFiles`].
@@ -85,7 +86,22 @@ impl NativeFiles {
             dir,
             files,
             schemas: None,
+            watermark: None,
         }
+    }
+
+    /// Records the instance's watermark when the files were written (the checkpoint's
+    /// manifest keeps it, so that a restore sets it again).
+    #[must_use]
+    pub fn with_watermark(mut self, watermark: Option<i64>) -> Self {
+        self.watermark = watermark;
+        self
+    }
+
+    /// The watermark recorded with [`with_watermark`](Self::with_watermark).
+    #[must_use]
+    pub fn watermark(&self) -> Option<i64> {
+        self.watermark
     }
 
     /// Records the schemas of the operator whose state the files hold (the checkpoint's
@@ -124,6 +140,65 @@ impl NativeFiles {
 impl Drop for NativeFiles {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// How far the rewrite of a state's entries by a declared migration is, reported while a
+/// native checkpoint is restored (see [`Bound::restore_from_with_progress`](crate::Bound::restore_from_with_progress)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MigrationProgress<'a> {
+    /// The state being migrated.
+    pub state: &'a str,
+    /// The version its entries are migrated from.
+    pub from_version: u32,
+    /// Entries rewritten so far.
+    pub entries: u64,
+    /// The backend's estimate of the state's entries (0 when it has none).
+    pub estimated_total: u64,
+    /// Whether the state is done.
+    pub done: bool,
+}
+
+/// A keyed state whose stored entries a native restore must rewrite with a declared
+/// migration, because the checkpoint holds them in an earlier version.
+#[derive(Debug, Clone, Copy)]
+pub struct NativeMigration {
+    /// The state.
+    pub state: &'static StateDescriptor,
+    /// Whether the stored values carry TTL stamps.
+    pub stamped: bool,
+    /// The migration from the stored version.
+    pub migration: &'static crate::descriptor::Migration,
+}
+
+/// What a backend needs to open a native checkpoint as its state (see
+/// [`StateBackend::restore_native`]): the snapshots, checked by the one restore path
+/// ([`Bound::restore_from`](crate::Bound::restore_from)) for their backend, maximum
+/// parallelism and schemas before the backend is asked.
+pub struct NativeRestore<'a> {
+    /// The checkpoint storage holding the files.
+    pub storage: &'a crate::checkpoint::CheckpointStorage,
+    /// The operator.
+    pub operator: &'a OperatorDescriptor,
+    /// The native snapshots of the operator overlapping `range`, by first key group; together
+    /// they cover the range.
+    pub files: Vec<&'a crate::checkpoint::CheckpointFile>,
+    /// The key groups the restored instance owns: entries of other key groups must not remain.
+    pub range: crate::keygroup::KeyGroupRange,
+    /// States to rewrite after the files are in place.
+    pub migrations: Vec<NativeMigration>,
+    /// Called while migrations rewrite entries.
+    pub progress: &'a mut dyn FnMut(&MigrationProgress<'_>),
+}
+
+impl std::fmt::Debug for NativeRestore<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NativeRestore")
+            .field("operator", &self.operator.name)
+            .field("files", &self.files.len())
+            .field("range", &self.range)
+            .field("migrations", &self.migrations.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -376,6 +451,31 @@ pub trait StateBackend {
         Ok(None)
     }
 
+    /// Replaces everything this backend holds with the state in native snapshots written by a
+    /// backend of its kind (see [`native_checkpoint`](Self::native_checkpoint)): the key
+    /// groups of `restore.range`, with `restore.migrations` applied. Returns `false`, changing
+    /// nothing, when the backend cannot open native snapshots (the default) or they are of
+    /// another backend. Registered states stay registered under the same ids.
+    ///
+    /// # Errors
+    ///
+    /// A damaged or missing file, a backend or I/O failure; the backend is then empty.
+    fn restore_native(&mut self, restore: &mut NativeRestore<'_>) -> Result<bool> {
+        let _ = restore;
+        Ok(false)
+    }
+
+    /// The event time this backend's states see (the watermark), once one was set. The
+    /// default keeps none.
+    fn watermark(&self) -> Option<i64> {
+        None
+    }
+
+    /// Advances event time to `millis`; watermarks never go back. The default keeps none.
+    fn set_watermark(&mut self, millis: i64) {
+        let _ = millis;
+    }
+
     /// Starts (`true`) or stops (`false`) tracking which entries change, for incremental
     /// snapshots; starting forgets what was tracked before. Returns `false` when the backend
     /// cannot track changes (the default), which makes every snapshot a full one.
@@ -490,6 +590,15 @@ impl<B: StateBackend + ?Sized> StateBackend for Box<B> {
     }
     fn native_checkpoint(&mut self) -> Result<Option<NativeFiles>> {
         (**self).native_checkpoint()
+    }
+    fn restore_native(&mut self, restore: &mut NativeRestore<'_>) -> Result<bool> {
+        (**self).restore_native(restore)
+    }
+    fn watermark(&self) -> Option<i64> {
+        (**self).watermark()
+    }
+    fn set_watermark(&mut self, millis: i64) {
+        (**self).set_watermark(millis);
     }
     fn track_changes(&mut self, on: bool) -> bool {
         (**self).track_changes(on)

@@ -174,6 +174,10 @@ pub struct CheckpointFile {
     /// For a native snapshot, its files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub native: Option<NativeSnapshot>,
+    /// The instance's watermark (event time, in milliseconds) when the snapshot was taken;
+    /// absent when none was set. A restore starts from the smallest of its instances'.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watermark: Option<i64>,
 }
 
 impl CheckpointFile {
@@ -1071,6 +1075,7 @@ impl PendingCheckpoint<'_> {
             inner: BufWriter::with_capacity(1 << 20, file),
             crc: 0,
         };
+        let watermark = image.watermark();
         let summary = image.write(self.storage.options, &path, &mut out)?;
         let crc = out.crc;
         let file = out
@@ -1090,6 +1095,7 @@ impl PendingCheckpoint<'_> {
             kind,
             base: base.to_vec(),
             native: None,
+            watermark,
         });
         Ok(&self.files[self.files.len() - 1])
     }
@@ -1241,6 +1247,7 @@ impl PendingCheckpoint<'_> {
                 files: listed,
                 schemas: files.schemas().cloned(),
             }),
+            watermark: files.watermark(),
         });
         Ok(&self.files[self.files.len() - 1])
     }

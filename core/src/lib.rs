@@ -41,7 +41,7 @@ pub mod state;
 pub mod ttl;
 pub mod view;
 
-pub use backend::{EntryHint, StateBackend, StateId};
+pub use backend::{EntryHint, MigrationProgress, StateBackend, StateId};
 pub use checkpoint::{CheckpointId, CheckpointInfo, CheckpointStorage, RestorePoint};
 pub use codec::StateValue;
 pub use descriptor::{

@@ -3,7 +3,7 @@
 
 use std::borrow::Borrow;
 
-use crate::backend::{StateBackend, StateId};
+use crate::backend::{MigrationProgress, NativeMigration, NativeRestore, StateBackend, StateId};
 use crate::checkpoint::{CheckpointInfo, CheckpointStorage, RestorePoint};
 use crate::checkpointer::Checkpointable;
 use crate::descriptor::{OperatorDescriptor, OperatorManifest};
@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::key::{EncodeKey, StateKey};
 use crate::keygroup::{KeyGroupRange, key_group};
 use crate::operator_state::OperatorStateData;
+use crate::schema::Reading;
 use crate::snapshot::{
     self, RestoreSummary, SnapshotImage, SnapshotOptions, SnapshotReader, SnapshotSummary,
 };
@@ -129,7 +130,13 @@ pub struct Bound<Op: StatefulOperator, B> {
     scratch: Scratch,
     /// Whether the backend tracks changes since this instance's last full capture.
     tracking: bool,
+    /// The highest watermark set through [`Bound::set_watermark`] or restored
+    /// ([`NO_WATERMARK`] before one): kept here as well for backends that keep none.
+    watermark: i64,
 }
+
+/// The watermark of an instance that has none yet.
+const NO_WATERMARK: i64 = i64::MIN;
 
 impl<Op: StatefulOperator, B: StateBackend> Bound<Op, B> {
     /// Binds `op` to `backend`, registering its states; this instance owns every key group.
@@ -158,6 +165,7 @@ impl<Op: StatefulOperator, B: StateBackend> Bound<Op, B> {
             key: Vec::with_capacity(32),
             scratch: Scratch::default(),
             tracking: false,
+            watermark: NO_WATERMARK,
         })
     }
 
@@ -221,6 +229,21 @@ impl<Op: StatefulOperator, B: StateBackend> Bound<Op, B> {
         Ok(Op::__keyed(&self.op, &self.columns, ctx))
     }
 
+    /// The current watermark (event time, in milliseconds), once one was set or restored.
+    #[must_use]
+    pub fn watermark(&self) -> Option<i64> {
+        let own = (self.watermark != NO_WATERMARK).then_some(self.watermark);
+        own.max(self.backend.watermark())
+    }
+
+    /// Advances event time to `millis` for this instance and its backend (event-time TTL);
+    /// watermarks never go back, so a lower value is ignored. Checkpoints record it, and a
+    /// restore sets it again.
+    pub fn set_watermark(&mut self, millis: i64) {
+        self.watermark = self.watermark.max(millis);
+        self.backend.set_watermark(millis);
+    }
+
     /// The operator (its plain fields).
     #[must_use]
     pub fn operator(&self) -> &Op {
@@ -269,6 +292,9 @@ impl<Op: StatefulOperator, B: StateBackend> Bound<Op, B> {
     /// [`PendingCheckpoint::add_image`](crate::checkpoint::PendingCheckpoint::add_image), on
     /// any thread, while this instance goes on processing.
     ///
+    /// Every way to take a snapshot or checkpoint captures the same thing: the state as the
+    /// next read would see it (TTL refreshes that reads queued included) and the watermark.
+    ///
     /// # Errors
     ///
     /// A backend failure.
@@ -280,7 +306,7 @@ impl<Op: StatefulOperator, B: StateBackend> Bound<Op, B> {
             self.key_groups,
         )?;
         image.add_operator_states(&Op::DESCRIPTOR, &self.op.__operator_states())?;
-        Ok(image)
+        Ok(image.with_watermark(self.watermark()))
     }
 
     /// Takes the changes since the last capture as an incremental image (see
@@ -307,7 +333,7 @@ impl<Op: StatefulOperator, B: StateBackend> Bound<Op, B> {
             self.key_groups,
         )?;
         image.add_operator_states(&Op::DESCRIPTOR, &self.op.__operator_states())?;
-        Ok(image)
+        Ok(image.with_watermark(self.watermark()))
     }
 
     /// Replaces this instance's state with the snapshot's (only this instance's key groups are
@@ -374,15 +400,39 @@ impl<Op: StatefulOperator, B: StateBackend> Bound<Op, B> {
     /// groups this instance owns, read from the snapshots of whichever instances wrote them
     /// (any parallelism), each with its incremental chain.
     ///
+    /// This is the one restore path for every checkpoint: canonical (full or incremental, from
+    /// any backend) and native (the backend's own files, opened by a backend of the same kind,
+    /// wrapped in [`TtlBackend`](crate::ttl::TtlBackend) or not). The schemas recorded are
+    /// checked against the declaration and declared migrations applied, only this instance's
+    /// key groups are kept, and the watermark is set to the smallest of the restored instances'
+    /// (none when one of them had none).
+    ///
     /// # Errors
     ///
     /// [`Error::CheckpointNotFound`], [`Error::Incompatible`] when the checkpoint has no
-    /// snapshot of some of this instance's key groups or another maximum parallelism, and the
-    /// errors of reading and restoring a snapshot.
+    /// snapshot of some of this instance's key groups, another maximum parallelism, or native
+    /// files this backend cannot open; [`Error::SchemaMismatch`]; the errors of reading and
+    /// restoring a snapshot.
     pub fn restore_from(
         &mut self,
         storage: &CheckpointStorage,
         point: RestorePoint,
+    ) -> Result<RestoreSummary> {
+        self.restore_from_with_progress(storage, point, &mut |_| {})
+    }
+
+    /// [`restore_from`](Self::restore_from), calling `progress` while declared migrations
+    /// rewrite the entries of a native checkpoint in place (every 10,000 entries and when a
+    /// state is done; a canonical restore migrates each entry as it reads it).
+    ///
+    /// # Errors
+    ///
+    /// As [`restore_from`](Self::restore_from).
+    pub fn restore_from_with_progress(
+        &mut self,
+        storage: &CheckpointStorage,
+        point: RestorePoint,
+        progress: &mut dyn FnMut(&MigrationProgress<'_>),
     ) -> Result<RestoreSummary> {
         let info = storage.resolve(point)?;
         // A union list state needs every instance's snapshot, not only those of this
@@ -396,13 +446,156 @@ impl<Op: StatefulOperator, B: StateBackend> Bound<Op, B> {
         } else {
             self.key_groups
         };
-        let files = storage.read_for_restore(&info, Op::DESCRIPTOR.name, range)?;
-        let readers = files
+        let files = storage.files_for_restore(&info, Op::DESCRIPTOR.name, range)?;
+        // The smallest watermark of the instances whose key groups this one takes: no
+        // restored key sees event time its own instance had not reached.
+        let watermark = files
             .iter()
-            .map(|(path, bytes)| SnapshotReader::parse(path.clone(), bytes))
-            .collect::<Result<Vec<_>>>()?;
-        let refs: Vec<&SnapshotReader<'_>> = readers.iter().collect();
-        self.restore_snapshots(&refs)
+            .filter(|f| f.key_groups().overlaps(self.key_groups))
+            .map(|f| f.watermark)
+            .min()
+            .flatten();
+        let summary = if files.iter().any(|f| f.native.is_some()) {
+            self.restore_native_files(storage, files, progress)?
+        } else {
+            let files = storage.read_for_restore(&info, Op::DESCRIPTOR.name, range)?;
+            let readers = files
+                .iter()
+                .map(|(path, bytes)| SnapshotReader::parse(path.clone(), bytes))
+                .collect::<Result<Vec<_>>>()?;
+            let refs: Vec<&SnapshotReader<'_>> = readers.iter().collect();
+            self.restore_snapshots(&refs)?
+        };
+        self.watermark = NO_WATERMARK;
+        if let Some(w) = watermark {
+            self.set_watermark(w);
+        }
+        Ok(summary)
+    }
+
+    /// The native part of [`restore_from_with_progress`](Self::restore_from_with_progress):
+    /// checks the snapshots, then lets the backend open them.
+    fn restore_native_files(
+        &mut self,
+        storage: &CheckpointStorage,
+        files: Vec<&crate::checkpoint::CheckpointFile>,
+        progress: &mut dyn FnMut(&MigrationProgress<'_>),
+    ) -> Result<RestoreSummary> {
+        let name = Op::DESCRIPTOR.name;
+        let backend = self.backend.name();
+        let incompatible =
+            |file: &crate::checkpoint::CheckpointFile, reason: String| Error::Incompatible {
+                operator: name.to_owned(),
+                path: storage.dir().join(&file.path),
+                reason,
+            };
+        let mut migrations: Option<Vec<NativeMigration>> = None;
+        for f in &files {
+            let Some(native) = &f.native else {
+                return Err(incompatible(
+                    f,
+                    format!(
+                        "is a {} canonical snapshot, and other instances' snapshots of this \
+                         checkpoint are native ones: a restore reads one or the other",
+                        f.kind
+                    ),
+                ));
+            };
+            if native.backend != backend {
+                return Err(incompatible(
+                    f,
+                    format!(
+                        "is a native {} snapshot, which the {backend} backend cannot open; \
+                         take canonical checkpoints (`CheckpointConfig::native(false)`) to \
+                         restore into any backend",
+                        native.backend
+                    ),
+                ));
+            }
+            if native.max_parallelism != Op::DESCRIPTOR.max_parallelism {
+                return Err(incompatible(
+                    f,
+                    format!(
+                        "written with max_parallelism {}, the operator declares {}",
+                        native.max_parallelism,
+                        Op::DESCRIPTOR.max_parallelism
+                    ),
+                ));
+            }
+            // The recorded schemas, checked before anything changes; every snapshot of the
+            // checkpoint must read the same way.
+            let mut mine = Vec::new();
+            if let Some(schemas) = &native.schemas {
+                let checked =
+                    schemas
+                        .check(&Op::DESCRIPTOR)
+                        .map_err(|report| Error::SchemaMismatch {
+                            operator: name.to_owned(),
+                            path: storage.dir().join(&f.path),
+                            report,
+                        })?;
+                for (record, c) in schemas.states.iter().zip(checked) {
+                    if let Some((state, Reading::Migrate(migration))) = c
+                        && state.kind.is_keyed()
+                    {
+                        mine.push(NativeMigration {
+                            state,
+                            stamped: record.stamped,
+                            migration,
+                        });
+                    }
+                }
+            }
+            match &migrations {
+                None => migrations = Some(mine),
+                Some(first)
+                    if first
+                        .iter()
+                        .map(|m| (m.state.name, m.migration.version))
+                        .ne(mine.iter().map(|m| (m.state.name, m.migration.version))) =>
+                {
+                    return Err(incompatible(
+                        f,
+                        "its states are of other versions than the checkpoint's other snapshots"
+                            .into(),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        let mut migrated = 0u64;
+        let mut count = |p: &MigrationProgress<'_>| {
+            if p.done {
+                migrated += p.entries;
+            }
+            progress(p);
+        };
+        let mut restore = NativeRestore {
+            storage,
+            operator: &Op::DESCRIPTOR,
+            files,
+            range: self.key_groups,
+            migrations: migrations.unwrap_or_default(),
+            progress: &mut count,
+        };
+        // What was tracked no longer applies to the restored state.
+        self.backend.track_changes(false);
+        self.tracking = false;
+        if !self.backend.restore_native(&mut restore)? {
+            let f = restore.files[0];
+            return Err(incompatible(
+                f,
+                format!(
+                    "is a native snapshot, which the {backend} backend cannot open; take \
+                     canonical checkpoints (`CheckpointConfig::native(false)`) to restore into \
+                     any backend"
+                ),
+            ));
+        }
+        Ok(RestoreSummary {
+            entries: 0,
+            migrated,
+        })
     }
 }
 
@@ -429,7 +622,7 @@ impl<Op: StatefulOperator, B: StateBackend> Checkpointable for Bound<Op, B> {
         image.add_operator_states(&Op::DESCRIPTOR, &self.op.__operator_states())?;
         // In the same synchronous step: every change after the capture is tracked.
         self.tracking = self.backend.track_changes(track_changes) && track_changes;
-        Ok(image)
+        Ok(image.with_watermark(self.watermark()))
     }
 
     fn capture_changes(&mut self) -> Result<SnapshotImage> {
@@ -449,7 +642,9 @@ impl<Op: StatefulOperator, B: StateBackend> Checkpointable for Bound<Op, B> {
             self.backend.track_changes(false);
             self.tracking = false;
         }
-        let files = files.with_schemas(crate::schema::OperatorSchemas::of(&Op::DESCRIPTOR));
+        let files = files
+            .with_schemas(crate::schema::OperatorSchemas::of(&Op::DESCRIPTOR))
+            .with_watermark(self.watermark());
         Ok(Some((files, Op::DESCRIPTOR.max_parallelism)))
     }
 }

@@ -52,8 +52,8 @@ use std::time::Duration;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::backend::{
-    ChangeVisitor, DetachedState, EntryHint, EntryIter, EntryVisitor, NativeFiles, StateBackend,
-    StateId,
+    ChangeVisitor, DetachedState, EntryHint, EntryIter, EntryVisitor, NativeFiles, NativeRestore,
+    StateBackend, StateId,
 };
 use crate::codec::Frames;
 use crate::descriptor::{
@@ -578,6 +578,18 @@ impl<B: StateBackend> TtlBackend<B> {
         self.states.get(state.0 as usize).and_then(Option::as_ref)
     }
 
+    /// Whether an earlier read queued a fix of this entry, which removes its expired data.
+    fn removal_queued(&self, state: StateId, key: &[u8], user_key: &[u8]) -> bool {
+        self.pending.try_borrow().is_ok_and(|p| {
+            p.iter().any(|f| {
+                matches!(f.cause, Cause::Access)
+                    && f.state == state
+                    && *f.key == *key
+                    && *f.user_key == *user_key
+            })
+        })
+    }
+
     fn defer(&self, state: StateId, key: &[u8], user_key: &[u8], touch: Option<i64>, cause: Cause) {
         self.pending.borrow_mut().push(Fix {
             state,
@@ -691,8 +703,13 @@ impl<B: StateBackend> TtlBackend<B> {
         if !t.list {
             let (stamp, value) = split_stamp(raw, 0)?;
             if is_expired(stamp, t.ttl_ms, now) {
-                self.defer(state, key, user_key, None, Cause::Access);
-                return Ok(t.return_expired.then_some(value));
+                // Returned once, as Flink does: the read that finds it expired cleans it up,
+                // and every later read sees it gone.
+                let first = !self.removal_queued(state, key, user_key);
+                if first {
+                    self.defer(state, key, user_key, None, Cause::Access);
+                }
+                return Ok((t.return_expired && first).then_some(value));
             }
             if t.update_on_read {
                 self.defer(state, key, user_key, Some(now), Cause::Access);
@@ -701,11 +718,16 @@ impl<B: StateBackend> TtlBackend<B> {
         }
         let mut out = bumpalo::collections::Vec::with_capacity_in(raw.len(), &self.reads);
         let mut expired = false;
+        // Expired elements are returned by the first read only (see the value case above).
+        let mut return_expired = None;
         for (i, frame) in Frames::new(raw).enumerate() {
             let (stamp, element) = split_stamp(frame?, i)?;
             if is_expired(stamp, t.ttl_ms, now) {
                 expired = true;
-                if !t.return_expired {
+                let returned = *return_expired.get_or_insert_with(|| {
+                    t.return_expired && !self.removal_queued(state, key, user_key)
+                });
+                if !returned {
                     continue;
                 }
             }
@@ -945,12 +967,16 @@ impl<B: StateBackend> StateBackend for TtlBackend<B> {
         self.ttl(state).is_some()
     }
 
+    /// Stamp refreshes that reads queued (`update = "on_read_and_write"`) and no write has
+    /// applied yet are in what this visits: a snapshot holds the state as the next read would
+    /// see it, whichever way it is taken.
     fn for_each_stored(&self, state: StateId, visit: &mut EntryVisitor<'_>) -> Result<()> {
         let Some(t) = self.ttl(state) else {
             return self.inner.for_each_stored(state, visit);
         };
         let now = self.time.now(t.mode);
-        visit_live(t.list, t.ttl_ms, now, visit, |v| {
+        let refreshes = self.queued_refreshes(state);
+        visit_live(t.list, t.ttl_ms, now, &refreshes, visit, |v| {
             self.inner.for_each_stored(state, v)
         })
     }
@@ -998,13 +1024,18 @@ impl<B: StateBackend> StateBackend for TtlBackend<B> {
         let Some(inner) = self.inner.detach()? else {
             return Ok(None);
         };
-        // Expiry as of now, the moment of the view.
+        // Expiry as of now, the moment of the view, and the refreshes queued by then.
         let ttls = self
             .states
             .iter()
-            .map(|s| {
-                s.as_ref()
-                    .map(|t| (t.list, t.ttl_ms, self.time.now(t.mode)))
+            .zip(0u32..)
+            .map(|(s, i)| {
+                s.as_ref().map(|t| DetachedTtl {
+                    list: t.list,
+                    ttl_ms: t.ttl_ms,
+                    now: self.time.now(t.mode),
+                    refreshes: self.queued_refreshes(StateId(i)),
+                })
             })
             .collect();
         Ok(Some(Box::new(TtlDetached { inner, ttls })))
@@ -1015,6 +1046,24 @@ impl<B: StateBackend> StateBackend for TtlBackend<B> {
     fn native_checkpoint(&mut self) -> Result<Option<NativeFiles>> {
         self.apply_pending()?;
         self.inner.native_checkpoint()
+    }
+
+    /// The wrapped backend opens the files; what reads had queued applied to the state that
+    /// the restore replaced, so it is dropped.
+    fn restore_native(&mut self, restore: &mut NativeRestore<'_>) -> Result<bool> {
+        self.pending.get_mut().clear();
+        self.processing.set(None);
+        self.inner.restore_native(restore)
+    }
+
+    fn watermark(&self) -> Option<i64> {
+        let w = self.time.watermark.load(Ordering::Relaxed);
+        (w != NO_WATERMARK).then_some(w)
+    }
+
+    fn set_watermark(&mut self, millis: i64) {
+        self.time.watermark.fetch_max(millis, Ordering::Relaxed);
+        self.inner.set_watermark(millis);
     }
 
     fn track_changes(&mut self, on: bool) -> bool {
@@ -1028,17 +1077,53 @@ impl<B: StateBackend> StateBackend for TtlBackend<B> {
     }
 }
 
+/// A stamp refresh a read queued and no write applied yet: `(key, user key, time of the read)`.
+type Refresh = (Box<[u8]>, Box<[u8]>, i64);
+
+impl<B> TtlBackend<B> {
+    /// The refreshes queued for entries of `state` (a handful: the queue empties at every key
+    /// change and write).
+    fn queued_refreshes(&self, state: StateId) -> Vec<Refresh> {
+        let Ok(pending) = self.pending.try_borrow() else {
+            return Vec::new();
+        };
+        pending
+            .iter()
+            .filter(|f| f.state == state)
+            .filter_map(|f| Some((f.key.clone(), f.user_key.clone(), f.touch?)))
+            .collect()
+    }
+}
+
 /// Runs `walk` (a visit of stored, stamped entries) and passes on what is live at `now`: whole
-/// values and entries, lists without their expired elements.
+/// values and entries, lists without their expired elements, each entry with the refreshes
+/// queued for it applied first (as [`TtlBackend::apply_pending`] would).
 fn visit_live(
     list: bool,
     ttl_ms: i64,
     now: i64,
+    refreshes: &[Refresh],
     visit: &mut EntryVisitor<'_>,
     walk: impl FnOnce(&mut EntryVisitor<'_>) -> Result<()>,
 ) -> Result<()> {
-    let mut live = Vec::new();
+    let (mut live, mut refreshed, mut touched) = (Vec::new(), Vec::new(), Vec::new());
     walk(&mut |key, user_key, raw| {
+        let mut any = false;
+        for (_, _, at) in refreshes
+            .iter()
+            .filter(|(k, u, _)| **k == *key && **u == *user_key)
+        {
+            // A refresh happens as of the read that asked for it: what was alive then lives on.
+            touched.clear();
+            let from: &[u8] = if any { &refreshed } else { raw };
+            let r = retain_live(list, from, ttl_ms, *at, Some(*at), &mut touched)?;
+            if r.kept == 0 {
+                return Ok(());
+            }
+            std::mem::swap(&mut refreshed, &mut touched);
+            any = true;
+        }
+        let raw: &[u8] = if any { &refreshed } else { raw };
         live.clear();
         let r = retain_live(list, raw, ttl_ms, now, None, &mut live)?;
         if r.kept == 0 {
@@ -1048,19 +1133,28 @@ fn visit_live(
     })
 }
 
-/// A detached view of a TTL backend: the inner view, without what had expired when it was taken.
+/// One TTL state of a [`TtlDetached`] view.
+struct DetachedTtl {
+    list: bool,
+    ttl_ms: i64,
+    /// The time of the view.
+    now: i64,
+    refreshes: Vec<Refresh>,
+}
+
+/// A detached view of a TTL backend: the inner view, without what had expired when it was
+/// taken, with the refreshes queued then.
 struct TtlDetached {
     inner: Box<dyn DetachedState>,
-    /// Per state: list, TTL in milliseconds, and the time of the view.
-    ttls: Vec<Option<(bool, i64, i64)>>,
+    ttls: Vec<Option<DetachedTtl>>,
 }
 
 impl DetachedState for TtlDetached {
     fn for_each_stored(&self, state: StateId, visit: &mut EntryVisitor<'_>) -> Result<()> {
-        let Some(&Some((list, ttl_ms, now))) = self.ttls.get(state.0 as usize) else {
+        let Some(Some(t)) = self.ttls.get(state.0 as usize) else {
             return self.inner.for_each_stored(state, visit);
         };
-        visit_live(list, ttl_ms, now, visit, |v| {
+        visit_live(t.list, t.ttl_ms, t.now, &t.refreshes, visit, |v| {
             self.inner.for_each_stored(state, v)
         })
     }

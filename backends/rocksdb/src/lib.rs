@@ -47,14 +47,15 @@ use rocksdb::compaction_filter::{CompactionFilter, Decision as CompactionDecisio
 use rocksdb::compaction_filter_factory::{CompactionFilterContext, CompactionFilterFactory};
 use rocksdb::{ColumnFamily, DB, DBPinnableSlice, ReadOptions, WriteOptions};
 use statewright_core::backend::{
-    DetachedState, EntryIter, EntryVisitor, NativeFiles, StateBackend, StateId,
+    DetachedState, EntryIter, EntryVisitor, NativeFiles, NativeRestore, StateBackend, StateId,
 };
 use statewright_core::checkpoint::validate_name;
 use statewright_core::ttl::ExpiryFilter;
 use statewright_core::{Error, OperatorDescriptor, Result, StateDescriptor};
 
-pub use native::{MigrationProgress, restore_native, restore_native_with_progress};
+pub use native::{restore_native, restore_native_with_progress};
 pub use options::{Compression, RocksDbOptions};
+pub use statewright_core::backend::MigrationProgress;
 pub use stats::{Latency, RocksDbStats, StateKeys};
 
 fn db_error(e: &rocksdb::Error) -> Error {
@@ -152,6 +153,27 @@ fn existing_column_families(db_opts: &rocksdb::Options, path: &Path) -> Result<V
             "cannot list the column families of the database: {e}"
         )),
     })
+}
+
+/// Opens the database at `path` with every column family it has (creating it when there is
+/// none yet).
+fn open_db(
+    path: &Path,
+    db_opts: &rocksdb::Options,
+    options: &RocksDbOptions,
+    cache: &rocksdb::Cache,
+    filters: &mut HashMap<String, FilterSlot>,
+) -> Result<DB> {
+    let existing = existing_column_families(db_opts, path)?;
+    let cfs: Vec<_> = existing
+        .iter()
+        .filter(|n| n.as_str() != rocksdb::DEFAULT_COLUMN_FAMILY_NAME)
+        .map(|n| {
+            let o = cf_options(options, cache, filters, n);
+            rocksdb::ColumnFamilyDescriptor::new(n, o)
+        })
+        .collect();
+    DB::open_cf_descriptors(db_opts, path, cfs).map_err(|e| db_error(&e))
 }
 
 /// Visits every entry of a column family as `(key, user key, value)`.
@@ -350,17 +372,8 @@ impl RocksDbBackend {
         })?;
         let cache = rocksdb::Cache::new_lru_cache(options.block_cache_size);
         let db_opts = options.rocksdb_db_options();
-        let existing = existing_column_families(&db_opts, &path)?;
         let mut filters = HashMap::new();
-        let cfs: Vec<_> = existing
-            .iter()
-            .filter(|n| n.as_str() != rocksdb::DEFAULT_COLUMN_FAMILY_NAME)
-            .map(|n| {
-                let o = cf_options(&options, &cache, &mut filters, n);
-                rocksdb::ColumnFamilyDescriptor::new(n, o)
-            })
-            .collect();
-        let db = DB::open_cf_descriptors(&db_opts, &path, cfs).map_err(|e| db_error(&e))?;
+        let db = open_db(&path, &db_opts, &options, &cache, &mut filters)?;
         // Opened: no other process has this database, so no view of it is being read.
         remove_stale_captures(&path);
         let lineage = native::Lineage::load_or_create(&path)?;
@@ -525,6 +538,9 @@ impl RocksDbBackend {
     }
 }
 
+/// A user key and its value, copied out of a RocksDB iterator.
+type OwnedEntry = (Box<[u8]>, Box<[u8]>);
+
 impl StateBackend for RocksDbBackend {
     fn name(&self) -> &'static str {
         "rocksdb"
@@ -621,7 +637,7 @@ impl StateBackend for RocksDbBackend {
         }
         let mut it = self.db.raw_iterator_cf_opt(cf, opts);
         it.seek(&prefix);
-        let mut entries: Vec<(Box<[u8]>, Box<[u8]>)> = Vec::new();
+        let mut entries: Vec<OwnedEntry> = Vec::new();
         while let (Some(k), Some(v)) = (it.key(), it.value()) {
             let Some(user_key) = k.strip_prefix(prefix.as_slice()) else {
                 break;
@@ -733,6 +749,10 @@ impl StateBackend for RocksDbBackend {
     /// [`restore_native`].
     fn native_checkpoint(&mut self) -> Result<Option<NativeFiles>> {
         self.take_native().map(Some)
+    }
+
+    fn restore_native(&mut self, restore: &mut NativeRestore<'_>) -> Result<bool> {
+        self.open_native(restore)
     }
 
     /// Compactions drop entries whose every part has expired; a list with live elements is

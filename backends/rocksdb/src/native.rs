@@ -20,12 +20,13 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use rocksdb::{DB, WriteBatch};
-use statewright_core::backend::{NativeFileSpec, NativeFiles};
+use statewright_core::backend::{MigrationProgress, NativeFileSpec, NativeFiles, NativeRestore};
 use statewright_core::checkpoint::{CheckpointFile, CheckpointStorage, RestorePoint};
 use statewright_core::keygroup::KeyGroupRange;
-use statewright_core::schema::Reading;
 use statewright_core::ttl;
-use statewright_core::{Bound, Corruption, Error, Result, StatefulOperator};
+use statewright_core::{
+    Bound, Corruption, Error, Result, StateBackend, StateKind, StatefulOperator,
+};
 
 use crate::{RocksDbBackend, RocksDbOptions, capture_prefix, db_error};
 
@@ -169,44 +170,22 @@ impl RocksDbBackend {
     }
 }
 
-/// How far the rewrite of a state's entries by a declared migration is, reported by
-/// [`restore_native_with_progress`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MigrationProgress<'a> {
-    /// The state being migrated.
-    pub state: &'a str,
-    /// The version its entries are migrated from.
-    pub from_version: u32,
-    /// Entries rewritten so far.
-    pub entries: u64,
-    /// RocksDB's estimate of the state's entries (`rocksdb.estimate-num-keys`).
-    pub estimated_total: u64,
-    /// Whether the state is done.
-    pub done: bool,
-}
-
-/// Restores an operator instance owning key groups `range` from a checkpoint whose snapshots
-/// of the operator are native RocksDB ones, into a new database at `path` (which must not
-/// exist).
+/// Restores an operator instance owning key groups `range` from a checkpoint into a new
+/// database at `path` (which must not exist): a shortcut for opening a [`RocksDbBackend`] at
+/// `path`, binding `op` to it and [`Bound::restore_from`], the one restore path.
 ///
-/// The schemas the checkpoint recorded are checked against the operator's declaration first
-/// ([`Error::SchemaMismatch`], nothing created); states stored at an earlier version with a
-/// declared migration have every entry rewritten in the current version after the files are
-/// in place (see [`restore_native_with_progress`] to follow that).
-///
-/// With one snapshot of exactly these key groups, the restore is hard links to the stored
+/// A native checkpoint of exactly these key groups is restored by hard links to the stored
 /// files: its time does not depend on the state's size. When the parallelism changed, the
 /// snapshot overlapping the range most becomes the database, the key groups outside the range
 /// are deleted (range deletions), and the entries of the range in the other snapshots are
-/// copied in.
+/// copied in. A canonical checkpoint is read as into any backend. An operator with TTL state
+/// needs the [`TtlBackend`](statewright_core::TtlBackend) wrapper: bind
+/// `TtlBackend::new(RocksDbBackend::open(path, options)?)` and call [`Bound::restore_from`].
 ///
 /// # Errors
 ///
-/// [`Error::CheckpointNotFound`]; [`Error::Incompatible`] when the checkpoint does not cover
-/// the range, holds canonical snapshots of the operator (restore those with
-/// [`Bound::restore_from`]), was written with another maximum parallelism, or `path` exists;
-/// [`Error::Corrupt`] for a stored file of the wrong length; RocksDB or I/O failures. A failed
-/// restore removes what it created at `path`.
+/// As [`Bound::restore_from`]; [`Error::Incompatible`] when `path` exists. A failed restore
+/// removes what it created at `path`.
 pub fn restore_native<Op: StatefulOperator>(
     op: Op,
     storage: &CheckpointStorage,
@@ -234,91 +213,75 @@ pub fn restore_native_with_progress<Op: StatefulOperator>(
     progress: &mut dyn FnMut(&MigrationProgress<'_>),
 ) -> Result<Bound<Op, RocksDbBackend>> {
     let path = path.into();
-    let info = storage.resolve(point)?;
-    let name = Op::DESCRIPTOR.name;
-    let files = storage.files_for_restore(&info, name, range)?;
-    let incompatible = |file: &CheckpointFile, reason: String| Error::Incompatible {
-        operator: name.to_owned(),
-        path: storage.dir().join(&file.path),
-        reason,
-    };
-    for f in &files {
-        match &f.native {
-            Some(n) if n.backend != BACKEND => {
-                return Err(incompatible(
-                    f,
-                    format!("is a native {} snapshot, not a RocksDB one", n.backend),
-                ));
-            }
-            Some(n) if n.max_parallelism != Op::DESCRIPTOR.max_parallelism => {
-                return Err(incompatible(
-                    f,
-                    format!(
-                        "written with max_parallelism {}, the operator declares {}",
-                        n.max_parallelism,
-                        Op::DESCRIPTOR.max_parallelism
-                    ),
-                ));
-            }
-            Some(_) => {}
-            None => {
-                return Err(incompatible(
-                    f,
-                    format!(
-                        "is a {} canonical snapshot: restore it with `Bound::restore_from`",
-                        f.kind
-                    ),
-                ));
-            }
-        }
-    }
-    // The recorded schemas, checked before anything is created; every snapshot of the
-    // checkpoint must read the same way.
-    let mut migrations: Vec<(&'static str, bool, &'static statewright_core::Migration)> =
-        Vec::new();
-    for (i, f) in files.iter().enumerate() {
-        let Some(schemas) = f.native.as_ref().and_then(|n| n.schemas.as_ref()) else {
-            continue;
-        };
-        let checked = schemas
-            .check(&Op::DESCRIPTOR)
-            .map_err(|report| Error::SchemaMismatch {
-                operator: name.to_owned(),
-                path: storage.dir().join(&f.path),
-                report,
-            })?;
-        let mut mine = Vec::new();
-        for (record, c) in schemas.states.iter().zip(checked) {
-            if let Some((desc, Reading::Migrate(m))) = c {
-                mine.push((desc.name, record.stamped, m));
-            }
-        }
-        if i == 0 {
-            migrations = mine;
-        } else if mine
-            .iter()
-            .map(|m| (m.0, m.2.version))
-            .ne(migrations.iter().map(|m| (m.0, m.2.version)))
-        {
-            return Err(incompatible(
-                f,
-                "its states are of other versions than the checkpoint's other snapshots".into(),
-            ));
-        }
-    }
-    let overlap = |f: &CheckpointFile| {
-        let first = f.first_key_group.max(range.first());
-        let last = f.last_key_group.min(range.last());
-        u32::from(last).saturating_sub(u32::from(first)) + 1
-    };
-    let Some(base) = files.iter().copied().max_by_key(|f| overlap(f)) else {
-        return Err(Error::CheckpointNotFound {
-            dir: storage.dir().to_owned(),
-            wanted: format!("{name} key groups {}..={}", range.first(), range.last()),
+    if path.exists() {
+        return Err(Error::Incompatible {
+            operator: Op::DESCRIPTOR.name.to_owned(),
+            path,
+            reason: "the restore target already exists".into(),
         });
-    };
-    storage.materialize_native(base, &path)?;
+    }
     let result = (|| {
+        let backend = RocksDbBackend::open(&path, options)?;
+        let mut bound = Bound::new(op, backend)?.with_key_groups(range)?;
+        bound.restore_from_with_progress(storage, point, progress)?;
+        Ok(bound)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_dir_all(&path);
+    }
+    result
+}
+
+impl RocksDbBackend {
+    /// [`StateBackend::restore_native`] for RocksDB: closes the database, replaces its
+    /// directory with the snapshot overlapping the range most, reopens it, cuts it to the
+    /// range, copies in the range's entries of the other snapshots and runs the migrations.
+    pub(crate) fn open_native(&mut self, restore: &mut NativeRestore<'_>) -> Result<bool> {
+        let native_of_mine =
+            |f: &&CheckpointFile| f.native.as_ref().is_some_and(|n| n.backend == BACKEND);
+        if restore.files.is_empty() || !restore.files.iter().all(native_of_mine) {
+            return Ok(false);
+        }
+        let range = restore.range;
+        let overlap = |f: &CheckpointFile| {
+            let first = f.first_key_group.max(range.first());
+            let last = f.last_key_group.min(range.last());
+            u32::from(last).saturating_sub(u32::from(first)) + 1
+        };
+        let Some(base) = restore.files.iter().copied().max_by_key(|f| overlap(f)) else {
+            return Ok(false);
+        };
+        // The database closes when a placeholder takes its place; the placeholder closes when
+        // the restored database takes its own.
+        self.release_reads();
+        let parent = self.path.parent().unwrap_or(&self.path).to_owned();
+        let scratch = tempfile::Builder::new()
+            .prefix(&capture_prefix(&self.path))
+            .tempdir_in(&parent)
+            .map_err(io(&parent))?;
+        let placeholder = DB::open_default(scratch.path().join("db")).map_err(|e| db_error(&e))?;
+        drop(std::mem::replace(&mut self.db, placeholder));
+        let result = self.replace_with(restore, base);
+        if result.is_err() {
+            // Leave an empty, usable database rather than half a restore.
+            let _ = fs::remove_dir_all(&self.path);
+            if let Ok(db) = self.reopen() {
+                self.db = db;
+            }
+        }
+        result.map(|()| true)
+    }
+
+    fn replace_with(
+        &mut self,
+        restore: &mut NativeRestore<'_>,
+        base: &CheckpointFile,
+    ) -> Result<()> {
+        let range = restore.range;
+        if self.path.exists() {
+            fs::remove_dir_all(&self.path).map_err(io(&self.path))?;
+        }
+        restore.storage.materialize_native(base, &self.path)?;
         // A new lineage that knows the shared names of the files it starts with.
         let lineage = Lineage {
             id: new_id(),
@@ -329,28 +292,50 @@ pub fn restore_native_with_progress<Op: StatefulOperator>(
                 .filter_map(|f| Some((f.name.clone(), f.shared.clone()?)))
                 .collect(),
         };
-        lineage.write(&path)?;
-        let backend = RocksDbBackend::open(&path, options.clone())?;
-        let bound = Bound::new(op, backend)?.with_key_groups(range)?;
+        lineage.write(&self.path)?;
+        self.lineage = lineage;
+        self.db = self.reopen()?;
         if base.key_groups() != range {
-            cut_to(bound.backend(), range)?;
+            cut_to(self, range)?;
         }
-        for other in files.iter().filter(|f| !std::ptr::eq(**f, base)) {
-            copy_in(storage, other, bound.backend(), range, &options)?;
+        for other in restore.files.iter().filter(|f| !std::ptr::eq(**f, base)) {
+            copy_in(restore.storage, other, self, range, &self.options)?;
         }
-        for &(state, stamped, m) in &migrations {
-            let kind = Op::DESCRIPTOR.state(state).map(|d| d.kind);
-            if kind.is_some_and(|k| k.is_keyed()) {
-                let list = kind == Some(statewright_core::StateKind::List);
-                migrate_column(bound.backend(), name, state, list, stamped, m, progress)?;
+        for m in &restore.migrations {
+            let list = m.state.kind == StateKind::List;
+            migrate_column(
+                self,
+                restore.operator.name,
+                m.state.name,
+                list,
+                m.stamped,
+                m.migration,
+                restore.progress,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Opens the database at this backend's path again (creating it when missing), with a
+    /// column family for every registered state.
+    fn reopen(&mut self) -> Result<DB> {
+        fs::create_dir_all(&self.path).map_err(io(&self.path))?;
+        let mut db = crate::open_db(
+            &self.path,
+            &self.db_opts,
+            &self.options,
+            &self.cache,
+            &mut self.filters,
+        )?;
+        for c in &self.columns {
+            if db.cf_handle(&c.name).is_none() {
+                let opts =
+                    crate::cf_options(&self.options, &self.cache, &mut self.filters, &c.name);
+                db.create_cf(&c.name, &opts).map_err(|e| db_error(&e))?;
             }
         }
-        Ok(bound)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_dir_all(&path);
+        Ok(db)
     }
-    result
 }
 
 /// Rewrites every entry of one state's column family in the current version.

@@ -1,6 +1,6 @@
 //! The core conformance suite, run against RocksDB in a temporary directory, alone and under
 //! the TTL wrapper.
-#![allow(missing_docs)]
+#![allow(missing_docs, clippy::unwrap_used)]
 
 fn backend() -> statewright_rocksdb::RocksDbBackend {
     statewright_rocksdb::RocksDbBackend::open_temporary(

@@ -45,7 +45,7 @@ fn flushed_and_compacted_values_are_read_in_place() {
         for i in 0..2_000u32 {
             let mut st = op.key(&i).unwrap();
             let last = st.last().get().unwrap().unwrap();
-            if (last as *const _ as usize) % 8 != 0 {
+            if !(last as *const _ as usize).is_multiple_of(8) {
                 misaligned += 1;
             }
             assert_eq!(last.sensor.to_native(), u64::from(i) * 7);

@@ -170,6 +170,8 @@ pub struct SnapshotImage {
     /// A view to copy the states from when the image is written (see
     /// [`StateBackend::detach`]), with the backend's id of each state.
     detached: Option<(Box<dyn DetachedState>, Vec<StateId>)>,
+    /// The instance's watermark at the capture.
+    watermark: Option<i64>,
 }
 
 impl std::fmt::Debug for SnapshotImage {
@@ -242,6 +244,7 @@ pub fn capture<B: StateBackend + ?Sized>(
         incremental: false,
         states,
         detached: None,
+        watermark: None,
     })
 }
 
@@ -276,6 +279,7 @@ pub fn capture_detached<B: StateBackend + ?Sized>(
         incremental: false,
         states,
         detached: Some((view, columns.to_vec())),
+        watermark: None,
     })
 }
 
@@ -316,6 +320,7 @@ pub fn capture_changes<B: StateBackend + ?Sized>(
         incremental: true,
         states,
         detached: None,
+        watermark: None,
     })
 }
 
@@ -346,6 +351,19 @@ impl SnapshotImage {
     #[must_use]
     pub fn is_incremental(&self) -> bool {
         self.incremental
+    }
+
+    /// Records the instance's watermark at the capture (the checkpoint's manifest keeps it).
+    #[must_use]
+    pub fn with_watermark(mut self, watermark: Option<i64>) -> Self {
+        self.watermark = watermark;
+        self
+    }
+
+    /// The watermark recorded with [`with_watermark`](Self::with_watermark).
+    #[must_use]
+    pub fn watermark(&self) -> Option<i64> {
+        self.watermark
     }
 
     /// The operator's name.
