@@ -53,7 +53,6 @@ fn expired_values_are_returned_once<B: StateBackend>(inner: B) {
     assert!(st.list().get_owned().unwrap().is_empty(), "second read");
     assert_eq!(st.map().get_owned(&3).unwrap(), Some(30), "first read");
     assert_eq!(st.map().get_owned(&3).unwrap(), None, "second read");
-    drop(st);
     // And in the next view, nothing is left.
     let mut st = op.key(&1).unwrap();
     assert_eq!(st.value().get_owned().unwrap(), None);

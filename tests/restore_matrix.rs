@@ -285,6 +285,18 @@ impl StateBackend for TtlOr {
     ) -> statewright::Result<statewright::backend::EntryIter<'a>> {
         TtlOr::get(self).scan(state, key)
     }
+    fn read(
+        &self,
+        state: StateId,
+        key: &[u8],
+        user_key: &[u8],
+        reader: &mut statewright::backend::ValueReader<'_>,
+    ) -> statewright::Result<()> {
+        TtlOr::get(self).read(state, key, user_key, reader)
+    }
+    fn count(&self, state: StateId, key: &[u8]) -> statewright::Result<usize> {
+        TtlOr::get(self).count(state, key)
+    }
     fn delete_key(&mut self, state: StateId, key: &[u8]) -> statewright::Result<()> {
         self.get_mut().delete_key(state, key)
     }

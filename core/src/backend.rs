@@ -37,8 +37,14 @@ impl EntryHint {
     }
 }
 
-/// Iterator over `(user key, value)` pairs of one key, in user-key byte order.
-pub type EntryIter<'a> = Box<dyn Iterator<Item = (&'a [u8], &'a [u8])> + 'a>;
+/// Iterator over `(user key, value)` pairs of one key, in user-key byte order. Backends that
+/// read as the iterator advances (RocksDB) report a failure met on the way as an `Err` item,
+/// after which the iterator ends.
+pub type EntryIter<'a> = Box<dyn Iterator<Item = Result<(&'a [u8], &'a [u8])>> + 'a>;
+
+/// A reader of one stored value, given the bytes (`None` when nothing is stored) for the
+/// duration of the call (see [`StateBackend::read`]).
+pub type ValueReader<'v> = dyn FnMut(Option<&[u8]>) -> Result<()> + 'v;
 
 /// A visitor over every entry of a state: `(key, user key, value)`.
 pub type EntryVisitor<'v> = dyn FnMut(&[u8], &[u8], &[u8]) -> Result<()> + 'v;
@@ -333,6 +339,39 @@ pub trait StateBackend {
     /// Unknown state, or a backend failure.
     fn scan<'a>(&'a self, state: StateId, key: &[u8]) -> Result<EntryIter<'a>>;
 
+    /// Calls `reader` with the bytes at `(key, user_key)`, or `None`, and returns its result.
+    /// Unlike [`get`](Self::get), nothing has to stay alive after the call: reads that decode
+    /// into owned values use this, so a backend that pins what `get` returns (RocksDB) pins
+    /// nothing for them. The default calls `get`.
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](Self::get), or the reader's error.
+    fn read(
+        &self,
+        state: StateId,
+        key: &[u8],
+        user_key: &[u8],
+        reader: &mut ValueReader<'_>,
+    ) -> Result<()> {
+        reader(self.get(state, key, user_key)?)
+    }
+
+    /// The number of entries [`scan`](Self::scan) would yield for `key`. The default counts
+    /// them with `scan`; a backend that can count without keeping what it reads overrides it.
+    ///
+    /// # Errors
+    ///
+    /// As [`scan`](Self::scan).
+    fn count(&self, state: StateId, key: &[u8]) -> Result<usize> {
+        let mut n = 0;
+        for entry in self.scan(state, key)? {
+            entry?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// Removes every entry stored under `key`.
     ///
     /// # Errors
@@ -545,6 +584,18 @@ impl<B: StateBackend + ?Sized> StateBackend for Box<B> {
     }
     fn scan<'a>(&'a self, state: StateId, key: &[u8]) -> Result<EntryIter<'a>> {
         (**self).scan(state, key)
+    }
+    fn read(
+        &self,
+        state: StateId,
+        key: &[u8],
+        user_key: &[u8],
+        reader: &mut ValueReader<'_>,
+    ) -> Result<()> {
+        (**self).read(state, key, user_key, reader)
+    }
+    fn count(&self, state: StateId, key: &[u8]) -> Result<usize> {
+        (**self).count(state, key)
     }
     fn delete_key(&mut self, state: StateId, key: &[u8]) -> Result<()> {
         (**self).delete_key(state, key)

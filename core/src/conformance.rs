@@ -316,7 +316,8 @@ pub fn scan_yields_user_keys_in_order<B: StateBackend>(mut b: B, op: &'static Op
     let got: Vec<Vec<u8>> = b
         .scan(c[2], &k)
         .unwrap()
-        .map(|(u, v)| {
+        .map(|e| {
+            let (u, v) = e.unwrap();
             assert_eq!(u, v);
             u.to_vec()
         })
@@ -341,10 +342,56 @@ pub fn scan_of_a_value_state_yields_its_value<B: StateBackend>(
     let got: Vec<_> = b
         .scan(c[0], &key(b"k"))
         .unwrap()
-        .map(|(u, v)| (u.to_vec(), v.to_vec()))
+        .map(|e| e.map(|(u, v)| (u.to_vec(), v.to_vec())).unwrap())
         .collect();
     assert_eq!(got, vec![(Vec::new(), b"v".to_vec())]);
     assert_eq!(b.scan(c[0], &key(b"none")).unwrap().count(), 0);
+}
+
+pub fn count_and_read_agree_with_scan_and_get<B: StateBackend>(
+    mut b: B,
+    op: &'static OperatorDescriptor,
+) {
+    let c = register_all(&mut b, op);
+    let k = key(b"k");
+    for i in 0u8..200 {
+        b.put(c[2], &k, &[i], &[i; 3]).unwrap();
+    }
+    b.put(c[2], &key(b"other"), b"0", b"x").unwrap();
+    b.delete(c[2], &k, &[7]).unwrap();
+    assert_eq!(b.count(c[2], &k).unwrap(), 199);
+    assert_eq!(
+        b.count(c[2], &k).unwrap(),
+        b.scan(c[2], &k).unwrap().count()
+    );
+    assert_eq!(b.count(c[2], &key(b"none")).unwrap(), 0);
+    // A scan read part of the way stops there.
+    let first: Vec<Vec<u8>> = b
+        .scan(c[2], &k)
+        .unwrap()
+        .take(3)
+        .map(|e| e.unwrap().0.to_vec())
+        .collect();
+    assert_eq!(first, vec![vec![0], vec![1], vec![2]]);
+    for u in [&[5u8][..], &[7], &[250]] {
+        let mut seen = None;
+        b.read(c[2], &k, u, &mut |v| {
+            seen = v.map(<[u8]>::to_vec);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen.as_deref(), b.get(c[2], &k, u).unwrap(), "{u:?}");
+    }
+    // The reader's error is the read's.
+    let err = b
+        .read(c[2], &k, &[5], &mut |_| {
+            Err(Error::Backend {
+                backend: "reader",
+                message: "refused".into(),
+            })
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("refused"), "{err}");
 }
 
 pub fn delete_key_removes_every_user_key<B: StateBackend>(
@@ -544,6 +591,7 @@ macro_rules! conformance_suite {
             keys_that_prefix_each_other_are_distinct,
             scan_yields_user_keys_in_order,
             scan_of_a_value_state_yields_its_value,
+            count_and_read_agree_with_scan_and_get,
             delete_key_removes_every_user_key,
             for_each_entry_visits_every_entry_once,
             visitor_error_stops_the_visit,

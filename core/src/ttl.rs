@@ -53,7 +53,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::backend::{
     ChangeVisitor, DetachedState, EntryHint, EntryIter, EntryVisitor, NativeFiles, NativeRestore,
-    StateBackend, StateId,
+    StateBackend, StateId, ValueReader,
 };
 use crate::codec::Frames;
 use crate::descriptor::{
@@ -902,17 +902,50 @@ impl<B: StateBackend> StateBackend for TtlBackend<B> {
         let now = self.now(t.mode);
         if t.list {
             let list = self.get(state, key, &[])?;
-            return Ok(Box::new(list.into_iter().map(|v| (&[][..], v))));
+            return Ok(Box::new(list.into_iter().map(|v| Ok((&[][..], v)))));
         }
         let key: Box<[u8]> = key.into();
         let it = self.inner.scan(state, &key)?;
-        Ok(Box::new(it.filter_map(move |(user_key, raw)| {
+        Ok(Box::new(it.filter_map(move |entry| {
+            let (user_key, raw) = match entry {
+                Ok(entry) => entry,
+                Err(e) => return Some(Err(e)),
+            };
             // A damaged stamp is passed on whole: the reader's validation reports it.
             match self.stamped(t, state, &key, user_key, raw, now) {
-                Ok(v) => v.map(|v| (user_key, v)),
-                Err(_) => Some((user_key, raw)),
+                Ok(v) => v.map(|v| Ok((user_key, v))),
+                Err(_) => Some(Ok((user_key, raw))),
             }
         })))
+    }
+
+    fn read(
+        &self,
+        state: StateId,
+        key: &[u8],
+        user_key: &[u8],
+        reader: &mut ValueReader<'_>,
+    ) -> Result<()> {
+        let Some(t) = self.ttl(state) else {
+            return self.inner.read(state, key, user_key, reader);
+        };
+        let now = self.now(t.mode);
+        self.inner.read(state, key, user_key, &mut |raw| match raw {
+            None => reader(None),
+            Some(raw) => reader(self.stamped(t, state, key, user_key, raw, now)?),
+        })
+    }
+
+    fn count(&self, state: StateId, key: &[u8]) -> Result<usize> {
+        if self.ttl(state).is_none() {
+            return self.inner.count(state, key);
+        }
+        let mut n = 0;
+        for entry in self.scan(state, key)? {
+            entry?;
+            n += 1;
+        }
+        Ok(n)
     }
 
     fn delete_key(&mut self, state: StateId, key: &[u8]) -> Result<()> {

@@ -165,13 +165,16 @@ impl<'a, T: StateValue, B: StateBackend + ?Sized> ValueView<'a, T, B> {
     ///
     /// As [`get`](Self::get).
     pub fn get_owned(&self) -> Result<Option<T>> {
-        let r = self.ctx.backend.get(self.slot.id, self.ctx.key, &[]);
-        match r.map_err(|e| self.ctx.wrap(self.slot.name, e))? {
-            None => Ok(None),
-            Some(b) => codec::decode::<T>(b)
-                .map(Some)
-                .map_err(|e| self.ctx.wrap(self.slot.name, e)),
-        }
+        let mut out = None;
+        let r = self
+            .ctx
+            .backend
+            .read(self.slot.id, self.ctx.key, &[], &mut |b| {
+                out = b.map(codec::decode::<T>).transpose()?;
+                Ok(())
+            });
+        r.map_err(|e| self.ctx.wrap(self.slot.name, e))?;
+        Ok(out)
     }
 
     /// Whether a value is stored.
@@ -180,9 +183,16 @@ impl<'a, T: StateValue, B: StateBackend + ?Sized> ValueView<'a, T, B> {
     ///
     /// A backend failure.
     pub fn exists(&self) -> Result<bool> {
-        let r = self.ctx.backend.get(self.slot.id, self.ctx.key, &[]);
-        r.map(|v| v.is_some())
-            .map_err(|e| self.ctx.wrap(self.slot.name, e))
+        let mut found = false;
+        let r = self
+            .ctx
+            .backend
+            .read(self.slot.id, self.ctx.key, &[], &mut |b| {
+                found = b.is_some();
+                Ok(())
+            });
+        r.map_err(|e| self.ctx.wrap(self.slot.name, e))?;
+        Ok(found)
     }
 
     /// Stores `value`.
@@ -324,14 +334,18 @@ impl<'a, T: StateValue, B: StateBackend + ?Sized> ListView<'a, T, B> {
     ///
     /// A backend failure or an invalid element.
     pub fn get_owned(&self) -> Result<Vec<T>> {
-        let r = self.ctx.backend.get(self.slot.id, self.ctx.key, &[]);
-        let bytes = r.map_err(|e| self.ctx.wrap(self.slot.name, e))?;
-        Frames::new(bytes.unwrap_or_default())
-            .map(|f| {
-                f.and_then(codec::decode::<T>)
-                    .map_err(|e| self.ctx.wrap(self.slot.name, e))
-            })
-            .collect()
+        let mut out = Vec::new();
+        let r = self
+            .ctx
+            .backend
+            .read(self.slot.id, self.ctx.key, &[], &mut |b| {
+                for f in Frames::new(b.unwrap_or_default()) {
+                    out.push(codec::decode::<T>(f?)?);
+                }
+                Ok(())
+            });
+        r.map_err(|e| self.ctx.wrap(self.slot.name, e))?;
+        Ok(out)
     }
 
     /// Number of elements (counts frames; decodes nothing).
@@ -340,13 +354,18 @@ impl<'a, T: StateValue, B: StateBackend + ?Sized> ListView<'a, T, B> {
     ///
     /// A backend failure or damaged framing.
     pub fn len(&self) -> Result<usize> {
-        let r = self.ctx.backend.get(self.slot.id, self.ctx.key, &[]);
-        let bytes = r.map_err(|e| self.ctx.wrap(self.slot.name, e))?;
         let mut n = 0;
-        for f in Frames::new(bytes.unwrap_or_default()) {
-            f.map_err(|e| self.ctx.wrap(self.slot.name, e))?;
-            n += 1;
-        }
+        let r = self
+            .ctx
+            .backend
+            .read(self.slot.id, self.ctx.key, &[], &mut |b| {
+                for f in Frames::new(b.unwrap_or_default()) {
+                    f?;
+                    n += 1;
+                }
+                Ok(())
+            });
+        r.map_err(|e| self.ctx.wrap(self.slot.name, e))?;
         Ok(n)
     }
 
@@ -356,9 +375,16 @@ impl<'a, T: StateValue, B: StateBackend + ?Sized> ListView<'a, T, B> {
     ///
     /// A backend failure.
     pub fn is_empty(&self) -> Result<bool> {
-        let r = self.ctx.backend.get(self.slot.id, self.ctx.key, &[]);
-        r.map(|b| b.is_none_or(<[u8]>::is_empty))
-            .map_err(|e| self.ctx.wrap(self.slot.name, e))
+        let mut empty = true;
+        let r = self
+            .ctx
+            .backend
+            .read(self.slot.id, self.ctx.key, &[], &mut |b| {
+                empty = b.is_none_or(<[u8]>::is_empty);
+                Ok(())
+            });
+        r.map_err(|e| self.ctx.wrap(self.slot.name, e))?;
+        Ok(empty)
     }
 
     common!();
@@ -464,16 +490,18 @@ impl<'a, K: StateKey, V: StateValue, B: StateBackend + ?Sized> MapView<'a, K, V,
         Q: EncodeKey + ?Sized,
     {
         self.encode_user_key(key);
-        let r = self
-            .ctx
-            .backend
-            .get(self.slot.id, self.ctx.key, &self.ctx.scratch.user_key);
-        match r.map_err(|e| self.ctx.wrap(self.slot.name, e))? {
-            None => Ok(None),
-            Some(b) => codec::decode::<V>(b)
-                .map(Some)
-                .map_err(|e| self.ctx.wrap(self.slot.name, e)),
-        }
+        let mut out = None;
+        let r = self.ctx.backend.read(
+            self.slot.id,
+            self.ctx.key,
+            &self.ctx.scratch.user_key,
+            &mut |b| {
+                out = b.map(codec::decode::<V>).transpose()?;
+                Ok(())
+            },
+        );
+        r.map_err(|e| self.ctx.wrap(self.slot.name, e))?;
+        Ok(out)
     }
 
     /// Whether an entry exists at `key`.
@@ -487,12 +515,18 @@ impl<'a, K: StateKey, V: StateValue, B: StateBackend + ?Sized> MapView<'a, K, V,
         Q: EncodeKey + ?Sized,
     {
         self.encode_user_key(key);
-        let r = self
-            .ctx
-            .backend
-            .get(self.slot.id, self.ctx.key, &self.ctx.scratch.user_key);
-        r.map(|v| v.is_some())
-            .map_err(|e| self.ctx.wrap(self.slot.name, e))
+        let mut found = false;
+        let r = self.ctx.backend.read(
+            self.slot.id,
+            self.ctx.key,
+            &self.ctx.scratch.user_key,
+            &mut |b| {
+                found = b.is_some();
+                Ok(())
+            },
+        );
+        r.map_err(|e| self.ctx.wrap(self.slot.name, e))?;
+        Ok(found)
     }
 
     /// Stores `value` at `key`; only this entry is written.
@@ -555,7 +589,7 @@ impl<'a, K: StateKey, V: StateValue, B: StateBackend + ?Sized> MapView<'a, K, V,
     /// A backend failure.
     pub fn is_empty(&self) -> Result<bool> {
         let r = self.ctx.backend.scan(self.slot.id, self.ctx.key);
-        r.map(|mut it| it.next().is_none())
+        r.and_then(|mut it| it.next().transpose().map(|e| e.is_none()))
             .map_err(|e| self.ctx.wrap(self.slot.name, e))
     }
 
@@ -565,9 +599,8 @@ impl<'a, K: StateKey, V: StateValue, B: StateBackend + ?Sized> MapView<'a, K, V,
     ///
     /// A backend failure.
     pub fn len(&self) -> Result<usize> {
-        let r = self.ctx.backend.scan(self.slot.id, self.ctx.key);
-        r.map(Iterator::count)
-            .map_err(|e| self.ctx.wrap(self.slot.name, e))
+        let r = self.ctx.backend.count(self.slot.id, self.ctx.key);
+        r.map_err(|e| self.ctx.wrap(self.slot.name, e))
     }
 
     /// The entries in key order: decoded keys and in-place values.
@@ -581,7 +614,8 @@ impl<'a, K: StateKey, V: StateValue, B: StateBackend + ?Sized> MapView<'a, K, V,
         let it = backend
             .scan(self.slot.id, self.ctx.key)
             .map_err(|e| err.wrap(e))?;
-        Ok(it.map(move |(k, v)| {
+        Ok(it.map(move |entry| {
+            let (k, v) = entry.map_err(|e| err.wrap(e))?;
             let key = K::from_key_bytes(k).map_err(|e| err.wrap(e))?;
             let value = codec::access::<V>(v).map_err(|e| err.wrap(e))?;
             Ok((key, value))
@@ -599,7 +633,10 @@ impl<'a, K: StateKey, V: StateValue, B: StateBackend + ?Sized> MapView<'a, K, V,
         let it = backend
             .scan(self.slot.id, self.ctx.key)
             .map_err(|e| err.wrap(e))?;
-        Ok(it.map(move |(k, _)| K::from_key_bytes(k).map_err(|e| err.wrap(e))))
+        Ok(it.map(move |entry| {
+            let (k, _) = entry.map_err(|e| err.wrap(e))?;
+            K::from_key_bytes(k).map_err(|e| err.wrap(e))
+        }))
     }
 
     /// The values in key order, read in place.
@@ -613,7 +650,10 @@ impl<'a, K: StateKey, V: StateValue, B: StateBackend + ?Sized> MapView<'a, K, V,
         let it = backend
             .scan(self.slot.id, self.ctx.key)
             .map_err(|e| err.wrap(e))?;
-        Ok(it.map(move |(_, v)| codec::access::<V>(v).map_err(|e| err.wrap(e))))
+        Ok(it.map(move |entry| {
+            let (_, v) = entry.map_err(|e| err.wrap(e))?;
+            codec::access::<V>(v).map_err(|e| err.wrap(e))
+        }))
     }
 
     common!();

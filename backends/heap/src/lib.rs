@@ -442,9 +442,9 @@ impl StateBackend for HeapBackend {
 
     fn scan<'a>(&'a self, state: StateId, key: &[u8]) -> Result<EntryIter<'a>> {
         Ok(match self.column(state)? {
-            Column::Flat(t) => Box::new(t.get(key)?.into_iter().map(|v| (&[][..], v))),
+            Column::Flat(t) => Box::new(t.get(key)?.into_iter().map(|v| Ok((&[][..], v)))),
             Column::Nested(m) => match m.get(key) {
-                Some(entries) => Box::new(entries.iter().map(|(u, v)| (&u[..], v.as_slice()))),
+                Some(entries) => Box::new(entries.iter().map(|(u, v)| Ok((&u[..], v.as_slice())))),
                 None => Box::new(std::iter::empty()),
             },
         })

@@ -48,6 +48,7 @@ use rocksdb::compaction_filter_factory::{CompactionFilterContext, CompactionFilt
 use rocksdb::{ColumnFamily, DB, DBPinnableSlice, ReadOptions, WriteOptions};
 use statewright_core::backend::{
     DetachedState, EntryIter, EntryVisitor, NativeFiles, NativeRestore, StateBackend, StateId,
+    ValueReader,
 };
 use statewright_core::checkpoint::validate_name;
 use statewright_core::ttl::ExpiryFilter;
@@ -65,12 +66,120 @@ fn db_error(e: &rocksdb::Error) -> Error {
     }
 }
 
-/// Read buffers that must outlive a `get` or `scan` call: pinned slices and copied scan
-/// entries. Emptied whenever the backend is borrowed mutably, which proves no read is alive.
+/// Read buffers that must outlive a `get` or `scan` call: pinned slices and the chunks scans
+/// copied entries into. Emptied whenever the backend is borrowed mutably, which proves no read
+/// is alive. Reads that decode into owned values ([`StateBackend::read`], [`StateBackend::count`])
+/// add nothing here.
 #[derive(Default)]
 struct Pins {
     slices: Vec<DBPinnableSlice<'static>>,
-    scanned: Vec<Box<[u8]>>,
+    /// Never grown after a slice into them is handed out: a `Vec` moved here keeps its heap
+    /// buffer where it is.
+    scanned: Vec<Vec<u8>>,
+}
+
+/// The first chunk of a scan's copy buffer; later ones double, up to [`MAX_SCAN_CHUNK`].
+const FIRST_SCAN_CHUNK: usize = 1 << 10;
+const MAX_SCAN_CHUNK: usize = 1 << 16;
+
+/// A lazy prefix scan: each entry is read from RocksDB when the caller asks for it and copied
+/// once into a chunk the iterator owns (RocksDB's iterator reuses its key and value buffers on
+/// every step, and its C API does not say when a slice is pinned). A scan stopped early copies
+/// only what it yielded; full chunks, and the last one when the iterator drops, move to the
+/// backend's [`Pins`] so the slices handed out stay valid for the backend borrow.
+struct ScanIter<'a> {
+    backend: &'a RocksDbBackend,
+    it: rocksdb::DBRawIterator<'a>,
+    prefix: Vec<u8>,
+    chunk: Vec<u8>,
+    started: bool,
+    done: bool,
+}
+
+/// Copies `key` and `value` into `chunk`, starting a new chunk when they do not fit in its
+/// capacity (a chunk that slices point into is never reallocated; the full one moves to the
+/// backend's pins), and returns where each now is.
+fn copy_entry(
+    backend: &RocksDbBackend,
+    chunk: &mut Vec<u8>,
+    key: &[u8],
+    value: &[u8],
+) -> Result<(*const [u8], *const [u8])> {
+    let need = key.len() + value.len();
+    if chunk.capacity() - chunk.len() < need {
+        let next = (chunk.capacity() * 2)
+            .clamp(FIRST_SCAN_CHUNK, MAX_SCAN_CHUNK)
+            .max(need);
+        let full = std::mem::replace(chunk, Vec::with_capacity(next));
+        if !full.is_empty() {
+            backend.pins()?.scanned.push(full);
+        }
+    }
+    let start = chunk.len();
+    // Within capacity: these do not reallocate, so earlier slices into the chunk stay valid.
+    chunk.extend_from_slice(key);
+    chunk.extend_from_slice(value);
+    let k: *const [u8] = &chunk[start..start + key.len()];
+    let v: *const [u8] = &chunk[start + key.len()..start + need];
+    Ok((k, v))
+}
+
+impl<'a> Iterator for ScanIter<'a> {
+    type Item = Result<(&'a [u8], &'a [u8])>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        if self.started {
+            self.it.next();
+        }
+        self.started = true;
+        let Self {
+            backend,
+            it,
+            prefix,
+            chunk,
+            ..
+        } = self;
+        let copied = match it.item() {
+            Some((k, v)) if k.starts_with(prefix) => {
+                copy_entry(backend, chunk, &k[prefix.len()..], v)
+            }
+            _ => {
+                self.done = true;
+                return self.it.status().err().map(|e| Err(db_error(&e)));
+            }
+        };
+        match copied {
+            // SAFETY: both pointers are into a chunk's heap buffer, which is never reallocated
+            // once a slice into it exists (`copy_entry` starts a new chunk instead) and is freed
+            // only by `release_reads` (which takes `&mut` of the backend, so no borrow for `'a`
+            // is alive) or when the backend drops; the iterator moves its chunk into the
+            // backend's pins, never frees it, when it drops.
+            #[allow(unsafe_code)]
+            Ok((k, v)) => Some(Ok(unsafe { (&*k, &*v) })),
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+impl Drop for ScanIter<'_> {
+    fn drop(&mut self) {
+        let chunk = std::mem::take(&mut self.chunk);
+        if chunk.is_empty() {
+            return;
+        }
+        match self.backend.pins.try_borrow_mut() {
+            Ok(mut pins) => pins.scanned.push(chunk),
+            // Slices into the chunk may still be borrowed: leak it rather than free it. The
+            // pins are only borrowed for the length of a push, so this does not happen.
+            Err(_) => std::mem::forget(chunk),
+        }
+    }
 }
 
 struct Column {
@@ -538,9 +647,6 @@ impl RocksDbBackend {
     }
 }
 
-/// A user key and its value, copied out of a RocksDB iterator.
-type OwnedEntry = (Box<[u8]>, Box<[u8]>);
-
 impl StateBackend for RocksDbBackend {
     fn name(&self) -> &'static str {
         "rocksdb"
@@ -637,28 +743,51 @@ impl StateBackend for RocksDbBackend {
         }
         let mut it = self.db.raw_iterator_cf_opt(cf, opts);
         it.seek(&prefix);
-        let mut entries: Vec<OwnedEntry> = Vec::new();
-        while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            let Some(user_key) = k.strip_prefix(prefix.as_slice()) else {
-                break;
-            };
-            entries.push((user_key.into(), v.into()));
-            it.next();
-        }
-        it.status().map_err(|e| db_error(&e))?;
-        let mut pins = self.pins()?;
-        let mut out: Vec<(*const [u8], *const [u8])> = Vec::with_capacity(entries.len());
-        for (k, v) in entries {
-            out.push((&*k as *const [u8], &*v as *const [u8]));
-            pins.scanned.push(k);
-            pins.scanned.push(v);
-        }
-        // SAFETY: each pointer refers to the heap allocation of a box now owned by `pins`; a
-        // box's allocation does not move when the box is moved, and `pins` frees it only in
-        // `release_reads` (under `&mut self`) or on drop, as for pinned slices in `get`.
-        #[allow(unsafe_code)]
-        let it = out.into_iter().map(|(k, v)| unsafe { (&*k, &*v) });
-        Ok(Box::new(it))
+        Ok(Box::new(ScanIter {
+            backend: self,
+            it,
+            prefix,
+            chunk: Vec::new(),
+            started: false,
+            done: false,
+        }))
+    }
+
+    fn read(
+        &self,
+        state: StateId,
+        key: &[u8],
+        user_key: &[u8],
+        reader: &mut ValueReader<'_>,
+    ) -> Result<()> {
+        let cf = self.cf(state)?;
+        self.reads.set(self.reads.get() + 1);
+        let pinned = self.with_key(key, user_key, |k| {
+            self.db
+                .get_pinned_cf_opt(cf, k, &self.read_opts)
+                .map_err(|e| db_error(&e))
+        })?;
+        reader(pinned.as_deref())
+    }
+
+    fn count(&self, state: StateId, key: &[u8]) -> Result<usize> {
+        let cf = self.cf(state)?;
+        self.reads.set(self.reads.get() + 1);
+        self.with_key(key, &[], |prefix| {
+            let mut opts = ReadOptions::default();
+            if let Some(end) = prefix_end(prefix) {
+                opts.set_iterate_upper_bound(end);
+            }
+            let mut it = self.db.raw_iterator_cf_opt(cf, opts);
+            it.seek(prefix);
+            let mut n = 0;
+            while it.key().is_some_and(|k| k.starts_with(prefix)) {
+                n += 1;
+                it.next();
+            }
+            it.status().map_err(|e| db_error(&e))?;
+            Ok(n)
+        })
     }
 
     fn delete_key(&mut self, state: StateId, key: &[u8]) -> Result<()> {
