@@ -640,3 +640,45 @@ mod read_return_event_descriptor {
         pub b: ValueState<u8>,
     }
 }
+
+/// A native snapshot keeps stored values as they were written, so a TTL added or removed since
+/// cannot be applied to it: the restore says so, changes nothing, and the canonical checkpoint
+/// of the same state does the change.
+#[cfg(feature = "rocksdb")]
+#[test]
+fn a_ttl_change_across_a_native_restore_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let rocks = |name: &str| {
+        statewright::RocksDbBackend::open(
+            dir.path().join(name),
+            statewright::RocksDbOptions::low_memory(),
+        )
+        .unwrap()
+    };
+    let mut plain = WithoutTtl::default().bind(rocks("plain")).unwrap();
+    fill_without_ttl(&mut plain, 0..20);
+    let mut checkpointer = Checkpointer::new(CheckpointConfig::new(dir.path().join("c"))).unwrap();
+    let info = checkpointer.checkpoint_now(&mut [&mut plain]).unwrap().info;
+    assert_eq!(info.kind(), statewright::checkpoint::SnapshotKind::Native);
+    let storage = checkpointer.storage().clone();
+
+    let clock = ManualClock::new(100 * SEC);
+    let mut op = with_ttl(rocks("with-ttl"), &clock);
+    fill_with_ttl(&mut op, 100..101);
+    let err = op.restore_from(&storage, RestorePoint::Latest).unwrap_err();
+    assert!(
+        matches!(&err, Error::Incompatible { reason, .. }
+            if reason.contains("state `last` was written without a time-to-live")
+                && reason.contains("native(false)")),
+        "{err}"
+    );
+    // Refused before anything changed.
+    assert_eq!(alive(&mut op, 100), (Some(100), 2, 1));
+    assert_eq!(alive(&mut op, 5), (None, 0, 0));
+
+    // The same state from a canonical checkpoint: stamped at restore time.
+    let canonical = CheckpointStorage::open(dir.path().join("canonical")).unwrap();
+    plain.checkpoint(&canonical).unwrap();
+    op.restore_from(&canonical, RestorePoint::Latest).unwrap();
+    assert_eq!(alive(&mut op, 5), (Some(5), 2, 1));
+}

@@ -507,8 +507,8 @@ impl CheckpointStorage {
                 path: self.dir.join(checkpoint_dir_name(checkpoint.id)),
                 reason: format!(
                     "checkpoint {} holds a native {} checkpoint of this operator, which only \
-                     that backend restores (for RocksDB: `statewright_rocksdb::restore_native`); \
-                     a canonical checkpoint restores into any backend",
+                     that backend opens (`Bound::restore_from` on it); a canonical checkpoint \
+                     restores into any backend",
                     checkpoint.id, native.backend
                 ),
             });

@@ -534,6 +534,29 @@ impl<Op: StatefulOperator, B: StateBackend> Bound<Op, B> {
                             path: storage.dir().join(&f.path),
                             report,
                         })?;
+                for (record, c) in schemas.states.iter().zip(&checked) {
+                    // A native snapshot keeps the stored values as they were written: it cannot
+                    // add time-to-live stamps, or take them off, as a canonical restore does.
+                    if let Some((state, _)) = c
+                        && state.kind.is_keyed()
+                        && record.stamped != state.ttl.is_some()
+                    {
+                        let change = if record.stamped {
+                            "was written with a time-to-live and now declares none"
+                        } else {
+                            "was written without a time-to-live and now declares one"
+                        };
+                        return Err(incompatible(
+                            f,
+                            format!(
+                                "state `{}` {change}; a native snapshot keeps its stored values \
+                                 as they are: restore from a canonical checkpoint \
+                                 (`CheckpointConfig::native(false)`) to change a state's TTL",
+                                state.name
+                            ),
+                        ));
+                    }
+                }
                 for (record, c) in schemas.states.iter().zip(checked) {
                     if let Some((state, Reading::Migrate(migration))) = c
                         && state.kind.is_keyed()
