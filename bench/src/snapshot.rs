@@ -230,20 +230,21 @@ pub fn run(backend: &str, p: Params) -> statewright::Result<Vec<SnapshotLine>> {
         });
         let start = Instant::now();
         let target = work.path().join("native-restored");
-        let db = restore_native(
-            BenchOp::default(),
-            native.storage(),
-            RestorePoint::Latest,
-            KeyGroupRange::all(BenchOp::DESCRIPTOR.max_parallelism),
-            &target,
-            RocksDbOptions::default(),
-        )?
-        .into_parts()
-        .1;
         let mut restored: Box<dyn Job> = if backend == "rocksdb" {
-            Box::new(BenchOp::default().bind(db)?)
+            Box::new(restore_native(
+                BenchOp::default(),
+                native.storage(),
+                RestorePoint::Latest,
+                KeyGroupRange::all(BenchOp::DESCRIPTOR.max_parallelism),
+                &target,
+                RocksDbOptions::default(),
+            )?)
         } else {
-            Box::new(TtlBenchOp::default().bind(TtlBackend::new(db))?)
+            // TTL state: the TTL wrapper over a new database, restored through the one path.
+            let db = RocksDbBackend::open(&target, RocksDbOptions::default())?;
+            let mut op = TtlBenchOp::default().bind(TtlBackend::new(db))?;
+            op.restore_from(native.storage(), RestorePoint::Latest)?;
+            Box::new(op)
         };
         let secs = start.elapsed().as_secs_f64();
         lines.push(SnapshotLine {

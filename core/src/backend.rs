@@ -528,14 +528,14 @@ pub trait StateBackend {
     ///
     /// # Errors
     ///
-    /// [`Error::Backend`](crate::Error::Backend) when the backend is not tracking changes
-    /// (the default); unknown state; the visitor's error (the changes not yet visited are
+    /// [`Error::Unsupported`](crate::Error::Unsupported) when the backend does not track
+    /// changes (the default); unknown state; the visitor's error (the changes not yet visited are
     /// then lost, so the next snapshot must be a full one).
     fn drain_changes(&mut self, state: StateId, visit: &mut ChangeVisitor<'_>) -> Result<()> {
         let _ = (state, visit);
-        Err(crate::Error::Backend {
+        Err(crate::Error::Unsupported {
             backend: self.name(),
-            message: "this backend does not track changes, so it takes only full snapshots".into(),
+            what: "change tracking: it takes only full snapshots".into(),
         })
     }
 }

@@ -57,7 +57,7 @@ pub enum Error {
     /// An event-time TTL state was written before the runtime set a watermark, so there is no
     /// time to stamp it with.
     #[error(
-        "event-time ttl state `{state}` was written before the first watermark; call `TtlBackend::set_watermark` first"
+        "event-time ttl state `{state}` was written before the first watermark; call `Bound::set_watermark` first (a restore sets the watermark the checkpoint recorded)"
     )]
     NoWatermark {
         /// `operator.state`.
@@ -71,13 +71,31 @@ pub enum Error {
         /// The unknown id.
         id: u32,
     },
-    /// A backend operation does not fit the state's kind (a user key on a value state, ...).
+    /// A backend operation does not fit the state's kind (a user key on a value state, ...),
+    /// or the backend found its own data in a state it cannot use.
     #[error("{backend} backend: {message}")]
     Backend {
         /// The backend's name.
         backend: &'static str,
         /// What went wrong.
         message: String,
+    },
+    /// The backend's storage engine failed (RocksDB's own error, kept as the source).
+    #[error("{backend} backend: {source}")]
+    Storage {
+        /// The backend's name.
+        backend: &'static str,
+        /// The engine's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The backend does not offer what was asked of it; another configuration or backend does.
+    #[error("the {backend} backend does not support {what}")]
+    Unsupported {
+        /// The backend's name.
+        backend: &'static str,
+        /// What it does not support, and what to do instead.
+        what: String,
     },
     /// An I/O operation on a file or directory failed.
     #[error("i/o error on `{}`: {source}", path.display())]

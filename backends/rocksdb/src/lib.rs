@@ -60,9 +60,9 @@ pub use statewright_core::backend::MigrationProgress;
 pub use stats::{Latency, RocksDbStats, StateKeys};
 
 fn db_error(e: &rocksdb::Error) -> Error {
-    Error::Backend {
+    Error::Storage {
         backend: "rocksdb",
-        message: e.to_string(),
+        source: Box::new(e.clone()),
     }
 }
 

@@ -52,8 +52,6 @@ fn owned_reads_in_one_key_view_pin_nothing() {
     }
     assert_eq!(visits.len().unwrap(), ENTRIES as usize);
     assert!(!visits.is_empty().unwrap());
-    drop(visits);
-    drop(st);
     assert_eq!(pinned(op.backend()), baseline, "nothing more stays pinned");
 }
 

@@ -1,6 +1,7 @@
-//! A directory whose database cannot be read is an error naming the directory, and opening it
-//! changes none of its files: only a directory without a database (no `CURRENT` file) gets a
-//! new one.
+//! Errors of the RocksDB backend. A directory whose database cannot be read is an error naming
+//! the directory, and opening it changes none of its files: only a directory without a database
+//! (no `CURRENT` file) gets a new one. RocksDB's own errors keep their source; what the backend
+//! does not offer is `Unsupported`.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
@@ -87,4 +88,40 @@ fn a_directory_without_a_database_gets_a_new_one() {
     op.key(&1).unwrap().n().set(&1).unwrap();
     assert!(path.join("CURRENT").exists());
     assert_eq!(fs::read_to_string(path.join("README")).unwrap(), "kept");
+}
+
+/// RocksDB's own error reaches the caller as the source of `Error::Storage`, not flattened into
+/// a message: here, the lock a second open of the same database cannot take.
+#[test]
+fn the_engine_error_is_kept_as_the_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = RocksDbBackend::open(dir.path().join("db"), RocksDbOptions::low_memory()).unwrap();
+    let err =
+        RocksDbBackend::open(dir.path().join("db"), RocksDbOptions::low_memory()).unwrap_err();
+    let Error::Storage { backend, source } = &err else {
+        panic!("not a storage error: {err:?}");
+    };
+    assert_eq!(*backend, "rocksdb");
+    assert!(source.to_string().contains("lock"), "{source}");
+    assert!(std::error::Error::source(&err).is_some());
+}
+
+/// Asking a backend for what it does not offer is `Error::Unsupported`, which says what to do
+/// instead, apart from failures.
+#[test]
+fn what_rocksdb_does_not_offer_is_unsupported() {
+    use statewright::StateBackend;
+    let mut op = Counts::default()
+        .bind(RocksDbBackend::open_temporary(RocksDbOptions::low_memory()).unwrap())
+        .unwrap();
+    op.key(&1).unwrap().n().set(&1).unwrap();
+    let backend: &mut RocksDbBackend = op.backend_mut();
+    assert!(!backend.track_changes(true));
+    let err = backend
+        .drain_changes(statewright::StateId(0), &mut |_, _, _| Ok(()))
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Unsupported { backend: "rocksdb", what } if what.contains("full snapshots")),
+        "{err}"
+    );
 }
