@@ -53,6 +53,14 @@ pub type EntryVisitor<'v> = dyn FnMut(&[u8], &[u8], &[u8]) -> Result<()> + 'v;
 /// thread while the backend goes on changing: the asynchronous step of a snapshot (see
 /// [`StateBackend::detach`]).
 pub trait DetachedState: Send {
+    /// Whether [`for_each_stored`](Self::for_each_stored) visits each state's entries in
+    /// ascending key-group order (any order within a key group). A snapshot of such a view is
+    /// written one key group at a time, holding no more than the largest key group in memory;
+    /// otherwise the whole state is copied and sorted. The default: no.
+    fn in_key_group_order(&self) -> bool {
+        false
+    }
+
     /// Like [`StateBackend::for_each_stored`], as the state was when the view was taken.
     ///
     /// # Errors

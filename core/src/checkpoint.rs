@@ -444,6 +444,76 @@ impl CheckpointStorage {
         Ok((path, bytes))
     }
 
+    /// Opens the file of a snapshot after checking, in one pass over it with a small buffer,
+    /// that its length and checksum are the manifest's: a restore then reads its blocks as it
+    /// needs them, and never starts on a damaged file.
+    ///
+    /// # Errors
+    ///
+    /// As [`read_file`](Self::read_file).
+    pub fn open_file(&self, file: &SnapshotRef) -> Result<(PathBuf, File)> {
+        use std::io::{Read, Seek};
+        let path = self.safe_join(&file.path)?;
+        let mut f = File::open(&path).map_err(|e| Error::io(&path, e))?;
+        let mut crc = 0u32;
+        let mut len = 0u64;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read(&mut buf).map_err(|e| Error::io(&path, e))?;
+            if n == 0 {
+                break;
+            }
+            crc = crc32c::crc32c_append(crc, &buf[..n]);
+            len += n as u64;
+        }
+        if len != file.bytes {
+            return Err(Error::corrupt(
+                &path,
+                len,
+                Corruption::Truncated {
+                    needed: file.bytes,
+                    available: len,
+                },
+            ));
+        }
+        if crc != file.crc32c {
+            return Err(Error::corrupt(
+                &path,
+                0,
+                Corruption::ChecksumMismatch {
+                    section: "file",
+                    stored: file.crc32c,
+                    computed: crc,
+                },
+            ));
+        }
+        f.rewind().map_err(|e| Error::io(&path, e))?;
+        Ok((path, f))
+    }
+
+    /// Opens the files a restore of `operator`'s key groups `range` from `checkpoint` needs,
+    /// as [`read_for_restore`](Self::read_for_restore) reads them, each checked by
+    /// [`open_file`](Self::open_file).
+    ///
+    /// # Errors
+    ///
+    /// As [`read_for_restore`](Self::read_for_restore).
+    pub fn open_for_restore(
+        &self,
+        checkpoint: &CheckpointInfo,
+        operator: &str,
+        range: KeyGroupRange,
+    ) -> Result<Vec<(PathBuf, File)>> {
+        let files = self.canonical_files_for_restore(checkpoint, operator, range)?;
+        let mut out = Vec::new();
+        for f in files {
+            for link in f.chain() {
+                out.push(self.open_file(&link)?);
+            }
+        }
+        Ok(out)
+    }
+
     /// The snapshots of `operator` in `checkpoint` a restore of key groups `range` reads, by
     /// first key group, after checking that they cover the range without a gap.
     ///
@@ -500,6 +570,23 @@ impl CheckpointStorage {
         operator: &str,
         range: KeyGroupRange,
     ) -> Result<Vec<(PathBuf, Vec<u8>)>> {
+        let files = self.canonical_files_for_restore(checkpoint, operator, range)?;
+        let mut out = Vec::new();
+        for f in files {
+            for link in f.chain() {
+                out.push(self.read_file(&link)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// [`files_for_restore`](Self::files_for_restore), refusing native snapshots.
+    fn canonical_files_for_restore<'c>(
+        &self,
+        checkpoint: &'c CheckpointInfo,
+        operator: &str,
+        range: KeyGroupRange,
+    ) -> Result<Vec<&'c CheckpointFile>> {
         let files = self.files_for_restore(checkpoint, operator, range)?;
         if let Some(native) = files.iter().find_map(|f| f.native.as_ref()) {
             return Err(Error::Incompatible {
@@ -513,13 +600,7 @@ impl CheckpointStorage {
                 ),
             });
         }
-        let mut out = Vec::new();
-        for f in files {
-            for link in f.chain() {
-                out.push(self.read_file(&link)?);
-            }
-        }
-        Ok(out)
+        Ok(files)
     }
 
     /// Where a file of a native snapshot is.

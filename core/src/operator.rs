@@ -458,10 +458,12 @@ impl<Op: StatefulOperator, B: StateBackend> Bound<Op, B> {
         let summary = if files.iter().any(|f| f.native.is_some()) {
             self.restore_native_files(storage, files, progress)?
         } else {
-            let files = storage.read_for_restore(&info, Op::DESCRIPTOR.name, range)?;
+            // Each file checked whole first, then read a block at a time: memory holds the
+            // indexes and a block, not the checkpoint.
+            let files = storage.open_for_restore(&info, Op::DESCRIPTOR.name, range)?;
             let readers = files
-                .iter()
-                .map(|(path, bytes)| SnapshotReader::parse(path.clone(), bytes))
+                .into_iter()
+                .map(|(path, file)| SnapshotReader::from_file(path, file))
                 .collect::<Result<Vec<_>>>()?;
             let refs: Vec<&SnapshotReader<'_>> = readers.iter().collect();
             self.restore_snapshots(&refs)?

@@ -1183,6 +1183,12 @@ struct TtlDetached {
 }
 
 impl DetachedState for TtlDetached {
+    fn in_key_group_order(&self) -> bool {
+        // Expired entries are left out and refreshed stamps replace values in place: the
+        // order is the wrapped view's.
+        self.inner.in_key_group_order()
+    }
+
     fn for_each_stored(&self, state: StateId, visit: &mut EntryVisitor<'_>) -> Result<()> {
         let Some(Some(t)) = self.ttls.get(state.0 as usize) else {
             return self.inner.for_each_stored(state, visit);

@@ -342,6 +342,11 @@ struct Detached {
 }
 
 impl DetachedState for Detached {
+    fn in_key_group_order(&self) -> bool {
+        // Every stored key starts with its big-endian key group.
+        true
+    }
+
     fn for_each_stored(&self, state: StateId, visit: &mut EntryVisitor<'_>) -> Result<()> {
         let name = self
             .names

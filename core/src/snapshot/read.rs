@@ -25,11 +25,51 @@ pub type RecordVisitor<'v> = dyn FnMut(u16, &[u8], &[u8], &[u8]) -> Result<()> +
 pub type ChangeRecordVisitor<'v> = dyn FnMut(u16, &[u8], &[u8], Change<'_>) -> Result<()> + 'v;
 
 /// A parsed, checksum-verified snapshot held in memory.
+///
+/// A reader made by [`parse`](SnapshotReader::parse) reads the bytes given; one made by
+/// [`open`](SnapshotReader::open) reads the file block by block as a restore asks for them, so
+/// memory holds the index and one block, whatever the size of the snapshot.
 #[derive(Debug)]
 pub struct SnapshotReader<'a> {
     path: PathBuf,
-    bytes: &'a [u8],
+    source: Source<'a>,
+    len: u64,
     index: SnapshotIndex,
+}
+
+/// Where a [`SnapshotReader`] reads from.
+#[derive(Debug)]
+enum Source<'a> {
+    Bytes(&'a [u8]),
+    File(std::sync::Mutex<std::fs::File>),
+}
+
+impl Source<'_> {
+    /// `len` bytes at `offset`, which the caller checked lie within the source.
+    fn read(&self, path: &Path, offset: u64, len: usize) -> Result<std::borrow::Cow<'_, [u8]>> {
+        match self {
+            Source::Bytes(bytes) => usize::try_from(offset)
+                .ok()
+                .and_then(|start| bytes.get(start..start.checked_add(len)?))
+                .map(std::borrow::Cow::Borrowed)
+                .ok_or_else(|| corrupt(path, offset, truncated(len as u64, bytes.len() as u64))),
+            Source::File(file) => {
+                use std::io::{Read, Seek, SeekFrom};
+                let mut file = file.lock().map_err(|_| Error::Backend {
+                    backend: "snapshot",
+                    message: format!(
+                        "a read of `{}` failed while holding the file",
+                        path.display()
+                    ),
+                })?;
+                let mut buf = vec![0u8; len];
+                file.seek(SeekFrom::Start(offset))
+                    .and_then(|_| file.read_exact(&mut buf))
+                    .map_err(|e| Error::io(path, e))?;
+                Ok(std::borrow::Cow::Owned(buf))
+            }
+        }
+    }
 }
 
 fn corrupt(path: &Path, offset: u64, kind: Corruption) -> Error {
@@ -45,17 +85,52 @@ impl<'a> SnapshotReader<'a> {
     /// [`Error::Foreign`] for a file that is not a snapshot, [`Error::UnsupportedVersion`] for
     /// a newer format, [`Error::Corrupt`] for a truncated or damaged one.
     pub fn parse(path: impl Into<PathBuf>, bytes: &'a [u8]) -> Result<Self> {
+        Self::from_source(path.into(), Source::Bytes(bytes), bytes.len() as u64)
+    }
+
+    /// Reads and verifies the header, footer and index of the snapshot file at `path`, which
+    /// is kept open: blocks are read from it as they are asked for.
+    ///
+    /// # Errors
+    ///
+    /// As [`parse`](Self::parse); an I/O failure.
+    pub fn open(path: impl Into<PathBuf>) -> Result<SnapshotReader<'static>> {
         let path = path.into();
-        let len = bytes.len() as u64;
-        if bytes.len() < MAGIC.len() || bytes[..MAGIC.len()] != MAGIC {
+        let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+        Self::from_file(path, file)
+    }
+
+    /// Like [`open`](Self::open), with the file already open (as
+    /// [`CheckpointStorage::open_file`](crate::CheckpointStorage::open_file) returns it).
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Self::open).
+    pub fn from_file(
+        path: impl Into<PathBuf>,
+        file: std::fs::File,
+    ) -> Result<SnapshotReader<'static>> {
+        let path = path.into();
+        let len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
+        SnapshotReader::from_source(path, Source::File(std::sync::Mutex::new(file)), len)
+    }
+
+    fn from_source(path: PathBuf, source: Source<'a>, len: u64) -> Result<Self> {
+        let magic = if len >= MAGIC.len() as u64 {
+            Some(source.read(&path, 0, MAGIC.len())?)
+        } else {
+            None
+        };
+        if magic.is_none_or(|m| *m != MAGIC) {
             return Err(Error::Foreign {
                 path,
                 expected: "snapshot",
             });
         }
-        let Some(header) = bytes.get(..HEADER_LEN) else {
+        if len < HEADER_LEN as u64 {
             return Err(corrupt(&path, len, truncated(HEADER_LEN as u64, len)));
-        };
+        }
+        let header = source.read(&path, 0, HEADER_LEN)?;
         let stored = u32::from_le_bytes([header[16], header[17], header[18], header[19]]);
         let computed = crc32c::crc32c(&header[..16]);
         if stored != computed {
@@ -112,20 +187,20 @@ impl<'a> SnapshotReader<'a> {
                 },
             ));
         }
-        if bytes.len() < HEADER_LEN + FOOTER_LEN {
+        if len < (HEADER_LEN + FOOTER_LEN) as u64 {
             return Err(corrupt(
                 &path,
                 len,
                 truncated((HEADER_LEN + FOOTER_LEN) as u64, len),
             ));
         }
-        let footer_at = bytes.len() - FOOTER_LEN;
-        let footer = &bytes[footer_at..];
+        let footer_at = len - FOOTER_LEN as u64;
+        let footer = source.read(&path, footer_at, FOOTER_LEN)?;
         if footer[16..24] != END_MAGIC {
             // A file cut short loses its footer first; say so rather than "malformed".
             return Err(corrupt(
                 &path,
-                footer_at as u64 + 16,
+                footer_at + 16,
                 Corruption::Truncated {
                     needed: END_MAGIC.len() as u64,
                     available: 0,
@@ -140,10 +215,10 @@ impl<'a> SnapshotReader<'a> {
         ]));
         let index_crc = u32::from_le_bytes([footer[12], footer[13], footer[14], footer[15]]);
         let index_end = index_offset.checked_add(index_len);
-        if index_offset < HEADER_LEN as u64 || index_end != Some(footer_at as u64) {
+        if index_offset < HEADER_LEN as u64 || index_end != Some(footer_at) {
             return Err(corrupt(
                 &path,
-                footer_at as u64,
+                footer_at,
                 Corruption::Malformed {
                     section: "footer",
                     detail: format!(
@@ -153,8 +228,8 @@ impl<'a> SnapshotReader<'a> {
             ));
         }
         // In range: checked just above.
-        let index_bytes = &bytes[index_offset as usize..footer_at];
-        let computed = crc32c::crc32c(index_bytes);
+        let index_bytes = source.read(&path, index_offset, index_len as usize)?;
+        let computed = crc32c::crc32c(&index_bytes);
         if computed != index_crc {
             return Err(corrupt(
                 &path,
@@ -169,13 +244,19 @@ impl<'a> SnapshotReader<'a> {
         let index = SnapshotIndex::decode(
             &path,
             index_offset,
-            index_bytes,
+            &index_bytes,
             version,
             compression,
             kind == KIND_INCREMENTAL,
             index_offset,
         )?;
-        Ok(Self { path, bytes, index })
+        drop((header, footer, index_bytes));
+        Ok(Self {
+            path,
+            source,
+            len,
+            index,
+        })
     }
 
     /// The snapshot's index: operator, states and their key groups.
@@ -197,17 +278,21 @@ impl<'a> SnapshotReader<'a> {
     /// [`Error::Corrupt`] when the block is damaged.
     pub fn read_block(&self, block: &BlockRef) -> Result<Vec<u8>> {
         // The index decoder checked that the block lies inside the data area.
-        let start = usize::try_from(block.offset).unwrap_or(usize::MAX);
-        let stored = start
-            .checked_add(block.stored_len as usize)
-            .and_then(|end| self.bytes.get(start..end))
-            .ok_or_else(|| {
-                corrupt(
-                    &self.path,
-                    block.offset,
-                    truncated(u64::from(block.stored_len), self.bytes.len() as u64),
-                )
-            })?;
+        if block
+            .offset
+            .checked_add(u64::from(block.stored_len))
+            .is_none_or(|end| end > self.len)
+        {
+            return Err(corrupt(
+                &self.path,
+                block.offset,
+                truncated(u64::from(block.stored_len), self.len),
+            ));
+        }
+        let stored = self
+            .source
+            .read(&self.path, block.offset, block.stored_len as usize)?;
+        let stored = &*stored;
         let computed = crc32c::crc32c(stored);
         if computed != block.crc {
             return Err(corrupt(

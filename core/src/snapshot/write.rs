@@ -410,9 +410,17 @@ impl SnapshotImage {
         path: &Path,
         out: W,
     ) -> Result<SnapshotSummary> {
-        if let Some((view, columns)) = self.detached.take() {
-            let range = self.range;
-            for (image, &column) in self.states.iter_mut().zip(&columns) {
+        let detached = self.detached.take();
+        // A view that yields each state's entries in key-group order is written one key group
+        // at a time: memory holds the largest key group, not the state.
+        let streamed = detached
+            .as_ref()
+            .is_some_and(|(view, _)| view.in_key_group_order());
+        let range = self.range;
+        if let Some((view, columns)) = &detached
+            && !streamed
+        {
+            for (image, &column) in self.states.iter_mut().zip(columns) {
                 view.for_each_stored(column, &mut |key, user_key, value| {
                     if range.contains(key_group_of(key)) {
                         image.push(key, user_key, Some(value), 0)?;
@@ -445,26 +453,17 @@ impl SnapshotImage {
 
         let mut sections = Vec::with_capacity(self.states.len());
         let mut summary = SnapshotSummary::default();
-        let mut raw = Vec::new();
-        let mut stored = Vec::new();
-        for image in &mut self.states {
-            let arena = &image.arena;
-            // Entries are in arena order, so this reads the arena front to back.
-            for e in &mut image.entries {
-                e.head = head_of(e.key(arena));
-            }
-            // The key starts with the big-endian key group, so byte order is key-group order;
-            // a key's deletion comes before the entries written after it.
-            image.entries.sort_unstable_by(|a, b| {
-                // Zero-padded heads order as the keys do, up to a tie.
-                a.head
-                    .cmp(&b.head)
-                    .then_with(|| a.key(arena).cmp(b.key(arena)))
-                    .then_with(|| {
-                        (a.value_len != TOMBSTONE_KEY).cmp(&(b.value_len != TOMBSTONE_KEY))
-                    })
-                    .then_with(|| a.user_key(arena).cmp(b.user_key(arena)))
-            });
+        let mut blocks = Blocks {
+            out: &mut out,
+            path,
+            options,
+            compression,
+            raw: Vec::new(),
+            stored: Vec::new(),
+            block_entries: 0,
+            current_kg: None,
+        };
+        for (i, image) in self.states.iter_mut().enumerate() {
             let mut section = StateSection {
                 name: image.name.to_owned(),
                 kind: image.kind,
@@ -474,54 +473,45 @@ impl SnapshotImage {
                 value_schema: Some(StoredSchema::of(image.value_schema)),
                 user_key_schema: image.user_key_schema.map(StoredSchema::of),
                 ttl_ms: image.ttl_ms,
-                entries: image.entries.len() as u64,
+                entries: 0,
                 raw_bytes: 0,
                 key_groups: Vec::new(),
             };
-            let mut block_entries = 0u32;
-            let mut current_kg: Option<u16> = None;
-            raw.clear();
-            for e in &image.entries {
-                let key = e.key(arena);
-                let kg = key_group_of(key);
-                if current_kg != Some(kg) || raw.len() >= options.block_size {
-                    flush(
-                        &mut out,
-                        path,
-                        &mut raw,
-                        &mut stored,
-                        &mut block_entries,
-                        compression,
-                        current_kg,
-                        &mut section,
-                    )?;
-                    if current_kg != Some(kg) {
-                        section.key_groups.push(KeyGroupIndex {
-                            key_group: kg,
-                            blocks: Vec::new(),
-                        });
-                        current_kg = Some(kg);
-                    }
+            blocks.current_kg = None;
+            match (&detached, streamed) {
+                (Some((view, columns)), true) => {
+                    let column = *columns.get(i).ok_or(Error::UnknownState {
+                        backend: "snapshot",
+                        id: u32::try_from(i).unwrap_or(u32::MAX),
+                    })?;
+                    let mut pending: Option<u16> = None;
+                    view.for_each_stored(column, &mut |key, user_key, value| {
+                        let kg = key_group_of(key);
+                        if !range.contains(kg) {
+                            return Ok(());
+                        }
+                        if pending != Some(kg) {
+                            if pending.is_some_and(|p| kg < p) {
+                                return Err(Error::Backend {
+                                    backend: "snapshot",
+                                    message: format!(
+                                        "state `{}`: the detached view yielded key group {kg} \
+                                         after {}, out of the order it promised",
+                                        image.name,
+                                        pending.unwrap_or_default()
+                                    ),
+                                });
+                            }
+                            blocks.write_sorted(image, &mut section)?;
+                            pending = Some(kg);
+                        }
+                        image.push(key, user_key, Some(value), 0)
+                    })?;
+                    blocks.write_sorted(image, &mut section)?;
                 }
-                let canonical = key.get(2..).unwrap_or_default();
-                put_u32(&mut raw, len32(canonical.len(), "a key")?);
-                raw.extend_from_slice(canonical);
-                put_u32(&mut raw, e.user_key_len);
-                raw.extend_from_slice(e.user_key(arena));
-                put_u32(&mut raw, e.value_len);
-                raw.extend_from_slice(e.value(arena));
-                block_entries += 1;
+                _ => blocks.write_sorted(image, &mut section)?,
             }
-            flush(
-                &mut out,
-                path,
-                &mut raw,
-                &mut stored,
-                &mut block_entries,
-                compression,
-                current_kg,
-                &mut section,
-            )?;
+            blocks.flush(&mut section)?;
             summary.entries += section.entries;
             summary.raw_bytes += section.raw_bytes;
             sections.push(section);
@@ -575,46 +565,102 @@ pub fn write_operator<B: StateBackend + ?Sized, W: Write>(
 ) -> Result<SnapshotSummary> {
     capture(backend, operator, columns, range)?.write(options, path, out)
 }
-#[allow(clippy::too_many_arguments)]
-fn flush<W: Write>(
-    out: &mut Counting<W>,
-    path: &Path,
-    raw: &mut Vec<u8>,
-    stored: &mut Vec<u8>,
-    block_entries: &mut u32,
+/// The block writer of [`SnapshotImage::write`]: encodes sorted entries into blocks of about
+/// `options.block_size` bytes, one key group per block, and writes each as it fills.
+struct Blocks<'o, W> {
+    out: &'o mut Counting<W>,
+    path: &'o Path,
+    options: SnapshotOptions,
     compression: u8,
-    key_group: Option<u16>,
-    section: &mut StateSection,
-) -> Result<()> {
-    if raw.is_empty() || key_group.is_none() {
-        return Ok(());
+    raw: Vec<u8>,
+    stored: Vec<u8>,
+    block_entries: u32,
+    current_kg: Option<u16>,
+}
+
+impl<W: Write> Blocks<'_, W> {
+    /// Sorts the entries `image` holds, encodes them into `section`'s blocks and empties
+    /// `image`, keeping its buffers for the next key group.
+    fn write_sorted(&mut self, image: &mut StateImage, section: &mut StateSection) -> Result<()> {
+        let arena = &image.arena;
+        // Entries are in arena order, so this reads the arena front to back.
+        for e in &mut image.entries {
+            e.head = head_of(e.key(arena));
+        }
+        // The key starts with the big-endian key group, so byte order is key-group order; a
+        // key's deletion comes before the entries written after it.
+        image.entries.sort_unstable_by(|a, b| {
+            // Zero-padded heads order as the keys do, up to a tie.
+            a.head
+                .cmp(&b.head)
+                .then_with(|| a.key(arena).cmp(b.key(arena)))
+                .then_with(|| (a.value_len != TOMBSTONE_KEY).cmp(&(b.value_len != TOMBSTONE_KEY)))
+                .then_with(|| a.user_key(arena).cmp(b.user_key(arena)))
+        });
+        for e in &image.entries {
+            let key = e.key(arena);
+            let kg = key_group_of(key);
+            if self.current_kg != Some(kg) || self.raw.len() >= self.options.block_size {
+                self.flush(section)?;
+                if self.current_kg != Some(kg) {
+                    section.key_groups.push(KeyGroupIndex {
+                        key_group: kg,
+                        blocks: Vec::new(),
+                    });
+                    self.current_kg = Some(kg);
+                }
+            }
+            let canonical = key.get(2..).unwrap_or_default();
+            put_u32(&mut self.raw, len32(canonical.len(), "a key")?);
+            self.raw.extend_from_slice(canonical);
+            put_u32(&mut self.raw, e.user_key_len);
+            self.raw.extend_from_slice(e.user_key(arena));
+            put_u32(&mut self.raw, e.value_len);
+            self.raw.extend_from_slice(e.value(arena));
+            self.block_entries += 1;
+        }
+        section.entries += image.entries.len() as u64;
+        image.entries.clear();
+        image.arena.clear();
+        Ok(())
     }
-    let bytes: &[u8] = if compression == COMPRESSION_LZ4 {
-        stored.clear();
-        stored.resize(lz4_flex::block::get_maximum_output_size(raw.len()), 0);
-        let n = lz4_flex::block::compress_into(raw, stored).map_err(|e| Error::Backend {
-            backend: "snapshot",
-            message: format!("lz4 compression failed: {e}"),
-        })?;
-        &stored[..n]
-    } else {
-        raw
-    };
-    let block = BlockRef {
-        offset: out.written,
-        stored_len: len32(bytes.len(), "a block")?,
-        raw_len: len32(raw.len(), "a block")?,
-        entries: *block_entries,
-        crc: crc32c::crc32c(bytes),
-    };
-    out.write_all(path, bytes)?;
-    section.raw_bytes += raw.len() as u64;
-    if let Some(kg) = section.key_groups.last_mut() {
-        kg.blocks.push(block);
+
+    /// Compresses and writes the block being filled, if any, into the current key group.
+    fn flush(&mut self, section: &mut StateSection) -> Result<()> {
+        if self.raw.is_empty() || self.current_kg.is_none() {
+            return Ok(());
+        }
+        let raw = &self.raw;
+        let bytes: &[u8] = if self.compression == COMPRESSION_LZ4 {
+            self.stored.clear();
+            self.stored
+                .resize(lz4_flex::block::get_maximum_output_size(raw.len()), 0);
+            let n = lz4_flex::block::compress_into(raw, &mut self.stored).map_err(|e| {
+                Error::Backend {
+                    backend: "snapshot",
+                    message: format!("lz4 compression failed: {e}"),
+                }
+            })?;
+            &self.stored[..n]
+        } else {
+            raw
+        };
+        let block = BlockRef {
+            offset: self.out.written,
+            stored_len: len32(bytes.len(), "a block")?,
+            raw_len: len32(raw.len(), "a block")?,
+            entries: self.block_entries,
+            crc: crc32c::crc32c(bytes),
+        };
+        self.out.write_all(self.path, bytes)?;
+        section.raw_bytes += raw.len() as u64;
+        if let Some(kg) = section.key_groups.last_mut() {
+            kg.blocks.push(block);
+        }
+        self.raw.clear();
+        self.block_entries = 0;
+        Ok(())
     }
-    raw.clear();
-    *block_entries = 0;
-    Ok(())
 }
 
 #[cfg(test)]
