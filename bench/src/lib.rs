@@ -2,6 +2,7 @@
 //! measured with), run against statewright's backends and against the raw limits (a plain
 //! `HashMap`, raw RocksDB calls on the same bytes).
 
+pub mod large;
 pub mod snapshot;
 
 use std::collections::HashMap;

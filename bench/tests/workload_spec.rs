@@ -86,3 +86,26 @@ fn the_snapshot_workload_restores_exactly_on_every_statewright_backend() {
     }
     assert!(statewright_bench::snapshot::run("raw-hashmap", p).is_err());
 }
+
+#[test]
+fn the_large_state_workload_restores_exactly_and_reports_its_memory() {
+    let p = Params { k: 20_000, ..SMALL };
+    let lines = statewright_bench::large::run(p, None).unwrap();
+    let steps: Vec<&str> = lines.iter().map(|l| l.step).collect();
+    assert_eq!(
+        steps,
+        ["large_populate", "large_checkpoint", "large_restore"]
+    );
+    let restore = &lines[2];
+    assert_eq!(restore.verify_bad, Some(0), "{restore}");
+    // 256 incompressible bytes a key, plus the key and framing.
+    let bytes = restore.snapshot_bytes;
+    assert!(
+        bytes > 256 * p.k && bytes < 300 * p.k,
+        "{bytes} snapshot bytes for {} keys",
+        p.k
+    );
+    if cfg!(target_os = "linux") {
+        assert!(lines.iter().all(|l| l.peak_rss.is_some()));
+    }
+}

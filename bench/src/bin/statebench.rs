@@ -16,6 +16,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         m: 10,
     };
     let mut read_path_only = false;
+    let mut dir: Option<std::path::PathBuf> = None;
     let mut zero_copy_only = false;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -28,11 +29,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--N" => p.n = value()?.parse()?,
             "--seed" => p.seed = value()?.parse()?,
             "--M" => p.m = value()?.parse()?,
+            "--dir" => dir = Some(value()?.into()),
             "--read-path" => read_path_only = true,
             "--zero-copy" => zero_copy_only = true,
             "--help" | "-h" => {
                 println!(
-                    "statebench [--backend {}] [--workload {},snapshot] [--K keys] [--N ops] [--seed s] [--M map-keys] | --read-path | --zero-copy [--N reads]",
+                    "statebench [--backend {}] [--workload {},snapshot,large_state] [--K keys] [--N ops] [--seed s] [--M map-keys] [--dir scratch-dir] | --read-path | --zero-copy [--N reads]",
                     BACKENDS.join(","),
                     WORKLOADS.join(",")
                 );
@@ -62,6 +64,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             );
         }
         return Ok(());
+    }
+    if workloads.iter().any(|w| w == "large_state") {
+        // RocksDB only, larger than the memory it is given; its own scratch directory.
+        for line in statewright_bench::large::run(p, dir.as_deref())? {
+            println!("{line}");
+        }
+        workloads.retain(|w| w != "large_state");
     }
     for backend in &backends {
         for workload in &workloads {
