@@ -42,6 +42,16 @@ impl EntryHint {
 /// after which the iterator ends.
 pub type EntryIter<'a> = Box<dyn Iterator<Item = Result<(&'a [u8], &'a [u8])>> + 'a>;
 
+/// The number of entries of a scan, or its first failure.
+pub(crate) fn count_scanned(entries: EntryIter<'_>) -> Result<usize> {
+    let mut n = 0;
+    for entry in entries {
+        entry?;
+        n += 1;
+    }
+    Ok(n)
+}
+
 /// A reader of one stored value, given the bytes (`None` when nothing is stored) for the
 /// duration of the call (see [`StateBackend::read`]).
 pub type ValueReader<'v> = dyn FnMut(Option<&[u8]>) -> Result<()> + 'v;
@@ -372,12 +382,7 @@ pub trait StateBackend {
     ///
     /// As [`scan`](Self::scan).
     fn count(&self, state: StateId, key: &[u8]) -> Result<usize> {
-        let mut n = 0;
-        for entry in self.scan(state, key)? {
-            entry?;
-            n += 1;
-        }
-        Ok(n)
+        count_scanned(self.scan(state, key)?)
     }
 
     /// Removes every entry stored under `key`.

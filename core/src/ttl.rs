@@ -940,12 +940,7 @@ impl<B: StateBackend> StateBackend for TtlBackend<B> {
         if self.ttl(state).is_none() {
             return self.inner.count(state, key);
         }
-        let mut n = 0;
-        for entry in self.scan(state, key)? {
-            entry?;
-            n += 1;
-        }
-        Ok(n)
+        crate::backend::count_scanned(self.scan(state, key)?)
     }
 
     fn delete_key(&mut self, state: StateId, key: &[u8]) -> Result<()> {
