@@ -191,11 +191,10 @@ pub struct Recovery {
 /// Processes the stream, checkpoints midway, crashes, restores and finishes.
 pub fn with_crash(events: u64, backend: Backend, dir: &Path) -> statewright::Result<Recovery> {
     // ANCHOR: checkpoint
-    // A checkpoint every tenth of the stream: a full one, then incremental ones on the heap.
-    // Canonical snapshots (`native(false)`) restore into any backend; RocksDB's own native
-    // checkpoints restore with `statewright::restore_native`.
-    let mut checkpointer =
-        Checkpointer::new(CheckpointConfig::new(dir.join("checkpoints")).native(false))?;
+    // A checkpoint every tenth of the stream: a full one, then incremental ones on the heap,
+    // and RocksDB's own native checkpoints on RocksDB (shared SST files). Both restore, TTL
+    // stamps and watermark included, through the same `restore` call below.
+    let mut checkpointer = Checkpointer::new(CheckpointConfig::new(dir.join("checkpoints")))?;
     let every = (events / 10).max(1);
     let checkpoint_at = events / 2;
     let crash_at = checkpoint_at + events / 5;

@@ -47,6 +47,12 @@ fn restored_run_matches_on_rocksdb_and_equals_the_heap_run() {
         fraud_detection::uninterrupted(5_000, fraud_detection::Backend::Heap, dir.path()).unwrap();
     let rocks = fraud_detection::Backend::RocksDb;
     let recovery = fraud_detection::with_crash(5_000, rocks, dir.path()).unwrap();
+    // RocksDB's default checkpoints are native ones; the TTL operator restores from them.
+    assert_eq!(
+        recovery.checkpoint.kind(),
+        statewright::checkpoint::SnapshotKind::Native
+    );
+    assert!(recovery.expired > 0, "event time goes on after the restore");
     // Same alerts and byte-identical canonical state as the uninterrupted heap run.
     assert_eq!(recovery.outcome, heap);
 }
