@@ -639,6 +639,33 @@ impl RocksDbBackend {
         f(&buf)
     }
 
+    /// The value at `(key, user_key)`, pinned where RocksDB holds it; counted as a read.
+    fn pinned(
+        &self,
+        state: StateId,
+        key: &[u8],
+        user_key: &[u8],
+    ) -> Result<Option<DBPinnableSlice<'_>>> {
+        let cf = self.cf(state)?;
+        self.reads.set(self.reads.get() + 1);
+        self.with_key(key, user_key, |k| {
+            self.db
+                .get_pinned_cf_opt(cf, k, &self.read_opts)
+                .map_err(|e| db_error(&e))
+        })
+    }
+
+    /// A raw iterator over the keys that start with `prefix`, positioned at the first.
+    fn prefix_iter(&self, cf: &ColumnFamily, prefix: &[u8]) -> rocksdb::DBRawIterator<'_> {
+        let mut opts = ReadOptions::default();
+        if let Some(end) = prefix_end(prefix) {
+            opts.set_iterate_upper_bound(end);
+        }
+        let mut it = self.db.raw_iterator_cf_opt(cf, opts);
+        it.seek(prefix);
+        it
+    }
+
     fn pins(&self) -> Result<std::cell::RefMut<'_, Pins>> {
         self.pins.try_borrow_mut().map_err(|_| Error::Backend {
             backend: "rocksdb",
@@ -681,13 +708,7 @@ impl StateBackend for RocksDbBackend {
     }
 
     fn get(&self, state: StateId, key: &[u8], user_key: &[u8]) -> Result<Option<&[u8]>> {
-        let cf = self.cf(state)?;
-        self.reads.set(self.reads.get() + 1);
-        let pinned = self.with_key(key, user_key, |k| {
-            self.db
-                .get_pinned_cf_opt(cf, k, &self.read_opts)
-                .map_err(|e| db_error(&e))
-        })?;
+        let pinned = self.pinned(state, key, user_key)?;
         let Some(pinned) = pinned else {
             return Ok(None);
         };
@@ -742,12 +763,7 @@ impl StateBackend for RocksDbBackend {
         let cf = self.cf(state)?;
         self.reads.set(self.reads.get() + 1);
         let prefix = self.with_key(key, &[], |k| Ok(k.to_vec()))?;
-        let mut opts = ReadOptions::default();
-        if let Some(end) = prefix_end(&prefix) {
-            opts.set_iterate_upper_bound(end);
-        }
-        let mut it = self.db.raw_iterator_cf_opt(cf, opts);
-        it.seek(&prefix);
+        let it = self.prefix_iter(cf, &prefix);
         Ok(Box::new(ScanIter {
             backend: self,
             it,
@@ -765,13 +781,7 @@ impl StateBackend for RocksDbBackend {
         user_key: &[u8],
         reader: &mut ValueReader<'_>,
     ) -> Result<()> {
-        let cf = self.cf(state)?;
-        self.reads.set(self.reads.get() + 1);
-        let pinned = self.with_key(key, user_key, |k| {
-            self.db
-                .get_pinned_cf_opt(cf, k, &self.read_opts)
-                .map_err(|e| db_error(&e))
-        })?;
+        let pinned = self.pinned(state, key, user_key)?;
         reader(pinned.as_deref())
     }
 
@@ -779,12 +789,7 @@ impl StateBackend for RocksDbBackend {
         let cf = self.cf(state)?;
         self.reads.set(self.reads.get() + 1);
         self.with_key(key, &[], |prefix| {
-            let mut opts = ReadOptions::default();
-            if let Some(end) = prefix_end(prefix) {
-                opts.set_iterate_upper_bound(end);
-            }
-            let mut it = self.db.raw_iterator_cf_opt(cf, opts);
-            it.seek(prefix);
+            let mut it = self.prefix_iter(cf, prefix);
             let mut n = 0;
             while it.key().is_some_and(|k| k.starts_with(prefix)) {
                 n += 1;
@@ -801,12 +806,7 @@ impl StateBackend for RocksDbBackend {
         // Point deletes of the key's entries, not a range delete: range tombstones pile up in
         // memtables and slow every later read until compaction removes them.
         self.with_key(key, &[], |prefix| {
-            let mut opts = ReadOptions::default();
-            if let Some(end) = prefix_end(prefix) {
-                opts.set_iterate_upper_bound(end);
-            }
-            let mut it = self.db.raw_iterator_cf_opt(cf, opts);
-            it.seek(prefix);
+            let mut it = self.prefix_iter(cf, prefix);
             let mut batch = rocksdb::WriteBatch::default();
             while let Some(k) = it.key() {
                 if !k.starts_with(prefix) {
