@@ -58,7 +58,7 @@ pub struct FraudDetector {
     threshold_cents: i64,
 }
 
-fn process<B: StateBackend>(
+fn process<B: AnyBackend>(
     op: &mut Bound<FraudDetector, TtlBackend<B>>,
     txn: &Txn,
 ) -> statewright::Result<bool> {
@@ -122,7 +122,7 @@ pub enum Backend {
 }
 
 impl Backend {
-    fn open(self, dir: &Path, name: &str) -> statewright::Result<Box<dyn StateBackend>> {
+    fn open(self, dir: &Path, name: &str) -> statewright::Result<Box<dyn AnyBackend>> {
         let _ = (dir, name);
         Ok(match self {
             Backend::Heap => Box::new(HeapBackend::new()),
@@ -143,7 +143,7 @@ impl Backend {
     }
 }
 
-type Op = Bound<FraudDetector, TtlBackend<Box<dyn StateBackend>>>;
+type Op = Bound<FraudDetector, TtlBackend<Box<dyn AnyBackend>>>;
 
 /// Values and list elements that expired and were removed in a run.
 fn expired(op: &Op) -> u64 {

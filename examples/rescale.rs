@@ -51,7 +51,7 @@ pub fn view(i: u64) -> (String, u32) {
     (format!("user-{}", z % 2_000), ((z >> 32) % 50) as u32)
 }
 
-fn process<B: StateBackend>(
+fn process<B: AnyBackend>(
     op: &mut Bound<PageViews, B>,
     user: &str,
     page: u32,
@@ -91,7 +91,7 @@ pub struct Summary {
 /// Every user's state: (views, per-page views), in one map.
 type Table = std::collections::BTreeMap<String, (u64, Vec<(u32, u64)>)>;
 
-fn read_all<B: StateBackend>(
+fn read_all<B: AnyBackend>(
     op: &mut Bound<PageViews, B>,
     users: &[String],
     table: &mut Table,
@@ -118,7 +118,7 @@ fn read_all<B: StateBackend>(
 
 /// Processes the views `range` on the instances `ops` (each view goes to the instance owning
 /// its user), then checkpoints every instance into one checkpoint.
-fn run_and_checkpoint<B: StateBackend>(
+fn run_and_checkpoint<B: AnyBackend>(
     ops: &mut [Bound<PageViews, B>],
     range: std::ops::Range<u64>,
     checkpointer: &mut Checkpointer,
@@ -136,7 +136,7 @@ fn run_and_checkpoint<B: StateBackend>(
 }
 
 /// Processes the views `range` on the instances `ops`, then reads every user's state.
-fn run_and_read<B: StateBackend>(
+fn run_and_read<B: AnyBackend>(
     ops: &mut [Bound<PageViews, B>],
     range: std::ops::Range<u64>,
     users: &[String],

@@ -57,7 +57,7 @@ pub struct Sessionizer {
 }
 
 /// Processes one click of `user` at event time `time_ms`.
-pub fn click<B: StateBackend>(
+pub fn click<B: AnyBackend>(
     op: &mut Bound<Sessionizer, TtlBackend<B>>,
     user: u64,
     time_ms: i64,
@@ -120,7 +120,7 @@ pub struct Summary {
 }
 
 /// Runs `clicks` clicks.
-pub fn run<B: StateBackend>(clicks: u64, backend: B) -> statewright::Result<Summary> {
+pub fn run<B: AnyBackend>(clicks: u64, backend: B) -> statewright::Result<Summary> {
     let backend = TtlBackend::new(backend).with_incremental_cleanup(64, 16);
     let mut op = Sessionizer::default().bind(backend)?;
     let mut users = Vec::new();

@@ -38,7 +38,7 @@ pub struct Purchase {
     pub units: u64,
 }
 
-fn record<B: StateBackend>(op: &mut Bound<TopN, B>, p: &Purchase) -> statewright::Result<()> {
+fn record<B: AnyBackend>(op: &mut Bound<TopN, B>, p: &Purchase) -> statewright::Result<()> {
     op.key(&p.category)?
         .sold()
         .update(p.item.as_str(), |units| units.unwrap_or(0) + p.units)
@@ -48,7 +48,7 @@ fn record<B: StateBackend>(op: &mut Bound<TopN, B>, p: &Purchase) -> statewright
 pub type Ranking = Vec<(String, u64)>;
 
 /// The `n` items of `category` with the most units sold, most first (ties by name).
-pub fn ranking<B: StateBackend>(
+pub fn ranking<B: AnyBackend>(
     op: &mut Bound<TopN, B>,
     category: u32,
 ) -> statewright::Result<Ranking> {
@@ -107,7 +107,7 @@ pub fn reference(purchases: u64, n: usize) -> HashMap<u32, Ranking> {
 }
 
 /// Processes `purchases` purchases on `backend` and ranks every category.
-pub fn run<B: StateBackend>(
+pub fn run<B: AnyBackend>(
     purchases: u64,
     n: usize,
     backend: B,

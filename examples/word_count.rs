@@ -30,7 +30,7 @@ pub struct WordCount {
     pub count: ValueState<u64>,
 }
 
-fn count<B: StateBackend>(op: &mut Bound<WordCount, B>, word: &str) -> statewright::Result<()> {
+fn count<B: AnyBackend>(op: &mut Bound<WordCount, B>, word: &str) -> statewright::Result<()> {
     op.key(word)?.count().update(|n| n.unwrap_or(0) + 1)
 }
 // ANCHOR_END: operator

@@ -56,9 +56,9 @@ pub mod prelude {
     pub use statewright_core::ttl::TtlBackend;
     pub use statewright_core::view::{AggregatingView, ListView, MapView, ReducingView, ValueView};
     pub use statewright_core::{
-        Aggregate, AggregatingState, Bound, BroadcastState, EncodeKey, ListState, MapState,
-        OperatorListState, ReducingState, StateBackend, StateKey, StateSchema, StateValue,
-        StatefulOperator, UnionListState, ValueState,
+        Aggregate, AggregatingState, AnyBackend, Bound, BroadcastState, EncodeKey, ListState,
+        MapState, OperatorListState, ReducingState, RestoreOperator, StateBackend, StateKey,
+        StateSchema, StateValue, StatefulOperator, UnionListState, ValueState,
     };
     pub use statewright_heap::HeapBackend;
     pub use statewright_macros::{StateKey, StateSchema, StatefulOperator};

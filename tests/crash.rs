@@ -98,7 +98,7 @@ fn crash_child() {
 
 /// Rounds of updates and checkpoints until killed, continuing after the last committed round,
 /// as a restarted job would.
-async fn run_child<B: StateBackend>(mut op: Bound<Crash, B>, mut checkpointer: Checkpointer) {
+async fn run_child<B: AnyBackend>(mut op: Bound<Crash, B>, mut checkpointer: Checkpointer) {
     let mut round = op
         .key(&0)
         .unwrap()
@@ -139,7 +139,7 @@ async fn run_child<B: StateBackend>(mut op: Bound<Crash, B>, mut checkpointer: C
 }
 
 /// Checks that `op` holds exactly the state after `round` rounds.
-fn verify_round<B: StateBackend>(op: &mut Bound<Crash, B>, round: u64) {
+fn verify_round<B: AnyBackend>(op: &mut Bound<Crash, B>, round: u64) {
     for k in 0..KEYS {
         let mut st = op.key(&k).unwrap();
         assert_eq!(st.round().get_owned().unwrap(), Some(round), "key {k}");
@@ -206,7 +206,7 @@ fn sigkill_native_rocksdb() {
 }
 
 /// The round a restored instance holds, after checking it holds exactly that round's state.
-fn restored_round<B: StateBackend>(op: &mut Bound<Crash, B>) -> u64 {
+fn restored_round<B: AnyBackend>(op: &mut Bound<Crash, B>) -> u64 {
     let round = op.key(&0).unwrap().round().get_owned().unwrap().unwrap();
     verify_round(op, round);
     round

@@ -26,7 +26,7 @@ struct Cross {
     max_id: ReducingState<u64>,
 }
 
-fn fill<B: StateBackend>(op: &mut Bound<Cross, B>) {
+fn fill<B: AnyBackend>(op: &mut Bound<Cross, B>) {
     for i in 0..3_000u64 {
         let user = format!("user-{}", i % 400);
         let e = Event {
@@ -41,7 +41,7 @@ fn fill<B: StateBackend>(op: &mut Bound<Cross, B>) {
     }
 }
 
-fn snapshot<B: StateBackend>(op: &Bound<Cross, B>) -> Vec<u8> {
+fn snapshot<B: AnyBackend>(op: &Bound<Cross, B>) -> Vec<u8> {
     let mut bytes = Vec::new();
     op.write_snapshot(
         SnapshotOptions::default(),

@@ -3,7 +3,6 @@
 //! input gives the same state, the same cleanup and the same checkpoint bytes.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use statewright::StateBackend;
 use statewright::prelude::*;
 use statewright::ttl::{ManualClock, TtlBackend};
 
@@ -20,7 +19,7 @@ struct Expiring {
     map: MapState<u32, u64>,
 }
 
-fn expiring<B: StateBackend>(inner: B, clock: &ManualClock) -> Bound<Expiring, TtlBackend<B>> {
+fn expiring<B: AnyBackend>(inner: B, clock: &ManualClock) -> Bound<Expiring, TtlBackend<B>> {
     // Incremental cleanup off: only reads find what has expired.
     let backend = TtlBackend::with_clock(inner, clock.clone()).with_incremental_cleanup(0, 1);
     Expiring::default().bind(backend).unwrap()
@@ -29,7 +28,7 @@ fn expiring<B: StateBackend>(inner: B, clock: &ManualClock) -> Bound<Expiring, T
 /// Flink (`TtlValueState#value`, `TtlListState#get`, `TtlMapState#get` under
 /// `ReturnExpiredIfNotCleanedUp`): the read that finds an expired value returns it and clears
 /// it, so the next read, even right after it, returns nothing.
-fn expired_values_are_returned_once<B: StateBackend>(inner: B) {
+fn expired_values_are_returned_once<B: AnyBackend>(inner: B) {
     let clock = ManualClock::new(0);
     let mut op = expiring(inner, &clock);
     let mut st = op.key(&1).unwrap();
@@ -62,7 +61,7 @@ fn expired_values_are_returned_once<B: StateBackend>(inner: B) {
 
 /// Flink (`TtlListState#get`): of a list whose elements expire at different times, the read
 /// returns every element once, and afterwards only the ones still alive.
-fn expired_list_elements_are_returned_once<B: StateBackend>(inner: B) {
+fn expired_list_elements_are_returned_once<B: AnyBackend>(inner: B) {
     let clock = ManualClock::new(0);
     let mut op = expiring(inner, &clock);
     op.key(&1).unwrap().list().add(&1).unwrap();

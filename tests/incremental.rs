@@ -46,7 +46,7 @@ impl Rng {
 }
 
 /// The canonical bytes of a full snapshot: equal exactly when the states are equal.
-fn image<Op: StatefulOperator, B: StateBackend>(op: &Bound<Op, B>) -> Vec<u8> {
+fn image<Op: StatefulOperator, B: statewright::Snapshots>(op: &Bound<Op, B>) -> Vec<u8> {
     // Full snapshots are canonical: the same state gives the same bytes on every backend.
     let mut out = Vec::new();
     op.write_snapshot(
@@ -62,7 +62,7 @@ fn image<Op: StatefulOperator, B: StateBackend>(op: &Bound<Op, B>) -> Vec<u8> {
 }
 
 /// One random change of every kind an operator can make, deletions and clears included.
-fn mutate_mixed<B: StateBackend>(op: &mut Bound<Mixed, B>, rng: &mut Rng, keys: u64) {
+fn mutate_mixed<B: statewright::Snapshots>(op: &mut Bound<Mixed, B>, rng: &mut Rng, keys: u64) {
     let k = rng.below(keys);
     let mut st = op.key(&k).unwrap();
     match rng.below(9) {
@@ -78,7 +78,11 @@ fn mutate_mixed<B: StateBackend>(op: &mut Bound<Mixed, B>, rng: &mut Rng, keys: 
     }
 }
 
-fn mutate_expiring(op: &mut Bound<Expiring, impl StateBackend>, rng: &mut Rng, keys: u64) {
+fn mutate_expiring(
+    op: &mut Bound<Expiring, impl statewright::Snapshots>,
+    rng: &mut Rng,
+    keys: u64,
+) {
     let k = rng.below(keys);
     let mut st = op.key(&k).unwrap();
     match rng.below(7) {

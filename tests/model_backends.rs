@@ -60,7 +60,7 @@ struct Expected {
     sum: HashMap<u16, i64>,
 }
 
-fn compare<B: StateBackend>(op: &mut Bound<Model, B>, model: &Expected, base: u16) {
+fn compare<B: AnyBackend>(op: &mut Bound<Model, B>, model: &Expected, base: u16) {
     for k in 0u16..6 {
         let mut st = op.key(&(base + k)).unwrap();
         assert_eq!(
@@ -91,12 +91,7 @@ fn compare<B: StateBackend>(op: &mut Bound<Model, B>, model: &Expected, base: u1
 /// the whole state through the canonical snapshot: into a fresh backend made by `fresh`, or
 /// (for the shared RocksDB database, whose other keys belong to earlier cases) into a heap
 /// backend whose snapshot must then equal the original's, byte for byte.
-fn apply<B: StateBackend>(
-    bound: &mut Bound<Model, B>,
-    o: &Op,
-    base: u16,
-    fresh: Option<fn() -> B>,
-) {
+fn apply<B: AnyBackend>(bound: &mut Bound<Model, B>, o: &Op, base: u16, fresh: Option<fn() -> B>) {
     let key = |k: &u16| base + k;
     match o {
         Op::Set(k, v) => bound.key(&key(k)).unwrap().value().set(v).unwrap(),

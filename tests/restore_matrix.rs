@@ -14,7 +14,7 @@ use statewright::checkpointer::{CheckpointConfig, Checkpointable, Checkpointer};
 use statewright::keygroup::{KeyGroupRange, key_group};
 use statewright::prelude::*;
 use statewright::ttl::{ManualClock, TtlBackend};
-use statewright::{CheckpointInfo, StateBackend, StateId};
+use statewright::{CheckpointInfo, Snapshots, StateBackend, StateId};
 
 const MAX_P: u16 = 16;
 const KEYS: u64 = 48;
@@ -67,7 +67,7 @@ trait Workload: StatefulOperator<Key = u64> + Default {
     /// Whether it declares a TTL (its backend is then wrapped in a `TtlBackend`).
     const TTL: bool;
 
-    fn step<B: StateBackend>(
+    fn step<B: Snapshots>(
         op: &mut Bound<Self, B>,
         key: u64,
         action: u64,
@@ -75,7 +75,7 @@ trait Workload: StatefulOperator<Key = u64> + Default {
 
     /// Reads every state of `key` and writes nothing: under `on_read_and_write` this queues
     /// stamp refreshes that only the next key change or write applies.
-    fn read<B: StateBackend>(op: &mut Bound<Self, B>, key: u64) -> statewright::Result<()>;
+    fn read<B: Snapshots>(op: &mut Bound<Self, B>, key: u64) -> statewright::Result<()>;
 }
 
 macro_rules! workload {
@@ -84,7 +84,7 @@ macro_rules! workload {
             const EVENT: bool = $event;
             const TTL: bool = $ttl;
 
-            fn step<B: StateBackend>(
+            fn step<B: Snapshots>(
                 op: &mut Bound<Self, B>,
                 key: u64,
                 action: u64,
@@ -103,7 +103,7 @@ macro_rules! workload {
                 }
             }
 
-            fn read<B: StateBackend>(op: &mut Bound<Self, B>, key: u64) -> statewright::Result<()> {
+            fn read<B: Snapshots>(op: &mut Bound<Self, B>, key: u64) -> statewright::Result<()> {
                 let mut st = op.key(&key)?;
                 st.value().get()?;
                 st.list().get_owned()?;
@@ -178,7 +178,7 @@ const PARALLELISMS: [(u16, u16); 3] = [(2, 2), (2, 3), (3, 1)];
 /// Every entry of every keyed state, stamps included: `(state, key, user key) -> stored bytes`.
 type Image = BTreeMap<(u32, Vec<u8>, Vec<u8>), Vec<u8>>;
 
-fn new_backend(engine: Engine, dir: &std::path::Path, name: &str) -> Box<dyn StateBackend> {
+fn new_backend(engine: Engine, dir: &std::path::Path, name: &str) -> Box<dyn AnyBackend> {
     match engine {
         Engine::Heap => {
             let _ = (dir, name);
@@ -218,19 +218,19 @@ fn bind<Op: Workload>(
 
 /// A backend with or without the TTL wrapper, so that one type serves every cell.
 enum TtlOr {
-    Ttl(TtlBackend<Box<dyn StateBackend>>),
-    Plain(Box<dyn StateBackend>),
+    Ttl(TtlBackend<Box<dyn AnyBackend>>),
+    Plain(Box<dyn AnyBackend>),
 }
 
 impl TtlOr {
-    fn get(&self) -> &dyn StateBackend {
+    fn get(&self) -> &dyn Snapshots {
         match self {
             Self::Ttl(b) => b,
             Self::Plain(b) => b,
         }
     }
 
-    fn get_mut(&mut self) -> &mut dyn StateBackend {
+    fn get_mut(&mut self) -> &mut dyn Snapshots {
         match self {
             Self::Ttl(b) => b,
             Self::Plain(b) => b,
@@ -316,6 +316,15 @@ impl StateBackend for TtlOr {
     fn stamps_ttl(&self, state: StateId) -> bool {
         TtlOr::get(self).stamps_ttl(state)
     }
+    fn watermark(&self) -> Option<i64> {
+        TtlOr::get(self).watermark()
+    }
+    fn set_watermark(&mut self, millis: i64) {
+        self.get_mut().set_watermark(millis);
+    }
+}
+
+impl Snapshots for TtlOr {
     fn for_each_stored(
         &self,
         state: StateId,
@@ -323,6 +332,7 @@ impl StateBackend for TtlOr {
     ) -> statewright::Result<()> {
         TtlOr::get(self).for_each_stored(state, visit)
     }
+
     fn put_stored(
         &mut self,
         state: StateId,
@@ -332,51 +342,34 @@ impl StateBackend for TtlOr {
     ) -> statewright::Result<()> {
         self.get_mut().put_stored(state, key, user_key, value)
     }
-    fn visit_some(
-        &self,
-        state: StateId,
-        cursor: &mut u64,
-        limit: usize,
-        visit: &mut statewright::backend::EntryVisitor<'_>,
-    ) -> statewright::Result<bool> {
-        TtlOr::get(self).visit_some(state, cursor, limit, visit)
-    }
-    fn install_expiry_filter(
-        &mut self,
-        state: StateId,
-        filter: statewright::ttl::ExpiryFilter,
-    ) -> statewright::Result<bool> {
-        self.get_mut().install_expiry_filter(state, filter)
-    }
+
     fn detach(&self) -> statewright::Result<Option<Box<dyn statewright::backend::DetachedState>>> {
         TtlOr::get(self).detach()
     }
+
     fn native_checkpoint(
         &mut self,
     ) -> statewright::Result<Option<statewright::backend::NativeFiles>> {
         self.get_mut().native_checkpoint()
     }
+
     fn restore_native(
         &mut self,
         restore: &mut statewright::backend::NativeRestore<'_>,
     ) -> statewright::Result<bool> {
         self.get_mut().restore_native(restore)
     }
+
     fn track_changes(&mut self, on: bool) -> bool {
         self.get_mut().track_changes(on)
     }
+
     fn drain_changes(
         &mut self,
         state: StateId,
         visit: &mut statewright::backend::ChangeVisitor<'_>,
     ) -> statewright::Result<()> {
         self.get_mut().drain_changes(state, visit)
-    }
-    fn watermark(&self) -> Option<i64> {
-        TtlOr::get(self).watermark()
-    }
-    fn set_watermark(&mut self, millis: i64) {
-        self.get_mut().set_watermark(millis);
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use statewright::prelude::*;
 use statewright::snapshot::SnapshotOptions;
 use statewright::ttl::{ManualClock, TtlBackend};
-use statewright::{Error, StateBackend};
+use statewright::{Error, Snapshots};
 
 const SEC: i64 = 1_000;
 
@@ -28,7 +28,7 @@ impl Time {
 
     /// Incremental cleanup is off, so what a read sees depends on reads alone (it has its own
     /// test below).
-    fn backend<B: StateBackend>(&self, inner: B) -> TtlBackend<B> {
+    fn backend<B: AnyBackend>(&self, inner: B) -> TtlBackend<B> {
         let b = TtlBackend::with_clock(inner, self.clock.clone()).with_incremental_cleanup(0, 1);
         if self.event {
             b.set_watermark(0);
@@ -36,7 +36,7 @@ impl Time {
         b
     }
 
-    fn set<B: StateBackend>(&self, b: &TtlBackend<B>, ms: i64) {
+    fn set<B: AnyBackend>(&self, b: &TtlBackend<B>, ms: i64) {
         self.clock.set(ms);
         b.set_watermark(ms);
     }
@@ -69,7 +69,7 @@ macro_rules! combination {
                 map: MapState<u32, u64>,
             }
 
-            fn run<B: StateBackend>(inner: B) {
+            fn run<B: AnyBackend>(inner: B) {
                 let on_read = $update == "on_read_and_write";
                 let return_expired = $visibility == "return_expired_if_not_cleaned_up";
                 let time = Time::new($time == "event");
@@ -238,7 +238,7 @@ mod sessions {
 }
 use sessions::{WithTtl, WithoutTtl};
 
-fn fill_with_ttl<B: StateBackend>(op: &mut Bound<WithTtl, B>, keys: std::ops::Range<u64>) {
+fn fill_with_ttl<B: Snapshots>(op: &mut Bound<WithTtl, B>, keys: std::ops::Range<u64>) {
     for k in keys {
         let mut st = op.key(&k).unwrap();
         st.last().set(&k).unwrap();
@@ -247,7 +247,7 @@ fn fill_with_ttl<B: StateBackend>(op: &mut Bound<WithTtl, B>, keys: std::ops::Ra
     }
 }
 
-fn fill_without_ttl<B: StateBackend>(op: &mut Bound<WithoutTtl, B>, keys: std::ops::Range<u64>) {
+fn fill_without_ttl<B: Snapshots>(op: &mut Bound<WithoutTtl, B>, keys: std::ops::Range<u64>) {
     for k in keys {
         let mut st = op.key(&k).unwrap();
         st.last().set(&k).unwrap();
@@ -264,7 +264,7 @@ fn on_heap(clock: &ManualClock, cleanup: usize) -> Bound<WithTtl, TtlBackend<Hea
         .unwrap()
 }
 
-fn alive<B: StateBackend>(op: &mut Bound<WithTtl, B>, k: u64) -> (Option<u64>, usize, usize) {
+fn alive<B: Snapshots>(op: &mut Bound<WithTtl, B>, k: u64) -> (Option<u64>, usize, usize) {
     let mut st = op.key(&k).unwrap();
     (
         st.last().get_owned().unwrap(),
@@ -274,13 +274,13 @@ fn alive<B: StateBackend>(op: &mut Bound<WithTtl, B>, k: u64) -> (Option<u64>, u
 }
 
 /// [`WithTtl`] on `inner`, with `clock` for processing time.
-fn with_ttl<B: StateBackend>(inner: B, clock: &ManualClock) -> Bound<WithTtl, TtlBackend<B>> {
+fn with_ttl<B: AnyBackend>(inner: B, clock: &ManualClock) -> Bound<WithTtl, TtlBackend<B>> {
     WithTtl::default()
         .bind(TtlBackend::with_clock(inner, clock.clone()))
         .unwrap()
 }
 
-fn restore_keeps_time<B: StateBackend>(make: impl Fn() -> B) {
+fn restore_keeps_time<B: AnyBackend>(make: impl Fn() -> B) {
     let dir = tempfile::tempdir().unwrap();
     let storage = CheckpointStorage::open(dir.path()).unwrap();
     let clock = ManualClock::new(0);
@@ -329,7 +329,7 @@ fn restore_keeps_time<B: StateBackend>(make: impl Fn() -> B) {
     assert_eq!(alive(&mut late, 60), (None, 0, 0));
 }
 
-fn ttl_added_at_restore<B: StateBackend>(make: impl Fn() -> B) {
+fn ttl_added_at_restore<B: AnyBackend>(make: impl Fn() -> B) {
     let dir = tempfile::tempdir().unwrap();
     let storage = CheckpointStorage::open(dir.path()).unwrap();
     let mut plain = WithoutTtl::default().bind(make()).unwrap();
@@ -351,7 +351,7 @@ fn ttl_added_at_restore<B: StateBackend>(make: impl Fn() -> B) {
     assert_eq!(alive(&mut op, 5), (None, 0, 0));
 }
 
-fn ttl_removed_at_restore<B: StateBackend>(make: impl Fn() -> B) {
+fn ttl_removed_at_restore<B: AnyBackend>(make: impl Fn() -> B) {
     let dir = tempfile::tempdir().unwrap();
     let storage = CheckpointStorage::open(dir.path()).unwrap();
     let clock = ManualClock::new(0);

@@ -10,17 +10,19 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::backend::{EntryHint, StateBackend, StateId};
-use crate::descriptor::{OperatorDescriptor, StateDescriptor, StateKind, TtlConfig, no_user_key};
-use crate::error::Error;
-use crate::keygroup::{KeyGroupRange, key_group};
-use crate::schema::{Schema, StateSchema};
-use crate::snapshot::{SnapshotOptions, SnapshotReader, restore_operator, write_operator};
+use crate::data::backend::{EntryHint, Snapshots, StateBackend, StateId};
+use crate::model::descriptor::{
+    OperatorDescriptor, StateDescriptor, StateKind, TtlConfig, no_user_key,
+};
+use crate::model::error::Error;
+use crate::model::keygroup::{KeyGroupRange, key_group};
+use crate::model::schema::{Schema, StateSchema};
+use crate::persist::snapshot::{SnapshotOptions, SnapshotReader, restore_operator, write_operator};
 
-fn any_value(_: &[u8]) -> Result<(), crate::CodecError> {
+fn any_value(_: &[u8]) -> Result<(), crate::model::error::CodecError> {
     Ok(())
 }
-fn any_key(_: &[u8]) -> Result<(), crate::KeyError> {
+fn any_key(_: &[u8]) -> Result<(), crate::model::error::KeyError> {
     Ok(())
 }
 
@@ -504,7 +506,7 @@ pub fn large_values_roundtrip<B: StateBackend>(mut b: B, op: &'static OperatorDe
 }
 
 /// Fills every state of `op`, writes a snapshot, restores it into `fresh` and compares.
-pub fn snapshot_roundtrips<B: StateBackend, F: StateBackend>(
+pub fn snapshot_roundtrips<B: Snapshots, F: Snapshots>(
     mut b: B,
     mut fresh: F,
     op: &'static OperatorDescriptor,
@@ -569,7 +571,7 @@ pub fn snapshot_roundtrips<B: StateBackend, F: StateBackend>(
 
 /// Expands to one `#[test]` per behaviour of the [`StateBackend`] contract, each on a backend
 /// made by `$make`. With `ttl:` in front, every state declares a (one-year) TTL: for backends
-/// that stamp values, such as [`TtlBackend`](crate::ttl::TtlBackend).
+/// that stamp values, such as [`TtlBackend`](crate::data::ttl::TtlBackend).
 #[macro_export]
 macro_rules! conformance_suite {
     (ttl: $make:expr) => {

@@ -23,35 +23,42 @@
 
 #![warn(missing_docs)]
 
-pub mod backend;
-pub mod checkpoint;
-pub mod checkpointer;
-pub mod codec;
+mod access;
+mod data;
+mod model;
+mod persist;
+
 #[cfg(feature = "conformance")]
 pub mod conformance;
-pub mod descriptor;
-mod error;
-pub mod key;
-pub mod keygroup;
-mod operator;
-pub mod operator_state;
-pub mod schema;
-pub mod snapshot;
-pub mod state;
-pub mod ttl;
-pub mod view;
 
-pub use backend::{EntryHint, MigrationProgress, StateBackend, StateId};
+pub use access::operator_state;
+pub use access::view;
+pub use data::backend;
+pub use data::ttl;
+pub use model::codec;
+pub use model::descriptor;
+pub use model::key;
+pub use model::keygroup;
+pub use model::schema;
+pub use model::state;
+pub use persist::checkpoint;
+pub use persist::checkpointer;
+pub use persist::snapshot;
+
+pub use access::operator::{Bound, StatefulOperator};
+pub use backend::{
+    AnyBackend, EntryHint, ExpiryHooks, MigrationProgress, Snapshots, StateBackend, StateId,
+};
 pub use checkpoint::{CheckpointId, CheckpointInfo, CheckpointStorage, RestorePoint};
 pub use codec::StateValue;
 pub use descriptor::{
     Migration, OperatorDescriptor, OperatorManifest, StateDescriptor, StateKind, TtlConfig,
     TtlTime, TtlUpdate, TtlVisibility,
 };
-pub use error::{CodecError, Corruption, Error, KeyError, Result};
 pub use key::{EncodeKey, StateKey};
-pub use operator::{Bound, StatefulOperator};
+pub use model::error::{CodecError, Corruption, Error, KeyError, Result};
 pub use operator_state::{BroadcastState, OperatorListState, UnionListState};
+pub use persist::bound::RestoreOperator;
 pub use schema::StateSchema;
 pub use state::{Aggregate, AggregatingState, ListState, MapState, ReducingState, ValueState};
 pub use ttl::{ManualClock, TtlBackend};
@@ -60,14 +67,14 @@ pub use ttl::{ManualClock, TtlBackend};
 #[doc(hidden)]
 pub mod __private {
     pub use crate::__impl_state_value;
-    pub use crate::codec::{decode, encode_into, validate, validate_frames};
-    pub use crate::descriptor::no_user_key;
-    pub use crate::key::validate_key;
-    pub use crate::operator_state::OperatorStateData;
-    pub use crate::state::reduce;
-    pub use crate::view::{
+    pub use crate::access::operator_state::OperatorStateData;
+    pub use crate::access::view::{
         AggregatingView, KeyContext, ListView, MapView, ReducingView, Slot, ValueView,
     };
+    pub use crate::model::codec::{decode, encode_into, validate, validate_frames};
+    pub use crate::model::descriptor::no_user_key;
+    pub use crate::model::key::validate_key;
+    pub use crate::model::state::reduce;
     pub use rkyv;
     pub use rkyv::bytecheck;
 

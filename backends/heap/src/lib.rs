@@ -33,8 +33,10 @@ mod flat;
 use flat::FlatTable;
 
 use statewright_core::backend::{
-    Change, ChangeVisitor, EntryHint, EntryIter, EntryVisitor, StateBackend, StateId,
+    Change, ChangeVisitor, DetachedState, EntryHint, EntryIter, EntryVisitor, ExpiryHooks,
+    NativeFiles, NativeRestore, Snapshots, StateBackend, StateId,
 };
+use statewright_core::ttl::ExpiryFilter;
 use statewright_core::{Error, OperatorDescriptor, Result, StateDescriptor, StateKind};
 
 /// The tables' hasher: fixed-seeded by default (see [`HeapBackend::with_random_seed`]).
@@ -483,39 +485,6 @@ impl StateBackend for HeapBackend {
         Ok(())
     }
 
-    fn visit_some(
-        &self,
-        state: StateId,
-        cursor: &mut u64,
-        limit: usize,
-        visit: &mut EntryVisitor<'_>,
-    ) -> Result<bool> {
-        let m = match self.column(state)? {
-            Column::Flat(t) => {
-                t.visit_some(cursor, limit, |k, v| visit(k, &[], v))?;
-                return Ok(true);
-            }
-            Column::Nested(m) => m,
-        };
-        let len = m.len();
-        // Removals move the last entry into the gap, so a pass may see an entry twice or miss
-        // one that moved behind the cursor; the next pass sees it.
-        let mut i = usize::try_from(*cursor).unwrap_or(0);
-        for _ in 0..limit.min(len) {
-            if i >= len {
-                i = 0;
-            }
-            if let Some((k, entries)) = m.get_index(i) {
-                for (u, v) in entries {
-                    visit(k, u, v)?;
-                }
-            }
-            i += 1;
-        }
-        *cursor = if i >= len { 0 } else { i as u64 };
-        Ok(true)
-    }
-
     fn clear_state(&mut self, state: StateId) -> Result<()> {
         let r = self.registered_mut(state)?;
         if let Some(changes) = &mut r.changes {
@@ -532,6 +501,58 @@ impl StateBackend for HeapBackend {
             Column::Nested(m) => m.clear(),
         }
         Ok(())
+    }
+
+    fn release_reads(&mut self) {
+        // Reads borrow the tables themselves: nothing to release.
+    }
+
+    fn stamps_ttl(&self, state: StateId) -> bool {
+        // Values are stored as written; TTL state is bound through `TtlBackend`.
+        let _ = state;
+        false
+    }
+
+    fn watermark(&self) -> Option<i64> {
+        // Event time is kept by the operator instance and by a TTL wrapper, not here.
+        None
+    }
+
+    fn set_watermark(&mut self, millis: i64) {
+        let _ = millis;
+    }
+}
+
+impl Snapshots for HeapBackend {
+    fn for_each_stored(&self, state: StateId, visit: &mut EntryVisitor<'_>) -> Result<()> {
+        // Values are stored as written: a TTL wrapper above adds and reads the stamps.
+        self.for_each_entry(state, visit)
+    }
+
+    fn put_stored(
+        &mut self,
+        state: StateId,
+        key: &[u8],
+        user_key: &[u8],
+        value: &[u8],
+    ) -> Result<()> {
+        self.put(state, key, user_key, value)
+    }
+
+    fn detach(&self) -> Result<Option<Box<dyn DetachedState>>> {
+        // The heap has no copy-on-write view: a snapshot copies its entries out in the
+        // synchronous step.
+        Ok(None)
+    }
+
+    fn native_checkpoint(&mut self) -> Result<Option<NativeFiles>> {
+        // No files of its own: heap checkpoints are canonical.
+        Ok(None)
+    }
+
+    fn restore_native(&mut self, restore: &mut NativeRestore<'_>) -> Result<bool> {
+        let _ = restore;
+        Ok(false)
     }
 
     fn track_changes(&mut self, on: bool) -> bool {
@@ -585,6 +606,47 @@ impl StateBackend for HeapBackend {
             _ => {}
         }
         Ok(())
+    }
+}
+
+impl ExpiryHooks for HeapBackend {
+    fn install_expiry_filter(&mut self, state: StateId, filter: ExpiryFilter) -> Result<bool> {
+        // No background work to filter in: expired entries go in steps (`visit_some`).
+        let _ = (state, filter);
+        Ok(false)
+    }
+
+    fn visit_some(
+        &self,
+        state: StateId,
+        cursor: &mut u64,
+        limit: usize,
+        visit: &mut EntryVisitor<'_>,
+    ) -> Result<bool> {
+        let m = match self.column(state)? {
+            Column::Flat(t) => {
+                t.visit_some(cursor, limit, |k, v| visit(k, &[], v))?;
+                return Ok(true);
+            }
+            Column::Nested(m) => m,
+        };
+        let len = m.len();
+        // Removals move the last entry into the gap, so a pass may see an entry twice or miss
+        // one that moved behind the cursor; the next pass sees it.
+        let mut i = usize::try_from(*cursor).unwrap_or(0);
+        for _ in 0..limit.min(len) {
+            if i >= len {
+                i = 0;
+            }
+            if let Some((k, entries)) = m.get_index(i) {
+                for (u, v) in entries {
+                    visit(k, u, v)?;
+                }
+            }
+            i += 1;
+        }
+        *cursor = if i >= len { 0 } else { i as u64 };
+        Ok(true)
     }
 }
 

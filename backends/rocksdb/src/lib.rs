@@ -47,8 +47,8 @@ use rocksdb::compaction_filter::{CompactionFilter, Decision as CompactionDecisio
 use rocksdb::compaction_filter_factory::{CompactionFilterContext, CompactionFilterFactory};
 use rocksdb::{ColumnFamily, DB, DBPinnableSlice, ReadOptions, WriteOptions};
 use statewright_core::backend::{
-    DetachedState, EntryIter, EntryVisitor, NativeFiles, NativeRestore, StateBackend, StateId,
-    ValueReader,
+    ChangeVisitor, DetachedState, EntryIter, EntryVisitor, ExpiryHooks, NativeFiles, NativeRestore,
+    Snapshots, StateBackend, StateId, ValueReader,
 };
 use statewright_core::checkpoint::validate_name;
 use statewright_core::ttl::ExpiryFilter;
@@ -851,6 +851,53 @@ impl StateBackend for RocksDbBackend {
         self.db.create_cf(&name, &opts).map_err(|e| db_error(&e))
     }
 
+    fn stamps_ttl(&self, state: StateId) -> bool {
+        // Values are stored as written; TTL state is bound through `TtlBackend`.
+        let _ = state;
+        false
+    }
+
+    fn watermark(&self) -> Option<i64> {
+        // Event time is kept by the operator instance and by a TTL wrapper, not here.
+        None
+    }
+
+    fn set_watermark(&mut self, millis: i64) {
+        let _ = millis;
+    }
+}
+
+impl Snapshots for RocksDbBackend {
+    fn for_each_stored(&self, state: StateId, visit: &mut EntryVisitor<'_>) -> Result<()> {
+        // Values are stored as written: a TTL wrapper above adds and reads the stamps.
+        self.for_each_entry(state, visit)
+    }
+
+    fn put_stored(
+        &mut self,
+        state: StateId,
+        key: &[u8],
+        user_key: &[u8],
+        value: &[u8],
+    ) -> Result<()> {
+        self.put(state, key, user_key, value)
+    }
+
+    fn track_changes(&mut self, on: bool) -> bool {
+        // Incremental checkpoints of RocksDB are native ones: shared SST files, not a change
+        // log. Canonical checkpoints of RocksDB are full.
+        let _ = on;
+        false
+    }
+
+    fn drain_changes(&mut self, state: StateId, visit: &mut ChangeVisitor<'_>) -> Result<()> {
+        let _ = (state, visit);
+        Err(Error::Unsupported {
+            backend: "rocksdb",
+            what: "change tracking: its canonical checkpoints are full snapshots (incremental ones are native)".into(),
+        })
+    }
+
     /// A RocksDB checkpoint (a memtable flush and hard links to the SST files) next to the
     /// database, opened read-only by whichever thread reads the view, deleted when the view
     /// drops.
@@ -887,6 +934,20 @@ impl StateBackend for RocksDbBackend {
 
     fn restore_native(&mut self, restore: &mut NativeRestore<'_>) -> Result<bool> {
         self.open_native(restore)
+    }
+}
+
+impl ExpiryHooks for RocksDbBackend {
+    fn visit_some(
+        &self,
+        state: StateId,
+        cursor: &mut u64,
+        limit: usize,
+        visit: &mut EntryVisitor<'_>,
+    ) -> Result<bool> {
+        // Expired entries go in compactions (the expiry filter), not in steps.
+        let _ = (state, cursor, limit, visit);
+        Ok(false)
     }
 
     /// Compactions drop entries whose every part has expired; a list with live elements is

@@ -20,8 +20,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use rocksdb::{DB, WriteBatch};
-use statewright_core::backend::{MigrationProgress, NativeFileSpec, NativeFiles, NativeRestore};
-use statewright_core::checkpoint::{CheckpointFile, CheckpointStorage, RestorePoint};
+use statewright_core::backend::{
+    MigrationProgress, NativeFileSpec, NativeFiles, NativePart, NativeRestore, NativeSource,
+};
+use statewright_core::checkpoint::{CheckpointStorage, RestorePoint};
 use statewright_core::keygroup::KeyGroupRange;
 use statewright_core::ttl;
 use statewright_core::{
@@ -237,18 +239,22 @@ impl RocksDbBackend {
     /// directory with the snapshot overlapping the range most, reopens it, cuts it to the
     /// range, copies in the range's entries of the other snapshots and runs the migrations.
     pub(crate) fn open_native(&mut self, restore: &mut NativeRestore<'_>) -> Result<bool> {
-        let native_of_mine =
-            |f: &&CheckpointFile| f.native.as_ref().is_some_and(|n| n.backend == BACKEND);
-        if restore.files.is_empty() || !restore.files.iter().all(native_of_mine) {
+        if restore.parts.is_empty() || !restore.parts.iter().all(|p| p.backend == BACKEND) {
             return Ok(false);
         }
         let range = restore.range;
-        let overlap = |f: &CheckpointFile| {
-            let first = f.first_key_group.max(range.first());
-            let last = f.last_key_group.min(range.last());
+        let overlap = |p: &NativePart| {
+            let first = p.key_groups.first().max(range.first());
+            let last = p.key_groups.last().min(range.last());
             u32::from(last).saturating_sub(u32::from(first)) + 1
         };
-        let Some(base) = restore.files.iter().copied().max_by_key(|f| overlap(f)) else {
+        let Some((base, base_part)) = restore
+            .parts
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, p)| overlap(p))
+            .map(|(index, part)| (index, part.clone()))
+        else {
             return Ok(false);
         };
         // The database closes when a placeholder takes its place; the placeholder closes when
@@ -261,7 +267,7 @@ impl RocksDbBackend {
             .map_err(io(&parent))?;
         let placeholder = DB::open_default(scratch.path().join("db")).map_err(|e| db_error(&e))?;
         drop(std::mem::replace(&mut self.db, placeholder));
-        let result = self.replace_with(restore, base);
+        let result = self.replace_with(restore, base, &base_part);
         if result.is_err() {
             // Leave an empty, usable database rather than half a restore.
             let _ = fs::remove_dir_all(&self.path);
@@ -275,31 +281,33 @@ impl RocksDbBackend {
     fn replace_with(
         &mut self,
         restore: &mut NativeRestore<'_>,
-        base: &CheckpointFile,
+        base: usize,
+        base_part: &NativePart,
     ) -> Result<()> {
         let range = restore.range;
         if self.path.exists() {
             fs::remove_dir_all(&self.path).map_err(io(&self.path))?;
         }
-        restore.storage.materialize_native(base, &self.path)?;
+        restore.source.materialize(base, &self.path)?;
         // A new lineage that knows the shared names of the files it starts with.
         let lineage = Lineage {
             id: new_id(),
-            restored: base
-                .native
+            restored: base_part
+                .files
                 .iter()
-                .flat_map(|n| &n.files)
-                .filter_map(|f| Some((f.name.clone(), f.shared.clone()?)))
+                .filter_map(|(name, shared)| Some((name.clone(), shared.clone()?)))
                 .collect(),
         };
         lineage.write(&self.path)?;
         self.lineage = lineage;
         self.db = self.reopen()?;
-        if base.key_groups() != range {
+        if base_part.key_groups != range {
             cut_to(self, range)?;
         }
-        for other in restore.files.iter().filter(|f| !std::ptr::eq(**f, base)) {
-            copy_in(restore.storage, other, self, range, &self.options)?;
+        for (index, other) in restore.parts.iter().enumerate() {
+            if index != base {
+                copy_in(restore.source, index, other, self, range, &self.options)?;
+            }
         }
         for m in &restore.migrations {
             let list = m.state.kind == StateKind::List;
@@ -445,8 +453,9 @@ fn cut_to(backend: &RocksDbBackend, range: KeyGroupRange) -> Result<()> {
 
 /// Copies the entries of `range` from a native snapshot into `target`.
 fn copy_in(
-    storage: &CheckpointStorage,
-    file: &CheckpointFile,
+    source: &dyn NativeSource,
+    index: usize,
+    part: &NativePart,
     target: &RocksDbBackend,
     range: KeyGroupRange,
     options: &RocksDbOptions,
@@ -457,7 +466,7 @@ fn copy_in(
         .tempdir_in(&parent)
         .map_err(io(&parent))?;
     let dir = scratch.path().join("db");
-    storage.materialize_native(file, &dir)?;
+    source.materialize(index, &dir)?;
     let names = column_families(&dir, options)?;
     let cache = rocksdb::Cache::new_lru_cache(8 << 20);
     let cfs: Vec<_> = names
@@ -466,8 +475,8 @@ fn copy_in(
         .collect();
     let source = DB::open_cf_descriptors_read_only(&options.rocksdb_db_options(), &dir, cfs, false)
         .map_err(|e| db_error(&e))?;
-    let first = range.first().max(file.first_key_group);
-    let last = range.last().min(file.last_key_group);
+    let first = range.first().max(part.key_groups.first());
+    let last = range.last().min(part.key_groups.last());
     let from = key_group_bound(u32::from(first));
     let to = key_group_bound(u32::from(last) + 1);
     for name in &names {

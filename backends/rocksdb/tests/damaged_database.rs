@@ -110,7 +110,7 @@ fn the_engine_error_is_kept_as_the_source() {
 /// instead, apart from failures.
 #[test]
 fn what_rocksdb_does_not_offer_is_unsupported() {
-    use statewright::StateBackend;
+    use statewright::Snapshots;
     let mut op = Counts::default()
         .bind(RocksDbBackend::open_temporary(RocksDbOptions::low_memory()).unwrap())
         .unwrap();

@@ -39,7 +39,7 @@ fn apply(op: &mut Bound<Native, RocksDbBackend>, k: u64, round: u64) {
 }
 
 /// The canonical bytes of an instance's state (identical for identical states).
-fn image<B: StateBackend>(op: &Bound<Native, B>) -> Vec<u8> {
+fn image<B: AnyBackend>(op: &Bound<Native, B>) -> Vec<u8> {
     let mut out = Vec::new();
     op.write_snapshot(
         SnapshotOptions {

@@ -28,11 +28,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{NativeFiles, StateBackend};
-use crate::error::{Corruption, Error, Result};
-use crate::keygroup::KeyGroupRange;
-use crate::operator::{Bound, StatefulOperator};
-use crate::snapshot::{SnapshotImage, SnapshotOptions};
+use crate::access::operator::{Bound, StatefulOperator};
+use crate::data::backend::{NativeFiles, Snapshots};
+use crate::model::error::{Corruption, Error, Result};
+use crate::model::keygroup::KeyGroupRange;
+use crate::persist::snapshot::{SnapshotImage, SnapshotOptions};
 
 const MANIFEST: &str = "MANIFEST";
 const MANIFEST_TMP: &str = "MANIFEST.tmp";
@@ -128,7 +128,7 @@ pub struct NativeSnapshot {
     pub files: Vec<NativeFile>,
     /// The schemas of the operator's states when written (checked, and migrated, by a restore).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub schemas: Option<crate::schema::OperatorSchemas>,
+    pub schemas: Option<crate::model::schema::OperatorSchemas>,
 }
 
 /// One file of a [`NativeSnapshot`].
@@ -1084,7 +1084,7 @@ impl PendingCheckpoint<'_> {
     ///
     /// A clash (an instance of the same operator with overlapping key groups is already in
     /// this checkpoint), a backend or an I/O failure.
-    pub fn add<Op: StatefulOperator, B: StateBackend>(
+    pub fn add<Op: StatefulOperator, B: Snapshots>(
         &mut self,
         bound: &Bound<Op, B>,
     ) -> Result<&CheckpointFile> {
@@ -1093,7 +1093,7 @@ impl PendingCheckpoint<'_> {
     }
 
     /// Writes a captured snapshot (see [`Bound::capture`] and
-    /// [`snapshot::capture`](crate::snapshot::capture)) into this checkpoint. An incremental
+    /// [`snapshot::capture`](crate::persist::snapshot::capture)) into this checkpoint. An incremental
     /// image names the snapshots it applies on top of in `base`, oldest (a full one) first.
     ///
     /// # Errors
@@ -1204,12 +1204,12 @@ impl PendingCheckpoint<'_> {
     /// # Errors
     ///
     /// As [`add_native_files`](Self::add_native_files) and [`add`](Self::add).
-    pub fn add_native<Op: StatefulOperator, B: StateBackend>(
+    pub fn add_native<Op: StatefulOperator, B: Snapshots>(
         &mut self,
         bound: &mut Bound<Op, B>,
     ) -> Result<&CheckpointFile> {
         // The same capture as the checkpointer's (operator states and schemas included).
-        match crate::checkpointer::Checkpointable::capture_native(bound)? {
+        match crate::persist::checkpointer::Checkpointable::capture_native(bound)? {
             Some((files, max_parallelism)) => self.add_native_files(
                 Op::DESCRIPTOR.name,
                 bound.key_groups(),

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use crate::error::{CodecError, KeyError};
-use crate::schema::{Schema, SchemaDesc};
+use crate::model::error::{CodecError, KeyError};
+use crate::model::schema::{Schema, SchemaDesc};
 
 /// The kind of a keyed state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -97,7 +97,7 @@ impl StateKind {
 
 /// Time-to-live settings of a state, parsed from `#[state(ttl = "...", ...)]` at compile time.
 ///
-/// Enforced by [`TtlBackend`](crate::ttl::TtlBackend); binding an operator with a TTL state to a
+/// Enforced by [`TtlBackend`](crate::data::ttl::TtlBackend); binding an operator with a TTL state to a
 /// backend that does not enforce it is an error ([`Error::TtlNotEnforced`](crate::Error)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TtlConfig {
@@ -161,7 +161,7 @@ pub enum TtlTime {
     /// The backend's clock (`"processing"`, the default).
     Processing,
     /// The watermark the runtime advances with
-    /// [`TtlBackend::set_watermark`](crate::ttl::TtlBackend::set_watermark) (`"event"`).
+    /// [`TtlBackend::set_watermark`](crate::data::ttl::TtlBackend::set_watermark) (`"event"`).
     Event,
 }
 

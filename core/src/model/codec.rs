@@ -15,7 +15,7 @@ use rkyv::api::high::{HighDeserializer, HighSerializer, HighValidator};
 use rkyv::rancor;
 use rkyv::ser::allocator::ArenaHandle;
 
-use crate::error::CodecError;
+use crate::model::error::CodecError;
 
 /// The rkyv format of stored values: bit 0 `unaligned`, bit 1 big endian (never set),
 /// bits 2-3 offset width (`1` = 32 bit). Written into snapshot headers.
@@ -52,7 +52,7 @@ pub type ValueDeserializer = HighDeserializer<rancor::Error>;
     label = "not a state value",
     note = "mark the type with `#[statewright::value]` (it derives the zero-copy codec)"
 )]
-pub trait StateValue: rkyv::Archive + crate::schema::StateSchema + Sized + 'static {
+pub trait StateValue: rkyv::Archive + crate::model::schema::StateSchema + Sized + 'static {
     #[doc(hidden)]
     fn __encode(&self, out: Vec<u8>) -> Result<Vec<u8>, rancor::Error>;
     /// Appends the archive to `buf` (on error, `buf` may be left empty).
@@ -200,22 +200,22 @@ crate::__impl_state_value!(String);
 
 crate::__impl_state_value!(generic [T] Vec<T> where Vec<T>: for<'a> rkyv::Serialize<ValueSerializer<'a>>,
     <Vec<T> as rkyv::Archive>::Archived: for<'a> rkyv::bytecheck::CheckBytes<ValueValidator<'a>> + rkyv::Deserialize<Vec<T>, ValueDeserializer>,
-    T: rkyv::Archive + crate::schema::StateSchema + 'static);
+    T: rkyv::Archive + crate::model::schema::StateSchema + 'static);
 crate::__impl_state_value!(generic [T] Option<T> where Option<T>: for<'a> rkyv::Serialize<ValueSerializer<'a>>,
     <Option<T> as rkyv::Archive>::Archived: for<'a> rkyv::bytecheck::CheckBytes<ValueValidator<'a>> + rkyv::Deserialize<Option<T>, ValueDeserializer>,
-    T: rkyv::Archive + crate::schema::StateSchema + 'static);
+    T: rkyv::Archive + crate::model::schema::StateSchema + 'static);
 crate::__impl_state_value!(generic [T, const N: usize] [T; N] where [T; N]: for<'a> rkyv::Serialize<ValueSerializer<'a>>,
     <[T; N] as rkyv::Archive>::Archived: for<'a> rkyv::bytecheck::CheckBytes<ValueValidator<'a>> + rkyv::Deserialize<[T; N], ValueDeserializer>,
-    T: rkyv::Archive + crate::schema::StateSchema + 'static);
+    T: rkyv::Archive + crate::model::schema::StateSchema + 'static);
 crate::__impl_state_value!(generic [A, B] (A, B) where (A, B): for<'a> rkyv::Serialize<ValueSerializer<'a>>,
     <(A, B) as rkyv::Archive>::Archived: for<'a> rkyv::bytecheck::CheckBytes<ValueValidator<'a>> + rkyv::Deserialize<(A, B), ValueDeserializer>,
-    A: rkyv::Archive + crate::schema::StateSchema + 'static, B: rkyv::Archive + crate::schema::StateSchema + 'static);
+    A: rkyv::Archive + crate::model::schema::StateSchema + 'static, B: rkyv::Archive + crate::model::schema::StateSchema + 'static);
 crate::__impl_state_value!(generic [A, B, C] (A, B, C) where (A, B, C): for<'a> rkyv::Serialize<ValueSerializer<'a>>,
     <(A, B, C) as rkyv::Archive>::Archived: for<'a> rkyv::bytecheck::CheckBytes<ValueValidator<'a>> + rkyv::Deserialize<(A, B, C), ValueDeserializer>,
-    A: rkyv::Archive + crate::schema::StateSchema + 'static, B: rkyv::Archive + crate::schema::StateSchema + 'static, C: rkyv::Archive + crate::schema::StateSchema + 'static);
+    A: rkyv::Archive + crate::model::schema::StateSchema + 'static, B: rkyv::Archive + crate::model::schema::StateSchema + 'static, C: rkyv::Archive + crate::model::schema::StateSchema + 'static);
 crate::__impl_state_value!(generic [A, B, C, D] (A, B, C, D) where (A, B, C, D): for<'a> rkyv::Serialize<ValueSerializer<'a>>,
     <(A, B, C, D) as rkyv::Archive>::Archived: for<'a> rkyv::bytecheck::CheckBytes<ValueValidator<'a>> + rkyv::Deserialize<(A, B, C, D), ValueDeserializer>,
-    A: rkyv::Archive + crate::schema::StateSchema + 'static, B: rkyv::Archive + crate::schema::StateSchema + 'static, C: rkyv::Archive + crate::schema::StateSchema + 'static, D: rkyv::Archive + crate::schema::StateSchema + 'static);
+    A: rkyv::Archive + crate::model::schema::StateSchema + 'static, B: rkyv::Archive + crate::model::schema::StateSchema + 'static, C: rkyv::Archive + crate::model::schema::StateSchema + 'static, D: rkyv::Archive + crate::model::schema::StateSchema + 'static);
 
 /// Encodes `value` into `buf` (cleared first), reusing its allocation.
 ///

@@ -8,11 +8,11 @@
 use std::borrow::Borrow;
 use std::marker::PhantomData;
 
-use crate::backend::{EntryHint, StateBackend, StateId};
-use crate::codec::{self, Frames, StateValue};
-use crate::error::{Error, Result};
-use crate::key::{EncodeKey, StateKey};
-use crate::state::Aggregate;
+use crate::data::backend::{EntryHint, StateBackend, StateId};
+use crate::model::codec::{self, Frames, StateValue};
+use crate::model::error::{Error, Result};
+use crate::model::key::{EncodeKey, StateKey};
+use crate::model::state::Aggregate;
 
 /// Reusable buffers of a bound operator, so that state access does not allocate.
 #[derive(Debug, Default)]

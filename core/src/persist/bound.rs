@@ -1,113 +1,28 @@
-//! Operators: the trait `#[derive(StatefulOperator)]` implements, and [`Bound`], an operator
-//! bound to a backend.
+//! Capture and restore of a [`Bound`]: its snapshots and checkpoints, and the one restore path
+//! every checkpoint goes through.
 
-use std::borrow::Borrow;
-
-use crate::backend::{MigrationProgress, NativeMigration, NativeRestore, StateBackend, StateId};
-use crate::checkpoint::{CheckpointInfo, CheckpointStorage, RestorePoint};
-use crate::checkpointer::Checkpointable;
-use crate::descriptor::{OperatorDescriptor, OperatorManifest};
-use crate::error::{Error, Result};
-use crate::key::{EncodeKey, StateKey};
-use crate::keygroup::{KeyGroupRange, key_group};
-use crate::operator_state::OperatorStateData;
-use crate::schema::Reading;
-use crate::snapshot::{
+use crate::access::operator::{Bound, NO_WATERMARK, StatefulOperator};
+use crate::data::backend::{
+    MigrationProgress, NativeMigration, NativePart, NativeRestore, NativeSource, Snapshots,
+};
+use crate::model::error::{Error, Result};
+use crate::model::keygroup::KeyGroupRange;
+use crate::model::schema::Reading;
+use crate::persist::checkpoint::{CheckpointFile, CheckpointInfo, CheckpointStorage, RestorePoint};
+use crate::persist::checkpointer::Checkpointable;
+use crate::persist::snapshot::{
     self, RestoreSummary, SnapshotImage, SnapshotOptions, SnapshotReader, SnapshotSummary,
 };
-use crate::view::{KeyContext, Scratch};
 
-/// An operator with keyed state; implemented by `#[derive(StatefulOperator)]`.
-///
-/// # Examples
-///
-/// ```
-/// use statewright::prelude::*;
-///
-/// #[derive(StatefulOperator, Default)]
-/// #[operator(name = "counter", key = String)]
-/// struct Counter {
-///     count: ValueState<u64>,
-/// }
-///
-/// let mut op = Counter::default().bind(HeapBackend::new())?;
-/// for word in ["a", "b", "a"] {
-///     let mut st = op.key(word)?;
-///     st.count().update(|c| c.unwrap_or(0) + 1)?;
-/// }
-/// assert_eq!(op.key("a")?.count().get_owned()?, Some(2));
-/// # Ok::<(), statewright::Error>(())
-/// ```
-pub trait StatefulOperator: Sized {
-    /// The type of the key state is scoped to (`#[operator(key = ...)]`).
-    type Key: StateKey;
-    #[doc(hidden)]
-    type Columns: AsRef<[StateId]>;
-    /// The generated key-scoped view, with one accessor method per state.
-    type Keyed<'a, B: StateBackend + ?Sized + 'a>
-    where
-        Self: 'a;
-
-    /// Name, key type, maximum parallelism and states of the operator.
-    const DESCRIPTOR: OperatorDescriptor;
-
-    #[doc(hidden)]
-    fn __register<B: StateBackend + ?Sized>(backend: &mut B) -> Result<Self::Columns>;
-
-    #[doc(hidden)]
-    fn __operator_states(&self) -> Vec<&dyn OperatorStateData> {
-        Vec::new()
-    }
-
-    #[doc(hidden)]
-    fn __operator_states_mut(&mut self) -> Vec<&mut dyn OperatorStateData> {
-        Vec::new()
-    }
-
-    #[doc(hidden)]
-    fn __keyed<'a, B: StateBackend + ?Sized>(
-        op: &'a Self,
-        columns: &'a Self::Columns,
-        ctx: KeyContext<'a, B>,
-    ) -> Self::Keyed<'a, B>;
-
-    /// Every state of the operator (name, kind, key and value types with their schemas and
-    /// fingerprints, version and migrations, TTL) without a backend; serialisable to JSON.
-    ///
-    /// ```
-    /// use statewright::prelude::*;
-    ///
-    /// #[derive(StatefulOperator, Default)]
-    /// #[operator(name = "sessions", key = u64)]
-    /// struct Sessions {
-    ///     #[state(ttl = "30m", time = "event")]
-    ///     pages: ListState<u32>,
-    /// }
-    ///
-    /// let m = Sessions::manifest();
-    /// assert_eq!(m.states[0].kind, "ListState");
-    /// assert!(m.to_json().contains(r#""time": "event""#));
-    /// ```
-    #[must_use]
-    fn manifest() -> OperatorManifest {
-        OperatorManifest::of(&Self::DESCRIPTOR)
-    }
-
-    /// Registers the operator's states with `backend`.
-    ///
-    /// # Errors
-    ///
-    /// When the backend cannot register a state.
-    fn bind<B: StateBackend>(self, backend: B) -> Result<Bound<Self, B>> {
-        Bound::new(self, backend)
-    }
-
+/// Restoring an operator from a checkpoint in one call: implemented for every
+/// [`StatefulOperator`], and in the prelude.
+pub trait RestoreOperator: StatefulOperator {
     /// Binds to `backend` and restores the operator's state from a checkpoint.
     ///
     /// # Errors
     ///
     /// [`Error::CheckpointNotFound`], or any error of [`Bound::restore_from`].
-    fn restore<B: StateBackend>(
+    fn restore<B: Snapshots>(
         self,
         backend: B,
         storage: &CheckpointStorage,
@@ -119,159 +34,9 @@ pub trait StatefulOperator: Sized {
     }
 }
 
-/// An operator bound to a backend: the entry point for state access, snapshots and
-/// checkpoints.
-pub struct Bound<Op: StatefulOperator, B> {
-    op: Op,
-    backend: B,
-    columns: Op::Columns,
-    key_groups: KeyGroupRange,
-    key: Vec<u8>,
-    scratch: Scratch,
-    /// Whether the backend tracks changes since this instance's last full capture.
-    tracking: bool,
-    /// The highest watermark set through [`Bound::set_watermark`] or restored
-    /// ([`NO_WATERMARK`] before one): kept here as well for backends that keep none.
-    watermark: i64,
-}
+impl<Op: StatefulOperator> RestoreOperator for Op {}
 
-/// The watermark of an instance that has none yet.
-const NO_WATERMARK: i64 = i64::MIN;
-
-impl<Op: StatefulOperator, B: StateBackend> Bound<Op, B> {
-    /// Binds `op` to `backend`, registering its states; this instance owns every key group.
-    ///
-    /// # Errors
-    ///
-    /// When the backend cannot register a state; [`Error::TtlNotEnforced`] when a state
-    /// declares a TTL and the backend does not enforce it (wrap it in
-    /// [`TtlBackend`](crate::ttl::TtlBackend)).
-    pub fn new(op: Op, mut backend: B) -> Result<Self> {
-        let columns = Op::__register(&mut backend)?;
-        for (state, &column) in Op::DESCRIPTOR.states.iter().zip(columns.as_ref()) {
-            if state.ttl.is_some() && !backend.stamps_ttl(column) {
-                return Err(Error::TtlNotEnforced {
-                    operator: Op::DESCRIPTOR.name,
-                    state: state.name,
-                    backend: backend.name(),
-                });
-            }
-        }
-        Ok(Self {
-            op,
-            backend,
-            columns,
-            key_groups: KeyGroupRange::all(Op::DESCRIPTOR.max_parallelism),
-            key: Vec::with_capacity(32),
-            scratch: Scratch::default(),
-            tracking: false,
-            watermark: NO_WATERMARK,
-        })
-    }
-
-    /// Restricts this instance to a range of key groups (one instance of a parallel operator).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::KeyGroupNotOwned`] when the range exceeds the operator's key groups.
-    pub fn with_key_groups(mut self, range: KeyGroupRange) -> Result<Self> {
-        let max = Op::DESCRIPTOR.max_parallelism;
-        if range.last() >= max {
-            return Err(Error::KeyGroupNotOwned {
-                key_group: range.last(),
-                first: 0,
-                last: max - 1,
-            });
-        }
-        self.key_groups = range;
-        Ok(self)
-    }
-
-    /// The key groups this instance owns.
-    #[must_use]
-    pub fn key_groups(&self) -> KeyGroupRange {
-        self.key_groups
-    }
-
-    /// Makes `key` the current key: encodes it once and returns the key-scoped view of every
-    /// state. The view borrows `self`, so it cannot outlive this call's key.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::KeyGroupNotOwned`] when the key belongs to another instance's key groups.
-    #[inline(always)]
-    pub fn key<Q>(&mut self, key: &Q) -> Result<Op::Keyed<'_, B>>
-    where
-        Op::Key: Borrow<Q>,
-        Q: EncodeKey + ?Sized,
-    {
-        self.key.clear();
-        self.key.extend_from_slice(&[0, 0]);
-        key.encode_key(&mut self.key);
-        let kg = key_group(&self.key[2..], Op::DESCRIPTOR.max_parallelism);
-        if !self.key_groups.contains(kg) {
-            return Err(Error::KeyGroupNotOwned {
-                key_group: kg,
-                first: self.key_groups.first(),
-                last: self.key_groups.last(),
-            });
-        }
-        self.key[..2].copy_from_slice(&kg.to_be_bytes());
-        // The previous key's view is gone (we hold `&mut self`), so are its reads.
-        self.backend.release_reads();
-        let ctx = KeyContext::new(
-            &mut self.backend,
-            &self.key,
-            kg,
-            Op::DESCRIPTOR.name,
-            &mut self.scratch,
-        );
-        Ok(Op::__keyed(&self.op, &self.columns, ctx))
-    }
-
-    /// The current watermark (event time, in milliseconds), once one was set or restored.
-    #[must_use]
-    pub fn watermark(&self) -> Option<i64> {
-        let own = (self.watermark != NO_WATERMARK).then_some(self.watermark);
-        own.max(self.backend.watermark())
-    }
-
-    /// Advances event time to `millis` for this instance and its backend (event-time TTL);
-    /// watermarks never go back, so a lower value is ignored. Checkpoints record it, and a
-    /// restore sets it again.
-    pub fn set_watermark(&mut self, millis: i64) {
-        self.watermark = self.watermark.max(millis);
-        self.backend.set_watermark(millis);
-    }
-
-    /// The operator (its plain fields).
-    #[must_use]
-    pub fn operator(&self) -> &Op {
-        &self.op
-    }
-
-    /// The operator, mutably (its plain fields).
-    pub fn operator_mut(&mut self) -> &mut Op {
-        &mut self.op
-    }
-
-    /// The backend.
-    #[must_use]
-    pub fn backend(&self) -> &B {
-        &self.backend
-    }
-
-    /// The backend, mutably (for backend-specific calls; state access goes through
-    /// [`key`](Self::key)).
-    pub fn backend_mut(&mut self) -> &mut B {
-        &mut self.backend
-    }
-
-    /// The operator and the backend.
-    pub fn into_parts(self) -> (Op, B) {
-        (self.op, self.backend)
-    }
-
+impl<Op: StatefulOperator, B: Snapshots> Bound<Op, B> {
     /// Writes a canonical full snapshot of this instance's state (format v1) to `out`; `path`
     /// names the destination in errors.
     ///
@@ -289,7 +54,7 @@ impl<Op: StatefulOperator, B: StateBackend> Bound<Op, B> {
 
     /// Copies this instance's whole state out of the backend: the synchronous step of a full
     /// snapshot. The image owns its bytes; write it with [`SnapshotImage::write`] or
-    /// [`PendingCheckpoint::add_image`](crate::checkpoint::PendingCheckpoint::add_image), on
+    /// [`PendingCheckpoint::add_image`](crate::persist::checkpoint::PendingCheckpoint::add_image), on
     /// any thread, while this instance goes on processing.
     ///
     /// Every way to take a snapshot or checkpoint captures the same thing: the state as the
@@ -311,7 +76,7 @@ impl<Op: StatefulOperator, B: StateBackend> Bound<Op, B> {
 
     /// Takes the changes since the last capture as an incremental image (see
     /// [`StateBackend::track_changes`], which a full capture through
-    /// [`Checkpointer`](crate::checkpointer::Checkpointer) turns on).
+    /// [`Checkpointer`](crate::persist::checkpointer::Checkpointer) turns on).
     ///
     /// # Errors
     ///
@@ -384,7 +149,7 @@ impl<Op: StatefulOperator, B: StateBackend> Bound<Op, B> {
     }
 
     /// Takes a full checkpoint of this operator alone and commits it (synchronously; see
-    /// [`Checkpointer`](crate::checkpointer::Checkpointer) for periodic, incremental and
+    /// [`Checkpointer`](crate::persist::checkpointer::Checkpointer) for periodic, incremental and
     /// asynchronous checkpoints).
     ///
     /// # Errors
@@ -402,7 +167,7 @@ impl<Op: StatefulOperator, B: StateBackend> Bound<Op, B> {
     ///
     /// This is the one restore path for every checkpoint: canonical (full or incremental, from
     /// any backend) and native (the backend's own files, opened by a backend of the same kind,
-    /// wrapped in [`TtlBackend`](crate::ttl::TtlBackend) or not). The schemas recorded are
+    /// wrapped in [`TtlBackend`](crate::data::ttl::TtlBackend) or not). The schemas recorded are
     /// checked against the declaration and declared migrations applied, only this instance's
     /// key groups are kept, and the watermark is set to the smallest of the restored instances'
     /// (none when one of them had none).
@@ -440,7 +205,7 @@ impl<Op: StatefulOperator, B: StateBackend> Bound<Op, B> {
         let union = Op::DESCRIPTOR
             .operator_states
             .iter()
-            .any(|s| s.kind == crate::StateKind::UnionList);
+            .any(|s| s.kind == crate::model::descriptor::StateKind::UnionList);
         let range = if union {
             KeyGroupRange::all(Op::DESCRIPTOR.max_parallelism)
         } else {
@@ -480,17 +245,16 @@ impl<Op: StatefulOperator, B: StateBackend> Bound<Op, B> {
     fn restore_native_files(
         &mut self,
         storage: &CheckpointStorage,
-        files: Vec<&crate::checkpoint::CheckpointFile>,
+        files: Vec<&CheckpointFile>,
         progress: &mut dyn FnMut(&MigrationProgress<'_>),
     ) -> Result<RestoreSummary> {
         let name = Op::DESCRIPTOR.name;
         let backend = self.backend.name();
-        let incompatible =
-            |file: &crate::checkpoint::CheckpointFile, reason: String| Error::Incompatible {
-                operator: name.to_owned(),
-                path: storage.dir().join(&file.path),
-                reason,
-            };
+        let incompatible = |file: &CheckpointFile, reason: String| Error::Incompatible {
+            operator: name.to_owned(),
+            path: storage.dir().join(&file.path),
+            reason,
+        };
         let mut migrations: Option<Vec<NativeMigration>> = None;
         for f in &files {
             let Some(native) = &f.native else {
@@ -595,10 +359,11 @@ impl<Op: StatefulOperator, B: StateBackend> Bound<Op, B> {
             }
             progress(p);
         };
+        let source = StoredNative { storage, files };
         let mut restore = NativeRestore {
-            storage,
+            source: &source,
             operator: &Op::DESCRIPTOR,
-            files,
+            parts: source.files.iter().map(|f| native_part(f)).collect(),
             range: self.key_groups,
             migrations: migrations.unwrap_or_default(),
             progress: &mut count,
@@ -607,7 +372,7 @@ impl<Op: StatefulOperator, B: StateBackend> Bound<Op, B> {
         self.backend.track_changes(false);
         self.tracking = false;
         if !self.backend.restore_native(&mut restore)? {
-            let f = restore.files[0];
+            let f = source.files[0];
             return Err(incompatible(
                 f,
                 format!(
@@ -624,7 +389,7 @@ impl<Op: StatefulOperator, B: StateBackend> Bound<Op, B> {
     }
 }
 
-impl<Op: StatefulOperator, B: StateBackend> Checkpointable for Bound<Op, B> {
+impl<Op: StatefulOperator, B: Snapshots> Checkpointable for Bound<Op, B> {
     fn operator_name(&self) -> &'static str {
         Op::DESCRIPTOR.name
     }
@@ -654,7 +419,7 @@ impl<Op: StatefulOperator, B: StateBackend> Checkpointable for Bound<Op, B> {
         Bound::capture_changes(self)
     }
 
-    fn capture_native(&mut self) -> Result<Option<(crate::backend::NativeFiles, u16)>> {
+    fn capture_native(&mut self) -> Result<Option<(crate::data::backend::NativeFiles, u16)>> {
         // Operator states live in the operator, not in the backend's files: an operator with
         // operator states is checkpointed canonically, which holds both.
         if !Op::DESCRIPTOR.operator_states.is_empty() {
@@ -668,18 +433,46 @@ impl<Op: StatefulOperator, B: StateBackend> Checkpointable for Bound<Op, B> {
             self.tracking = false;
         }
         let files = files
-            .with_schemas(crate::schema::OperatorSchemas::of(&Op::DESCRIPTOR))
+            .with_schemas(crate::model::schema::OperatorSchemas::of(&Op::DESCRIPTOR))
             .with_watermark(self.watermark());
         Ok(Some((files, Op::DESCRIPTOR.max_parallelism)))
     }
 }
 
-impl<Op: StatefulOperator, B: StateBackend> std::fmt::Debug for Bound<Op, B> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Bound")
-            .field("operator", &Op::DESCRIPTOR.name)
-            .field("backend", &self.backend.name())
-            .field("key_groups", &self.key_groups)
-            .finish_non_exhaustive()
+/// The files of a native restore, in a checkpoint storage.
+struct StoredNative<'a> {
+    storage: &'a CheckpointStorage,
+    files: Vec<&'a CheckpointFile>,
+}
+
+impl NativeSource for StoredNative<'_> {
+    fn materialize(&self, index: usize, dir: &std::path::Path) -> Result<()> {
+        let file = self.files.get(index).ok_or_else(|| Error::Backend {
+            backend: "checkpoint storage",
+            message: format!(
+                "native part {index} of {} requested, the restore has {}",
+                self.files.first().map_or("?", |f| f.operator.as_str()),
+                self.files.len()
+            ),
+        })?;
+        self.storage.materialize_native(file, dir)
+    }
+}
+
+/// How a native restore sees a stored native snapshot (checked to be one before).
+fn native_part(file: &CheckpointFile) -> NativePart {
+    let native = file.native.as_ref();
+    NativePart {
+        backend: native.map(|n| n.backend.clone()).unwrap_or_default(),
+        max_parallelism: native.map_or(0, |n| n.max_parallelism),
+        key_groups: file.key_groups(),
+        files: native
+            .map(|n| {
+                n.files
+                    .iter()
+                    .map(|f| (f.name.clone(), f.shared.clone()))
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
 }

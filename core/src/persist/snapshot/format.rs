@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
-use crate::descriptor::StateKind;
-use crate::error::{Corruption, Error, Result};
-use crate::schema::{SchemaDesc, StoredSchema};
+use crate::model::descriptor::StateKind;
+use crate::model::error::{Corruption, Error, Result};
+use crate::model::schema::{SchemaDesc, StoredSchema};
 
 /// Magic bytes at the start of a snapshot file.
 pub const MAGIC: [u8; 8] = *b"\x89SWSNAP\n";
@@ -104,7 +104,7 @@ pub struct StateSection {
     /// The user key schema of a map or broadcast state.
     pub user_key_schema: Option<StoredSchema>,
     /// Time-to-live in milliseconds when written; non-zero exactly when the section's values
-    /// carry TTL stamps (see [`ttl`](crate::ttl)), 0 when they do not.
+    /// carry TTL stamps (see [`ttl`](crate::data::ttl)), 0 when they do not.
     pub ttl_ms: u64,
     /// Entries in the section.
     pub entries: u64,

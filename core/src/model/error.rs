@@ -172,7 +172,7 @@ pub enum Error {
         /// The snapshot file (or checkpoint) read.
         path: PathBuf,
         /// The problems, with their schema diffs.
-        report: crate::schema::SchemaReport,
+        report: crate::model::schema::SchemaReport,
     },
     /// A checkpoint cannot start: the previous one is still being written, or no tokio runtime
     /// is there to write it.

@@ -8,7 +8,7 @@
 use std::fmt;
 use std::marker::PhantomData;
 
-use crate::codec::StateValue;
+use crate::model::codec::StateValue;
 
 macro_rules! marker {
     ($(#[$doc:meta])* $name:ident<$($p:ident),+>) => {
@@ -43,7 +43,7 @@ macro_rules! marker {
 
 marker!(
     /// One value per key. Read it zero-copy with
-    /// [`ValueView::get`](crate::view::ValueView::get).
+    /// [`ValueView::get`](crate::access::view::ValueView::get).
     ValueState<T>
 );
 marker!(

@@ -38,9 +38,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::marker::PhantomData;
 
-use crate::codec::{self, StateValue};
-use crate::error::Result;
-use crate::key::{EncodeKey, StateKey};
+use crate::model::codec::{self, StateValue};
+use crate::model::error::Result;
+use crate::model::key::{EncodeKey, StateKey};
 
 /// A visitor of operator state entries: `(user key, value)`.
 pub type EntryVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<()> + 'a;
@@ -321,7 +321,7 @@ macro_rules! list_state {
         impl<T> OperatorStateData for $name<T> {
             fn for_each_entry(&self, f: &mut EntryVisitor<'_>) -> Result<()> {
                 for (i, v) in self.elements.iter().enumerate() {
-                    let index = u32::try_from(i).map_err(|_| crate::Error::Backend {
+                    let index = u32::try_from(i).map_err(|_| crate::model::error::Error::Backend {
                         backend: "operator state",
                         message: "a list of more than 2^32 elements cannot be snapshotted".into(),
                     })?;

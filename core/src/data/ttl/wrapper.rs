@@ -1,338 +1,26 @@
-//! Time-to-live: stamps, clocks, and [`TtlBackend`], which enforces `#[state(ttl = "...")]`
-//! over any backend.
-//!
-//! A state that declares a TTL stores an 8-byte stamp (little-endian milliseconds, in the
-//! state's [time](crate::descriptor::TtlTime)) with every value, every list element and every
-//! map entry, so list elements and map entries expire independently. A value stamped `s`
-//! expires when the state's time reaches `s + ttl`.
-//!
-//! | kind | stored bytes |
-//! |---|---|
-//! | value, reducing, aggregating | `stamp ++ value` |
-//! | map | `stamp ++ value` per entry |
-//! | list | frames `u32 len ++ stamp ++ element` (`len` counts the stamp) |
-//!
-//! Expired data is never returned under
-//! [`NeverReturnExpired`](crate::descriptor::TtlVisibility::NeverReturnExpired), removed when
-//! it is read, checked a few entries at a time as keys change (on backends that can walk their
-//! entries in steps: the heap backend), dropped by a filter during the backend's own
-//! background work (RocksDB compactions), and never written into snapshots. Stamps travel in
-//! snapshots unchanged, so a restore never extends a value's life.
-//!
-//! # Examples
-//!
-//! ```
-//! use std::time::Duration;
-//! use statewright::prelude::*;
-//! use statewright::ttl::{ManualClock, TtlBackend};
-//!
-//! #[derive(StatefulOperator, Default)]
-//! #[operator(name = "sessions", key = u64)]
-//! struct Sessions {
-//!     #[state(ttl = "30m")]
-//!     last_seen: ValueState<u64>,
-//! }
-//!
-//! let clock = ManualClock::new(0);
-//! let mut op = Sessions::default().bind(TtlBackend::with_clock(HeapBackend::new(), clock.clone()))?;
-//! op.key(&7)?.last_seen().set(&1)?;
-//! clock.advance(Duration::from_secs(29 * 60));
-//! assert_eq!(op.key(&7)?.last_seen().get_owned()?, Some(1));
-//! clock.advance(Duration::from_secs(60));
-//! assert_eq!(op.key(&7)?.last_seen().get_owned()?, None);
-//! # Ok::<(), statewright::Error>(())
-//! ```
+//! [`TtlBackend`]: TTL enforced over any backend with [`ExpiryHooks`].
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::time::Duration;
 #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::backend::{
+use crate::data::backend::{
     ChangeVisitor, DetachedState, EntryHint, EntryIter, EntryVisitor, NativeFiles, NativeRestore,
     StateBackend, StateId, ValueReader,
 };
-use crate::codec::Frames;
-use crate::descriptor::{
+use crate::data::backend::{ExpiryHooks, Snapshots};
+use crate::model::codec::Frames;
+use crate::model::descriptor::{
     OperatorDescriptor, StateDescriptor, StateKind, TtlTime, TtlUpdate, TtlVisibility,
 };
-use crate::error::{CodecError, Error, Result};
+use crate::model::error::{CodecError, Error, Result};
 
-/// Bytes of a stamp.
-pub const STAMP_LEN: usize = 8;
-
-/// The watermark before the runtime has set one: nothing expires in event time yet.
-pub const NO_WATERMARK: i64 = i64::MIN;
-
-/// Processing time for TTL: milliseconds on some fixed scale (the Unix epoch for
-/// [`SystemClock`]).
-pub trait Clock: Send + Sync + fmt::Debug {
-    /// The current time in milliseconds.
-    fn now_millis(&self) -> i64;
-}
-
-/// The system's wall clock, in milliseconds since the Unix epoch.
-///
-/// On Linux, Android and FreeBSD it reads the coarse real-time clock (`CLOCK_REALTIME_COARSE`):
-/// a few nanoseconds a read instead of tens, with the kernel tick's resolution (1 to 4 ms),
-/// which is what a TTL needs. Elsewhere it reads [`SystemTime`].
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
-    #[allow(clippy::useless_conversion)] // the fields are narrower than i64 on some targets
-    fn now_millis(&self) -> i64 {
-        let ts = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
-        let ms = i64::try_from(ts.tv_nsec).unwrap_or(0) / 1_000_000;
-        i64::try_from(ts.tv_sec)
-            .unwrap_or(i64::MAX)
-            .saturating_mul(1_000)
-            .saturating_add(ms)
-    }
-
-    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
-    fn now_millis(&self) -> i64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-    }
-}
-
-/// A clock that moves only when told to; clones share the time (tests, simulations).
-#[derive(Debug, Clone, Default)]
-pub struct ManualClock(Arc<AtomicI64>);
-
-impl ManualClock {
-    /// A clock reading `millis`.
-    #[must_use]
-    pub fn new(millis: i64) -> Self {
-        Self(Arc::new(AtomicI64::new(millis)))
-    }
-
-    /// Sets the time.
-    pub fn set(&self, millis: i64) {
-        self.0.store(millis, Ordering::Relaxed);
-    }
-
-    /// Moves the time forward by `by` (saturating).
-    pub fn advance(&self, by: Duration) {
-        let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
-        let _ = self
-            .0
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
-                Some(t.saturating_add(ms))
-            });
-    }
-}
-
-impl Clock for ManualClock {
-    fn now_millis(&self) -> i64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-/// Both times a TTL can count in; shared with expiry filters running on other threads.
-#[derive(Debug, Clone)]
-struct Time {
-    clock: Arc<dyn Clock>,
-    watermark: Arc<AtomicI64>,
-}
-
-impl Time {
-    fn now(&self, mode: TtlTime) -> i64 {
-        match mode {
-            TtlTime::Event => self.watermark.load(Ordering::Relaxed),
-            _ => self.clock.now_millis(),
-        }
-    }
-}
-
-fn split_stamp(raw: &[u8], offset: usize) -> Result<(i64, &[u8]), CodecError> {
-    raw.split_first_chunk::<STAMP_LEN>()
-        .map(|(s, rest)| (i64::from_le_bytes(*s), rest))
-        .ok_or(CodecError::Framing { offset })
-}
-
-fn is_expired(stamp: i64, ttl_ms: i64, now: i64) -> bool {
-    stamp.saturating_add(ttl_ms) <= now
-}
-
-fn push_frame(out: &mut Vec<u8>, stamp: Option<i64>, element: &[u8]) -> Result<(), CodecError> {
-    let extra = if stamp.is_some() { STAMP_LEN } else { 0 };
-    let len = u32::try_from(element.len() + extra)
-        .map_err(|_| CodecError::Framing { offset: out.len() })?;
-    out.extend_from_slice(&len.to_le_bytes());
-    if let Some(s) = stamp {
-        out.extend_from_slice(&s.to_le_bytes());
-    }
-    out.extend_from_slice(element);
-    Ok(())
-}
-
-/// Appends `plain` (a value, or a list's frames when `list`) to `out` with every part stamped
-/// `stamp`.
-///
-/// # Errors
-///
-/// Damaged list framing.
-pub fn add_stamps(
-    list: bool,
-    plain: &[u8],
-    stamp: i64,
-    out: &mut Vec<u8>,
-) -> Result<(), CodecError> {
-    if list {
-        for frame in Frames::new(plain) {
-            push_frame(out, Some(stamp), frame?)?;
-        }
-    } else {
-        out.extend_from_slice(&stamp.to_le_bytes());
-        out.extend_from_slice(plain);
-    }
-    Ok(())
-}
-
-/// Appends `raw` (a stored value, or a list's frames when `list`; stamped when `stamped`) to
-/// `out` with each part converted by `migrate`, keeping its stamp. Returns the parts converted.
-///
-/// # Errors
-///
-/// Damaged framing, a missing stamp, or the migration's error.
-pub fn migrate_parts(
-    list: bool,
-    stamped: bool,
-    raw: &[u8],
-    out: &mut Vec<u8>,
-    migrate: fn(&[u8], &mut Vec<u8>) -> Result<(), CodecError>,
-) -> Result<u64, CodecError> {
-    let mut one = Vec::new();
-    let mut convert = |i: usize, part: &[u8], out: &mut Vec<u8>| {
-        let (stamp, element) = if stamped {
-            let (s, e) = split_stamp(part, i)?;
-            (Some(s), e)
-        } else {
-            (None, part)
-        };
-        migrate(element, &mut one)?;
-        if list {
-            push_frame(out, stamp, &one)
-        } else {
-            if let Some(s) = stamp {
-                out.extend_from_slice(&s.to_le_bytes());
-            }
-            out.extend_from_slice(&one);
-            Ok(())
-        }
-    };
-    if !list {
-        convert(0, raw, out)?;
-        return Ok(1);
-    }
-    let mut n = 0;
-    for (i, frame) in Frames::new(raw).enumerate() {
-        convert(i, frame?, out)?;
-        n += 1;
-    }
-    Ok(n)
-}
-
-/// Appends `stamped` (as a stamped state stores it) to `out` without its stamps.
-///
-/// # Errors
-///
-/// Damaged framing or a missing stamp.
-pub fn strip_stamps(list: bool, stamped: &[u8], out: &mut Vec<u8>) -> Result<(), CodecError> {
-    if list {
-        for (i, frame) in Frames::new(stamped).enumerate() {
-            let (_, element) = split_stamp(frame?, i)?;
-            push_frame(out, None, element)?;
-        }
-    } else {
-        out.extend_from_slice(split_stamp(stamped, 0)?.1);
-    }
-    Ok(())
-}
-
-/// What [`retain_live`] kept and dropped (values or list elements).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Retained {
-    kept: u64,
-    dropped: u64,
-}
-
-/// Appends the live parts of `stamped` to `out`, restamped with `max(stamp, restamp)` when
-/// `restamp` is given.
-fn retain_live(
-    list: bool,
-    stamped: &[u8],
-    ttl_ms: i64,
-    now: i64,
-    restamp: Option<i64>,
-    out: &mut Vec<u8>,
-) -> Result<Retained, CodecError> {
-    let mut r = Retained::default();
-    let mut one = |stamp: i64, element: &[u8], out: &mut Vec<u8>| {
-        if is_expired(stamp, ttl_ms, now) {
-            r.dropped += 1;
-            return Ok(());
-        }
-        r.kept += 1;
-        let stamp = restamp.map_or(stamp, |t| t.max(stamp));
-        if list {
-            push_frame(out, Some(stamp), element)
-        } else {
-            out.extend_from_slice(&stamp.to_le_bytes());
-            out.extend_from_slice(element);
-            Ok(())
-        }
-    };
-    if list {
-        for (i, frame) in Frames::new(stamped).enumerate() {
-            let (stamp, element) = split_stamp(frame?, i)?;
-            one(stamp, element, out)?;
-        }
-    } else {
-        let (stamp, value) = split_stamp(stamped, 0)?;
-        one(stamp, value, out)?;
-    }
-    Ok(r)
-}
-
-/// Drops expired entries of one stamped state in a backend's background work (installed with
-/// [`StateBackend::install_expiry_filter`]); safe to call from any thread.
-#[derive(Debug, Clone)]
-pub struct ExpiryFilter {
-    list: bool,
-    ttl_ms: i64,
-    mode: TtlTime,
-    time: Time,
-    dropped: Arc<AtomicU64>,
-}
-
-impl ExpiryFilter {
-    /// Whether everything in one stored value (every element of a list) has expired, so the
-    /// entry can be removed; counts what it drops. Undamaged data only: what cannot be parsed
-    /// is kept. A list with some live elements is kept whole; reads drop its expired elements.
-    pub fn remove(&self, stored: &[u8]) -> bool {
-        let now = self.time.now(self.mode);
-        let (expired, parts) = count_expired(self.list, stored, self.ttl_ms, now);
-        let all = parts > 0 && expired == parts;
-        if all {
-            self.dropped.fetch_add(expired, Ordering::Relaxed);
-        }
-        all
-    }
-
-    /// Values (or list elements) this filter has dropped.
-    #[must_use]
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
-    }
-}
+use super::NO_WATERMARK;
+use super::clock::{Clock, SystemClock, Time, cached_now};
+use super::stamp::*;
 
 /// Expired values (or list elements) removed from one state, by cause.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -437,7 +125,7 @@ impl<B: fmt::Debug> fmt::Debug for TtlBackend<B> {
     }
 }
 
-impl<B: StateBackend> TtlBackend<B> {
+impl<B: ExpiryHooks> TtlBackend<B> {
     /// Wraps `inner`, with the system clock for processing time.
     pub fn new(inner: B) -> Self {
         Self::with_clock(inner, SystemClock)
@@ -744,31 +432,7 @@ impl<B: StateBackend> TtlBackend<B> {
     }
 }
 
-fn cached_now(time: &Time, cache: &Cell<Option<i64>>, mode: TtlTime) -> i64 {
-    if mode == TtlTime::Event {
-        return time.now(mode);
-    }
-    if let Some(t) = cache.get() {
-        return t;
-    }
-    let t = time.now(mode);
-    cache.set(Some(t));
-    t
-}
-
-/// `(expired, parts)`: how many of the stored value's parts (the value, or each list element)
-/// have expired, of how many. A part whose stamp cannot be read counts as live.
-fn count_expired(list: bool, raw: &[u8], ttl_ms: i64, now: i64) -> (u64, u64) {
-    let expired = |part: &[u8]| split_stamp(part, 0).is_ok_and(|(s, _)| is_expired(s, ttl_ms, now));
-    if !list {
-        return (u64::from(expired(raw)), 1);
-    }
-    Frames::new(raw).fold((0, 0), |(e, n), f| {
-        (e + u64::from(f.is_ok_and(&expired)), n + 1)
-    })
-}
-
-impl<B: StateBackend> StateBackend for TtlBackend<B> {
+impl<B: ExpiryHooks> StateBackend for TtlBackend<B> {
     fn name(&self) -> &'static str {
         self.inner.name()
     }
@@ -940,7 +604,7 @@ impl<B: StateBackend> StateBackend for TtlBackend<B> {
         if self.ttl(state).is_none() {
             return self.inner.count(state, key);
         }
-        crate::backend::count_scanned(self.scan(state, key)?)
+        crate::data::backend::count_scanned(self.scan(state, key)?)
     }
 
     fn delete_key(&mut self, state: StateId, key: &[u8]) -> Result<()> {
@@ -995,6 +659,20 @@ impl<B: StateBackend> StateBackend for TtlBackend<B> {
         self.ttl(state).is_some()
     }
 
+    fn watermark(&self) -> Option<i64> {
+        let w = self.time.watermark.load(Ordering::Relaxed);
+        (w != NO_WATERMARK).then_some(w)
+    }
+
+    fn set_watermark(&mut self, millis: i64) {
+        self.time.watermark.fetch_max(millis, Ordering::Relaxed);
+        self.inner.set_watermark(millis);
+    }
+}
+
+/// Snapshots of a TTL backend hold values with their stamps, without what has expired, with
+/// the refreshes that reads queued applied: the state as the next read would see it.
+impl<B: ExpiryHooks + Snapshots> Snapshots for TtlBackend<B> {
     /// Stamp refreshes that reads queued (`update = "on_read_and_write"`) and no write has
     /// applied yet are in what this visits: a snapshot holds the state as the next read would
     /// see it, whichever way it is taken.
@@ -1034,20 +712,6 @@ impl<B: StateBackend> StateBackend for TtlBackend<B> {
         self.inner.put_stored(state, key, user_key, &self.buf)
     }
 
-    fn visit_some(
-        &self,
-        state: StateId,
-        cursor: &mut u64,
-        limit: usize,
-        visit: &mut EntryVisitor<'_>,
-    ) -> Result<bool> {
-        self.inner.visit_some(state, cursor, limit, visit)
-    }
-
-    fn install_expiry_filter(&mut self, state: StateId, filter: ExpiryFilter) -> Result<bool> {
-        self.inner.install_expiry_filter(state, filter)
-    }
-
     fn detach(&self) -> Result<Option<Box<dyn DetachedState>>> {
         let Some(inner) = self.inner.detach()? else {
             return Ok(None);
@@ -1082,16 +746,6 @@ impl<B: StateBackend> StateBackend for TtlBackend<B> {
         self.pending.get_mut().clear();
         self.processing.set(None);
         self.inner.restore_native(restore)
-    }
-
-    fn watermark(&self) -> Option<i64> {
-        let w = self.time.watermark.load(Ordering::Relaxed);
-        (w != NO_WATERMARK).then_some(w)
-    }
-
-    fn set_watermark(&mut self, millis: i64) {
-        self.time.watermark.fetch_max(millis, Ordering::Relaxed);
-        self.inner.set_watermark(millis);
     }
 
     fn track_changes(&mut self, on: bool) -> bool {
@@ -1197,6 +851,10 @@ impl DetachedState for TtlDetached {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    use super::super::STAMP_LEN;
+    use crate::data::ttl::ManualClock;
 
     #[test]
     fn stamps_roundtrip_for_values_and_lists() {

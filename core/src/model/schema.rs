@@ -30,7 +30,7 @@
 
 use std::fmt;
 
-use crate::descriptor::{Migration, OperatorDescriptor, StateDescriptor, StateKind};
+use crate::model::descriptor::{Migration, OperatorDescriptor, StateDescriptor, StateKind};
 
 /// The shape of a stored type, as a constant tree.
 #[derive(Debug, Clone, Copy)]

@@ -24,11 +24,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::backend::NativeFiles;
-use crate::checkpoint::{CheckpointInfo, CheckpointStorage, SnapshotKind, SnapshotRef};
-use crate::error::{Error, Result};
-use crate::keygroup::KeyGroupRange;
-use crate::snapshot::{SnapshotImage, SnapshotOptions};
+use crate::data::backend::NativeFiles;
+use crate::model::error::{Error, Result};
+use crate::model::keygroup::KeyGroupRange;
+use crate::persist::checkpoint::{CheckpointInfo, CheckpointStorage, SnapshotKind, SnapshotRef};
+use crate::persist::snapshot::{SnapshotImage, SnapshotOptions};
 
 /// How and where a job checkpoints.
 ///

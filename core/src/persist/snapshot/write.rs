@@ -10,13 +10,13 @@ use super::format::{
     KIND_FULL, KIND_INCREMENTAL, KeyGroupIndex, SnapshotIndex, StateSection, TOMBSTONE_ENTRY,
     TOMBSTONE_KEY, put_u32,
 };
-use crate::backend::{Change, DetachedState, StateBackend, StateId};
-use crate::codec::RKYV_FORMAT;
-use crate::descriptor::{OperatorDescriptor, StateKind};
-use crate::error::{Error, Result};
-use crate::keygroup::{KEY_HASH_VERSION, KeyGroupRange};
-use crate::operator_state::OperatorStateData;
-use crate::schema::{Schema, StoredSchema};
+use crate::access::operator_state::OperatorStateData;
+use crate::data::backend::{Change, DetachedState, Snapshots, StateId};
+use crate::model::codec::RKYV_FORMAT;
+use crate::model::descriptor::{OperatorDescriptor, StateKind};
+use crate::model::error::{Error, Result};
+use crate::model::keygroup::{KEY_HASH_VERSION, KeyGroupRange};
+use crate::model::schema::{Schema, StoredSchema};
 
 /// How a snapshot is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,7 +192,7 @@ fn key_group_of(key: &[u8]) -> u16 {
         .map_or(u16::MAX, |p| u16::from_be_bytes([p[0], p[1]]))
 }
 
-fn state_image(state: &crate::descriptor::StateDescriptor, stamped: bool) -> StateImage {
+fn state_image(state: &crate::model::descriptor::StateDescriptor, stamped: bool) -> StateImage {
     StateImage {
         name: state.name,
         kind: state.kind,
@@ -218,7 +218,7 @@ fn state_image(state: &crate::descriptor::StateDescriptor, stamped: bool) -> Sta
 /// # Errors
 ///
 /// A backend failure, or an entry too large for the format.
-pub fn capture<B: StateBackend + ?Sized>(
+pub fn capture<B: Snapshots + ?Sized>(
     backend: &B,
     operator: &OperatorDescriptor,
     columns: &[StateId],
@@ -255,7 +255,7 @@ pub fn capture<B: StateBackend + ?Sized>(
 /// # Errors
 ///
 /// A backend failure.
-pub fn capture_detached<B: StateBackend + ?Sized>(
+pub fn capture_detached<B: Snapshots + ?Sized>(
     backend: &B,
     operator: &OperatorDescriptor,
     columns: &[StateId],
@@ -290,7 +290,7 @@ pub fn capture_detached<B: StateBackend + ?Sized>(
 /// # Errors
 ///
 /// [`Error::Backend`] when the backend does not track changes; a backend failure.
-pub fn capture_changes<B: StateBackend + ?Sized>(
+pub fn capture_changes<B: Snapshots + ?Sized>(
     backend: &mut B,
     operator: &OperatorDescriptor,
     columns: &[StateId],
@@ -554,7 +554,7 @@ impl SnapshotImage {
 /// # Errors
 ///
 /// A backend failure, an I/O failure on `out`, or an entry too large for the format.
-pub fn write_operator<B: StateBackend + ?Sized, W: Write>(
+pub fn write_operator<B: Snapshots + ?Sized, W: Write>(
     backend: &B,
     operator: &OperatorDescriptor,
     columns: &[StateId],

@@ -19,7 +19,7 @@
 //! | tuples, `#[derive(StateKey)]` structs | the fields in order |
 //! | `#[derive(StateKey)]` enums | variant index as `u32`, then the fields |
 
-use crate::error::KeyError;
+use crate::model::error::KeyError;
 
 /// Encoding half of [`StateKey`], also implemented by unsized borrowed forms (`str`, `[u8]`) so
 /// that a `String` key can be looked up with a `&str`.
@@ -57,7 +57,7 @@ pub trait EncodeKey {
     label = "not a state key",
     note = "state keys need a canonical, order-preserving encoding: add `#[derive(StateKey)]` to the type"
 )]
-pub trait StateKey: EncodeKey + crate::schema::StateSchema + Sized {
+pub trait StateKey: EncodeKey + crate::model::schema::StateSchema + Sized {
     /// Decodes one key from the front of `input`, advancing it past the bytes read.
     ///
     /// # Errors

@@ -8,14 +8,14 @@ use super::format::{
     HEADER_LEN, KIND_FULL, KIND_INCREMENTAL, MAGIC, OLDEST_FORMAT_VERSION, SnapshotIndex,
     StateSection, TOMBSTONE_ENTRY, TOMBSTONE_KEY,
 };
-use crate::backend::{Change, StateBackend, StateId};
-use crate::codec::RKYV_FORMAT;
-use crate::descriptor::{OperatorDescriptor, StateDescriptor, StateKind};
-use crate::error::{Corruption, Error, Result};
-use crate::keygroup::{KEY_HASH_VERSION, KeyGroupRange, key_group};
-use crate::operator_state::OperatorEntries;
-use crate::schema::{Reading, SchemaReport, StoredState};
-use crate::ttl;
+use crate::access::operator_state::OperatorEntries;
+use crate::data::backend::{Change, Snapshots, StateId};
+use crate::data::ttl;
+use crate::model::codec::RKYV_FORMAT;
+use crate::model::descriptor::{OperatorDescriptor, StateDescriptor, StateKind};
+use crate::model::error::{Corruption, Error, Result};
+use crate::model::keygroup::{KEY_HASH_VERSION, KeyGroupRange, key_group};
+use crate::model::schema::{Reading, SchemaReport, StoredState};
 
 /// A visitor over snapshot records: `(key group, canonical key, user key, value)`.
 pub type RecordVisitor<'v> = dyn FnMut(u16, &[u8], &[u8], &[u8]) -> Result<()> + 'v;
@@ -465,7 +465,7 @@ pub struct RestoreSummary {
 /// parallelism, or is incremental; [`Error::SchemaMismatch`] when a stored state does not fit
 /// the declared one (another kind, type or key type without a migration, or a state the
 /// operator does not declare); [`Error::Corrupt`] for damaged data; a backend failure.
-pub fn restore_operator<B: StateBackend + ?Sized>(
+pub fn restore_operator<B: Snapshots + ?Sized>(
     reader: &SnapshotReader<'_>,
     backend: &mut B,
     operator: &OperatorDescriptor,
@@ -488,7 +488,7 @@ pub fn restore_operator<B: StateBackend + ?Sized>(
 ///
 /// As [`restore_operator`]; an incremental snapshot whose key groups no earlier full snapshot
 /// covers is [`Error::Incompatible`].
-pub fn restore_operator_from<B: StateBackend + ?Sized>(
+pub fn restore_operator_from<B: Snapshots + ?Sized>(
     readers: &[&SnapshotReader<'_>],
     backend: &mut B,
     operator: &OperatorDescriptor,
@@ -631,7 +631,7 @@ fn migrated<'b>(
     value: &'b [u8],
     out: &'b mut Vec<u8>,
     summary: &mut RestoreSummary,
-) -> std::result::Result<&'b [u8], crate::CodecError> {
+) -> std::result::Result<&'b [u8], crate::model::error::CodecError> {
     match step.reading {
         Reading::AsIs => Ok(value),
         Reading::Migrate(m) => {
@@ -643,7 +643,7 @@ fn migrated<'b>(
     }
 }
 
-fn apply<B: StateBackend + ?Sized>(
+fn apply<B: Snapshots + ?Sized>(
     reader: &SnapshotReader<'_>,
     plan: &Plan<'_>,
     backend: &mut B,
