@@ -40,7 +40,24 @@
 
 #![warn(missing_docs)]
 
-pub use statewright_core::*;
+// The public API, item by item: what an operator author names at the top level, the rest in the
+// modules of `statewright-core` that hold it (keys, key groups, codec, schemas, views, backends,
+// time-to-live, snapshots, checkpoints). Nothing reaches users by a glob.
+#[doc(hidden)]
+pub use statewright_core::{__impl_state_value, __private};
+pub use statewright_core::{
+    Aggregate, AggregatingState, AnyBackend, Bound, BroadcastState, CheckpointId, CheckpointInfo,
+    CheckpointStorage, CodecError, Corruption, EncodeKey, EntryHint, Error, ExpiryHooks, KeyError,
+    ListState, ManualClock, MapState, Migration, MigrationProgress, OperatorDescriptor,
+    OperatorListState, OperatorManifest, ReducingState, RestoreOperator, RestorePoint, Result,
+    Snapshots, StateBackend, StateDescriptor, StateId, StateKey, StateKind, StateSchema,
+    StateValue, StatefulOperator, TtlBackend, TtlConfig, TtlTime, TtlUpdate, TtlVisibility,
+    UnionListState, ValueState,
+};
+pub use statewright_core::{
+    backend, checkpoint, checkpointer, codec, descriptor, key, keygroup, operator_state, schema,
+    snapshot, state, ttl, view,
+};
 pub use statewright_heap::HeapBackend;
 pub use statewright_macros::{StateKey, StateSchema, StatefulOperator, value};
 #[cfg(feature = "rocksdb")]
