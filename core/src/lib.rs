@@ -2,20 +2,31 @@
 //! storage engine.
 //!
 //! Users depend on the `statewright` crate, which re-exports this one; backend authors
-//! implement [`StateBackend`] and run the [`conformance`] suite.
+//! implement [`StateBackend`] and run the `conformance` suite (feature `conformance`).
 //!
-//! | module | what it holds |
-//! |---|---|
-//! | [`key`] | canonical, order-preserving key encoding ([`StateKey`]) |
-//! | [`keygroup`] | key groups and instance ranges (Flink's scheme, a stable hash) |
-//! | [`codec`] | the one place values are encoded and decoded (rkyv, `unaligned`) |
-//! | [`schema`] | compile-time schemas and fingerprints of keys and values, and their diff |
-//! | [`state`] | the state types declared as operator fields |
-//! | [`view`] | typed, key-scoped access to state |
-//! | [`backend`] | the byte-level [`StateBackend`] trait |
-//! | [`snapshot`] | snapshot format v1 |
-//! | [`checkpoint`] | checkpoint directories with a manifest, retention and restore |
-//! | [`ttl`] | time-to-live: stamps, clocks and [`TtlBackend`](ttl::TtlBackend) |
+//! The crate is built in four layers, each importing only from the ones below it (CI checks
+//! this): **model** (errors, keys, key groups, the codec, descriptors, state types, schemas) →
+//! **data** (the byte-level [`StateBackend`], the capabilities a backend opts into:
+//! [`Snapshots`] and [`ExpiryHooks`], and time-to-live) → **access** (views, operator state,
+//! [`StatefulOperator`], [`Bound`]) → **persist** (capture, the snapshot format, restore,
+//! checkpoint storage, the checkpointer). The public modules below are re-exports of those
+//! layers' modules:
+//!
+//! | module | layer | what it holds |
+//! |---|---|---|
+//! | [`key`] | model | canonical, order-preserving key encoding ([`StateKey`]) |
+//! | [`keygroup`] | model | key groups and instance ranges (Flink's scheme, a stable hash) |
+//! | [`codec`] | model | the one place values are encoded and decoded (rkyv, `unaligned`) |
+//! | [`descriptor`] | model | what a derive declares: operators, states, TTL, migrations |
+//! | [`schema`] | model | compile-time schemas and fingerprints of keys and values, and their diff |
+//! | [`state`] | model | the state types declared as operator fields |
+//! | [`backend`] | data | the byte-level [`StateBackend`] trait and its capabilities |
+//! | [`ttl`] | data | time-to-live: stamps, clocks and [`TtlBackend`] |
+//! | [`view`] | access | typed, key-scoped access to state |
+//! | [`operator_state`] | access | operator (non-keyed) state |
+//! | [`snapshot`] | persist | snapshot format v1 |
+//! | [`checkpoint`] | persist | checkpoint directories with a manifest, retention and restore |
+//! | [`checkpointer`] | persist | periodic, asynchronous, incremental and native checkpoints |
 //!
 //! | feature | enables |
 //! |---|---|
@@ -71,7 +82,7 @@ pub mod __private {
     pub use crate::access::view::{
         AggregatingView, KeyContext, ListView, MapView, ReducingView, Slot, ValueView,
     };
-    pub use crate::model::codec::{decode, encode_into, validate, validate_frames};
+    pub use crate::model::codec::{decode, encode_into, raw, validate, validate_frames};
     pub use crate::model::descriptor::no_user_key;
     pub use crate::model::key::validate_key;
     pub use crate::model::state::reduce;

@@ -79,7 +79,7 @@ pub type EntryVisitor<'v> = dyn FnMut(&[u8], &[u8], &[u8]) -> Result<()> + 'v;
 /// byte string and serve [`scan`](Self::scan) as a prefix scan.
 ///
 /// Contracts every implementation keeps (the conformance suite in
-/// [`conformance`](crate::conformance) checks them):
+/// `conformance` module checks them):
 ///
 /// - `get` after `put` returns exactly the bytes put; after `delete`, `None`.
 /// - `merge` appends the operand to the stored bytes (or stores it when absent), without the

@@ -8,7 +8,7 @@ use crate::model::error::Result;
 
 /// A consistent, owned view of a backend's states, taken in a moment and read later on another
 /// thread while the backend goes on changing: the asynchronous step of a snapshot (see
-/// [`StateBackend::detach`]).
+/// [`Snapshots::detach`]).
 pub trait DetachedState: Send {
     /// Whether [`for_each_stored`](Self::for_each_stored) visits each state's entries in
     /// ascending key-group order (any order within a key group). A snapshot of such a view is
@@ -18,7 +18,7 @@ pub trait DetachedState: Send {
         false
     }
 
-    /// Like [`StateBackend::for_each_stored`], as the state was when the view was taken.
+    /// Like [`Snapshots::for_each_stored`], as the state was when the view was taken.
     ///
     /// # Errors
     ///
@@ -26,7 +26,7 @@ pub trait DetachedState: Send {
     fn for_each_stored(&self, state: StateId, visit: &mut EntryVisitor<'_>) -> Result<()>;
 }
 
-/// A backend's own files for a native checkpoint (see [`StateBackend::native_checkpoint`]):
+/// A backend's own files for a native checkpoint (see [`Snapshots::native_checkpoint`]):
 /// a directory the backend wrote them into, and which of them never change once written, so
 /// checkpoints can share them. The directory is removed when this value drops.
 #[derive(Debug)]
@@ -170,7 +170,7 @@ pub trait NativeSource {
 }
 
 /// What a backend needs to open a native checkpoint as its state (see
-/// [`StateBackend::restore_native`]): the snapshots, checked by the one restore path
+/// [`Snapshots::restore_native`]): the snapshots, checked by the one restore path
 /// ([`Bound::restore_from`](crate::Bound::restore_from)) for their backend, maximum
 /// parallelism and schemas before the backend is asked.
 pub struct NativeRestore<'a> {
@@ -201,10 +201,10 @@ impl std::fmt::Debug for NativeRestore<'_> {
 }
 
 /// What happened to an entry since change tracking started (see
-/// [`StateBackend::track_changes`]).
+/// [`Snapshots::track_changes`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change<'a> {
-    /// The entry holds these bytes now (as [`StateBackend::for_each_stored`] would visit them).
+    /// The entry holds these bytes now (as [`Snapshots::for_each_stored`] would visit them).
     Put(&'a [u8]),
     /// The entry was deleted.
     Delete,

@@ -118,15 +118,15 @@ macro_rules! __impl_state_value {
         impl<$($gen)*> $crate::StateValue for $t where $($bounds)* {
             #[inline]
             fn __encode(&self, out: ::std::vec::Vec<u8>) -> ::core::result::Result<::std::vec::Vec<u8>, $crate::__private::rkyv::rancor::Error> {
-                $crate::codec::raw::encode::<Self>(self, out)
+                $crate::__private::raw::encode::<Self>(self, out)
             }
             #[inline]
             fn __access(bytes: &[u8]) -> ::core::result::Result<&<Self as $crate::__private::rkyv::Archive>::Archived, $crate::__private::rkyv::rancor::Error> {
-                $crate::codec::raw::access::<Self>(bytes)
+                $crate::__private::raw::access::<Self>(bytes)
             }
             #[inline]
             fn __deserialize(archived: &<Self as $crate::__private::rkyv::Archive>::Archived) -> ::core::result::Result<Self, $crate::__private::rkyv::rancor::Error> {
-                $crate::codec::raw::deserialize::<Self>(archived)
+                $crate::__private::raw::deserialize::<Self>(archived)
             }
         }
     };

@@ -75,7 +75,7 @@ impl<Op: StatefulOperator, B: Snapshots> Bound<Op, B> {
     }
 
     /// Takes the changes since the last capture as an incremental image (see
-    /// [`StateBackend::track_changes`], which a full capture through
+    /// [`Snapshots::track_changes`], which a full capture through
     /// [`Checkpointer`](crate::persist::checkpointer::Checkpointer) turns on).
     ///
     /// # Errors

@@ -1198,7 +1198,7 @@ impl PendingCheckpoint<'_> {
     }
 
     /// Adds the backend's native checkpoint of a bound operator instance (see
-    /// [`StateBackend::native_checkpoint`]), or a full snapshot when the backend has no native
+    /// [`Snapshots::native_checkpoint`](crate::Snapshots::native_checkpoint)), or a full snapshot when the backend has no native
     /// format. Returns the file as the manifest will record it.
     ///
     /// # Errors

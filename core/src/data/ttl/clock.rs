@@ -21,7 +21,7 @@ pub trait Clock: Send + Sync + fmt::Debug {
 ///
 /// On Linux, Android and FreeBSD it reads the coarse real-time clock (`CLOCK_REALTIME_COARSE`):
 /// a few nanoseconds a read instead of tens, with the kernel tick's resolution (1 to 4 ms),
-/// which is what a TTL needs. Elsewhere it reads [`SystemTime`].
+/// which is what a TTL needs. Elsewhere it reads [`SystemTime`](std::time::SystemTime).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
 

@@ -167,7 +167,7 @@ pub(crate) fn retain_live(
 }
 
 /// Drops expired entries of one stamped state in a backend's background work (installed with
-/// [`StateBackend::install_expiry_filter`]); safe to call from any thread.
+/// [`ExpiryHooks::install_expiry_filter`](crate::ExpiryHooks::install_expiry_filter)); safe to call from any thread.
 #[derive(Debug, Clone)]
 pub struct ExpiryFilter {
     pub(crate) list: bool,

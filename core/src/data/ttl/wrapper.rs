@@ -87,7 +87,7 @@ pub const DEFAULT_CLEANUP_EVERY: u32 = 8;
 /// Enforces the time-to-live of every state that declares one, over any backend.
 ///
 /// States without a TTL pass through untouched. Processing time comes from a [`Clock`] (the
-/// system clock by default, a [`ManualClock`] in tests); event time is the watermark the
+/// system clock by default, a [`ManualClock`](super::ManualClock) in tests); event time is the watermark the
 /// runtime advances with [`set_watermark`](Self::set_watermark).
 ///
 /// Processing time is read from the clock once per key change and once after every write, not

@@ -168,7 +168,7 @@ pub struct SnapshotImage {
     incremental: bool,
     states: Vec<StateImage>,
     /// A view to copy the states from when the image is written (see
-    /// [`StateBackend::detach`]), with the backend's id of each state.
+    /// [`Snapshots::detach`](crate::Snapshots::detach)), with the backend's id of each state.
     detached: Option<(Box<dyn DetachedState>, Vec<StateId>)>,
     /// The instance's watermark at the capture.
     watermark: Option<i64>,
@@ -248,7 +248,7 @@ pub fn capture<B: Snapshots + ?Sized>(
     })
 }
 
-/// Like [`capture`], but where the backend can [detach](StateBackend::detach) a consistent view
+/// Like [`capture`], but where the backend can [detach](Snapshots::detach) a consistent view
 /// of its state, takes only that view now and copies the entries out of it when the image is
 /// written, on whichever thread writes it.
 ///
@@ -284,7 +284,7 @@ pub fn capture_detached<B: Snapshots + ?Sized>(
 }
 
 /// Takes the changes `backend` tracked since change tracking started or since the last call
-/// (see [`StateBackend::track_changes`]): the synchronous step of an incremental snapshot,
+/// (see [`Snapshots::track_changes`](crate::Snapshots::track_changes)): the synchronous step of an incremental snapshot,
 /// which applies on top of the snapshot taken when tracking (re)started.
 ///
 /// # Errors
