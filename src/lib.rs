@@ -56,7 +56,7 @@ pub use statewright_core::{
 };
 pub use statewright_core::{
     backend, checkpoint, checkpointer, codec, descriptor, key, keygroup, operator_state, schema,
-    snapshot, state, ttl, view,
+    snapshot, state, store, ttl, view,
 };
 pub use statewright_heap::HeapBackend;
 pub use statewright_macros::{StateKey, StateSchema, StatefulOperator, value};

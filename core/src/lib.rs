@@ -26,6 +26,7 @@
 //! | [`operator_state`] | access | operator (non-keyed) state |
 //! | [`snapshot`] | persist | snapshot format v1 |
 //! | [`checkpoint`] | persist | checkpoint directories with a manifest, retention and restore |
+//! | [`store`] | persist | where checkpoint files live: the object-storage-shaped [`CheckpointStore`](store::CheckpointStore) trait and a local directory |
 //! | [`checkpointer`] | persist | periodic, asynchronous, incremental and native checkpoints |
 //!
 //! | feature | enables |
@@ -55,6 +56,7 @@ pub use model::state;
 pub use persist::checkpoint;
 pub use persist::checkpointer;
 pub use persist::snapshot;
+pub use persist::store;
 
 pub use access::operator::{Bound, StatefulOperator};
 pub use backend::{

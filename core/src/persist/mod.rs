@@ -6,3 +6,4 @@ pub mod bound;
 pub mod checkpoint;
 pub mod checkpointer;
 pub mod snapshot;
+pub mod store;
