@@ -135,7 +135,7 @@ fn a_damaged_manifest_is_an_error_and_is_not_overwritten() -> statewright::Resul
     let mut op = Counts::default().bind(HeapBackend::new())?;
     bump(&mut op, 0..10)?;
     op.checkpoint(&storage)?;
-    let manifest = dir.path().join("MANIFEST");
+    let manifest = storage.manifest_location()?.unwrap();
     let good = fs::read_to_string(&manifest).unwrap();
 
     let flipped = good.replacen("\"id\": 1", "\"id\": 7", 1);
@@ -179,7 +179,7 @@ fn a_manifest_entry_whose_first_key_group_is_after_its_last_is_refused() -> stat
     let mut op = Counts::default().bind(HeapBackend::new())?;
     bump(&mut op, 0..10)?;
     let info = op.checkpoint(&storage)?;
-    let manifest = dir.path().join("MANIFEST");
+    let manifest = storage.manifest_location()?.unwrap();
     let good = fs::read_to_string(&manifest).unwrap();
 
     // The instance's range 0..=127 written as 100..=5, with a checksum that matches.
@@ -274,8 +274,15 @@ fn an_abandoned_checkpoint_is_invisible_and_cleaned_up() -> statewright::Result<
         // Dropped without commit, as a failed checkpoint would be.
     }
     assert_eq!(storage.list()?.len(), 1);
-    // A crash leaves a directory behind; its number is never reused and it is removed.
+    // A crash leaves a claimed number and a partial file behind; the number is never reused
+    // and the files are removed.
     fs::create_dir(dir.path().join("chk-0000000005")).unwrap();
+    fs::write(dir.path().join("chk-0000000005/CLAIM"), b"").unwrap();
+    fs::write(
+        dir.path().join("chk-0000000005/counts.kg0-127.snap"),
+        b"SWSNAP",
+    )
+    .unwrap();
     let next = op.checkpoint(&storage)?;
     assert_eq!(next.id, CheckpointId(6));
     assert!(!dir.path().join("chk-0000000005").exists());
@@ -354,22 +361,83 @@ fn restore_the_state_as_of_a_point_in_time() -> statewright::Result<()> {
 }
 
 #[test]
-fn one_checkpoint_of_a_directory_is_written_at_a_time() -> statewright::Result<()> {
+fn of_two_writers_from_one_commit_exactly_one_commits() -> statewright::Result<()> {
     let dir = tempfile::tempdir().unwrap();
     let storage = CheckpointStorage::open(dir.path())?;
     let mut op = Counts::default().bind(HeapBackend::new())?;
     bump(&mut op, 0..10)?;
+    let base = op.checkpoint(&storage)?;
+    // Two writers (threads, processes, or a savepoint during an asynchronous checkpoint)
+    // begin from the same commit; each claims its own number, so neither writes over the
+    // other's files.
     let mut first = storage.begin()?;
     first.add(&op)?;
-    // A second writer (another thread, process or a savepoint during an asynchronous
-    // checkpoint) is refused instead of committing a manifest without the first.
-    let err = op.checkpoint(&storage).unwrap_err();
-    assert!(matches!(err, Error::CheckpointNotStarted { .. }), "{err}");
-    let info = first.commit()?;
+    bump(&mut op, 0..5)?;
     let second = op.checkpoint(&storage)?;
+    assert_ne!(first.id(), second.id);
+    // The first to commit wins; the other is refused instead of replacing that commit, and
+    // its files are removed.
+    let first_id = first.id();
+    let err = first.commit().unwrap_err();
+    assert!(
+        matches!(err, Error::CommitConflict { id, .. } if id == first_id.0),
+        "{err}"
+    );
     assert_eq!(
         storage.list()?.iter().map(|c| c.id).collect::<Vec<_>>(),
-        [info.id, second.id]
+        [base.id, second.id]
     );
+    assert!(!dir.path().join(format!("chk-{:010}", first_id.0)).exists());
+    let mut restored =
+        Counts::default().restore(HeapBackend::new(), &storage, RestorePoint::Latest)?;
+    assert_eq!(count(&mut restored, 3)?, Some(2));
+    // The next checkpoint builds on the winner.
+    let next = op.checkpoint(&storage)?;
+    assert_eq!(storage.list()?.last().map(|c| c.id), Some(next.id));
+    Ok(())
+}
+
+#[test]
+fn racing_writers_lose_no_commit_and_damage_none() -> statewright::Result<()> {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = CheckpointStorage::open(dir.path())?.max_retained(16);
+    let ops: Vec<_> = (0..6)
+        .map(|i| {
+            let mut op = Counts::default().bind(HeapBackend::new())?;
+            bump(&mut op, 0..i + 1)?;
+            Ok(op)
+        })
+        .collect::<statewright::Result<_>>()?;
+    let outcomes: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = ops
+            .iter()
+            .map(|op| {
+                let storage = &storage;
+                scope.spawn(move || op.checkpoint(storage))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut committed = Vec::new();
+    for outcome in outcomes {
+        match outcome {
+            Ok(info) => committed.push(info.id),
+            Err(Error::CommitConflict { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    assert!(!committed.is_empty());
+    // Every writer that was told it committed is in the list, and every listed checkpoint
+    // restores whole.
+    let listed: Vec<_> = storage.list()?.iter().map(|c| c.id).collect();
+    for id in &committed {
+        assert!(
+            listed.contains(id),
+            "{id} committed but not listed: {listed:?}"
+        );
+    }
+    for id in listed {
+        Counts::default().restore(HeapBackend::new(), &storage, RestorePoint::Id(id))?;
+    }
     Ok(())
 }

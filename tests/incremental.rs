@@ -337,7 +337,7 @@ fn a_failed_checkpoint_keeps_the_last_good_one_and_the_next_is_full() {
         mutate_mixed(&mut op, &mut rng, 50);
     }
     // A damaged manifest makes the write fail after the changes were taken.
-    let manifest = dir.path().join("MANIFEST");
+    let manifest = checkpointer.storage().manifest_location().unwrap().unwrap();
     let saved = std::fs::read(&manifest).unwrap();
     std::fs::write(&manifest, b"{ not a manifest").unwrap();
     assert!(checkpointer.checkpoint_now(&mut [&mut op]).is_err());

@@ -167,6 +167,12 @@ fn a_new_checkpoint_in_an_old_directory_keeps_the_old_ones_readable() {
     );
     op.key(&50).unwrap().count().set(&5).unwrap();
     let info = op.checkpoint(&storage).unwrap();
+    // The first commit numbers the manifest and retires the old one.
+    assert!(!dir.path().join("MANIFEST").exists());
+    assert_eq!(
+        storage.manifest_location().unwrap(),
+        Some(dir.path().join("manifests/00000000000000000001"))
+    );
     let list = storage.list().unwrap();
     assert_eq!(list.len(), 3);
     assert_eq!(list[2].id, info.id);

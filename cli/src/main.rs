@@ -40,7 +40,7 @@ struct Cli {
 enum Command {
     /// List the retained checkpoints: id, commit time, kind, operators, entries, bytes.
     List {
-        /// The checkpoint directory (the one holding `MANIFEST`).
+        /// The checkpoint directory (the one holding `manifests/`).
         dir: PathBuf,
     },
     /// Show a checkpoint's operators and states: kinds, types, TTLs, entries, sizes.
@@ -91,9 +91,6 @@ enum Format {
 }
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
-
-/// The file that lists a checkpoint directory's committed checkpoints.
-const MANIFEST: &str = "MANIFEST";
 
 fn main() -> ExitCode {
     match run(Cli::parse()) {
@@ -158,6 +155,13 @@ fn list(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Whether `path` is a checkpoint directory with a commit in it.
+fn holds_checkpoints(path: &Path) -> bool {
+    CheckpointStorage::open_existing(path)
+        .and_then(|s| s.manifest_location())
+        .is_ok_and(|m| m.is_some())
+}
+
 /// The storage directory and checkpoint a path names: `<dir>` or `<dir>/chk-NNNNNNNNNN`.
 fn locate(path: &Path, id: Option<u64>) -> Result<(CheckpointStorage, CheckpointInfo)> {
     let named = path
@@ -166,7 +170,7 @@ fn locate(path: &Path, id: Option<u64>) -> Result<(CheckpointStorage, Checkpoint
         .and_then(|n| n.strip_prefix("chk-"))
         .and_then(|n| n.parse::<u64>().ok());
     let (dir, id) = match (named, path.parent()) {
-        (Some(n), Some(parent)) if !path.join(MANIFEST).exists() => (parent, id.or(Some(n))),
+        (Some(n), Some(parent)) if !holds_checkpoints(path) => (parent, id.or(Some(n))),
         _ => (path, id),
     };
     let storage = CheckpointStorage::open_existing(dir)?;
@@ -292,9 +296,9 @@ fn inspect(path: &Path, id: Option<u64>) -> Result<()> {
 fn verify(dir: &Path) -> Result<ExitCode> {
     let storage = CheckpointStorage::open_existing(dir)?;
     // Without a manifest there is nothing to check, which must not pass for a verified one.
-    if !dir.join(MANIFEST).exists() {
+    if storage.manifest_location()?.is_none() {
         return Err(format!(
-            "`{}` has no {MANIFEST}: not a checkpoint directory, or no checkpoint was ever \
+            "`{}` has no manifest: not a checkpoint directory, or no checkpoint was ever \
              committed to it; nothing to verify",
             dir.display()
         )

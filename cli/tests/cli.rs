@@ -199,7 +199,7 @@ fn verify_of_a_directory_without_checkpoints_fails() {
     );
     assert!(!printed.contains("all checksums match"), "{printed}");
     assert!(
-        err.contains("has no MANIFEST") && err.contains("nothing to verify"),
+        err.contains("has no manifest") && err.contains("nothing to verify"),
         "{err}"
     );
     assert_eq!(
@@ -211,17 +211,18 @@ fn verify_of_a_directory_without_checkpoints_fails() {
     // A manifest that lists no checkpoint (every one was deleted by hand) verifies nothing
     // either.
     write_checkpoints(dir.path());
-    let manifest = std::fs::read_to_string(dir.path().join("MANIFEST")).unwrap();
+    let manifest_path = CheckpointStorage::open_existing(dir.path())
+        .unwrap()
+        .manifest_location()
+        .unwrap()
+        .unwrap();
+    let manifest = std::fs::read_to_string(&manifest_path).unwrap();
     let (body, _) = manifest.trim_end().rsplit_once('\n').unwrap();
     // `checkpoints` is the manifest's last field.
     let start = body.find("\"checkpoints\": [").unwrap();
     let body = format!("{}\"checkpoints\": []\n}}", &body[..start]);
     let crc = crc32c::crc32c(body.as_bytes());
-    std::fs::write(
-        dir.path().join("MANIFEST"),
-        format!("{body}\ncrc32c {crc:08x}\n"),
-    )
-    .unwrap();
+    std::fs::write(&manifest_path, format!("{body}\ncrc32c {crc:08x}\n")).unwrap();
     let list = stdout(cli().arg("list").arg(dir.path()));
     assert!(list.contains("no committed checkpoints"), "{list}");
     let assert = cli().arg("verify").arg(dir.path()).assert().code(2);

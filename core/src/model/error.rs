@@ -181,6 +181,20 @@ pub enum Error {
         /// Why.
         reason: &'static str,
     },
+    /// Another writer committed a checkpoint of the same storage after this one began: this
+    /// one is not committed (its files are removed) and the other's commit stands. Checkpoints
+    /// of one storage are written by one writer at a time; a second one is found out here
+    /// instead of replacing the first one's commit.
+    #[error(
+        "checkpoint {id} was not committed: another writer committed `{path}` first; one \
+         writer at a time checkpoints to a storage"
+    )]
+    CommitConflict {
+        /// The number of the checkpoint that was not committed.
+        id: u64,
+        /// The manifest the other writer committed.
+        path: PathBuf,
+    },
     /// A name that becomes part of a path (operator, checkpoint) is not allowed.
     #[error("invalid {what} name `{name}`: {reason}")]
     InvalidName {

@@ -225,11 +225,7 @@ impl<Op: StatefulOperator, B: Snapshots> Bound<Op, B> {
         } else {
             // Each file checked whole first, then read a block at a time: memory holds the
             // indexes and a block, not the checkpoint.
-            let files = storage.open_for_restore(&info, Op::DESCRIPTOR.name, range)?;
-            let readers = files
-                .into_iter()
-                .map(|(path, file)| SnapshotReader::from_file(path, file))
-                .collect::<Result<Vec<_>>>()?;
+            let readers = storage.open_for_restore(&info, Op::DESCRIPTOR.name, range)?;
             let refs: Vec<&SnapshotReader<'_>> = readers.iter().collect();
             self.restore_snapshots(&refs)?
         };
@@ -252,7 +248,7 @@ impl<Op: StatefulOperator, B: Snapshots> Bound<Op, B> {
         let backend = self.backend.name();
         let incompatible = |file: &CheckpointFile, reason: String| Error::Incompatible {
             operator: name.to_owned(),
-            path: storage.dir().join(&file.path),
+            path: storage.store().locate(&file.path),
             reason,
         };
         let mut migrations: Option<Vec<NativeMigration>> = None;
@@ -297,7 +293,7 @@ impl<Op: StatefulOperator, B: Snapshots> Bound<Op, B> {
                         .check(&Op::DESCRIPTOR)
                         .map_err(|report| Error::SchemaMismatch {
                             operator: name.to_owned(),
-                            path: storage.dir().join(&f.path),
+                            path: storage.store().locate(&f.path),
                             report,
                         })?;
                 for (record, c) in schemas.states.iter().zip(&checked) {

@@ -19,13 +19,35 @@ pub trait CheckpointStore: Send + Sync + fmt::Debug {
     /// Where `name` is, for errors (a path, or a URL as a path).
     fn locate(&self, name: &str) -> PathBuf;
 
-    /// Writes `name` from `data`, replacing an object of that name, and returns its length.
-    /// The object is whole and durable when this returns, and never seen half-written.
+    /// Starts writing `name`: the object appears, whole and durable, replacing one of that
+    /// name, when [`ObjectWriter::finish`] returns; dropping the writer unfinished writes
+    /// nothing. Memory holds what the store buffers, not the object.
     ///
     /// # Errors
     ///
-    /// An invalid name, a failure to read `data` or to write.
-    fn put(&self, name: &str, data: &mut dyn Read) -> Result<u64>;
+    /// An invalid name, a failure to start writing.
+    fn create(&self, name: &str) -> Result<Box<dyn ObjectWriter>>;
+
+    /// Moves the local file `from` into the store as `name` (replacing one of that name) and
+    /// returns its length; `from` is gone afterwards. A local store renames it.
+    ///
+    /// # Errors
+    ///
+    /// An invalid name, a failure to read `from` or to write.
+    fn put_file(&self, name: &str, from: &Path) -> Result<u64>;
+
+    /// Writes `name` from `bytes`: [`create`](Self::create), write, finish.
+    ///
+    /// # Errors
+    ///
+    /// As [`create`](Self::create) and [`ObjectWriter::finish`].
+    fn put(&self, name: &str, bytes: &[u8]) -> Result<u64> {
+        let mut writer = self.create(name)?;
+        writer
+            .write_all(bytes)
+            .map_err(|e| Error::io(self.locate(name), e))?;
+        writer.finish()
+    }
 
     /// Writes `name` only if no object has that name: `Ok(false)`, writing nothing, when one
     /// exists. Of two writers racing for one name, exactly one gets `true`: the commit point of
@@ -63,6 +85,27 @@ pub trait CheckpointStore: Send + Sync + fmt::Debug {
     ///
     /// An invalid name, a failure to delete.
     fn delete(&self, name: &str) -> Result<()>;
+
+    /// Removes every object under `prefix` (which ends at a `/`).
+    ///
+    /// # Errors
+    ///
+    /// An invalid prefix, a failure to list or delete.
+    fn delete_prefix(&self, prefix: &str) -> Result<()>;
+
+    /// The local file that holds `name`, for a store on a local file system (a restore then
+    /// links files instead of copying them); `None` for a remote store.
+    fn local_path(&self, name: &str) -> Option<PathBuf>;
+}
+
+/// An object being written (see [`CheckpointStore::create`]).
+pub trait ObjectWriter: Write + Send {
+    /// Makes the object whole, durable and visible under its name; returns its length.
+    ///
+    /// # Errors
+    ///
+    /// A failure to write; the object is then not created.
+    fn finish(self: Box<Self>) -> Result<u64>;
 }
 
 /// Checks an object name: `/`-separated parts, each a valid file name.
@@ -126,29 +169,79 @@ impl LocalStore {
         Ok(self.root.join(name))
     }
 
-    /// Writes `data` into a new temporary file next to `path`, synced.
-    fn write_temporary(&self, path: &Path, data: &mut dyn Read) -> Result<(PathBuf, u64)> {
+    /// A new temporary file next to `path`, under a name no other writer uses (this
+    /// process's id and a counter), created exclusively.
+    fn temporary(&self, path: &Path) -> Result<(PathBuf, File)> {
         let parent = path.parent().unwrap_or(&self.root);
         fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-        // A name no other writer uses: this process's id and a counter, created exclusively.
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let tmp_path = parent.join(format!(".tmp-{}-{n}", std::process::id()));
-        let mut tmp = File::options()
+        let tmp = File::options()
             .write(true)
             .create_new(true)
             .open(&tmp_path)
             .map_err(|e| Error::io(&tmp_path, e))?;
-        let written = std::io::copy(data, &mut tmp)
-            .and_then(|bytes| tmp.flush().and_then(|()| tmp.sync_all()).map(|()| bytes));
-        let bytes = match written {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                let _ = fs::remove_file(&tmp_path);
-                return Err(Error::io(path, e));
+        Ok((tmp_path, tmp))
+    }
+
+    /// Removes the directories `name` leaves empty, up to the root.
+    fn prune(&self, name: &str) {
+        let mut dir = self.root.join(name);
+        while dir.pop() && dir != self.root && dir.starts_with(&self.root) {
+            if fs::remove_dir(&dir).is_err() {
+                break;
             }
+        }
+    }
+}
+
+/// An object of a [`LocalStore`] being written: a temporary file, renamed into place.
+#[derive(Debug)]
+struct LocalWriter {
+    path: PathBuf,
+    tmp: PathBuf,
+    file: Option<File>,
+    bytes: u64,
+}
+
+impl Write for LocalWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let file = self
+            .file
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("the object is finished"))?;
+        let n = file.write(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.as_mut().map_or(Ok(()), Write::flush)
+    }
+}
+
+impl ObjectWriter for LocalWriter {
+    fn finish(mut self: Box<Self>) -> Result<u64> {
+        let Some(file) = self.file.take() else {
+            return Ok(self.bytes);
         };
-        Ok((tmp_path, bytes))
+        let synced = file.sync_all();
+        drop(file);
+        if let Err(e) = synced.and_then(|()| fs::rename(&self.tmp, &self.path)) {
+            let _ = fs::remove_file(&self.tmp);
+            return Err(Error::io(&self.path, e));
+        }
+        sync_parent(&self.path)?;
+        Ok(self.bytes)
+    }
+}
+
+impl Drop for LocalWriter {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = fs::remove_file(&self.tmp);
+        }
     }
 }
 
@@ -163,23 +256,55 @@ fn sync_parent(path: &Path) -> Result<()> {
 
 impl CheckpointStore for LocalStore {
     fn locate(&self, name: &str) -> PathBuf {
-        self.root.join(name)
+        if name.is_empty() {
+            self.root.clone()
+        } else {
+            self.root.join(name)
+        }
     }
 
-    fn put(&self, name: &str, data: &mut dyn Read) -> Result<u64> {
+    fn create(&self, name: &str) -> Result<Box<dyn ObjectWriter>> {
         let path = self.path(name)?;
-        let (tmp, bytes) = self.write_temporary(&path, data)?;
-        if let Err(e) = fs::rename(&tmp, &path) {
-            let _ = fs::remove_file(&tmp);
-            return Err(Error::io(&path, e));
+        let (tmp, file) = self.temporary(&path)?;
+        Ok(Box::new(LocalWriter {
+            path,
+            tmp,
+            file: Some(file),
+            bytes: 0,
+        }))
+    }
+
+    fn put_file(&self, name: &str, from: &Path) -> Result<u64> {
+        let path = self.path(name)?;
+        let parent = path.parent().unwrap_or(&self.root);
+        fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        if fs::rename(from, &path).is_err() {
+            // Another file system: copy to a temporary name, then rename into place.
+            let (tmp, mut file) = self.temporary(&path)?;
+            let copied = File::open(from)
+                .and_then(|mut src| std::io::copy(&mut src, &mut file))
+                .and_then(|_| file.sync_all())
+                .and_then(|()| fs::rename(&tmp, &path));
+            if let Err(e) = copied {
+                let _ = fs::remove_file(&tmp);
+                return Err(Error::io(&path, e));
+            }
+            let _ = fs::remove_file(from);
         }
+        let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
+        file.sync_all().map_err(|e| Error::io(&path, e))?;
+        let bytes = file.metadata().map_err(|e| Error::io(&path, e))?.len();
         sync_parent(&path)?;
         Ok(bytes)
     }
 
     fn put_if_absent(&self, name: &str, bytes: &[u8]) -> Result<bool> {
         let path = self.path(name)?;
-        let (tmp, _) = self.write_temporary(&path, &mut &*bytes)?;
+        let (tmp, mut file) = self.temporary(&path)?;
+        if let Err(e) = file.write_all(bytes).and_then(|()| file.sync_all()) {
+            let _ = fs::remove_file(&tmp);
+            return Err(Error::io(&path, e));
+        }
         // A hard link never replaces: of two writers, one links and the other finds the name.
         let linked = fs::hard_link(&tmp, &path);
         let _ = fs::remove_file(&tmp);
@@ -192,12 +317,17 @@ impl CheckpointStore for LocalStore {
 
     fn get_range(&self, name: &str, range: Range<u64>) -> Result<Vec<u8>> {
         let path = self.path(name)?;
-        let len = usize::try_from(range.end.saturating_sub(range.start)).map_err(|_| {
+        let invalid = |what: &str| {
             Error::io(
                 &path,
-                std::io::Error::new(std::io::ErrorKind::InvalidInput, "range too large"),
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, what.to_owned()),
             )
-        })?;
+        };
+        let len = range
+            .end
+            .checked_sub(range.start)
+            .ok_or_else(|| invalid("the range ends before it starts"))?;
+        let len = usize::try_from(len).map_err(|_| invalid("the range is too large"))?;
         let mut file = File::open(&path).map_err(|e| Error::io(&path, e))?;
         file.seek(SeekFrom::Start(range.start))
             .map_err(|e| Error::io(&path, e))?;
@@ -259,10 +389,36 @@ impl CheckpointStore for LocalStore {
     fn delete(&self, name: &str) -> Result<()> {
         let path = self.path(name)?;
         match fs::remove_file(&path) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.prune(name);
+                Ok(())
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::io(&path, e)),
         }
+    }
+
+    fn delete_prefix(&self, prefix: &str) -> Result<()> {
+        let Some(dir) = prefix.strip_suffix('/') else {
+            return Err(Error::InvalidName {
+                what: "object prefix",
+                name: prefix.to_owned(),
+                reason: "must end with `/`",
+            });
+        };
+        let path = self.path(dir)?;
+        match fs::remove_dir_all(&path) {
+            Ok(()) => {
+                self.prune(dir);
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(&path, e)),
+        }
+    }
+
+    fn local_path(&self, name: &str) -> Option<PathBuf> {
+        self.path(name).ok()
     }
 }
 
@@ -282,7 +438,7 @@ mod tests {
     fn put_then_ranged_reads_and_head() {
         let (_dir, s) = store();
         let data: Vec<u8> = (0..=255).collect();
-        assert_eq!(s.put("chk-1/a.snap", &mut &data[..]).unwrap(), 256);
+        assert_eq!(s.put("chk-1/a.snap", &data).unwrap(), 256);
         assert_eq!(s.head("chk-1/a.snap").unwrap(), Some(256));
         assert_eq!(
             s.get_range("chk-1/a.snap", 10..14).unwrap(),
@@ -294,13 +450,19 @@ mod tests {
             s.get_range("chk-1/a.snap", 250..300),
             Err(Error::Io { .. })
         ));
+        #[allow(clippy::reversed_empty_ranges)]
+        let backwards = 14..10;
+        assert!(matches!(
+            s.get_range("chk-1/a.snap", backwards),
+            Err(Error::Io { .. })
+        ));
         assert_eq!(s.head("chk-1/missing").unwrap(), None);
         assert!(matches!(
             s.get_range("chk-1/missing", 0..1),
             Err(Error::Io { .. })
         ));
         // put replaces.
-        s.put("chk-1/a.snap", &mut &b"new"[..]).unwrap();
+        s.put("chk-1/a.snap", b"new").unwrap();
         assert_eq!(s.get_range("chk-1/a.snap", 0..3).unwrap(), b"new");
     }
 
@@ -335,7 +497,7 @@ mod tests {
     fn list_by_prefix_and_delete() {
         let (_dir, s) = store();
         for name in ["chk-2/b", "chk-1/a", "shared/x", "chk-1/sub/c"] {
-            s.put(name, &mut &b"."[..]).unwrap();
+            s.put(name, b".").unwrap();
         }
         assert_eq!(
             s.list("").unwrap(),
@@ -350,13 +512,61 @@ mod tests {
     }
 
     #[test]
+    fn an_unfinished_object_is_never_seen() {
+        let (_dir, s) = store();
+        let mut w = s.create("chk-1/a.snap").unwrap();
+        w.write_all(b"half").unwrap();
+        assert_eq!(s.head("chk-1/a.snap").unwrap(), None);
+        drop(w);
+        assert_eq!(s.head("chk-1/a.snap").unwrap(), None);
+        assert!(s.list("").unwrap().is_empty());
+        let mut w = s.create("chk-1/a.snap").unwrap();
+        w.write_all(b"whole").unwrap();
+        assert_eq!(w.finish().unwrap(), 5);
+        assert_eq!(s.get_range("chk-1/a.snap", 0..5).unwrap(), b"whole");
+    }
+
+    #[test]
+    fn put_file_moves_a_local_file_in() {
+        let (dir, s) = store();
+        let from = dir.path().join("outside");
+        fs::write(&from, b"sst bytes").unwrap();
+        assert_eq!(s.put_file("shared/x.sst", &from).unwrap(), 9);
+        assert!(!from.exists());
+        assert_eq!(s.get_range("shared/x.sst", 0..3).unwrap(), b"sst");
+        assert_eq!(
+            s.local_path("shared/x.sst"),
+            Some(dir.path().join("shared/x.sst"))
+        );
+    }
+
+    #[test]
+    fn delete_prefix_removes_a_tree_and_the_directories_it_empties() {
+        let (dir, s) = store();
+        for name in ["chk-1/a", "chk-1/b.native/c", "chk-2/d"] {
+            s.put(name, b".").unwrap();
+        }
+        s.delete_prefix("chk-1/").unwrap();
+        s.delete_prefix("chk-1/").unwrap(); // missing is fine
+        assert_eq!(s.list("").unwrap(), ["chk-2/d"]);
+        assert!(!dir.path().join("chk-1").exists());
+        s.delete("chk-2/d").unwrap();
+        assert!(!dir.path().join("chk-2").exists());
+        assert!(dir.path().exists());
+        assert!(matches!(
+            s.delete_prefix("chk-2"),
+            Err(Error::InvalidName { .. })
+        ));
+    }
+
+    #[test]
     fn names_cannot_escape_the_store() {
         let (_dir, s) = store();
         for bad in [
             "", "/abs", "../up", "a/../b", "a//b", ".hidden", "a/", "sp ace",
         ] {
             assert!(
-                matches!(s.put(bad, &mut &b"x"[..]), Err(Error::InvalidName { .. })),
+                matches!(s.put(bad, b"x"), Err(Error::InvalidName { .. })),
                 "{bad:?}"
             );
             assert!(

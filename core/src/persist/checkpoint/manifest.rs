@@ -1,4 +1,4 @@
-//! The `MANIFEST`: the list of retained checkpoints, its encoding and its checks.
+//! The manifest: the list of retained checkpoints, its encoding and its checks.
 
 #![allow(clippy::wildcard_imports)]
 
@@ -10,10 +10,24 @@ pub(super) struct Manifest {
     pub(super) version: u32,
     pub(super) next_id: u64,
     pub(super) checkpoints: Vec<CheckpointInfo>,
+    /// The number of the manifest object it was read from (0: none, or the `MANIFEST` of a
+    /// directory written before manifests were numbered).
+    #[serde(skip)]
+    pub(super) seq: u64,
 }
 
-/// Decodes the bytes of a `MANIFEST` file into its retained checkpoints, checking its format,
-/// version and checksum (for tools and fuzzing; [`CheckpointStorage::list`] reads the file).
+/// The bytes of a manifest: pretty JSON, then a line with its crc32c.
+pub(super) fn encode_manifest(manifest: &Manifest) -> Result<Vec<u8>> {
+    let body = serde_json::to_string_pretty(manifest).map_err(|e| Error::Backend {
+        backend: "checkpoint",
+        message: format!("cannot encode the manifest: {e}"),
+    })?;
+    let crc = crc32c::crc32c(body.as_bytes());
+    Ok(format!("{body}\n{CRC_PREFIX}{crc:08x}\n").into_bytes())
+}
+
+/// Decodes the bytes of a manifest into its retained checkpoints, checking its format,
+/// version and checksum (for tools and fuzzing; [`CheckpointStorage::list`] reads the newest one).
 ///
 /// # Errors
 ///

@@ -1,10 +1,12 @@
-//! Local checkpoint storage: numbered checkpoints in a directory, committed by a manifest.
+//! Checkpoint storage: numbered checkpoints in a [`CheckpointStore`] (a local directory, or an
+//! object store), committed by numbered manifests.
 //!
 //! ```text
-//! <dir>/MANIFEST                                  the commit point: the retained checkpoints
-//! <dir>/chk-0000000007/<operator>.kg<first>-<last>.snap   one snapshot per operator instance
-//! <dir>/chk-0000000007/<operator>.kg<first>-<last>.native/ or a backend's native checkpoint
-//! <dir>/shared/<name>                             immutable native files, shared by checkpoints
+//! manifests/00000000000000000012                  a commit: the retained checkpoints
+//! chk-0000000007/CLAIM                            checkpoint 7's number, claimed by its writer
+//! chk-0000000007/<operator>.kg<first>-<last>.snap one snapshot per operator instance
+//! chk-0000000007/<operator>.kg<first>-<last>.native/<file>  or a backend's native checkpoint
+//! shared/<name>                                   immutable native files, shared by checkpoints
 //! ```
 //!
 //! A checkpoint holds one snapshot per operator instance (its key-group range). A snapshot is
@@ -15,15 +17,18 @@
 //! `max_retained` checkpoints, every file their chains need and every shared file they list,
 //! and deletes the rest.
 //!
-//! A checkpoint's files are written and fsynced first; then the new manifest is written to
-//! `MANIFEST.tmp`, fsynced, renamed over `MANIFEST` and the directory fsynced. A crash at any
-//! point leaves either the old or the new manifest, each naming only complete files. The
-//! manifest records each file's length and crc32c, so a damaged file is found before it is
-//! parsed. One process writes to a directory at a time.
+//! Every object is written whole before it is visible (a local store writes a temporary file,
+//! fsyncs it and renames it). A commit is one put-if-absent of the next manifest number, the
+//! only atomic step object storage offers: a crash at any point leaves the old or the new
+//! manifest, each naming only complete files, and of two writers that began from the same
+//! commit exactly one commits. The manifest records each file's length and crc32c, so a
+//! damaged file is found before it is parsed. A directory written before manifests were
+//! numbered (one `MANIFEST` file) is read as it is; the first commit into it numbers it.
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -32,7 +37,8 @@ use crate::access::operator::{Bound, StatefulOperator};
 use crate::data::backend::{NativeFiles, Snapshots};
 use crate::model::error::{Corruption, Error, Result};
 use crate::model::keygroup::KeyGroupRange;
-use crate::persist::snapshot::{SnapshotImage, SnapshotOptions};
+use crate::persist::snapshot::{SnapshotImage, SnapshotOptions, SnapshotReader};
+use crate::persist::store::{CheckpointStore, LocalStore};
 
 mod manifest;
 mod pending;
@@ -44,9 +50,14 @@ pub use pending::PendingCheckpoint;
 pub use storage::CheckpointStorage;
 use storage::*;
 
-const MANIFEST: &str = "MANIFEST";
-const MANIFEST_TMP: &str = "MANIFEST.tmp";
-const LOCK: &str = "LOCK";
+/// Where the numbered manifests are.
+const MANIFESTS: &str = "manifests";
+/// The one manifest of a directory written before manifests were numbered.
+const LEGACY_MANIFEST: &str = "MANIFEST";
+const LEGACY_MANIFEST_TMP: &str = "MANIFEST.tmp";
+const LEGACY_LOCK: &str = "LOCK";
+/// The object that claims a checkpoint's number for its writer.
+const CLAIM: &str = "CLAIM";
 const MANIFEST_FORMAT: &str = "statewright-checkpoints";
 const MANIFEST_VERSION: u32 = 3;
 /// Version 2 has no native snapshots; it reads as version 3.
@@ -336,7 +347,7 @@ mod tests {
     fn manifest_paths_cannot_escape() {
         let dir = tempfile::tempdir().unwrap();
         let s = CheckpointStorage::open(dir.path()).unwrap();
-        assert!(s.safe_join("chk-0000000001/op.snap").is_ok());
+        assert!(s.snapshot_name("chk-0000000001/op.snap").is_ok());
         for bad in [
             "../x/op.snap",
             "/etc/passwd",
@@ -344,7 +355,7 @@ mod tests {
             "a/b/c",
             "op.snap",
         ] {
-            assert!(s.safe_join(bad).is_err(), "{bad}");
+            assert!(s.snapshot_name(bad).is_err(), "{bad}");
         }
     }
 }

@@ -10,11 +10,10 @@ pub struct PendingCheckpoint<'s> {
     pub(super) storage: &'s CheckpointStorage,
     pub(super) manifest: Manifest,
     pub(super) id: CheckpointId,
-    pub(super) dir: PathBuf,
+    /// `chk-<id>`: where its objects are.
+    pub(super) prefix: String,
     pub(super) files: Vec<CheckpointFile>,
     pub(super) committed: bool,
-    /// Held until the checkpoint is committed or abandoned.
-    pub(super) _lock: File,
 }
 
 impl PendingCheckpoint<'_> {
@@ -51,6 +50,16 @@ impl PendingCheckpoint<'_> {
         image: SnapshotImage,
         base: &[SnapshotRef],
     ) -> Result<&CheckpointFile> {
+        match self.write_image(image, base) {
+            Ok(file) => {
+                self.files.push(file);
+                Ok(&self.files[self.files.len() - 1])
+            }
+            Err(e) => Err(self.conflict_or(e)),
+        }
+    }
+
+    fn write_image(&self, image: SnapshotImage, base: &[SnapshotRef]) -> Result<CheckpointFile> {
         let operator = image.operator();
         let range = image.key_groups();
         self.check_new_instance(operator, range)?;
@@ -67,7 +76,7 @@ impl PendingCheckpoint<'_> {
         if !base_ok {
             return Err(Error::Incompatible {
                 operator: operator.to_owned(),
-                path: self.dir.clone(),
+                path: self.storage.store.locate(&self.prefix),
                 reason: format!(
                     "a {kind} snapshot needs {}",
                     if kind == SnapshotKind::Full {
@@ -81,7 +90,7 @@ impl PendingCheckpoint<'_> {
         // Every base must be a file a retained checkpoint still has; retention may have
         // deleted any other.
         for b in base {
-            self.storage.safe_join(&b.path)?;
+            self.storage.snapshot_name(&b.path)?;
             let retained = self.manifest.checkpoints.iter().any(|c| {
                 c.files
                     .iter()
@@ -90,28 +99,29 @@ impl PendingCheckpoint<'_> {
             if !retained {
                 return Err(Error::Incompatible {
                     operator: operator.to_owned(),
-                    path: self.storage.dir.join(&b.path),
+                    path: self.storage.store.locate(&b.path),
                     reason: "the base of an incremental snapshot is no longer retained".into(),
                 });
             }
         }
         let file_name = format!("{operator}.kg{}-{}.snap", range.first(), range.last());
-        let path = self.dir.join(&file_name);
-        let file = File::create(&path).map_err(|e| Error::io(&path, e))?;
+        let name = format!("{}/{file_name}", self.prefix);
+        let path = self.storage.store.locate(&name);
+        // Written as it is encoded, a block at a time: memory holds a buffer, not the file.
         let mut out = CrcWriter {
-            inner: BufWriter::with_capacity(1 << 20, file),
+            inner: BufWriter::with_capacity(1 << 20, self.storage.store.create(&name)?),
             crc: 0,
         };
         let watermark = image.watermark();
         let summary = image.write(self.storage.options, &path, &mut out)?;
         let crc = out.crc;
-        let file = out
+        let writer = out
             .inner
             .into_inner()
             .map_err(|e| Error::io(&path, e.into_error()))?;
-        file.sync_all().map_err(|e| Error::io(&path, e))?;
-        let relative = format!("{}/{file_name}", checkpoint_dir_name(self.id));
-        self.files.push(CheckpointFile {
+        writer.finish()?;
+        let relative = name;
+        Ok(CheckpointFile {
             operator: operator.to_owned(),
             first_key_group: range.first(),
             last_key_group: range.last(),
@@ -123,8 +133,7 @@ impl PendingCheckpoint<'_> {
             base: base.to_vec(),
             native: None,
             watermark,
-        });
-        Ok(&self.files[self.files.len() - 1])
+        })
     }
 
     pub(super) fn check_new_instance(&self, operator: &str, range: KeyGroupRange) -> Result<()> {
@@ -182,6 +191,35 @@ impl PendingCheckpoint<'_> {
         max_parallelism: u16,
         files: NativeFiles,
     ) -> Result<&CheckpointFile> {
+        match self.write_native_files(operator, range, max_parallelism, &files) {
+            Ok(file) => {
+                self.files.push(file);
+                Ok(&self.files[self.files.len() - 1])
+            }
+            Err(e) => Err(self.conflict_or(e)),
+        }
+    }
+
+    /// `e`, or [`Error::CommitConflict`] when another writer committed since this checkpoint
+    /// began: retention after that commit may have removed this checkpoint's files, and the
+    /// conflict, not the missing file, is what went wrong.
+    fn conflict_or(&self, e: Error) -> Error {
+        match self.storage.latest_manifest() {
+            Ok(Some((seq, name))) if seq > self.manifest.seq => Error::CommitConflict {
+                id: self.id.0,
+                path: self.storage.store.locate(&name),
+            },
+            _ => e,
+        }
+    }
+
+    fn write_native_files(
+        &self,
+        operator: &str,
+        range: KeyGroupRange,
+        max_parallelism: u16,
+        files: &NativeFiles,
+    ) -> Result<CheckpointFile> {
         self.check_new_instance(operator, range)?;
         validate_name("backend", files.backend())?;
         let mut known: std::collections::HashMap<&str, &NativeFile> =
@@ -200,10 +238,8 @@ impl PendingCheckpoint<'_> {
             }
         }
         let dir_name = format!("{operator}.kg{}-{}.native", range.first(), range.last());
-        let own_dir = self.dir.join(&dir_name);
-        fs::create_dir(&own_dir).map_err(|e| Error::io(&own_dir, e))?;
-        let shared_dir = self.storage.dir.join(SHARED);
-        fs::create_dir_all(&shared_dir).map_err(|e| Error::io(&shared_dir, e))?;
+        let own = format!("{}/{dir_name}", self.prefix);
+        let store = &self.storage.store;
         let mut listed = Vec::with_capacity(files.files().len());
         let mut written = 0u64;
         for spec in files.files() {
@@ -214,9 +250,14 @@ impl PendingCheckpoint<'_> {
                     validate_name("shared file", shared)?;
                     // Reused only while it is there whole; a missing or cut file is replaced
                     // (same name, same content), which mends the checkpoints listing it too.
-                    known.get(shared.as_str()).copied().filter(|old| {
-                        fs::metadata(shared_dir.join(shared)).is_ok_and(|m| m.len() == old.bytes)
-                    })
+                    match known.get(shared.as_str()).copied() {
+                        Some(old)
+                            if store.head(&format!("{SHARED}/{shared}"))? == Some(old.bytes) =>
+                        {
+                            Some(old)
+                        }
+                        _ => None,
+                    }
                 }
                 None => None,
             };
@@ -241,10 +282,10 @@ impl PendingCheckpoint<'_> {
             }
             let (bytes, crc32c) = crc_of_file(&from, &mut |_| {})?;
             let to = match &spec.shared_as {
-                Some(shared) => shared_dir.join(shared),
-                None => own_dir.join(&spec.name),
+                Some(shared) => format!("{SHARED}/{shared}"),
+                None => format!("{own}/{}", spec.name),
             };
-            move_durably(&from, &to)?;
+            store.put_file(&to, &from)?;
             written += bytes;
             listed.push(NativeFile {
                 name: spec.name.clone(),
@@ -253,16 +294,14 @@ impl PendingCheckpoint<'_> {
                 shared: spec.shared_as.clone(),
             });
         }
-        sync_dir(&own_dir)?;
-        sync_dir(&shared_dir)?;
         let crc32c = listed.iter().fold(0, |crc, f| {
             crc32c::crc32c_append(crc, &f.crc32c.to_le_bytes())
         });
-        self.files.push(CheckpointFile {
+        Ok(CheckpointFile {
             operator: operator.to_owned(),
             first_key_group: range.first(),
             last_key_group: range.last(),
-            path: format!("{}/{dir_name}", checkpoint_dir_name(self.id)),
+            path: own,
             bytes: written,
             crc32c,
             entries: 0,
@@ -275,18 +314,19 @@ impl PendingCheckpoint<'_> {
                 schemas: files.schemas().cloned(),
             }),
             watermark: files.watermark(),
-        });
-        Ok(&self.files[self.files.len() - 1])
+        })
     }
 
-    /// Makes the checkpoint durable and visible: fsyncs its directory, then atomically replaces
-    /// the manifest. Checkpoints beyond `max_retained` are deleted afterwards.
+    /// Makes the checkpoint visible: puts the next manifest (the retained checkpoints, this one
+    /// last) if no other writer has put that number since this checkpoint began. Checkpoints
+    /// beyond `max_retained` and the files only they need are deleted afterwards.
     ///
     /// # Errors
     ///
-    /// An I/O failure; the previous manifest and its checkpoints are then untouched.
+    /// [`Error::CommitConflict`] when another writer committed first (this checkpoint's files
+    /// are then removed); an I/O failure. The previous manifest and its checkpoints are
+    /// untouched either way.
     pub fn commit(mut self) -> Result<CheckpointInfo> {
-        sync_dir(&self.dir)?;
         let created_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
@@ -295,11 +335,13 @@ impl PendingCheckpoint<'_> {
             created_ms,
             files: std::mem::take(&mut self.files),
         };
+        let seq = self.manifest.seq + 1;
         let mut manifest = Manifest {
             format: MANIFEST_FORMAT.into(),
             version: MANIFEST_VERSION,
             next_id: self.id.0 + 1,
             checkpoints: std::mem::take(&mut self.manifest.checkpoints),
+            seq,
         };
         manifest.checkpoints.push(info.clone());
         let excess = manifest
@@ -307,9 +349,19 @@ impl PendingCheckpoint<'_> {
             .len()
             .saturating_sub(self.storage.max_retained);
         manifest.checkpoints.drain(..excess);
-        self.storage.write_manifest(&manifest)?;
+        let name = manifest_name(seq);
+        if !self
+            .storage
+            .store
+            .put_if_absent(&name, &encode_manifest(&manifest)?)?
+        {
+            return Err(Error::CommitConflict {
+                id: self.id.0,
+                path: self.storage.store.locate(&name),
+            });
+        }
         self.committed = true;
-        self.storage.collect_garbage(&manifest);
+        self.storage.collect_garbage(&manifest, self.id);
         Ok(info)
     }
 }
@@ -317,7 +369,10 @@ impl PendingCheckpoint<'_> {
 impl Drop for PendingCheckpoint<'_> {
     fn drop(&mut self) {
         if !self.committed {
-            let _ = fs::remove_dir_all(&self.dir);
+            let _ = self
+                .storage
+                .store
+                .delete_prefix(&format!("{}/", self.prefix));
         }
     }
 }

@@ -1,10 +1,10 @@
-//! [`CheckpointStorage`]: a directory of checkpoints, reading, restoring and retention.
+//! [`CheckpointStorage`]: checkpoints in a store, reading, restoring and retention.
 
 #![allow(clippy::wildcard_imports)]
 
 use super::*;
 
-/// A directory of checkpoints.
+/// Checkpoints in a [`CheckpointStore`]: a local directory by default, or an object store.
 ///
 /// # Examples
 ///
@@ -29,13 +29,15 @@ use super::*;
 /// ```
 #[derive(Debug, Clone)]
 pub struct CheckpointStorage {
+    pub(super) store: Arc<dyn CheckpointStore>,
     pub(super) dir: PathBuf,
     pub(super) max_retained: usize,
     pub(super) options: SnapshotOptions,
 }
 
 impl CheckpointStorage {
-    /// Opens (creating if needed) a checkpoint directory. Retains 3 checkpoints by default.
+    /// Opens (creating if needed) a checkpoint directory on the local file system. Retains 3
+    /// checkpoints by default.
     ///
     /// # Errors
     ///
@@ -43,11 +45,7 @@ impl CheckpointStorage {
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self> {
         let dir = dir.into();
         fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        Ok(Self {
-            dir,
-            max_retained: 3,
-            options: SnapshotOptions::default(),
-        })
+        Ok(Self::from_store(Arc::new(LocalStore::open(&dir)?)))
     }
 
     /// Opens a checkpoint directory that exists, creating and changing nothing: for tools that
@@ -70,11 +68,19 @@ impl CheckpointStorage {
         };
         match reason {
             Some(reason) => Err(Error::NotACheckpointDirectory { path: dir, reason }),
-            None => Ok(Self {
-                dir,
-                max_retained: 3,
-                options: SnapshotOptions::default(),
-            }),
+            None => Ok(Self::from_store(Arc::new(LocalStore::open(&dir)?))),
+        }
+    }
+
+    /// Checkpoints in any [`CheckpointStore`]: a local directory, an object store. Retains 3
+    /// checkpoints by default.
+    #[must_use]
+    pub fn from_store(store: Arc<dyn CheckpointStore>) -> Self {
+        Self {
+            dir: store.locate(""),
+            store,
+            max_retained: 3,
+            options: SnapshotOptions::default(),
         }
     }
 
@@ -92,10 +98,16 @@ impl CheckpointStorage {
         self
     }
 
-    /// The directory.
+    /// Where the checkpoints are: the directory, or the store's location as a path.
     #[must_use]
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The store the checkpoints are in.
+    #[must_use]
+    pub fn store(&self) -> &Arc<dyn CheckpointStore> {
+        &self.store
     }
 
     /// The retained checkpoints, oldest first.
@@ -105,6 +117,22 @@ impl CheckpointStorage {
     /// [`Error::Foreign`] or [`Error::Corrupt`] for a damaged manifest, or an I/O failure.
     pub fn list(&self) -> Result<Vec<CheckpointInfo>> {
         Ok(self.read_manifest()?.checkpoints)
+    }
+
+    /// Where the manifest of the newest commit is (`manifests/<number>`, or the `MANIFEST`
+    /// of a directory written before manifests were numbered); `None` before the first commit.
+    ///
+    /// # Errors
+    ///
+    /// A failure to list the store.
+    pub fn manifest_location(&self) -> Result<Option<PathBuf>> {
+        if let Some((_, name)) = self.latest_manifest()? {
+            return Ok(Some(self.store.locate(&name)));
+        }
+        Ok(self
+            .store
+            .head(LEGACY_MANIFEST)?
+            .map(|_| self.store.locate(LEGACY_MANIFEST)))
     }
 
     /// The checkpoint a restore point names.
@@ -142,85 +170,35 @@ impl CheckpointStorage {
     /// # Errors
     ///
     /// [`Error::Corrupt`] when the file's length or checksum differ from the manifest's, or
-    /// its path leaves the directory; an I/O failure.
+    /// its path leaves the storage; an I/O failure.
     pub fn read_file(&self, file: &SnapshotRef) -> Result<(PathBuf, Vec<u8>)> {
-        let path = self.safe_join(&file.path)?;
-        let bytes = fs::read(&path).map_err(|e| Error::io(&path, e))?;
-        if bytes.len() as u64 != file.bytes {
-            return Err(Error::corrupt(
-                &path,
-                bytes.len() as u64,
-                Corruption::Truncated {
-                    needed: file.bytes,
-                    available: bytes.len() as u64,
-                },
-            ));
-        }
+        let name = self.snapshot_name(&file.path)?;
+        let path = self.store.locate(name);
+        let len = self.length_of(name, file.bytes)?;
+        let bytes = self.store.get_range(name, 0..len)?;
         let computed = crc32c::crc32c(&bytes);
         if computed != file.crc32c {
-            return Err(Error::corrupt(
-                &path,
-                0,
-                Corruption::ChecksumMismatch {
-                    section: "file",
-                    stored: file.crc32c,
-                    computed,
-                },
-            ));
+            return Err(mismatch(&path, file.crc32c, computed));
         }
         Ok((path, bytes))
     }
 
-    /// Opens the file of a snapshot after checking, in one pass over it with a small buffer,
-    /// that its length and checksum are the manifest's: a restore then reads its blocks as it
-    /// needs them, and never starts on a damaged file.
+    /// Opens a snapshot for a restore after checking, in one pass over it with ranged reads,
+    /// that its length and checksum are the manifest's: the restore then reads its header,
+    /// index and blocks as it needs them, and never starts on a damaged file.
     ///
     /// # Errors
     ///
-    /// As [`read_file`](Self::read_file).
-    pub fn open_file(&self, file: &SnapshotRef) -> Result<(PathBuf, File)> {
-        use std::io::{Read, Seek};
-        let path = self.safe_join(&file.path)?;
-        let mut f = File::open(&path).map_err(|e| Error::io(&path, e))?;
-        let mut crc = 0u32;
-        let mut len = 0u64;
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = f.read(&mut buf).map_err(|e| Error::io(&path, e))?;
-            if n == 0 {
-                break;
-            }
-            crc = crc32c::crc32c_append(crc, &buf[..n]);
-            len += n as u64;
-        }
-        if len != file.bytes {
-            return Err(Error::corrupt(
-                &path,
-                len,
-                Corruption::Truncated {
-                    needed: file.bytes,
-                    available: len,
-                },
-            ));
-        }
-        if crc != file.crc32c {
-            return Err(Error::corrupt(
-                &path,
-                0,
-                Corruption::ChecksumMismatch {
-                    section: "file",
-                    stored: file.crc32c,
-                    computed: crc,
-                },
-            ));
-        }
-        f.rewind().map_err(|e| Error::io(&path, e))?;
-        Ok((path, f))
+    /// As [`read_file`](Self::read_file), and those of [`SnapshotReader::from_store`].
+    pub fn open_snapshot(&self, file: &SnapshotRef) -> Result<SnapshotReader<'static>> {
+        let name = self.snapshot_name(&file.path)?;
+        self.verify_object(name, file.bytes, file.crc32c, &mut |_| {})?;
+        SnapshotReader::from_store(Arc::clone(&self.store), name)
     }
 
-    /// Opens the files a restore of `operator`'s key groups `range` from `checkpoint` needs,
-    /// as [`read_for_restore`](Self::read_for_restore) reads them, each checked by
-    /// [`open_file`](Self::open_file).
+    /// Opens the snapshots a restore of `operator`'s key groups `range` from `checkpoint`
+    /// needs, as [`read_for_restore`](Self::read_for_restore) reads them, each checked by
+    /// [`open_snapshot`](Self::open_snapshot).
     ///
     /// # Errors
     ///
@@ -230,12 +208,12 @@ impl CheckpointStorage {
         checkpoint: &CheckpointInfo,
         operator: &str,
         range: KeyGroupRange,
-    ) -> Result<Vec<(PathBuf, File)>> {
+    ) -> Result<Vec<SnapshotReader<'static>>> {
         let files = self.canonical_files_for_restore(checkpoint, operator, range)?;
         let mut out = Vec::new();
         for f in files {
             for link in f.chain() {
-                out.push(self.open_file(&link)?);
+                out.push(self.open_snapshot(&link)?);
             }
         }
         Ok(out)
@@ -256,7 +234,7 @@ impl CheckpointStorage {
         let files = checkpoint.files_of(operator, range);
         let incompatible = |reason: String| Error::Incompatible {
             operator: operator.to_owned(),
-            path: self.dir.join(checkpoint_dir_name(checkpoint.id)),
+            path: self.store.locate(&checkpoint_dir_name(checkpoint.id)),
             reason,
         };
         if files.is_empty() {
@@ -318,7 +296,7 @@ impl CheckpointStorage {
         if let Some(native) = files.iter().find_map(|f| f.native.as_ref()) {
             return Err(Error::Incompatible {
                 operator: operator.to_owned(),
-                path: self.dir.join(checkpoint_dir_name(checkpoint.id)),
+                path: self.store.locate(&checkpoint_dir_name(checkpoint.id)),
                 reason: format!(
                     "checkpoint {} holds a native {} checkpoint of this operator, which only \
                      that backend opens (`Bound::restore_from` on it); a canonical checkpoint \
@@ -330,41 +308,55 @@ impl CheckpointStorage {
         Ok(files)
     }
 
-    /// Where a file of a native snapshot is.
+    /// The name in the store of a file of a native snapshot.
     ///
     /// # Errors
     ///
-    /// [`Error::Corrupt`] when the manifest names a path that leaves the directory.
-    pub fn native_file_path(
-        &self,
-        snapshot: &CheckpointFile,
-        file: &NativeFile,
-    ) -> Result<PathBuf> {
+    /// [`Error::Corrupt`] when the manifest names a path that leaves the storage.
+    pub fn native_file_name(&self, snapshot: &CheckpointFile, file: &NativeFile) -> Result<String> {
         let escapes = |name: &str| {
             Error::corrupt(
-                self.dir.join(MANIFEST),
+                self.store.locate(MANIFESTS),
                 0,
                 Corruption::Malformed {
                     section: "manifest",
-                    detail: format!("native file `{name}` leaves the checkpoint directory"),
+                    detail: format!("native file `{name}` leaves the checkpoint storage"),
                 },
             )
         };
         match &file.shared {
             Some(shared) => {
                 validate_name("shared file", shared).map_err(|_| escapes(shared))?;
-                Ok(self.dir.join(SHARED).join(shared))
+                Ok(format!("{SHARED}/{shared}"))
             }
             None => {
                 validate_name("native file", &file.name).map_err(|_| escapes(&file.name))?;
-                Ok(self.safe_join(&snapshot.path)?.join(&file.name))
+                Ok(format!(
+                    "{}/{}",
+                    self.snapshot_name(&snapshot.path)?,
+                    file.name
+                ))
             }
         }
     }
 
+    /// Where a file of a native snapshot is (see [`native_file_name`](Self::native_file_name)).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`] when the manifest names a path that leaves the storage.
+    pub fn native_file_path(
+        &self,
+        snapshot: &CheckpointFile,
+        file: &NativeFile,
+    ) -> Result<PathBuf> {
+        Ok(self.store.locate(&self.native_file_name(snapshot, file)?))
+    }
+
     /// Puts the files of a native snapshot into `target` (a directory that must not exist yet),
-    /// the shared ones as hard links where the file system allows, checking every length
-    /// against the manifest's. The backend that wrote them opens the result.
+    /// checking every length against the manifest's: from a local store the shared ones as
+    /// hard links where the file system allows, from a remote one downloaded with ranged
+    /// reads. The backend that wrote them opens the result.
     ///
     /// # Errors
     ///
@@ -375,7 +367,7 @@ impl CheckpointStorage {
         let Some(native) = &snapshot.native else {
             return Err(Error::Incompatible {
                 operator: snapshot.operator.clone(),
-                path: self.dir.join(&snapshot.path),
+                path: self.store.locate(&snapshot.path),
                 reason: format!("a {} snapshot is not a native one", snapshot.kind),
             });
         };
@@ -388,24 +380,19 @@ impl CheckpointStorage {
         }
         fs::create_dir_all(target).map_err(|e| Error::io(target, e))?;
         let result = native.files.iter().try_for_each(|f| {
-            let from = self.native_file_path(snapshot, f)?;
-            let actual = fs::metadata(&from).map_err(|e| Error::io(&from, e))?.len();
-            if actual != f.bytes {
-                return Err(Error::corrupt(
-                    &from,
-                    actual,
-                    Corruption::Truncated {
-                        needed: f.bytes,
-                        available: actual,
-                    },
-                ));
-            }
+            let name = self.native_file_name(snapshot, f)?;
+            self.length_of(&name, f.bytes)?;
             validate_name("native file", &f.name)?;
             let to = target.join(&f.name);
-            // Shared files never change, so a hard link shares them (a copy across file
-            // systems); the others are copied, as the backend may append to them.
-            if f.shared.is_none() || fs::hard_link(&from, &to).is_err() {
-                fs::copy(&from, &to).map_err(|e| Error::io(&to, e))?;
+            match self.store.local_path(&name) {
+                // Shared files never change, so a hard link shares them (a copy across file
+                // systems); the others are copied, as the backend may append to them.
+                Some(from) => {
+                    if f.shared.is_none() || fs::hard_link(&from, &to).is_err() {
+                        fs::copy(&from, &to).map_err(|e| Error::io(&to, e))?;
+                    }
+                }
+                None => self.download(&name, f.bytes, &to)?,
             }
             Ok(())
         });
@@ -430,84 +417,57 @@ impl CheckpointStorage {
             return Ok(());
         };
         for f in &native.files {
-            let path = self.native_file_path(snapshot, f)?;
-            let (bytes, crc) = crc_of_file(&path, progress)?;
-            if bytes != f.bytes {
-                return Err(Error::corrupt(
-                    &path,
-                    bytes,
-                    Corruption::Truncated {
-                        needed: f.bytes,
-                        available: bytes,
-                    },
-                ));
-            }
-            if crc != f.crc32c {
-                return Err(Error::corrupt(
-                    &path,
-                    0,
-                    Corruption::ChecksumMismatch {
-                        section: "file",
-                        stored: f.crc32c,
-                        computed: crc,
-                    },
-                ));
-            }
+            let name = self.native_file_name(snapshot, f)?;
+            self.verify_object(&name, f.bytes, f.crc32c, progress)?;
         }
         Ok(())
     }
 
     /// Starts a new checkpoint; add snapshots to it, then [`commit`](PendingCheckpoint::commit).
-    /// Dropping it uncommitted removes its files. One checkpoint of a directory is written at
-    /// a time (a lock file, `LOCK`, held until commit).
+    /// Dropping it uncommitted removes its files.
+    ///
+    /// Its number is claimed in the store (a put-if-absent of `chk-<number>/CLAIM`), so two
+    /// writers never write the same files; of two writers that began from the same commit, the
+    /// second to commit gets [`Error::CommitConflict`].
     ///
     /// # Errors
     ///
-    /// [`Error::CheckpointNotStarted`] while another checkpoint of the directory is being
-    /// written; a damaged manifest (the directory is left as it is) or an I/O failure.
+    /// A damaged manifest (the storage is left as it is) or an I/O failure.
     pub fn begin(&self) -> Result<PendingCheckpoint<'_>> {
-        // One writer at a time, across threads and processes (an advisory lock the kernel
-        // releases when the process dies): a second writer would commit a manifest without
-        // the first one's checkpoint, or collect its directory.
-        let lock_path = self.dir.join(LOCK);
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| Error::io(&lock_path, e))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                return Err(Error::CheckpointNotStarted {
-                    reason: "another checkpoint of this directory is being written",
-                });
-            }
-            Err(fs::TryLockError::Error(e)) => return Err(Error::io(&lock_path, e)),
-        }
         let manifest = self.read_manifest()?;
-        // Never reuse the number of a directory a crashed attempt may have left behind.
+        // Never reuse the number of a checkpoint a crashed attempt may have left behind.
         let mut id = manifest.next_id.max(1);
-        for (existing, _) in self.checkpoint_dirs()? {
+        for (existing, _) in self.checkpoint_prefixes()? {
             id = id.max(existing.0 + 1);
         }
-        let id = CheckpointId(id);
-        let dir = self.dir.join(checkpoint_dir_name(id));
-        fs::create_dir(&dir).map_err(|e| Error::io(&dir, e))?;
-        Ok(PendingCheckpoint {
-            storage: self,
-            manifest,
-            id,
-            dir,
-            files: Vec::new(),
-            committed: false,
-            _lock: lock,
+        // A writer racing for the same number takes the next one.
+        for _ in 0..CLAIM_ATTEMPTS {
+            let prefix = checkpoint_dir_name(CheckpointId(id));
+            if self
+                .store
+                .put_if_absent(&format!("{prefix}/{CLAIM}"), &[])?
+            {
+                return Ok(PendingCheckpoint {
+                    storage: self,
+                    manifest,
+                    id: CheckpointId(id),
+                    prefix,
+                    files: Vec::new(),
+                    committed: false,
+                });
+            }
+            id += 1;
+        }
+        Err(Error::CheckpointNotStarted {
+            reason: "every checkpoint number tried is claimed by another writer",
         })
     }
 
-    /// Deletes the checkpoint directories no retained checkpoint needs: neither one of them
-    /// nor holding a file of their incremental chains. Failures lose nothing committed.
-    pub(super) fn collect_garbage(&self, manifest: &Manifest) {
+    /// Deletes what no retained checkpoint needs: the checkpoints up to `committed` that are
+    /// neither retained nor hold a file of a retained one's incremental chain (newer numbers
+    /// may be another writer's), the shared files no retained checkpoint lists, and the
+    /// manifests before `manifest`. Failures lose nothing committed.
+    pub(super) fn collect_garbage(&self, manifest: &Manifest, committed: CheckpointId) {
         let mut needed = std::collections::HashSet::new();
         for c in &manifest.checkpoints {
             needed.insert(checkpoint_dir_name(c.id));
@@ -519,10 +479,10 @@ impl CheckpointStorage {
                 }
             }
         }
-        if let Ok(dirs) = self.checkpoint_dirs() {
-            for (id, path) in dirs {
-                if !needed.contains(&checkpoint_dir_name(id)) {
-                    let _ = fs::remove_dir_all(path);
+        if let Ok(prefixes) = self.checkpoint_prefixes() {
+            for (id, prefix) in prefixes {
+                if id <= committed && !needed.contains(&prefix) {
+                    let _ = self.store.delete_prefix(&format!("{prefix}/"));
                 }
             }
         }
@@ -534,101 +494,217 @@ impl CheckpointStorage {
             .flat_map(|n| &n.files)
             .filter_map(|f| f.shared.as_deref())
             .collect();
-        if let Ok(entries) = fs::read_dir(self.dir.join(SHARED)) {
-            for entry in entries.flatten() {
-                let name = entry.file_name();
-                if !name.to_str().is_some_and(|n| shared.contains(n)) {
-                    let _ = fs::remove_file(entry.path());
+        if let Ok(names) = self.store.list(&format!("{SHARED}/")) {
+            for name in names {
+                let listed = name
+                    .strip_prefix(SHARED)
+                    .and_then(|n| n.strip_prefix('/'))
+                    .is_some_and(|n| shared.contains(n));
+                if !listed {
+                    let _ = self.store.delete(&name);
                 }
             }
         }
+        if let Ok(names) = self.store.list(&format!("{MANIFESTS}/")) {
+            for name in names {
+                if manifest_seq(&name).is_some_and(|seq| seq < manifest.seq) {
+                    let _ = self.store.delete(&name);
+                }
+            }
+        }
+        // A directory written before manifests were numbered.
+        for legacy in [LEGACY_MANIFEST, LEGACY_MANIFEST_TMP, LEGACY_LOCK] {
+            let _ = self.store.delete(legacy);
+        }
     }
 
-    pub(super) fn safe_join(&self, relative: &str) -> Result<PathBuf> {
-        let p = Path::new(relative);
-        let ok = p.components().count() == 2
-            && p.components()
-                .all(|c| matches!(c, std::path::Component::Normal(_)));
+    /// Checks a manifest's snapshot path: a checkpoint and a name in it.
+    pub(super) fn snapshot_name<'r>(&self, relative: &'r str) -> Result<&'r str> {
+        let ok = relative.split_once('/').is_some_and(|(dir, name)| {
+            validate_name("checkpoint", dir).is_ok() && validate_name("snapshot", name).is_ok()
+        });
         if !ok {
             return Err(Error::corrupt(
-                self.dir.join(MANIFEST),
+                self.store.locate(MANIFESTS),
                 0,
                 Corruption::Malformed {
                     section: "manifest",
-                    detail: format!("file path `{relative}` leaves the checkpoint directory"),
+                    detail: format!("file path `{relative}` leaves the checkpoint storage"),
                 },
             ));
         }
-        Ok(self.dir.join(p))
+        Ok(relative)
     }
 
-    pub(super) fn checkpoint_dirs(&self) -> Result<Vec<(CheckpointId, PathBuf)>> {
-        let mut out = Vec::new();
-        let entries = fs::read_dir(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| Error::io(&self.dir, e))?;
-            let name = entry.file_name();
-            let Some(id) = name
-                .to_str()
-                .and_then(|n| n.strip_prefix("chk-"))
+    /// The checkpoints that have objects in the store, by number, with their prefixes.
+    pub(super) fn checkpoint_prefixes(&self) -> Result<Vec<(CheckpointId, String)>> {
+        let mut out: Vec<(CheckpointId, String)> = Vec::new();
+        for name in self.store.list("")? {
+            let Some((prefix, _)) = name.split_once('/') else {
+                continue;
+            };
+            let Some(id) = prefix
+                .strip_prefix("chk-")
                 .and_then(|n| n.parse::<u64>().ok())
             else {
                 continue;
             };
-            out.push((CheckpointId(id), entry.path()));
+            if out.last().is_none_or(|(last, _)| last.0 != id) {
+                out.push((CheckpointId(id), prefix.to_owned()));
+            }
         }
+        out.dedup();
         Ok(out)
     }
 
-    pub(super) fn read_manifest(&self) -> Result<Manifest> {
-        let path = self.dir.join(MANIFEST);
-        let text = match fs::read(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(Manifest {
-                    format: MANIFEST_FORMAT.into(),
-                    version: MANIFEST_VERSION,
-                    next_id: 1,
-                    checkpoints: Vec::new(),
-                });
-            }
-            Err(e) => return Err(Error::io(&path, e)),
-        };
-        parse_manifest(&path, &text)
+    /// The newest numbered manifest.
+    pub(super) fn latest_manifest(&self) -> Result<Option<(u64, String)>> {
+        Ok(self
+            .store
+            .list(&format!("{MANIFESTS}/"))?
+            .into_iter()
+            .filter_map(|name| Some((manifest_seq(&name)?, name)))
+            .max())
     }
 
-    pub(super) fn write_manifest(&self, manifest: &Manifest) -> Result<()> {
-        let tmp = self.dir.join(MANIFEST_TMP);
-        let body = serde_json::to_string_pretty(manifest).map_err(|e| Error::Backend {
-            backend: "checkpoint",
-            message: format!("cannot encode the manifest: {e}"),
-        })?;
-        let crc = crc32c::crc32c(body.as_bytes());
-        let text = format!("{body}\n{CRC_PREFIX}{crc:08x}\n");
-        write_synced(&tmp, text.as_bytes())?;
-        let path = self.dir.join(MANIFEST);
-        fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
-        sync_dir(&self.dir)
+    pub(super) fn read_manifest(&self) -> Result<Manifest> {
+        // A writer retires the manifests before its own after committing: one listed a moment
+        // ago may be gone, and a newer one is there.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let (seq, name) = match self.latest_manifest()? {
+                Some(latest) => latest,
+                None => (0, LEGACY_MANIFEST.to_owned()),
+            };
+            let path = self.store.locate(&name);
+            let bytes = match self.store.head(&name)? {
+                Some(len) => match self.store.get_range(&name, 0..len) {
+                    Ok(bytes) => bytes,
+                    Err(_) if attempts < 3 && self.store.head(&name)?.is_none() => continue,
+                    Err(e) => return Err(e),
+                },
+                None if seq == 0 => {
+                    return Ok(Manifest {
+                        format: MANIFEST_FORMAT.into(),
+                        version: MANIFEST_VERSION,
+                        next_id: 1,
+                        checkpoints: Vec::new(),
+                        seq: 0,
+                    });
+                }
+                None if attempts < 3 => continue,
+                None => {
+                    return Err(Error::io(
+                        &path,
+                        std::io::Error::new(
+                            std::io::ErrorKind::NotFound,
+                            "the newest manifest was removed while it was read",
+                        ),
+                    ));
+                }
+            };
+            let mut manifest = parse_manifest(&path, &bytes)?;
+            manifest.seq = seq;
+            return Ok(manifest);
+        }
     }
+
+    /// The length of `name`, which must be `expected`.
+    fn length_of(&self, name: &str, expected: u64) -> Result<u64> {
+        let path = self.store.locate(name);
+        let len = self.store.head(name)?.ok_or_else(|| {
+            Error::io(
+                &path,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+            )
+        })?;
+        if len != expected {
+            return Err(Error::corrupt(
+                &path,
+                len,
+                Corruption::Truncated {
+                    needed: expected,
+                    available: len,
+                },
+            ));
+        }
+        Ok(len)
+    }
+
+    /// Checks the length and crc32c of `name`, reading it in steps of [`READ_STEP`] bytes.
+    fn verify_object(
+        &self,
+        name: &str,
+        bytes: u64,
+        crc32c: u32,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<()> {
+        let len = self.length_of(name, bytes)?;
+        let mut crc = 0u32;
+        let mut offset = 0u64;
+        while offset < len {
+            let end = len.min(offset + READ_STEP);
+            let chunk = self.store.get_range(name, offset..end)?;
+            crc = crc32c::crc32c_append(crc, &chunk);
+            progress(chunk.len() as u64);
+            offset = end;
+        }
+        if crc != crc32c {
+            return Err(mismatch(&self.store.locate(name), crc32c, crc));
+        }
+        Ok(())
+    }
+
+    /// Copies `name` into the local file `to`, in steps of [`READ_STEP`] bytes.
+    fn download(&self, name: &str, len: u64, to: &Path) -> Result<()> {
+        let mut out = File::create(to).map_err(|e| Error::io(to, e))?;
+        let mut offset = 0u64;
+        while offset < len {
+            let end = len.min(offset + READ_STEP);
+            let chunk = self.store.get_range(name, offset..end)?;
+            out.write_all(&chunk).map_err(|e| Error::io(to, e))?;
+            offset = end;
+        }
+        out.sync_all().map_err(|e| Error::io(to, e))
+    }
+}
+
+/// How much of an object one ranged read asks for when a whole object is checked or copied.
+const READ_STEP: u64 = 8 << 20;
+
+/// How many checkpoint numbers [`CheckpointStorage::begin`] tries to claim.
+const CLAIM_ATTEMPTS: usize = 64;
+
+fn mismatch(path: &Path, stored: u32, computed: u32) -> Error {
+    Error::corrupt(
+        path,
+        0,
+        Corruption::ChecksumMismatch {
+            section: "file",
+            stored,
+            computed,
+        },
+    )
+}
+
+/// The number of a manifest's name (`manifests/00000000000000000007`).
+pub(super) fn manifest_seq(name: &str) -> Option<u64> {
+    name.strip_prefix(MANIFESTS)?
+        .strip_prefix('/')?
+        .parse()
+        .ok()
+}
+
+pub(super) fn manifest_name(seq: u64) -> String {
+    format!("{MANIFESTS}/{seq:020}")
 }
 
 pub(super) fn checkpoint_dir_name(id: CheckpointId) -> String {
     format!("chk-{:010}", id.0)
 }
 
-pub(super) fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut f = File::create(path).map_err(|e| Error::io(path, e))?;
-    f.write_all(bytes).map_err(|e| Error::io(path, e))?;
-    f.sync_all().map_err(|e| Error::io(path, e))
-}
-
-pub(super) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(dir, e))
-}
-
-/// The length and crc32c of a file, reading it in 1 MiB steps.
+/// The length and crc32c of a local file, reading it in 1 MiB steps.
 pub(super) fn crc_of_file(path: &Path, progress: &mut dyn FnMut(u64)) -> Result<(u64, u32)> {
     use std::io::Read;
     let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
@@ -643,16 +719,4 @@ pub(super) fn crc_of_file(path: &Path, progress: &mut dyn FnMut(u64)) -> Result<
         bytes += n as u64;
         progress(n as u64);
     }
-}
-
-/// Moves a file into the checkpoint storage (a rename, or a copy across file systems) and
-/// makes it durable there.
-pub(super) fn move_durably(from: &Path, to: &Path) -> Result<()> {
-    if fs::rename(from, to).is_err() {
-        fs::copy(from, to).map_err(|e| Error::io(to, e))?;
-        let _ = fs::remove_file(from);
-    }
-    File::open(to)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| Error::io(to, e))
 }

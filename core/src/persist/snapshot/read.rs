@@ -16,6 +16,7 @@ use crate::model::descriptor::{OperatorDescriptor, StateDescriptor, StateKind};
 use crate::model::error::{Corruption, Error, Result};
 use crate::model::keygroup::{KEY_HASH_VERSION, KeyGroupRange, key_group};
 use crate::model::schema::{Reading, SchemaReport, StoredState};
+use crate::persist::store::CheckpointStore;
 
 /// A visitor over snapshot records: `(key group, canonical key, user key, value)`.
 pub type RecordVisitor<'v> = dyn FnMut(u16, &[u8], &[u8], &[u8]) -> Result<()> + 'v;
@@ -42,6 +43,7 @@ pub struct SnapshotReader<'a> {
 enum Source<'a> {
     Bytes(&'a [u8]),
     File(std::sync::Mutex<std::fs::File>),
+    Store(std::sync::Arc<dyn CheckpointStore>, String),
 }
 
 impl Source<'_> {
@@ -68,6 +70,9 @@ impl Source<'_> {
                     .map_err(|e| Error::io(path, e))?;
                 Ok(std::borrow::Cow::Owned(buf))
             }
+            Source::Store(store, name) => store
+                .get_range(name, offset..offset + len as u64)
+                .map(std::borrow::Cow::Owned),
         }
     }
 }
@@ -100,8 +105,7 @@ impl<'a> SnapshotReader<'a> {
         Self::from_file(path, file)
     }
 
-    /// Like [`open`](Self::open), with the file already open (as
-    /// [`CheckpointStorage::open_file`](crate::CheckpointStorage::open_file) returns it).
+    /// Like [`open`](Self::open), with the file already open.
     ///
     /// # Errors
     ///
@@ -113,6 +117,26 @@ impl<'a> SnapshotReader<'a> {
         let path = path.into();
         let len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
         SnapshotReader::from_source(path, Source::File(std::sync::Mutex::new(file)), len)
+    }
+
+    /// Like [`open`](Self::open), reading the object `name` of a checkpoint store with ranged
+    /// reads: the header, the index, then each block as a restore asks for it.
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Self::open); a missing object is [`Error::Io`].
+    pub fn from_store(
+        store: std::sync::Arc<dyn CheckpointStore>,
+        name: &str,
+    ) -> Result<SnapshotReader<'static>> {
+        let path = store.locate(name);
+        let len = store.head(name)?.ok_or_else(|| {
+            Error::io(
+                &path,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no such object"),
+            )
+        })?;
+        SnapshotReader::from_source(path, Source::Store(store, name.to_owned()), len)
     }
 
     fn from_source(path: PathBuf, source: Source<'a>, len: u64) -> Result<Self> {
