@@ -49,6 +49,46 @@ def main():
         print(f"{len(problems)} import(s) point up a layer (order: {' -> '.join(LAYERS)})")
         return 1
     print(f"core layers point down ({' -> '.join(LAYERS)})")
+    return facade_one_path()
+
+
+def facade_one_path():
+    """Every item of the facade (`src/lib.rs`) is re-exported at one path: the top level or one
+    module (the prelude, a second path by convention, aside)."""
+    text = (ROOT.parent.parent / "src" / "lib.rs").read_text()
+    text = "\n".join(line for _, line in code_lines(text))
+    where = {}
+    problems = []
+
+    def names(block):
+        for part in re.sub(r"\s+", " ", block).split(","):
+            name = part.strip().split(" as ")[-1].strip()
+            if name and name != "self":
+                yield name
+
+    def add(scope, name):
+        # Two modules may hold different items of one name (each facade module re-exports the
+        # core module of its name); the top level and a module may not.
+        if name in where and where[name] != scope and "statewright" in (scope, where[name]):
+            problems.append(f"`{name}` is at `{where[name]}` and at `{scope}`")
+        where.setdefault(name, scope)
+
+    for module in re.finditer(r"pub mod (\w+) \{(.*?)\n\}", text, re.S):
+        if module.group(1) != "prelude":
+            for block in re.findall(r"pub use [\w:]+::\{([^}]*)\}", module.group(2)):
+                for name in names(block):
+                    add(f"statewright::{module.group(1)}", name)
+            for single in re.findall(r"pub use [\w:]+::(\w+);", module.group(2)):
+                add(f"statewright::{module.group(1)}", single)
+    top = re.sub(r"pub mod \w+ \{.*?\n\}", "", text, flags=re.S)
+    for block in re.findall(r"^pub use [\w:]+::\{([^}]*)\}", top, re.M):
+        for name in names(block):
+            add("statewright", name)
+    if problems:
+        print("\n".join(problems))
+        print(f"{len(problems)} item(s) of the facade are at more than one path")
+        return 1
+    print(f"every facade item is at one path ({len(where)} items)")
     return 0
 
 

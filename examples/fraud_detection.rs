@@ -20,9 +20,9 @@
 
 use std::path::Path;
 
+use statewright::TtlBackend;
 use statewright::prelude::*;
 use statewright::snapshot::SnapshotOptions;
-use statewright::ttl::TtlBackend;
 
 // ANCHOR: operator
 /// A card transaction.

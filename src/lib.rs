@@ -54,10 +54,118 @@ pub use statewright_core::{
     StateValue, StatefulOperator, TtlBackend, TtlConfig, TtlTime, TtlUpdate, TtlVisibility,
     UnionListState, ValueState,
 };
-pub use statewright_core::{
-    backend, checkpoint, checkpointer, codec, descriptor, key, keygroup, operator_state, schema,
-    snapshot, state, store, ttl, view,
-};
+
+// Each module below lists what it holds beyond the top-level items above, so every item is at
+// one path (the prelude aside).
+
+/// Keyed state: the [`Aggregate`] trait's helpers. The state types are at the top level.
+pub mod state {
+    pub use statewright_core::state::reduce;
+}
+
+/// Operator (non-keyed) state beyond [`OperatorListState`], [`UnionListState`] and
+/// [`BroadcastState`]: how its entries are stored and visited.
+pub mod operator_state {
+    pub use statewright_core::operator_state::{EntryVisitor, OperatorEntries, OperatorStateData};
+}
+
+/// The typed views of one key's states, as an operator's generated accessors return them.
+pub mod view {
+    pub use statewright_core::view::{
+        AggregatingView, KeyContext, ListIter, ListView, MapView, ReducingView, Scratch, Slot,
+        ValueView,
+    };
+}
+
+/// Keys: validating encoded keys ([`StateKey`] and [`EncodeKey`] are at the top level).
+pub mod key {
+    pub use statewright_core::key::validate_key;
+}
+
+/// Key groups: the unit of rescaling.
+pub mod keygroup {
+    pub use statewright_core::keygroup::{
+        DEFAULT_MAX_PARALLELISM, KEY_HASH_VERSION, KeyGroupRange, MAX_PARALLELISM_LIMIT, key_group,
+        key_hash,
+    };
+}
+
+/// The value codec (rkyv, zero-copy): encoding, validation and access ([`StateValue`] is at the
+/// top level).
+pub mod codec {
+    pub use statewright_core::codec::{
+        Frames, RKYV_FORMAT, ValueDeserializer, ValueSerializer, ValueValidator, access, decode,
+        encode_frame_into, encode_into, raw, to_owned, validate, validate_frames,
+    };
+}
+
+/// What a descriptor records, beyond the descriptors and TTL settings at the top level.
+pub mod descriptor {
+    pub use statewright_core::descriptor::{
+        MigrationManifest, StateManifest, TtlManifest, no_user_key,
+    };
+}
+
+/// Schemas of stored types and their compatibility ([`StateSchema`] is at the top level).
+pub mod schema {
+    pub use statewright_core::schema::{
+        ChangeKind, Field, FieldDesc, Fields, FieldsDesc, OperatorSchemas, ProblemKind, Reading,
+        Schema, SchemaChange, SchemaDesc, SchemaProblem, SchemaReport, StateSchemaRecord,
+        StoredSchema, StoredState, Variant, VariantDesc, diff,
+    };
+}
+
+/// The backend interface beyond [`StateBackend`], [`Snapshots`] and [`ExpiryHooks`]: iterators,
+/// visitors, and what capture and native restore exchange.
+pub mod backend {
+    pub use statewright_core::backend::{
+        Change, ChangeVisitor, DetachedState, EntryIter, EntryVisitor, NativeFileSpec, NativeFiles,
+        NativeMigration, NativePart, NativeRestore, NativeSource, ValueReader,
+    };
+}
+
+/// Time-to-live beyond [`TtlBackend`] and [`ManualClock`]: clocks, stamps and statistics.
+pub mod ttl {
+    pub use statewright_core::ttl::{
+        Clock, DEFAULT_CLEANUP_ENTRIES, DEFAULT_CLEANUP_EVERY, ExpiryFilter, NO_WATERMARK,
+        STAMP_LEN, SystemClock, TtlStats, add_stamps, migrate_parts, strip_stamps,
+    };
+}
+
+/// The snapshot format: capture, writing and reading.
+pub mod snapshot {
+    pub use statewright_core::snapshot::{
+        BlockRef, COMPRESSION_LZ4, COMPRESSION_NONE, ChangeRecordVisitor, FORMAT_VERSION,
+        KeyGroupIndex, RecordVisitor, RestoreSummary, SnapshotImage, SnapshotIndex,
+        SnapshotOptions, SnapshotReader, SnapshotSummary, StateSection, capture, capture_changes,
+        capture_detached, restore_operator, restore_operator_from, restore_operator_states,
+        write_operator,
+    };
+}
+
+/// Checkpoints beyond [`CheckpointStorage`], [`CheckpointId`], [`CheckpointInfo`] and
+/// [`RestorePoint`]: what the manifest records, and a checkpoint being written.
+pub mod checkpoint {
+    pub use statewright_core::checkpoint::{
+        CheckpointFile, NativeFile, NativeSnapshot, PendingCheckpoint, SnapshotKind, SnapshotRef,
+        decode_manifest, validate_name,
+    };
+}
+
+/// Where checkpoints live: the object-storage-shaped [`CheckpointStore`](store::CheckpointStore)
+/// and its local implementation.
+pub mod store {
+    pub use statewright_core::store::{
+        CheckpointStore, LocalStore, ObjectWriter, validate_object_name,
+    };
+}
+
+/// Periodic, asynchronous and incremental checkpoints of several operators.
+pub mod checkpointer {
+    pub use statewright_core::checkpointer::{
+        CheckpointConfig, CheckpointReport, CheckpointStarted, Checkpointable, Checkpointer,
+    };
+}
 pub use statewright_heap::HeapBackend;
 pub use statewright_macros::{StateKey, StateSchema, StatefulOperator, value};
 #[cfg(feature = "rocksdb")]
@@ -68,14 +176,13 @@ pub use statewright_rocksdb::{
 
 /// Everything an operator needs: `use statewright::prelude::*;`.
 pub mod prelude {
-    pub use statewright_core::checkpoint::{CheckpointId, CheckpointStorage, RestorePoint};
     pub use statewright_core::checkpointer::{CheckpointConfig, Checkpointer};
-    pub use statewright_core::ttl::TtlBackend;
     pub use statewright_core::view::{AggregatingView, ListView, MapView, ReducingView, ValueView};
     pub use statewright_core::{
-        Aggregate, AggregatingState, AnyBackend, Bound, BroadcastState, EncodeKey, ListState,
-        MapState, OperatorListState, ReducingState, RestoreOperator, StateBackend, StateKey,
-        StateSchema, StateValue, StatefulOperator, UnionListState, ValueState,
+        Aggregate, AggregatingState, AnyBackend, Bound, BroadcastState, CheckpointId,
+        CheckpointStorage, EncodeKey, ListState, MapState, OperatorListState, ReducingState,
+        RestoreOperator, RestorePoint, StateBackend, StateKey, StateSchema, StateValue,
+        StatefulOperator, TtlBackend, UnionListState, ValueState,
     };
     pub use statewright_heap::HeapBackend;
     pub use statewright_macros::{StateKey, StateSchema, StatefulOperator};

@@ -4,7 +4,7 @@
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use statewright::prelude::*;
-use statewright::ttl::{ManualClock, TtlBackend};
+use statewright::{ManualClock, TtlBackend};
 
 const SEC: i64 = 1_000;
 

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use statewright::keygroup::{KeyGroupRange, key_group};
 use statewright::prelude::*;
-use statewright::ttl::{ManualClock, TtlBackend};
+use statewright::{ManualClock, TtlBackend};
 
 #[derive(StatefulOperator, Default)]
 #[operator(name = "fixture", key = u64)]

@@ -13,8 +13,8 @@ use statewright::checkpoint::SnapshotKind;
 use statewright::checkpointer::{CheckpointConfig, Checkpointable, Checkpointer};
 use statewright::keygroup::{KeyGroupRange, key_group};
 use statewright::prelude::*;
-use statewright::ttl::{ManualClock, TtlBackend};
 use statewright::{CheckpointInfo, Snapshots, StateBackend, StateId};
+use statewright::{ManualClock, TtlBackend};
 
 const MAX_P: u16 = 16;
 const KEYS: u64 = 48;

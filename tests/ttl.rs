@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use statewright::prelude::*;
 use statewright::snapshot::SnapshotOptions;
-use statewright::ttl::{ManualClock, TtlBackend};
 use statewright::{Error, Snapshots};
+use statewright::{ManualClock, TtlBackend};
 
 const SEC: i64 = 1_000;
 

@@ -364,9 +364,9 @@ fn descriptor(s: &StateField<'_>) -> TokenStream {
             let time = pick(&s.attrs.time, ["Processing", "Event"]);
             quote!(::core::option::Option::Some(::statewright::TtlConfig {
                 ttl: ::core::time::Duration::from_millis(#ms),
-                update: ::statewright::descriptor::TtlUpdate::#update,
-                visibility: ::statewright::descriptor::TtlVisibility::#visibility,
-                time: ::statewright::descriptor::TtlTime::#time,
+                update: ::statewright::TtlUpdate::#update,
+                visibility: ::statewright::TtlVisibility::#visibility,
+                time: ::statewright::TtlTime::#time,
             }))
         }
         None => quote!(::core::option::Option::None),

@@ -24,7 +24,7 @@
 //! ```
 //! use std::time::Duration;
 //! use statewright::prelude::*;
-//! use statewright::ttl::{ManualClock, TtlBackend};
+//! use statewright::{ManualClock, TtlBackend};
 //!
 //! #[derive(StatefulOperator, Default)]
 //! #[operator(name = "sessions", key = u64)]

@@ -19,7 +19,7 @@
 //!
 //! ```
 //! use statewright::prelude::*;
-//! use statewright::schema::StateSchema;
+//! use statewright::StateSchema;
 //!
 //! #[statewright::value]
 //! pub struct Txn { pub card: u64, pub amount_cents: i64 }
