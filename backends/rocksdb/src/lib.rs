@@ -342,8 +342,8 @@ struct Detached {
 }
 
 impl DetachedState for Detached {
-    fn in_key_group_order(&self) -> bool {
-        // Every stored key starts with its big-endian key group.
+    fn in_canonical_order(&self) -> bool {
+        // `visit_canonical` merges the runs of one key length within each key group.
         true
     }
 
@@ -384,10 +384,134 @@ impl DetachedState for Detached {
             backend: "rocksdb",
             message: format!("no column family `{name}` in the detached view"),
         })?;
-        let mut read = ReadOptions::default();
-        read.fill_cache(false);
-        visit_column(db, cf, read, name, visit)
+        visit_canonical(db, cf, name, visit)
     }
+}
+
+/// Read options for a scan of a detached view: its blocks are read once, so they stay out of
+/// the block cache.
+fn scan_options() -> ReadOptions {
+    let mut read = ReadOptions::default();
+    read.fill_cache(false);
+    read
+}
+
+/// The canonical key and the user key of an internal key.
+fn internal_parts(internal: &[u8]) -> Option<(&[u8], &[u8])> {
+    let rest = internal.get(2..)?;
+    let (mut len, mut shift, mut i) = (0usize, 0u32, 0usize);
+    loop {
+        let b = *rest.get(i)?;
+        len |= usize::from(b & 0x7F).checked_shl(shift)?;
+        i += 1;
+        if b & 0x80 == 0 {
+            break;
+        }
+        shift += 7;
+        if shift > 63 {
+            return None;
+        }
+    }
+    let end = i.checked_add(len)?;
+    Some((rest.get(i..end)?, rest.get(end..)?))
+}
+
+/// Visits a column family in the canonical order of snapshots: key group, canonical key, user
+/// key. A stored key is the key group, the LEB128 length of the canonical key, the canonical
+/// key and the user key, so within a key group RocksDB orders the keys by length first: they
+/// come in runs of one length, each in canonical order. The runs of a key group are found by
+/// seeking past each one, and merged, one iterator each. Fixed-width keys make one run per key
+/// group; memory holds an iterator per run, never the state.
+fn visit_canonical(
+    db: &DB,
+    cf: &ColumnFamily,
+    name: &str,
+    visit: &mut EntryVisitor<'_>,
+) -> Result<()> {
+    let malformed = || Error::Backend {
+        backend: "rocksdb",
+        message: format!("malformed key in column family `{name}`"),
+    };
+    let mut probe = db.raw_iterator_cf_opt(cf, scan_options());
+    probe.seek_to_first();
+    let mut runs: Vec<Vec<u8>> = Vec::new();
+    let mut key = Vec::new();
+    while let Some(first) = probe.key() {
+        let group = first.get(..2).ok_or_else(malformed)?.to_vec();
+        runs.clear();
+        let mut past_end = false;
+        while let Some(k) = probe.key() {
+            if !k.starts_with(&group) {
+                break;
+            }
+            let (canonical, user_key) = internal_parts(k).ok_or_else(malformed)?;
+            // The run's prefix: the key group and the length.
+            let run = k[..k.len() - user_key.len() - canonical.len()].to_vec();
+            let next = prefix_end(&run);
+            runs.push(run);
+            match next {
+                Some(next) => probe.seek(&next),
+                None => {
+                    past_end = true;
+                    break;
+                }
+            }
+        }
+        probe.status().map_err(|e| db_error(&e))?;
+        merge_runs(db, cf, &runs, &mut key, &malformed, visit)?;
+        if past_end {
+            break;
+        }
+    }
+    probe.status().map_err(|e| db_error(&e))
+}
+
+/// Visits the entries of `runs` (prefixes of one key group, one key length each) merged into
+/// canonical order.
+fn merge_runs(
+    db: &DB,
+    cf: &ColumnFamily,
+    runs: &[Vec<u8>],
+    key: &mut Vec<u8>,
+    malformed: &dyn Fn() -> Error,
+    visit: &mut EntryVisitor<'_>,
+) -> Result<()> {
+    let mut iterators = Vec::with_capacity(runs.len());
+    for run in runs {
+        let mut read = scan_options();
+        if let Some(end) = prefix_end(run) {
+            read.set_iterate_upper_bound(end);
+        }
+        let mut it = db.raw_iterator_cf_opt(cf, read);
+        it.seek(run);
+        iterators.push(it);
+    }
+    loop {
+        // The run whose next entry comes first (a linear pick: there are few runs).
+        let mut best = None;
+        let mut best_parts: (&[u8], &[u8]) = (&[], &[]);
+        for (i, it) in iterators.iter().enumerate() {
+            if let Some(k) = it.key() {
+                let parts = internal_parts(k).ok_or_else(malformed)?;
+                if best.is_none() || parts < best_parts {
+                    (best, best_parts) = (Some(i), parts);
+                }
+            }
+        }
+        let Some(i) = best else {
+            break;
+        };
+        let it = &mut iterators[i];
+        if let (Some(k), Some(v)) = (it.key(), it.value()) {
+            let split = split_internal(k, key).ok_or_else(malformed)?;
+            visit(key, &k[split..], v)?;
+        }
+        it.next();
+    }
+    for it in &iterators {
+        it.status().map_err(|e| db_error(&e))?;
+    }
+    Ok(())
 }
 
 /// Keyed state in a RocksDB database.

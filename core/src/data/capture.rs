@@ -10,11 +10,13 @@ use crate::model::error::Result;
 /// thread while the backend goes on changing: the asynchronous step of a snapshot (see
 /// [`Snapshots::detach`]).
 pub trait DetachedState: Send {
-    /// Whether [`for_each_stored`](Self::for_each_stored) visits each state's entries in
-    /// ascending key-group order (any order within a key group). A snapshot of such a view is
-    /// written one key group at a time, holding no more than the largest key group in memory;
-    /// otherwise the whole state is copied and sorted. The default: no.
-    fn in_key_group_order(&self) -> bool {
+    /// Whether [`for_each_stored`](Self::for_each_stored) visits each state's entries in the
+    /// canonical order of snapshots: by key (its key group first, as the stored key begins
+    /// with it), then by user key, each entry once. A snapshot of such a view is encoded as it
+    /// is visited, holding one block in memory, whatever the size of the state; otherwise the
+    /// whole state is copied and sorted first. A view that promises the order and breaks it
+    /// fails the snapshot. The default: no.
+    fn in_canonical_order(&self) -> bool {
         false
     }
 

@@ -832,10 +832,10 @@ struct TtlDetached {
 }
 
 impl DetachedState for TtlDetached {
-    fn in_key_group_order(&self) -> bool {
+    fn in_canonical_order(&self) -> bool {
         // Expired entries are left out and refreshed stamps replace values in place: the
         // order is the wrapped view's.
-        self.inner.in_key_group_order()
+        self.inner.in_canonical_order()
     }
 
     fn for_each_stored(&self, state: StateId, visit: &mut EntryVisitor<'_>) -> Result<()> {

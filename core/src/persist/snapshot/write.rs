@@ -411,11 +411,11 @@ impl SnapshotImage {
         out: W,
     ) -> Result<SnapshotSummary> {
         let detached = self.detached.take();
-        // A view that yields each state's entries in key-group order is written one key group
-        // at a time: memory holds the largest key group, not the state.
+        // A view that yields each state's entries in canonical order is encoded as it is
+        // read: memory holds a block, not the state.
         let streamed = detached
             .as_ref()
-            .is_some_and(|(view, _)| view.in_key_group_order());
+            .is_some_and(|(view, _)| view.in_canonical_order());
         let range = self.range;
         if let Some((view, columns)) = &detached
             && !streamed
@@ -484,30 +484,33 @@ impl SnapshotImage {
                         backend: "snapshot",
                         id: u32::try_from(i).unwrap_or(u32::MAX),
                     })?;
-                    let mut pending: Option<u16> = None;
+                    // The promise is checked: each entry must come after the one before.
+                    let (mut last_key, mut last_user_key) = (Vec::new(), Vec::new());
+                    let mut first = true;
+                    let name = image.name;
                     view.for_each_stored(column, &mut |key, user_key, value| {
-                        let kg = key_group_of(key);
-                        if !range.contains(kg) {
+                        if !range.contains(key_group_of(key)) {
                             return Ok(());
                         }
-                        if pending != Some(kg) {
-                            if pending.is_some_and(|p| kg < p) {
-                                return Err(Error::Backend {
-                                    backend: "snapshot",
-                                    message: format!(
-                                        "state `{}`: the detached view yielded key group {kg} \
-                                         after {}, out of the order it promised",
-                                        image.name,
-                                        pending.unwrap_or_default()
-                                    ),
-                                });
-                            }
-                            blocks.write_sorted(image, &mut section)?;
-                            pending = Some(kg);
+                        if !first && (key, user_key) <= (&last_key[..], &last_user_key[..]) {
+                            return Err(Error::Backend {
+                                backend: "snapshot",
+                                message: format!(
+                                    "state `{name}`: the detached view yielded an entry out of \
+                                     the canonical order it promised"
+                                ),
+                            });
                         }
-                        image.push(key, user_key, Some(value), 0)
+                        first = false;
+                        last_key.clear();
+                        last_key.extend_from_slice(key);
+                        last_user_key.clear();
+                        last_user_key.extend_from_slice(user_key);
+                        let value_len = len32(value.len(), "a value")?;
+                        blocks.put(&mut section, key, user_key, value_len, value)?;
+                        section.entries += 1;
+                        Ok(())
                     })?;
-                    blocks.write_sorted(image, &mut section)?;
                 }
                 _ => blocks.write_sorted(image, &mut section)?,
             }
@@ -598,30 +601,50 @@ impl<W: Write> Blocks<'_, W> {
                 .then_with(|| a.user_key(arena).cmp(b.user_key(arena)))
         });
         for e in &image.entries {
-            let key = e.key(arena);
-            let kg = key_group_of(key);
-            if self.current_kg != Some(kg) || self.raw.len() >= self.options.block_size {
-                self.flush(section)?;
-                if self.current_kg != Some(kg) {
-                    section.key_groups.push(KeyGroupIndex {
-                        key_group: kg,
-                        blocks: Vec::new(),
-                    });
-                    self.current_kg = Some(kg);
-                }
-            }
-            let canonical = key.get(2..).unwrap_or_default();
-            put_u32(&mut self.raw, len32(canonical.len(), "a key")?);
-            self.raw.extend_from_slice(canonical);
-            put_u32(&mut self.raw, e.user_key_len);
-            self.raw.extend_from_slice(e.user_key(arena));
-            put_u32(&mut self.raw, e.value_len);
-            self.raw.extend_from_slice(e.value(arena));
-            self.block_entries += 1;
+            self.put(
+                section,
+                e.key(arena),
+                e.user_key(arena),
+                e.value_len,
+                e.value(arena),
+            )?;
         }
         section.entries += image.entries.len() as u64;
         image.entries.clear();
         image.arena.clear();
+        Ok(())
+    }
+
+    /// Encodes one entry (in canonical order after the one before) into the block being
+    /// filled, starting a new block when it is full or the key group changes. `value_len` is
+    /// the value's length or a tombstone marker.
+    fn put(
+        &mut self,
+        section: &mut StateSection,
+        key: &[u8],
+        user_key: &[u8],
+        value_len: u32,
+        value: &[u8],
+    ) -> Result<()> {
+        let kg = key_group_of(key);
+        if self.current_kg != Some(kg) || self.raw.len() >= self.options.block_size {
+            self.flush(section)?;
+            if self.current_kg != Some(kg) {
+                section.key_groups.push(KeyGroupIndex {
+                    key_group: kg,
+                    blocks: Vec::new(),
+                });
+                self.current_kg = Some(kg);
+            }
+        }
+        let canonical = key.get(2..).unwrap_or_default();
+        put_u32(&mut self.raw, len32(canonical.len(), "a key")?);
+        self.raw.extend_from_slice(canonical);
+        put_u32(&mut self.raw, len32(user_key.len(), "a user key")?);
+        self.raw.extend_from_slice(user_key);
+        put_u32(&mut self.raw, value_len);
+        self.raw.extend_from_slice(value);
+        self.block_entries += 1;
         Ok(())
     }
 
