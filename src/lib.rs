@@ -164,6 +164,7 @@ pub mod store {
 pub mod checkpointer {
     pub use statewright_core::checkpointer::{
         CheckpointConfig, CheckpointReport, CheckpointStarted, Checkpointable, Checkpointer,
+        StoreHandle,
     };
 }
 pub use statewright_heap::HeapBackend;

@@ -441,3 +441,34 @@ fn racing_writers_lose_no_commit_and_damage_none() -> statewright::Result<()> {
     }
     Ok(())
 }
+
+/// A store other than a directory: the checkpointer and a restore both take it as a trait
+/// object, and nothing is written outside it.
+#[test]
+fn the_checkpointer_writes_to_any_store() -> statewright::Result<()> {
+    use statewright::checkpointer::{CheckpointConfig, Checkpointer};
+    use statewright::store::{CheckpointStore, LocalStore};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("bucket");
+    fs::create_dir(&root).unwrap();
+    let store: std::sync::Arc<dyn CheckpointStore> = std::sync::Arc::new(LocalStore::open(&root)?);
+    let mut checkpointer = Checkpointer::new(CheckpointConfig::on_store(store.clone()))?;
+    let mut op = Counts::default().bind(HeapBackend::new())?;
+    bump(&mut op, 0..10)?;
+    checkpointer.checkpoint_now(&mut [&mut op])?;
+    bump(&mut op, 0..5)?;
+    checkpointer.checkpoint_now(&mut [&mut op])?;
+    assert!(store.list("manifests/")?.len() == 1);
+    let storage = CheckpointStorage::from_store(store);
+    assert_eq!(storage.list()?.len(), 2);
+    let mut restored =
+        Counts::default().restore(HeapBackend::new(), &storage, RestorePoint::Latest)?;
+    assert_eq!(count(&mut restored, 3)?, Some(2));
+    assert_eq!(count(&mut restored, 7)?, Some(1));
+    assert_eq!(
+        fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "wrote outside the store"
+    );
+    Ok(())
+}

@@ -29,6 +29,7 @@ use crate::model::error::{Error, Result};
 use crate::model::keygroup::KeyGroupRange;
 use crate::persist::checkpoint::{CheckpointInfo, CheckpointStorage, SnapshotKind, SnapshotRef};
 use crate::persist::snapshot::{SnapshotImage, SnapshotOptions};
+use crate::persist::store::CheckpointStore;
 
 /// How and where a job checkpoints.
 ///
@@ -46,8 +47,12 @@ use crate::persist::snapshot::{SnapshotImage, SnapshotOptions};
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct CheckpointConfig {
-    /// The checkpoint directory (see [`CheckpointStorage`]).
+    /// The checkpoint directory (see [`CheckpointStorage`]), or where [`store`](Self::store)
+    /// is.
     pub storage: PathBuf,
+    /// The store checkpoints go to instead of the directory `storage`, when set (see
+    /// [`on_store`](Self::on_store)).
+    pub store: Option<StoreHandle>,
     /// Time between the starts of two checkpoints (default: 10 s).
     pub interval: Duration,
     /// Compress snapshot blocks with LZ4 (default: on).
@@ -70,11 +75,23 @@ pub struct CheckpointConfig {
     pub max_chain_ratio: f64,
 }
 
+/// A [`CheckpointStore`] in a [`CheckpointConfig`]: configurations are equal when they name
+/// the same store (the same allocation).
+#[derive(Debug, Clone)]
+pub struct StoreHandle(pub Arc<dyn CheckpointStore>);
+
+impl PartialEq for StoreHandle {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
 impl CheckpointConfig {
     /// The defaults, checkpointing into `storage`.
     pub fn new(storage: impl Into<PathBuf>) -> Self {
         Self {
             storage: storage.into(),
+            store: None,
             interval: Duration::from_secs(10),
             compression: true,
             max_retained: 3,
@@ -83,6 +100,13 @@ impl CheckpointConfig {
             max_chain: 10,
             max_chain_ratio: 1.0,
         }
+    }
+
+    /// The defaults, checkpointing into any [`CheckpointStore`] (an object store, ...).
+    pub fn on_store(store: Arc<dyn CheckpointStore>) -> Self {
+        let mut config = Self::new(store.locate(""));
+        config.store = Some(StoreHandle(store));
+        config
     }
 
     /// Sets [`interval`](Self::interval).
@@ -140,7 +164,11 @@ impl CheckpointConfig {
     ///
     /// When the directory cannot be created.
     pub fn open_storage(&self) -> Result<CheckpointStorage> {
-        Ok(CheckpointStorage::open(&self.storage)?
+        let storage = match &self.store {
+            Some(StoreHandle(store)) => CheckpointStorage::from_store(Arc::clone(store)),
+            None => CheckpointStorage::open(&self.storage)?,
+        };
+        Ok(storage
             .max_retained(self.max_retained)
             .snapshot_options(SnapshotOptions {
                 compression: self.compression,
