@@ -17,6 +17,9 @@ pub mod backends {}
 #[doc = include_str!("src/checkpoints.md")]
 pub mod checkpoints {}
 
+#[doc = include_str!("src/object-storage.md")]
+pub mod object_storage {}
+
 #[doc = include_str!("src/rescaling.md")]
 pub mod rescaling {}
 

@@ -35,6 +35,7 @@
 //! | feature | enables |
 //! |---|---|
 //! | `rocksdb` | [`RocksDbBackend`](https://docs.rs/statewright-rocksdb), for state larger than memory |
+//! | `s3`, `gcs`, `azure` | checkpoints on object storage: `store::open_url("s3://bucket/prefix", ..)` |
 //!
 //! The guide in `book/` explains every part; [`prelude`] has what an operator needs.
 
@@ -158,6 +159,8 @@ pub mod store {
     pub use statewright_core::store::{
         CheckpointStore, LocalStore, ObjectWriter, validate_object_name,
     };
+    #[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
+    pub use statewright_object_store::{ObjectStoreStore, PART_SIZE, open_url};
 }
 
 /// Periodic, asynchronous and incremental checkpoints of several operators.
