@@ -206,3 +206,89 @@ fn instance_ranges_partition_the_key_groups() {
     // More instances than key groups is refused.
     assert!(KeyGroupRange::for_instance(MAX, 65, 0).is_none());
 }
+
+/// A store that counts the bytes read from snapshots.
+#[derive(Debug)]
+struct Counting {
+    inner: statewright::store::LocalStore,
+    read: std::sync::atomic::AtomicU64,
+}
+
+impl statewright::store::CheckpointStore for Counting {
+    fn locate(&self, name: &str) -> std::path::PathBuf {
+        self.inner.locate(name)
+    }
+    fn create(&self, name: &str) -> statewright::Result<Box<dyn statewright::store::ObjectWriter>> {
+        self.inner.create(name)
+    }
+    fn put_file(&self, name: &str, from: &Path) -> statewright::Result<u64> {
+        self.inner.put_file(name, from)
+    }
+    fn put_if_absent(&self, name: &str, bytes: &[u8]) -> statewright::Result<bool> {
+        self.inner.put_if_absent(name, bytes)
+    }
+    fn get_range(&self, name: &str, range: std::ops::Range<u64>) -> statewright::Result<Vec<u8>> {
+        let bytes = self.inner.get_range(name, range)?;
+        if name.starts_with("chk-") {
+            self.read
+                .fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(bytes)
+    }
+    fn head(&self, name: &str) -> statewright::Result<Option<u64>> {
+        self.inner.head(name)
+    }
+    fn list(&self, prefix: &str) -> statewright::Result<Vec<String>> {
+        self.inner.list(prefix)
+    }
+    fn delete(&self, name: &str) -> statewright::Result<()> {
+        self.inner.delete(name)
+    }
+    fn delete_prefix(&self, prefix: &str) -> statewright::Result<()> {
+        self.inner.delete_prefix(prefix)
+    }
+    fn local_path(&self, name: &str) -> Option<std::path::PathBuf> {
+        self.inner.local_path(name)
+    }
+}
+
+/// A restore at another parallelism reads the blocks of its own key groups (and the files'
+/// headers and indexes), not every file whole: on object storage, its share of the bytes.
+#[test]
+fn a_rescaled_restore_reads_its_share_of_the_checkpoint() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let counting = std::sync::Arc::new(Counting {
+        inner: statewright::store::LocalStore::open(dir.path()).unwrap(),
+        read: 0.into(),
+    });
+    let storage = CheckpointStorage::from_store(counting.clone());
+    let mut two = instances(2);
+    for i in 0..30_000u64 {
+        apply(&mut two[instance_of(&user(i), 2)], i);
+    }
+    let mut pending = storage.begin().unwrap();
+    for op in &two {
+        pending.add(op).unwrap();
+    }
+    let info = pending.commit().unwrap();
+    let total = info.bytes();
+    let mut three = instances(3);
+    let mut reads = Vec::new();
+    for op in &mut three {
+        counting.read.store(0, Ordering::Relaxed);
+        op.restore_from(&storage, RestorePoint::Latest).unwrap();
+        reads.push(counting.read.load(Ordering::Relaxed));
+    }
+    for (n, read) in reads.iter().enumerate() {
+        assert!(
+            *read as f64 <= 1.2 * total as f64 / 3.0,
+            "instance {n} read {read} of {total} bytes"
+        );
+    }
+    // Restored into one instance, every file is read whole and checked whole first.
+    counting.read.store(0, Ordering::Relaxed);
+    let mut one = Sessions::default().bind(HeapBackend::new()).unwrap();
+    one.restore_from(&storage, RestorePoint::Latest).unwrap();
+    assert!(counting.read.load(Ordering::Relaxed) >= 2 * total);
+}

@@ -212,11 +212,33 @@ impl CheckpointStorage {
         let files = self.canonical_files_for_restore(checkpoint, operator, range)?;
         let mut out = Vec::new();
         for f in files {
+            // A snapshot read whole is checked whole first, so a damaged one is refused before
+            // anything changes. Of one read in part (rescaling), only the header, the index
+            // and the blocks of the key groups restored are read, each checked by its own
+            // checksum as it is read: a new instance reads its share, not every file whole.
+            let whole = (f.first_key_group..=f.last_key_group).all(|kg| range.contains(kg));
             for link in f.chain() {
-                out.push(self.open_snapshot(&link)?);
+                out.push(if whole {
+                    self.open_snapshot(&link)?
+                } else {
+                    self.open_snapshot_in_part(&link)?
+                });
             }
         }
         Ok(out)
+    }
+
+    /// Opens a snapshot for a restore that reads some of its key groups: checks its length
+    /// against the manifest's and reads its header and index (each checksummed); the blocks are
+    /// checked as they are read.
+    ///
+    /// # Errors
+    ///
+    /// As [`open_snapshot`](Self::open_snapshot).
+    pub fn open_snapshot_in_part(&self, file: &SnapshotRef) -> Result<SnapshotReader<'static>> {
+        let name = self.snapshot_name(&file.path)?;
+        self.length_of(name, file.bytes)?;
+        SnapshotReader::from_store(Arc::clone(&self.store), name)
     }
 
     /// The snapshots of `operator` in `checkpoint` a restore of key groups `range` reads, by
