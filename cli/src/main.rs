@@ -40,12 +40,13 @@ struct Cli {
 enum Command {
     /// List the retained checkpoints: id, commit time, kind, operators, entries, bytes.
     List {
-        /// The checkpoint directory (the one holding `manifests/`).
+        /// The checkpoint directory (the one holding `manifests/`), or a URL
+        /// (`s3://bucket/prefix`; credentials and endpoint from the `AWS_*` variables).
         dir: PathBuf,
     },
     /// Show a checkpoint's operators and states: kinds, types, TTLs, entries, sizes.
     Inspect {
-        /// The checkpoint directory, or one checkpoint in it (`<dir>/chk-0000000003`).
+        /// The checkpoint directory or URL, or one checkpoint in it (`<dir>/chk-0000000003`).
         checkpoint: PathBuf,
         /// The checkpoint's id (default: the latest, or the one the path names).
         #[arg(long)]
@@ -55,13 +56,13 @@ enum Command {
     /// manifest, then every block's checksum and every record's framing. Exit code 1 when
     /// anything is damaged, 2 when there is nothing to check (no committed checkpoint).
     Verify {
-        /// The checkpoint directory.
+        /// The checkpoint directory, or a URL (`s3://bucket/prefix`).
         dir: PathBuf,
     },
     /// Print one state's entries as of a checkpoint (its incremental chains applied), keys and
     /// values decoded where their types are primitives or strings (hex otherwise).
     Dump {
-        /// The checkpoint directory, or one checkpoint in it (`<dir>/chk-0000000003`).
+        /// The checkpoint directory or URL, or one checkpoint in it (`<dir>/chk-0000000003`).
         checkpoint: PathBuf,
         /// The checkpoint's id (default: the latest, or the one the path names).
         #[arg(long)]
@@ -131,7 +132,7 @@ fn time(ms: u64) -> String {
 }
 
 fn list(dir: &Path) -> Result<()> {
-    let storage = CheckpointStorage::open_existing(dir)?;
+    let storage = open_storage(dir)?;
     let checkpoints = storage.list()?;
     if checkpoints.is_empty() {
         println!("no committed checkpoints in {}", dir.display());
@@ -155,9 +156,20 @@ fn list(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The checkpoint storage at `location`: a directory, which must exist (nothing is created), or
+/// a URL (`s3://bucket/prefix`, credentials and endpoint from the `AWS_*` variables).
+fn open_storage(location: &Path) -> statewright_core::Result<CheckpointStorage> {
+    match location.to_str() {
+        Some(url) if url.contains("://") => {
+            statewright_object_store::open_url(url, std::iter::empty::<(&str, String)>())
+        }
+        _ => CheckpointStorage::open_existing(location),
+    }
+}
+
 /// Whether `path` is a checkpoint directory with a commit in it.
 fn holds_checkpoints(path: &Path) -> bool {
-    CheckpointStorage::open_existing(path)
+    open_storage(path)
         .and_then(|s| s.manifest_location())
         .is_ok_and(|m| m.is_some())
 }
@@ -173,7 +185,7 @@ fn locate(path: &Path, id: Option<u64>) -> Result<(CheckpointStorage, Checkpoint
         (Some(n), Some(parent)) if !holds_checkpoints(path) => (parent, id.or(Some(n))),
         _ => (path, id),
     };
-    let storage = CheckpointStorage::open_existing(dir)?;
+    let storage = open_storage(dir)?;
     let point = id.map_or(RestorePoint::Latest, |i| RestorePoint::Id(CheckpointId(i)));
     let info = storage.resolve(point)?;
     Ok((storage, info))
@@ -294,7 +306,7 @@ fn inspect(path: &Path, id: Option<u64>) -> Result<()> {
 }
 
 fn verify(dir: &Path) -> Result<ExitCode> {
-    let storage = CheckpointStorage::open_existing(dir)?;
+    let storage = open_storage(dir)?;
     // Without a manifest there is nothing to check, which must not pass for a verified one.
     if storage.manifest_location()?.is_none() {
         return Err(format!(

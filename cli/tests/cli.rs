@@ -16,7 +16,11 @@ struct Clicks {
 
 /// Two checkpoints of 100 keys each.
 fn write_checkpoints(dir: &Path) -> Vec<statewright::CheckpointInfo> {
-    let storage = CheckpointStorage::open(dir).unwrap();
+    write_checkpoints_to(&CheckpointStorage::open(dir).unwrap())
+}
+
+fn write_checkpoints_to(storage: &CheckpointStorage) -> Vec<statewright::CheckpointInfo> {
+    let storage = storage.clone();
     let mut op = Clicks::default()
         .bind(TtlBackend::new(HeapBackend::new()))
         .unwrap();
@@ -470,4 +474,52 @@ fn dump_prints_a_state_as_of_a_checkpoint() {
         .arg(dir.path())
         .assert()
         .code(2);
+}
+
+/// The commands read checkpoints on S3 (SeaweedFS on 127.0.0.1, started by `bash .ci/test`;
+/// where `STATEWRIGHT_REQUIRE_S3` is set, a missing server fails the test).
+#[test]
+fn the_commands_read_checkpoints_on_s3() {
+    let Ok(endpoint) = std::env::var("STATEWRIGHT_S3_ENDPOINT") else {
+        assert!(
+            std::env::var_os("STATEWRIGHT_REQUIRE_S3").is_none(),
+            "STATEWRIGHT_REQUIRE_S3 is set but STATEWRIGHT_S3_ENDPOINT is not"
+        );
+        eprintln!("skipped: STATEWRIGHT_S3_ENDPOINT is not set (`bash .ci/test` sets it)");
+        return;
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let url = format!("s3://statewright/tests/cli-{}-{nanos}", std::process::id());
+    let storage = statewright_object_store::open_url(
+        &url,
+        [
+            ("aws_endpoint", endpoint.as_str()),
+            ("aws_allow_http", "true"),
+        ],
+    )
+    .unwrap();
+    let taken = write_checkpoints_to(&storage);
+    let s3 = |args: &[&str]| {
+        let mut cmd = cli();
+        cmd.args(args)
+            .env("AWS_ENDPOINT", &endpoint)
+            .env("AWS_ALLOW_HTTP", "true");
+        cmd
+    };
+    let list = stdout(&mut s3(&["list", &url]));
+    for info in &taken {
+        assert!(list.contains(&info.id.to_string()), "{list}");
+    }
+    let verified = stdout(&mut s3(&["verify", &url]));
+    assert!(verified.contains("all checksums match"), "{verified}");
+    let inspected = stdout(&mut s3(&[
+        "inspect",
+        &format!("{url}/chk-{:010}", taken[0].id.0),
+    ]));
+    assert!(inspected.contains("clicks"), "{inspected}");
+    // A bucket that is not there is an error, not an empty list.
+    s3(&["list", "s3://no-such-bucket/x"]).assert().failure();
 }
