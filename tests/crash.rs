@@ -35,12 +35,39 @@ struct Crash {
     per_bucket: MapState<u8, u64>,
 }
 
+/// Where the checkpoints go: `<dir>/checkpoints`, or the object-storage URL in
+/// [`URL_ENV`] (the S3 run).
 fn config(dir: &Path) -> CheckpointConfig {
-    CheckpointConfig::new(dir.join("checkpoints"))
-        .max_retained(3)
-        .max_chain(4)
-        .max_chain_ratio(100.0)
+    config_at(
+        dir,
+        std::env::var(URL_ENV)
+            .ok()
+            .filter(|u| !u.is_empty())
+            .as_deref(),
+    )
 }
+
+fn config_at(dir: &Path, url: Option<&str>) -> CheckpointConfig {
+    let config = match url {
+        #[cfg(feature = "s3")]
+        Some(url) => {
+            let endpoint = std::env::var("STATEWRIGHT_S3_ENDPOINT").unwrap_or_default();
+            let storage = statewright::store::open_url(
+                url,
+                [
+                    ("aws_endpoint", endpoint.as_str()),
+                    ("aws_allow_http", "true"),
+                ],
+            )
+            .unwrap();
+            CheckpointConfig::on_store(storage.store().clone())
+        }
+        _ => CheckpointConfig::new(dir.join("checkpoints")),
+    };
+    config.max_retained(3).max_chain(4).max_chain_ratio(100.0)
+}
+
+const URL_ENV: &str = "STATEWRIGHT_CRASH_CHILD_URL";
 
 /// The child: rounds of updates to every key, an asynchronous checkpoint after each round.
 #[test]
@@ -177,7 +204,7 @@ fn next(seed: &mut u64) -> u64 {
 
 #[test]
 fn sigkill_at_random_points() {
-    kill_repeatedly("heap", 50, |storage, info, _| {
+    kill_repeatedly("heap", None, 50, |storage, info, _| {
         let mut op = Crash::default().restore(HeapBackend::new(), storage, info.id.into())?;
         Ok(restored_round(&mut op))
     });
@@ -188,7 +215,7 @@ fn sigkill_at_random_points() {
 fn sigkill_native_rocksdb() {
     use statewright::keygroup::KeyGroupRange;
     use statewright::{RocksDbOptions, restore_native};
-    kill_repeatedly("rocksdb", 25, |storage, info, dir| {
+    kill_repeatedly("rocksdb", None, 25, |storage, info, dir| {
         let target = dir.join(format!("verify-{}", info.id));
         let mut op = restore_native(
             Crash::default(),
@@ -205,6 +232,33 @@ fn sigkill_native_rocksdb() {
     });
 }
 
+/// The same on S3 (SeaweedFS on 127.0.0.1, started by `bash .ci/test`): a kill in the middle of
+/// an upload or a commit leaves every committed checkpoint restorable.
+#[cfg(feature = "s3")]
+#[test]
+fn sigkill_while_checkpointing_to_s3() {
+    if std::env::var("STATEWRIGHT_S3_ENDPOINT").is_err() {
+        assert!(
+            std::env::var_os("STATEWRIGHT_REQUIRE_S3").is_none(),
+            "STATEWRIGHT_REQUIRE_S3 is set but STATEWRIGHT_S3_ENDPOINT is not"
+        );
+        eprintln!("skipped: STATEWRIGHT_S3_ENDPOINT is not set (`bash .ci/test` sets it)");
+        return;
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let url = format!(
+        "s3://statewright/tests/crash-{}-{nanos}",
+        std::process::id()
+    );
+    kill_repeatedly("heap", Some(&url), 8, |storage, info, _| {
+        let mut op = Crash::default().restore(HeapBackend::new(), storage, info.id.into())?;
+        Ok(restored_round(&mut op))
+    });
+}
+
 /// The round a restored instance holds, after checking it holds exactly that round's state.
 fn restored_round<B: AnyBackend>(op: &mut Bound<Crash, B>) -> u64 {
     let round = op.key(&0).unwrap().round().get_owned().unwrap().unwrap();
@@ -215,7 +269,7 @@ fn restored_round<B: AnyBackend>(op: &mut Bound<Crash, B>) -> u64 {
 type Restore =
     fn(&CheckpointStorage, &statewright::CheckpointInfo, &Path) -> statewright::Result<u64>;
 
-fn kill_repeatedly(backend: &str, default_points: u32, restore: Restore) {
+fn kill_repeatedly(backend: &str, url: Option<&str>, default_points: u32, restore: Restore) {
     let points: u32 = std::env::var("STATEWRIGHT_CRASH_POINTS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -241,6 +295,7 @@ fn kill_repeatedly(backend: &str, default_points: u32, restore: Restore) {
             ])
             .env(CHILD_ENV, dir.path())
             .env(BACKEND_ENV, backend)
+            .env(URL_ENV, url.unwrap_or_default())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -266,7 +321,7 @@ fn kill_repeatedly(backend: &str, default_points: u32, restore: Restore) {
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
 
-        let storage = config(dir.path()).open_storage().unwrap();
+        let storage = config_at(dir.path(), url).open_storage().unwrap();
         let retained = storage.list().unwrap();
         assert!(!retained.is_empty());
         for (i, info) in retained.iter().enumerate() {
