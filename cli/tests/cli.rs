@@ -480,19 +480,10 @@ fn dump_prints_a_state_as_of_a_checkpoint() {
 /// where `STATEWRIGHT_REQUIRE_S3` is set, a missing server fails the test).
 #[test]
 fn the_commands_read_checkpoints_on_s3() {
-    let Ok(endpoint) = std::env::var("STATEWRIGHT_S3_ENDPOINT") else {
-        assert!(
-            std::env::var_os("STATEWRIGHT_REQUIRE_S3").is_none(),
-            "STATEWRIGHT_REQUIRE_S3 is set but STATEWRIGHT_S3_ENDPOINT is not"
-        );
-        eprintln!("skipped: STATEWRIGHT_S3_ENDPOINT is not set (`bash .ci/test` sets it)");
+    let Some(endpoint) = statewright_object_store::testing::s3_endpoint().unwrap() else {
         return;
     };
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let url = format!("s3://statewright/tests/cli-{}-{nanos}", std::process::id());
+    let url = statewright_object_store::testing::unique_url("cli");
     let storage = statewright_object_store::open_url(
         &url,
         [

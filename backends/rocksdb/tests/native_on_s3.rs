@@ -7,37 +7,14 @@ use std::sync::Arc;
 
 use statewright::prelude::*;
 use statewright::{RocksDbBackend, RocksDbOptions};
-use statewright_object_store::open_url;
+use statewright_object_store::testing;
 
 fn endpoint() -> Option<String> {
-    match std::env::var("STATEWRIGHT_S3_ENDPOINT") {
-        Ok(e) if !e.is_empty() => Some(e),
-        _ => {
-            assert!(
-                std::env::var_os("STATEWRIGHT_REQUIRE_S3").is_none(),
-                "STATEWRIGHT_REQUIRE_S3 is set but STATEWRIGHT_S3_ENDPOINT is not: the S3 \
-                 server did not start (see `bash .ci/test`)"
-            );
-            eprintln!("skipped: STATEWRIGHT_S3_ENDPOINT is not set (`bash .ci/test` sets it)");
-            None
-        }
-    }
+    testing::s3_endpoint().unwrap()
 }
 
 fn storage(endpoint: &str, name: &str) -> CheckpointStorage {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let url = format!(
-        "s3://statewright/tests/{name}-{}-{nanos}",
-        std::process::id()
-    );
-    open_url(
-        &url,
-        [("aws_endpoint", endpoint), ("aws_allow_http", "true")],
-    )
-    .unwrap()
+    testing::s3_storage(endpoint, name).unwrap()
 }
 
 #[derive(StatefulOperator, Default)]

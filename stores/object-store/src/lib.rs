@@ -536,3 +536,57 @@ fn client_options() -> object_store::ClientOptions {
         .with_connect_timeout(Duration::from_secs(5))
         .with_allow_http(allow_http)
 }
+
+/// What the tests against a real S3 server share: the server's endpoint and fresh prefixes of
+/// its bucket. `bash .ci/test` starts the server (SeaweedFS on 127.0.0.1) and sets
+/// `STATEWRIGHT_S3_ENDPOINT`, and `STATEWRIGHT_REQUIRE_S3` so that a missing server fails the
+/// tests instead of skipping them.
+#[doc(hidden)]
+pub mod testing {
+    use statewright_core::{CheckpointStorage, Result};
+
+    /// The endpoint; `Ok(None)` where the tests may skip (said on standard error), `Err` where
+    /// they must not.
+    ///
+    /// # Errors
+    ///
+    /// When `STATEWRIGHT_REQUIRE_S3` is set and `STATEWRIGHT_S3_ENDPOINT` is not.
+    pub fn s3_endpoint() -> std::result::Result<Option<String>, String> {
+        match std::env::var("STATEWRIGHT_S3_ENDPOINT") {
+            Ok(e) if !e.is_empty() => Ok(Some(e)),
+            _ if std::env::var_os("STATEWRIGHT_REQUIRE_S3").is_some() => Err(
+                "STATEWRIGHT_REQUIRE_S3 is set but STATEWRIGHT_S3_ENDPOINT is not: the S3 \
+                 server did not start (see `bash .ci/test`)"
+                    .into(),
+            ),
+            _ => {
+                eprintln!("skipped: STATEWRIGHT_S3_ENDPOINT is not set (`bash .ci/test` sets it)");
+                Ok(None)
+            }
+        }
+    }
+
+    /// A URL of the test bucket no other test or run uses.
+    #[must_use]
+    pub fn unique_url(name: &str) -> String {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        format!(
+            "s3://statewright/tests/{name}-{}-{nanos}",
+            std::process::id()
+        )
+    }
+
+    /// A storage at [`unique_url`] on the server at `endpoint`.
+    ///
+    /// # Errors
+    ///
+    /// As [`open_url`](crate::open_url).
+    pub fn s3_storage(endpoint: &str, name: &str) -> Result<CheckpointStorage> {
+        crate::open_url(
+            &unique_url(name),
+            [("aws_endpoint", endpoint), ("aws_allow_http", "true")],
+        )
+    }
+}

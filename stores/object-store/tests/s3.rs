@@ -10,42 +10,14 @@ use std::sync::Arc;
 use statewright::prelude::*;
 use statewright::store::CheckpointStore;
 use statewright::{Error, keygroup::KeyGroupRange};
-use statewright_object_store::{ObjectStoreStore, PART_SIZE, open_url};
+use statewright_object_store::{ObjectStoreStore, PART_SIZE, open_url, testing};
 
-/// The S3 endpoint, or `None` (with a note) where the tests may skip.
 fn endpoint() -> Option<String> {
-    match std::env::var("STATEWRIGHT_S3_ENDPOINT") {
-        Ok(e) if !e.is_empty() => Some(e),
-        _ => {
-            assert!(
-                std::env::var_os("STATEWRIGHT_REQUIRE_S3").is_none(),
-                "STATEWRIGHT_REQUIRE_S3 is set but STATEWRIGHT_S3_ENDPOINT is not: the S3 \
-                 server did not start (see `bash .ci/test`)"
-            );
-            eprintln!("skipped: STATEWRIGHT_S3_ENDPOINT is not set (`bash .ci/test` sets it)");
-            None
-        }
-    }
-}
-
-/// A prefix of the test bucket no other test uses.
-fn unique(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "s3://statewright/tests/{name}-{}-{nanos}",
-        std::process::id()
-    )
+    testing::s3_endpoint().unwrap()
 }
 
 fn storage(endpoint: &str, name: &str) -> CheckpointStorage {
-    open_url(
-        &unique(name),
-        [("aws_endpoint", endpoint), ("aws_allow_http", "true")],
-    )
-    .unwrap()
+    testing::s3_storage(endpoint, name).unwrap()
 }
 
 #[derive(StatefulOperator, Default)]
@@ -282,7 +254,7 @@ fn wrong_credentials_are_a_typed_error_not_a_hang() {
     let Some(endpoint) = endpoint() else { return };
     let started = std::time::Instant::now();
     let storage = open_url(
-        &unique("credentials"),
+        &testing::unique_url("credentials"),
         [
             ("aws_endpoint", endpoint.as_str()),
             ("aws_allow_http", "true"),
@@ -304,7 +276,7 @@ fn wrong_credentials_are_a_typed_error_not_a_hang() {
 #[test]
 fn a_store_built_by_hand_takes_a_prefix() {
     let Some(endpoint) = endpoint() else { return };
-    let url = unique("by-hand");
+    let url = testing::unique_url("by-hand");
     let bucket_store = object_store::aws::AmazonS3Builder::from_env()
         .with_endpoint(&endpoint)
         .with_allow_http(true)

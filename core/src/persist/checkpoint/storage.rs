@@ -454,7 +454,8 @@ impl CheckpointStorage {
     ///
     /// # Errors
     ///
-    /// A damaged manifest (the storage is left as it is) or an I/O failure.
+    /// [`Error::CommitConflict`] when another writer committed while this one claimed its
+    /// number; a damaged manifest (the storage is left as it is) or an I/O failure.
     pub fn begin(&self) -> Result<PendingCheckpoint<'_>> {
         let manifest = self.read_manifest()?;
         // Never reuse the number of a checkpoint a crashed attempt may have left behind.
@@ -465,10 +466,21 @@ impl CheckpointStorage {
         // A writer racing for the same number takes the next one.
         for _ in 0..CLAIM_ATTEMPTS {
             let prefix = checkpoint_dir_name(CheckpointId(id));
-            if self
-                .store
-                .put_if_absent(&format!("{prefix}/{CLAIM}"), &[])?
-            {
+            let claimed = match self.store.put_if_absent(&format!("{prefix}/{CLAIM}"), &[]) {
+                Ok(claimed) => claimed,
+                // Another writer committed meanwhile, and its retention removed the number
+                // being claimed: this checkpoint would not commit either.
+                Err(e) => {
+                    return Err(match self.latest_manifest() {
+                        Ok(Some((seq, name))) if seq > manifest.seq => Error::CommitConflict {
+                            id,
+                            path: self.store.locate(&name),
+                        },
+                        _ => e,
+                    });
+                }
+            };
+            if claimed {
                 return Ok(PendingCheckpoint {
                     storage: self,
                     manifest,
@@ -575,7 +587,6 @@ impl CheckpointStorage {
                 out.push((CheckpointId(id), prefix.to_owned()));
             }
         }
-        out.dedup();
         Ok(out)
     }
 
