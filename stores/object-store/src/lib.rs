@@ -53,7 +53,19 @@ struct Inner {
     store: Arc<dyn ObjectStore>,
     prefix: String,
     url: String,
-    runtime: tokio::runtime::Runtime,
+    /// Always `Some` until dropped.
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks, which panics inside an asynchronous task (a job that
+        // drops its checkpointer in `async fn main`); shutting it down in the background
+        // never blocks.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl ObjectStoreStore {
@@ -84,7 +96,7 @@ impl ObjectStoreStore {
                 store,
                 prefix,
                 url,
-                runtime,
+                runtime: Some(runtime),
             }),
         })
     }
@@ -124,9 +136,11 @@ impl Inner {
         future: impl Future<Output = object_store::Result<T>> + Send + 'static,
     ) -> Result<T> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.runtime.spawn(async move {
-            let _ = tx.send(future.await);
-        });
+        if let Some(runtime) = &self.runtime {
+            runtime.spawn(async move {
+                let _ = tx.send(future.await);
+            });
+        }
         match rx.recv() {
             Ok(result) => result.map_err(|e| self.error(name, e)),
             Err(_) => Err(self.error(

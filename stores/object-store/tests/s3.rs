@@ -294,3 +294,18 @@ fn a_store_built_by_hand_takes_a_prefix() {
     store.delete_prefix("a/").unwrap();
     assert!(store.list("").unwrap().is_empty());
 }
+
+/// A job may open, use and drop the storage inside an asynchronous task (`async fn main`).
+#[test]
+fn the_store_can_be_dropped_inside_an_asynchronous_task() {
+    let Some(endpoint) = endpoint() else { return };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let storage = storage(&endpoint, "async-drop");
+        storage.store().put("a", b"x").unwrap();
+        assert_eq!(storage.store().head("a").unwrap(), Some(1));
+        drop(storage);
+    });
+}
