@@ -360,6 +360,19 @@ impl PendingCheckpoint<'_> {
                 path: self.storage.store.locate(&name),
             });
         }
+        // A manifest's number is free again once retention retired it, which happens only
+        // after a newer one was committed: a writer that began before that commit can put the
+        // old number. Readers take the newest manifest, so such a late one is never read; it is
+        // taken back, and its checkpoint was not committed.
+        if let Ok(Some((latest, latest_name))) = self.storage.latest_manifest()
+            && latest > seq
+        {
+            let _ = self.storage.store.delete(&name);
+            return Err(Error::CommitConflict {
+                id: self.id.0,
+                path: self.storage.store.locate(&latest_name),
+            });
+        }
         self.committed = true;
         self.storage.collect_garbage(&manifest, self.id);
         Ok(info)

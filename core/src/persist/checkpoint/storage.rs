@@ -401,7 +401,7 @@ impl CheckpointStorage {
             });
         }
         fs::create_dir_all(target).map_err(|e| Error::io(target, e))?;
-        let result = native.files.iter().try_for_each(|f| {
+        let put = |f: &NativeFile| -> Result<()> {
             let name = self.native_file_name(snapshot, f)?;
             self.length_of(&name, f.bytes)?;
             validate_name("native file", &f.name)?;
@@ -417,7 +417,48 @@ impl CheckpointStorage {
                 None => self.download(&name, f.bytes, &to)?,
             }
             Ok(())
-        });
+        };
+        // From a remote store, several files download at once; locally, links are instant.
+        let remote = native
+            .files
+            .first()
+            .and_then(|f| self.native_file_name(snapshot, f).ok())
+            .is_some_and(|name| self.store.local_path(&name).is_none());
+        let result = if remote && native.files.len() > 1 {
+            let next = std::sync::atomic::AtomicUsize::new(0);
+            let failed = std::sync::Mutex::new(None);
+            std::thread::scope(|scope| {
+                for _ in 0..DOWNLOADS.min(native.files.len()) {
+                    scope.spawn(|| {
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(f) = native.files.get(i) else { break };
+                            if let Err(e) = put(f) {
+                                if let Ok(mut slot) = failed.lock() {
+                                    slot.get_or_insert(e);
+                                }
+                                // The others stop at their next file.
+                                next.store(
+                                    native.files.len(),
+                                    std::sync::atomic::Ordering::Relaxed,
+                                );
+                                break;
+                            }
+                        }
+                    });
+                }
+            });
+            match failed.into_inner() {
+                Ok(None) => Ok(()),
+                Ok(Some(e)) => Err(e),
+                Err(_) => Err(Error::Backend {
+                    backend: "checkpoint",
+                    message: "a download of a native file panicked".into(),
+                }),
+            }
+        } else {
+            native.files.iter().try_for_each(put)
+        };
         if result.is_err() {
             let _ = fs::remove_dir_all(target);
         }
@@ -705,6 +746,9 @@ impl CheckpointStorage {
 
 /// How much of an object one ranged read asks for when a whole object is checked or copied.
 const READ_STEP: u64 = 8 << 20;
+
+/// How many files of a native snapshot download from a remote store at once.
+const DOWNLOADS: usize = 4;
 
 /// How many checkpoint numbers [`CheckpointStorage::begin`] tries to claim.
 const CLAIM_ATTEMPTS: usize = 64;
