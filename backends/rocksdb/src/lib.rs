@@ -558,29 +558,14 @@ fn put_len(out: &mut Vec<u8>, mut n: usize) {
     }
 }
 
-/// Splits an internal key into (key group prefix + canonical key, user key).
+/// Splits an internal key into (key group prefix + canonical key, user key): fills `key_out`
+/// with the first and returns where the user key starts.
 fn split_internal(internal: &[u8], key_out: &mut Vec<u8>) -> Option<usize> {
-    let (kg, rest) = internal.split_first_chunk::<2>()?;
-    let mut len = 0usize;
-    let mut shift = 0;
-    let mut i = 0;
-    loop {
-        let b = *rest.get(i)?;
-        len |= usize::from(b & 0x7F).checked_shl(shift)?;
-        i += 1;
-        if b & 0x80 == 0 {
-            break;
-        }
-        shift += 7;
-        if shift > 63 {
-            return None;
-        }
-    }
-    let canonical = rest.get(i..i.checked_add(len)?)?;
+    let (canonical, user_key) = internal_parts(internal)?;
     key_out.clear();
-    key_out.extend_from_slice(kg);
+    key_out.extend_from_slice(internal.get(..2)?);
     key_out.extend_from_slice(canonical);
-    Some(2 + i + len)
+    Some(internal.len() - user_key.len())
 }
 
 /// The smallest byte string greater than every string starting with `prefix`.

@@ -204,13 +204,9 @@ impl PendingCheckpoint<'_> {
     /// began: retention after that commit may have removed this checkpoint's files, and the
     /// conflict, not the missing file, is what went wrong.
     fn conflict_or(&self, e: Error) -> Error {
-        match self.storage.latest_manifest() {
-            Ok(Some((seq, name))) if seq > self.manifest.seq => Error::CommitConflict {
-                id: self.id.0,
-                path: self.storage.store.locate(&name),
-            },
-            _ => e,
-        }
+        self.storage
+            .conflict_after(self.manifest.seq, self.id)
+            .unwrap_or(e)
     }
 
     fn write_native_files(
@@ -364,14 +360,9 @@ impl PendingCheckpoint<'_> {
         // after a newer one was committed: a writer that began before that commit can put the
         // old number. Readers take the newest manifest, so such a late one is never read; it is
         // taken back, and its checkpoint was not committed.
-        if let Ok(Some((latest, latest_name))) = self.storage.latest_manifest()
-            && latest > seq
-        {
+        if let Some(conflict) = self.storage.conflict_after(seq, self.id) {
             let _ = self.storage.store.delete(&name);
-            return Err(Error::CommitConflict {
-                id: self.id.0,
-                path: self.storage.store.locate(&latest_name),
-            });
+            return Err(conflict);
         }
         self.committed = true;
         self.storage.collect_garbage(&manifest, self.id);

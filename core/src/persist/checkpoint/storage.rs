@@ -512,13 +512,9 @@ impl CheckpointStorage {
                 // Another writer committed meanwhile, and its retention removed the number
                 // being claimed: this checkpoint would not commit either.
                 Err(e) => {
-                    return Err(match self.latest_manifest() {
-                        Ok(Some((seq, name))) if seq > manifest.seq => Error::CommitConflict {
-                            id,
-                            path: self.store.locate(&name),
-                        },
-                        _ => e,
-                    });
+                    return Err(self
+                        .conflict_after(manifest.seq, CheckpointId(id))
+                        .unwrap_or(e));
                 }
             };
             if claimed {
@@ -632,7 +628,7 @@ impl CheckpointStorage {
     }
 
     /// The newest numbered manifest.
-    pub(super) fn latest_manifest(&self) -> Result<Option<(u64, String)>> {
+    fn latest_manifest(&self) -> Result<Option<(u64, String)>> {
         Ok(self
             .store
             .list(&format!("{MANIFESTS}/"))?
@@ -706,6 +702,34 @@ impl CheckpointStorage {
         Ok(len)
     }
 
+    /// [`Error::CommitConflict`] for checkpoint `id` when a manifest newer than number `seq`
+    /// has been committed; `None` when none has, or when the store cannot tell.
+    pub(super) fn conflict_after(&self, seq: u64, id: CheckpointId) -> Option<Error> {
+        match self.latest_manifest() {
+            Ok(Some((latest, name))) if latest > seq => Some(Error::CommitConflict {
+                id: id.0,
+                path: self.store.locate(&name),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Reads `name` (of length `len`) in steps of [`READ_STEP`] bytes, handing each to `chunk`.
+    fn read_in_steps(
+        &self,
+        name: &str,
+        len: u64,
+        chunk: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let mut offset = 0u64;
+        while offset < len {
+            let end = len.min(offset + READ_STEP);
+            chunk(&self.store.get_range(name, offset..end)?)?;
+            offset = end;
+        }
+        Ok(())
+    }
+
     /// Checks the length and crc32c of `name`, reading it in steps of [`READ_STEP`] bytes.
     fn verify_object(
         &self,
@@ -716,14 +740,11 @@ impl CheckpointStorage {
     ) -> Result<()> {
         let len = self.length_of(name, bytes)?;
         let mut crc = 0u32;
-        let mut offset = 0u64;
-        while offset < len {
-            let end = len.min(offset + READ_STEP);
-            let chunk = self.store.get_range(name, offset..end)?;
-            crc = crc32c::crc32c_append(crc, &chunk);
+        self.read_in_steps(name, len, &mut |chunk| {
+            crc = crc32c::crc32c_append(crc, chunk);
             progress(chunk.len() as u64);
-            offset = end;
-        }
+            Ok(())
+        })?;
         if crc != crc32c {
             return Err(mismatch(&self.store.locate(name), crc32c, crc));
         }
@@ -733,13 +754,9 @@ impl CheckpointStorage {
     /// Copies `name` into the local file `to`, in steps of [`READ_STEP`] bytes.
     fn download(&self, name: &str, len: u64, to: &Path) -> Result<()> {
         let mut out = File::create(to).map_err(|e| Error::io(to, e))?;
-        let mut offset = 0u64;
-        while offset < len {
-            let end = len.min(offset + READ_STEP);
-            let chunk = self.store.get_range(name, offset..end)?;
-            out.write_all(&chunk).map_err(|e| Error::io(to, e))?;
-            offset = end;
-        }
+        self.read_in_steps(name, len, &mut |chunk| {
+            out.write_all(chunk).map_err(|e| Error::io(to, e))
+        })?;
         out.sync_all().map_err(|e| Error::io(to, e))
     }
 }
