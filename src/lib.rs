@@ -36,6 +36,7 @@
 //! |---|---|
 //! | `rocksdb` | [`RocksDbBackend`](https://docs.rs/statewright-rocksdb), for state larger than memory |
 //! | `s3`, `gcs`, `azure` | checkpoints on object storage: `store::open_url("s3://bucket/prefix", ..)` |
+//! | `redis` | checkpoints in Redis: `store::open_url("redis://host:6379/0/prefix", ..)` |
 //!
 //! The guide in `book/` explains every part; [`prelude`] has what an operator needs.
 
@@ -153,14 +154,90 @@ pub mod checkpoint {
     };
 }
 
-/// Where checkpoints live: the object-storage-shaped [`CheckpointStore`](store::CheckpointStore)
-/// and its local implementation.
+/// Where checkpoints live: the object-storage-shaped [`CheckpointStore`](store::CheckpointStore),
+/// its local implementation, the object stores (features `s3`, `gcs`, `azure`) and Redis
+/// (feature `redis`), and [`open_url`](store::open_url), which picks one by URL.
 pub mod store {
     pub use statewright_core::store::{
         CheckpointStore, LocalStore, ObjectWriter, validate_object_name,
     };
     #[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
-    pub use statewright_object_store::{ObjectStoreStore, PART_SIZE, open_url};
+    pub use statewright_object_store::{ObjectStoreStore, PART_SIZE};
+    #[cfg(feature = "redis")]
+    pub use statewright_redis::{CHUNK_SIZE, RedisStore};
+
+    use statewright_core::{CheckpointStorage, Error, Result};
+
+    /// Opens a checkpoint storage by URL:
+    ///
+    /// - `file:///path`: a local directory, as [`CheckpointStorage::open`];
+    /// - `s3://bucket/prefix` (feature `s3`), `gs://` (`gcs`), `az://` (`azure`): object
+    ///   storage, credentials, region and endpoint from the usual environment variables
+    ///   (`AWS_*`, ...), then `options` (`("aws_endpoint", "http://127.0.0.1:8333")`);
+    /// - `redis://[:password@]host[:port]/db/prefix` (feature `redis`): a Redis server, which
+    ///   takes no options.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] for a scheme this build does not offer (the message names the
+    /// feature), [`Error::InvalidName`] for a URL that cannot be parsed, and the errors of
+    /// opening the store.
+    #[allow(unused_variables)]
+    pub fn open_url<I, K, V>(url: &str, options: I) -> Result<CheckpointStorage>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: Into<String>,
+    {
+        let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
+        let unsupported = |feature: &str| Error::Unsupported {
+            backend: "checkpoint storage",
+            what: format!("`{scheme}://` locations in this build (enable the `{feature}` feature)"),
+        };
+        match scheme {
+            "file" => {
+                let path = url.trim_start_matches("file://");
+                if path.starts_with('/') {
+                    CheckpointStorage::open(path)
+                } else {
+                    Err(Error::InvalidName {
+                        what: "checkpoint storage URL",
+                        name: url.to_owned(),
+                        reason: "a `file://` URL names an absolute path (`file:///path`)",
+                    })
+                }
+            }
+            #[cfg(feature = "redis")]
+            "redis" | "rediss" => {
+                if options.into_iter().next().is_some() {
+                    return Err(Error::InvalidName {
+                        what: "checkpoint storage option",
+                        name: url.to_owned(),
+                        reason: "a Redis location takes no options: put the password and \
+                                 database in the URL",
+                    });
+                }
+                statewright_redis::open_url(url)
+            }
+            #[cfg(not(feature = "redis"))]
+            "redis" | "rediss" => Err(unsupported("redis")),
+            #[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
+            _ => statewright_object_store::open_url(url, options),
+            #[cfg(not(any(feature = "s3", feature = "gcs", feature = "azure")))]
+            "s3" | "s3a" => Err(unsupported("s3")),
+            #[cfg(not(any(feature = "s3", feature = "gcs", feature = "azure")))]
+            "gs" => Err(unsupported("gcs")),
+            #[cfg(not(any(feature = "s3", feature = "gcs", feature = "azure")))]
+            "az" | "azure" | "abfs" | "abfss" => Err(unsupported("azure")),
+            #[cfg(not(any(feature = "s3", feature = "gcs", feature = "azure")))]
+            _ => Err(Error::InvalidName {
+                what: "checkpoint storage URL",
+                name: url.to_owned(),
+                reason: "not a location this build opens (`file:///path`; `s3://`, `gs://`, \
+                         `az://` and `redis://` with their features)",
+            }),
+        }
+    }
 }
 
 /// Periodic, asynchronous and incremental checkpoints of several operators.

@@ -41,7 +41,8 @@ enum Command {
     /// List the retained checkpoints: id, commit time, kind, operators, entries, bytes.
     List {
         /// The checkpoint directory (the one holding `manifests/`), or a URL
-        /// (`s3://bucket/prefix`; credentials and endpoint from the `AWS_*` variables).
+        /// (`s3://bucket/prefix`, credentials and endpoint from the `AWS_*` variables;
+        /// `redis://[:password@]host:port/db/prefix`).
         dir: PathBuf,
     },
     /// Show a checkpoint's operators and states: kinds, types, TTLs, entries, sizes.
@@ -56,7 +57,7 @@ enum Command {
     /// manifest, then every block's checksum and every record's framing. Exit code 1 when
     /// anything is damaged, 2 when there is nothing to check (no committed checkpoint).
     Verify {
-        /// The checkpoint directory, or a URL (`s3://bucket/prefix`).
+        /// The checkpoint directory, or a URL (`s3://bucket/prefix`, `redis://host:port/db/prefix`).
         dir: PathBuf,
     },
     /// Print one state's entries as of a checkpoint (its incremental chains applied), keys and
@@ -157,9 +158,13 @@ fn list(dir: &Path) -> Result<()> {
 }
 
 /// The checkpoint storage at `location`: a directory, which must exist (nothing is created), or
-/// a URL (`s3://bucket/prefix`, credentials and endpoint from the `AWS_*` variables).
+/// a URL (`s3://bucket/prefix`, credentials and endpoint from the `AWS_*` variables;
+/// `redis://[:password@]host:port/db/prefix`).
 fn open_storage(location: &Path) -> statewright_core::Result<CheckpointStorage> {
     match location.to_str() {
+        Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
+            statewright_redis::open_url(url)
+        }
         Some(url) if url.contains("://") => {
             statewright_object_store::open_url(url, std::iter::empty::<(&str, String)>())
         }

@@ -514,3 +514,52 @@ fn the_commands_read_checkpoints_on_s3() {
     // A bucket that is not there is an error, not an empty list.
     s3(&["list", "s3://no-such-bucket/x"]).assert().failure();
 }
+
+/// The commands read checkpoints in Redis (`redis-server` on 127.0.0.1, started by
+/// `bash .ci/test`; where `STATEWRIGHT_REQUIRE_REDIS` is set, a missing server fails the test).
+#[test]
+fn the_commands_read_checkpoints_in_redis() {
+    let Some(base) = statewright_redis::testing::redis_url().unwrap() else {
+        return;
+    };
+    let url = statewright_redis::testing::unique_url(&base, "cli");
+    let storage = statewright_redis::open_url(&url).unwrap();
+    let taken = write_checkpoints_to(&storage);
+    let list = stdout(cli().args(["list", &url]));
+    for info in &taken {
+        assert!(list.contains(&info.id.to_string()), "{list}");
+    }
+    let verified = stdout(cli().args(["verify", &url]));
+    assert!(verified.contains("all checksums match"), "{verified}");
+    let inspected = stdout(cli().args(["inspect", &format!("{url}/chk-{:010}", taken[0].id.0)]));
+    assert!(inspected.contains("clicks"), "{inspected}");
+    let dumped = stdout(cli().args(["dump", "--state", "count", &url]));
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&dumped).unwrap();
+    assert_eq!(rows.len(), 100, "{dumped}");
+    assert!(
+        rows.iter().all(|r| r["value"].as_u64() == Some(2)),
+        "{dumped}"
+    );
+    let empty = statewright_redis::testing::unique_url(&base, "cli-empty");
+    let listed = stdout(cli().args(["list", &empty]));
+    assert!(listed.contains("no committed checkpoints"), "{listed}");
+    // Refused credentials are an error, and the message does not show the password.
+    let host = base
+        .trim_start_matches("redis://")
+        .rsplit('@')
+        .next()
+        .unwrap();
+    let wrong = format!("redis://:not-the-password@{host}/0/x");
+    let out = cli()
+        .args(["list", &wrong])
+        .assert()
+        .failure()
+        .get_output()
+        .stderr
+        .clone();
+    let err = String::from_utf8(out).unwrap();
+    assert!(
+        !err.contains("not-the-password") && !err.is_empty(),
+        "{err}"
+    );
+}

@@ -466,8 +466,9 @@ impl Drop for PartWriter {
 /// `("aws_endpoint", "http://127.0.0.1:8333")`), or any other URL the `object_store` crate
 /// parses, with its options.
 ///
-/// Requests are retried with backoff (transient failures: up to 5 times within 60 s), and time
-/// out after 30 s each, so an unreachable server is an error, not a hang.
+/// Requests are retried with backoff from 100 ms doubling to 15 s (transient failures: a refused
+/// connection, a 5xx answer; up to 10 times within 60 s, enough for a server that restarts),
+/// and time out after 30 s each, so an unreachable server is an error, not a hang.
 ///
 /// # Errors
 ///
@@ -537,7 +538,7 @@ where
 fn retry() -> object_store::RetryConfig {
     object_store::RetryConfig {
         backoff: object_store::BackoffConfig::default(),
-        max_retries: 5,
+        max_retries: 10,
         retry_timeout: Duration::from_secs(60),
     }
 }
