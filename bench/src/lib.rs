@@ -4,6 +4,7 @@
 
 pub mod large;
 pub mod snapshot;
+pub mod store;
 
 use std::collections::HashMap;
 use std::time::Instant;

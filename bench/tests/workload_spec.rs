@@ -109,3 +109,38 @@ fn the_large_state_workload_restores_exactly_and_reports_its_memory() {
         assert!(lines.iter().all(|l| l.peak_rss.is_some()));
     }
 }
+
+/// The store workload restores every value, and a restore at three instances reads about a
+/// third of the checkpoint each: locally, and on the S3 server where the test command runs one.
+#[test]
+fn the_store_workload_restores_exactly_and_a_rescale_reads_its_share() {
+    let p = Params { k: 30_000, ..SMALL };
+    let s3 = statewright_object_store::testing::s3_endpoint().unwrap();
+    let url = s3
+        .as_ref()
+        .map(|_| statewright_object_store::testing::unique_url("bench"));
+    let options: Vec<(&str, &str)> = s3
+        .as_deref()
+        .map(|e| vec![("aws_endpoint", e), ("aws_allow_http", "true")])
+        .unwrap_or_default();
+    let lines = statewright_bench::store::run("heap", p, url.as_deref(), &options).unwrap();
+    let stores = if s3.is_some() { 2 } else { 1 };
+    assert_eq!(lines.len(), 3 * stores, "{lines:#?}");
+    for line in &lines {
+        let fields: std::collections::HashMap<&str, &str> = line
+            .split_whitespace()
+            .filter_map(|f| f.split_once('='))
+            .collect();
+        if let Some(bad) = fields.get("verify_bad") {
+            assert_eq!(*bad, "0", "{line}");
+        }
+        if let Some(share) = fields.get("of_a_third") {
+            let share: f64 = share.parse().unwrap();
+            assert!(
+                share <= 1.2,
+                "a rescaled instance read {share} × a third: {line}"
+            );
+        }
+        assert!(fields["bytes"].parse::<u64>().unwrap() > 0, "{line}");
+    }
+}

@@ -17,6 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let mut read_path_only = false;
     let mut dir: Option<std::path::PathBuf> = None;
+    let mut store: Option<String> = None;
     let mut zero_copy_only = false;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -30,11 +31,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--seed" => p.seed = value()?.parse()?,
             "--M" => p.m = value()?.parse()?,
             "--dir" => dir = Some(value()?.into()),
+            "--store" => store = Some(value()?),
             "--read-path" => read_path_only = true,
             "--zero-copy" => zero_copy_only = true,
             "--help" | "-h" => {
                 println!(
-                    "statebench [--backend {}] [--workload {},snapshot,large_state] [--K keys] [--N ops] [--seed s] [--M map-keys] [--dir scratch-dir] | --read-path | --zero-copy [--N reads]",
+                    "statebench [--backend {}] [--workload {},snapshot,snapshot_store,large_state] [--K keys] [--N ops] [--seed s] [--M map-keys] [--dir scratch-dir] [--store URL (snapshot_store: s3://..., redis://...)] | --read-path | --zero-copy [--N reads]",
                     BACKENDS.join(","),
                     WORKLOADS.join(",")
                 );
@@ -74,6 +76,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     for backend in &backends {
         for workload in &workloads {
+            if workload == "snapshot_store" {
+                if backend.starts_with("raw-") {
+                    continue;
+                }
+                for line in statewright_bench::store::run(backend, p, store.as_deref(), &[])? {
+                    println!("{line}");
+                }
+                continue;
+            }
             if workload == "snapshot" {
                 if backend.starts_with("raw-") {
                     continue;

@@ -466,7 +466,7 @@ impl Drop for PartWriter {
 /// `("aws_endpoint", "http://127.0.0.1:8333")`), or any other URL the `object_store` crate
 /// parses, with its options.
 ///
-/// Requests are retried with backoff from 100 ms doubling to 15 s (transient failures: a refused
+/// Requests are retried with randomised exponential backoff (transient failures: a refused
 /// connection, a 5xx answer; up to 10 times within 60 s, enough for a server that restarts),
 /// and time out after 30 s each, so an unreachable server is an error, not a hang.
 ///
@@ -537,7 +537,13 @@ where
 #[cfg(feature = "s3")]
 fn retry() -> object_store::RetryConfig {
     object_store::RetryConfig {
-        backoff: object_store::BackoffConfig::default(),
+        // Randomised, growing about threefold a step from 0.2 s, at most 10 s apart: 10
+        // retries span some 20 to 60 s, long enough for a server that restarts.
+        backoff: object_store::BackoffConfig {
+            init_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(10),
+            base: 3.0,
+        },
         max_retries: 10,
         retry_timeout: Duration::from_secs(60),
     }
