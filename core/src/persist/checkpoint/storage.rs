@@ -187,11 +187,18 @@ impl CheckpointStorage {
     /// that its length and checksum are the manifest's: the restore then reads its header,
     /// index and blocks as it needs them, and never starts on a damaged file.
     ///
+    /// From a remote store, a snapshot of at most 64 MiB is downloaded once, checked, and read
+    /// from memory: one request, each byte fetched once.
+    ///
     /// # Errors
     ///
     /// As [`read_file`](Self::read_file), and those of [`SnapshotReader::from_store`].
     pub fn open_snapshot(&self, file: &SnapshotRef) -> Result<SnapshotReader<'static>> {
         let name = self.snapshot_name(&file.path)?;
+        if file.bytes <= WHOLE_DOWNLOAD && self.store.local_path(name).is_none() {
+            let (path, bytes) = self.read_file(file)?;
+            return SnapshotReader::from_vec(path, bytes);
+        }
         self.verify_object(name, file.bytes, file.crc32c, &mut |_| {})?;
         SnapshotReader::from_store(Arc::clone(&self.store), name)
     }
@@ -763,6 +770,10 @@ impl CheckpointStorage {
 
 /// How much of an object one ranged read asks for when a whole object is checked or copied.
 const READ_STEP: u64 = 8 << 20;
+
+/// The largest snapshot a restore from a remote store downloads in one request and reads from
+/// memory; a larger one is checked in a first pass and then read block by block.
+const WHOLE_DOWNLOAD: u64 = 64 << 20;
 
 /// How many files of a native snapshot download from a remote store at once.
 const DOWNLOADS: usize = 4;

@@ -18,6 +18,9 @@ use crate::model::keygroup::{KEY_HASH_VERSION, KeyGroupRange, key_group};
 use crate::model::schema::{Reading, SchemaReport, StoredState};
 use crate::persist::store::CheckpointStore;
 
+/// The most bytes of consecutive blocks one read from a remote store fetches.
+const RUN_BYTES: u64 = 8 << 20;
+
 /// A visitor over snapshot records: `(key group, canonical key, user key, value)`.
 pub type RecordVisitor<'v> = dyn FnMut(u16, &[u8], &[u8], &[u8]) -> Result<()> + 'v;
 
@@ -42,6 +45,7 @@ pub struct SnapshotReader<'a> {
 #[derive(Debug)]
 enum Source<'a> {
     Bytes(&'a [u8]),
+    Owned(Vec<u8>),
     File(std::sync::Mutex<std::fs::File>),
     Store(std::sync::Arc<dyn CheckpointStore>, String),
 }
@@ -50,11 +54,8 @@ impl Source<'_> {
     /// `len` bytes at `offset`, which the caller checked lie within the source.
     fn read(&self, path: &Path, offset: u64, len: usize) -> Result<std::borrow::Cow<'_, [u8]>> {
         match self {
-            Source::Bytes(bytes) => usize::try_from(offset)
-                .ok()
-                .and_then(|start| bytes.get(start..start.checked_add(len)?))
-                .map(std::borrow::Cow::Borrowed)
-                .ok_or_else(|| corrupt(path, offset, truncated(len as u64, bytes.len() as u64))),
+            Source::Bytes(bytes) => slice(path, bytes, offset, len),
+            Source::Owned(bytes) => slice(path, bytes, offset, len),
             Source::File(file) => {
                 use std::io::{Read, Seek, SeekFrom};
                 let mut file = file.lock().map_err(|_| Error::Backend {
@@ -77,6 +78,20 @@ impl Source<'_> {
     }
 }
 
+/// `len` bytes at `offset` of `bytes`.
+fn slice<'b>(
+    path: &Path,
+    bytes: &'b [u8],
+    offset: u64,
+    len: usize,
+) -> Result<std::borrow::Cow<'b, [u8]>> {
+    usize::try_from(offset)
+        .ok()
+        .and_then(|start| bytes.get(start..start.checked_add(len)?))
+        .map(std::borrow::Cow::Borrowed)
+        .ok_or_else(|| corrupt(path, offset, truncated(len as u64, bytes.len() as u64)))
+}
+
 fn corrupt(path: &Path, offset: u64, kind: Corruption) -> Error {
     Error::corrupt(path, offset, kind)
 }
@@ -91,6 +106,16 @@ impl<'a> SnapshotReader<'a> {
     /// a newer format, [`Error::Corrupt`] for a truncated or damaged one.
     pub fn parse(path: impl Into<PathBuf>, bytes: &'a [u8]) -> Result<Self> {
         Self::from_source(path.into(), Source::Bytes(bytes), bytes.len() as u64)
+    }
+
+    /// Like [`parse`](Self::parse), owning the bytes (a snapshot downloaded whole).
+    ///
+    /// # Errors
+    ///
+    /// As [`parse`](Self::parse).
+    pub fn from_vec(path: impl Into<PathBuf>, bytes: Vec<u8>) -> Result<SnapshotReader<'static>> {
+        let len = bytes.len() as u64;
+        SnapshotReader::from_source(path.into(), Source::Owned(bytes), len)
     }
 
     /// Reads and verifies the header, footer and index of the snapshot file at `path`, which
@@ -316,7 +341,11 @@ impl<'a> SnapshotReader<'a> {
         let stored = self
             .source
             .read(&self.path, block.offset, block.stored_len as usize)?;
-        let stored = &*stored;
+        self.decode_block(block, &stored)
+    }
+
+    /// Checks and decompresses the `stored` bytes of `block`.
+    fn decode_block(&self, block: &BlockRef, stored: &[u8]) -> Result<Vec<u8>> {
         let computed = crc32c::crc32c(stored);
         if computed != block.crc {
             return Err(corrupt(
@@ -341,6 +370,29 @@ impl<'a> SnapshotReader<'a> {
             )),
             Err(e) => Err(self.block_malformed(block, format!("lz4: {e}"))),
         }
+    }
+
+    /// The stored bytes of the first of `blocks` and of those right after it in the file, up
+    /// to [`RUN_BYTES`] in all, in one read.
+    fn fetch_run(&self, blocks: &[(u16, &BlockRef)]) -> Result<Vec<u8>> {
+        let Some((_, first)) = blocks.first() else {
+            return Ok(Vec::new());
+        };
+        let start = first.offset;
+        let mut end = start.saturating_add(u64::from(first.stored_len));
+        for (_, block) in &blocks[1..] {
+            let next = end.saturating_add(u64::from(block.stored_len));
+            if block.offset != end || next - start > RUN_BYTES {
+                break;
+            }
+            end = next;
+        }
+        if end > self.len {
+            return Err(corrupt(&self.path, start, truncated(end - start, self.len)));
+        }
+        let len = usize::try_from(end - start)
+            .map_err(|_| corrupt(&self.path, start, truncated(end - start, self.len)))?;
+        Ok(self.source.read(&self.path, start, len)?.into_owned())
     }
 
     fn block_malformed(&self, block: &BlockRef, detail: String) -> Error {
@@ -398,13 +450,45 @@ impl<'a> SnapshotReader<'a> {
         range: KeyGroupRange,
         visit: &mut ChangeRecordVisitor<'_>,
     ) -> Result<()> {
-        for kg in state
+        let blocks: Vec<(u16, &BlockRef)> = state
             .key_groups
             .iter()
             .filter(|kg| range.contains(kg.key_group))
-        {
-            for block in &kg.blocks {
-                let raw = self.read_block(block)?;
+            .flat_map(|kg| kg.blocks.iter().map(|b| (kg.key_group, b)))
+            .collect();
+        // From a remote store, blocks that follow one another in the file are fetched
+        // together (up to 8 MiB a request): a restore of a key-group range makes a few
+        // requests, not one a block.
+        let mut run: Option<(u64, Vec<u8>)> = None;
+        for (i, &(key_group, block)) in blocks.iter().enumerate() {
+            {
+                let raw = match &self.source {
+                    Source::Store(..) => {
+                        let len = u64::from(block.stored_len);
+                        let cached = run.as_ref().is_some_and(|(start, bytes)| {
+                            block.offset >= *start
+                                && block.offset + len <= *start + bytes.len() as u64
+                        });
+                        if !cached {
+                            run = Some((block.offset, self.fetch_run(&blocks[i..])?));
+                        }
+                        match &run {
+                            Some((start, bytes)) => {
+                                let at =
+                                    usize::try_from(block.offset - start).unwrap_or(usize::MAX);
+                                let stored = at
+                                    .checked_add(block.stored_len as usize)
+                                    .and_then(|end| bytes.get(at..end))
+                                    .ok_or_else(|| {
+                                        corrupt(&self.path, block.offset, truncated(len, self.len))
+                                    })?;
+                                self.decode_block(block, stored)?
+                            }
+                            None => self.read_block(block)?,
+                        }
+                    }
+                    _ => self.read_block(block)?,
+                };
                 let mut c = Cursor {
                     path: &self.path,
                     base: block.offset,
@@ -437,7 +521,7 @@ impl<'a> SnapshotReader<'a> {
                         n => Change::Put(c.take(n as usize)?),
                     };
                     seen += 1;
-                    visit(kg.key_group, key, user_key, change)?;
+                    visit(key_group, key, user_key, change)?;
                 }
                 if seen != block.entries {
                     return Err(self.block_malformed(
