@@ -294,6 +294,28 @@ def main():
         cells = [f"{ops[(b, wl)]:,.0f}" if (b, wl) in ops else "" for b in backends]
         w(f"| {wl} | " + " | ".join(cells) + " |")
     w("")
+    w("Each backend over its raw baseline in the same process (`raw-hashmap` for the heap "
+      "backends, `raw-rocksdb` for the RocksDB ones; median of the rounds' ratios), and the "
+      "peak RSS of the process during the workload (first round):\n")
+    ratios = {}
+    for rows in rounds:
+        for b, wl, f in rows:
+            if "vs_raw" in f:
+                ratios.setdefault((b, wl), []).append(float(f["vs_raw"]))
+    rss = {(b, wl): int(f["peak_rss"]) for b, wl, f in main_rows if "peak_rss" in f}
+    w("| workload | " + " | ".join(f"`{b}`" for b in backends) + " |")
+    w("|---|" + "---:|" * len(backends))
+    for wl in WORKLOADS.split(","):
+        cells = []
+        for b in backends:
+            parts = []
+            if (b, wl) in ratios:
+                parts.append(f"{statistics.median(ratios[(b, wl)]):.2f}x")
+            if (b, wl) in rss:
+                parts.append(f"{rss[(b, wl)] / (1 << 20):,.0f} MiB")
+            cells.append(", ".join(parts))
+        w(f"| {wl} | " + " | ".join(cells) + " |")
+    w("")
     w("Every backend computes the same checksum and verify sum for a workload (the spec's "
       "definition); they are:\n")
     w("| workload | checksum | verify | equal on every backend |")

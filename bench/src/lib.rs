@@ -71,6 +71,47 @@ pub struct Line {
     pub checksum: u64,
     /// The workload's verify sum.
     pub verify: u64,
+    /// Peak resident set size of the process during this workload (populate included), bytes.
+    pub peak_rss: Option<u64>,
+    /// Throughput over the same run's raw baseline (`raw-hashmap` for the heap backends,
+    /// `raw-rocksdb` for the RocksDB ones), when the run measured it: see [`with_ratios`].
+    pub vs_raw: Option<f64>,
+}
+
+impl Line {
+    /// Operations per second.
+    #[must_use]
+    pub fn ops_per_s(&self) -> f64 {
+        self.n as f64 / self.secs.max(1e-9)
+    }
+}
+
+/// The raw baseline a backend is held to.
+#[must_use]
+pub fn baseline_of(backend: &str) -> Option<&'static str> {
+    match backend {
+        "heap" | "ttl-heap" => Some("raw-hashmap"),
+        "rocksdb" | "ttl-rocksdb" => Some("raw-rocksdb"),
+        _ => None,
+    }
+}
+
+/// Sets [`Line::vs_raw`] of every line whose baseline ran the same workload in `lines`.
+pub fn with_ratios(lines: &mut [Line]) {
+    let raw: Vec<(String, String, f64)> = lines
+        .iter()
+        .filter(|l| l.backend.starts_with("raw-"))
+        .map(|l| (l.backend.clone(), l.workload.clone(), l.ops_per_s()))
+        .collect();
+    for line in lines.iter_mut() {
+        let Some(base) = baseline_of(&line.backend) else {
+            continue;
+        };
+        line.vs_raw = raw
+            .iter()
+            .find(|(b, w, _)| b == base && *w == line.workload)
+            .map(|(_, _, ops)| line.ops_per_s() / ops.max(1e-9));
+    }
 }
 
 impl std::fmt::Display for Line {
@@ -86,7 +127,14 @@ impl std::fmt::Display for Line {
             self.secs,
             self.checksum,
             self.verify
-        )
+        )?;
+        if let Some(rss) = self.peak_rss {
+            write!(f, " peak_rss={rss}")?;
+        }
+        if let Some(ratio) = self.vs_raw {
+            write!(f, " vs_raw={ratio:.3}")?;
+        }
+        Ok(())
     }
 }
 
@@ -370,6 +418,7 @@ fn store(backend: &str) -> statewright::Result<Box<dyn Store>> {
 ///
 /// An unknown backend or workload, or a state error.
 pub fn run(backend: &str, workload: &str, p: Params) -> statewright::Result<Vec<Line>> {
+    large::reset_peak();
     let mut s = store(backend)?;
     let mut lines = Vec::new();
     let line = |workload: &str, n: u64, secs: f64, checksum: u64, verify: u64| Line {
@@ -380,6 +429,8 @@ pub fn run(backend: &str, workload: &str, p: Params) -> statewright::Result<Vec<
         secs,
         checksum,
         verify,
+        peak_rss: None,
+        vs_raw: None,
     };
     let mut checksum = 0u64;
     let t: f64;
@@ -475,7 +526,10 @@ pub fn run(backend: &str, workload: &str, p: Params) -> statewright::Result<Vec<
         };
         verify = verify.wrapping_add(v as u64);
     }
-    lines.push(line(workload, p.n, t, checksum, verify));
+    lines.push(Line {
+        peak_rss: large::peak_rss(),
+        ..line(workload, p.n, t, checksum, verify)
+    });
     Ok(lines)
 }
 

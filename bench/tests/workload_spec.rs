@@ -144,3 +144,23 @@ fn the_store_workload_restores_exactly_and_a_rescale_reads_its_share() {
         assert!(fields["bytes"].parse::<u64>().unwrap() > 0, "{line}");
     }
 }
+
+/// Each line carries the process's peak RSS, and a backend's line its ratio to the raw
+/// baseline of the same run.
+#[test]
+fn lines_carry_peak_rss_and_the_ratio_to_their_baseline() {
+    let mut lines = run("heap", "value_rmw", SMALL).unwrap();
+    lines.extend(run("raw-hashmap", "value_rmw", SMALL).unwrap());
+    lines.extend(run("rocksdb", "value_rmw", SMALL).unwrap());
+    statewright_bench::with_ratios(&mut lines);
+    let heap = lines.iter().find(|l| l.backend == "heap").unwrap();
+    let raw = lines.iter().find(|l| l.backend == "raw-hashmap").unwrap();
+    let ratio = heap.vs_raw.unwrap();
+    assert!((ratio - heap.ops_per_s() / raw.ops_per_s()).abs() < 1e-9);
+    assert!(heap.peak_rss.unwrap() > 0);
+    assert!(heap.to_string().contains(" vs_raw="), "{heap}");
+    // No raw-rocksdb in this run: no ratio for rocksdb, and none for a baseline itself.
+    let rocks = lines.iter().find(|l| l.backend == "rocksdb").unwrap();
+    assert_eq!(rocks.vs_raw, None);
+    assert_eq!(raw.vs_raw, None);
+}

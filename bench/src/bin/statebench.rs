@@ -1,7 +1,10 @@
 //! `statebench --backend heap,rocksdb --workload value_rmw --K 100000 --N 1000000 --seed 42`
 //!
 //! Runs the workloads of `WORKLOAD.md` and prints one line per result:
-//! `statewright <backend> <workload> K=<K> N=<N> ops_per_s=<f> secs=<f> checksum=<u64> verify=<u64>`.
+//! `statewright <backend> <workload> K=<K> N=<N> ops_per_s=<f> secs=<f> checksum=<u64>
+//! verify=<u64> [peak_rss=<bytes>] [vs_raw=<f>]`: the peak resident set size of the process
+//! during the workload, and the throughput over the same run's raw baseline (`raw-hashmap` for
+//! the heap backends, `raw-rocksdb` for the RocksDB ones) when it ran too.
 
 use statewright_bench::{BACKENDS, Params, WORKLOADS, read_path, run, snapshot, zero_copy};
 
@@ -74,6 +77,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         workloads.retain(|w| w != "large_state");
     }
+    let mut measured = Vec::new();
     for backend in &backends {
         for workload in &workloads {
             if workload == "snapshot_store" {
@@ -94,10 +98,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
                 continue;
             }
-            for line in run(backend, workload, p)? {
-                println!("{line}");
-            }
+            measured.extend(run(backend, workload, p)?);
         }
+    }
+    // Each line with its ratio to the same run's raw baseline, printed once all have run.
+    statewright_bench::with_ratios(&mut measured);
+    for line in &measured {
+        println!("{line}");
     }
     Ok(())
 }

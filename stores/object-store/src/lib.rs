@@ -205,6 +205,7 @@ impl CheckpointStore for ObjectStoreStore {
             buf: Vec::new(),
             upload: None,
             bytes: 0,
+            failed: false,
         }))
     }
 
@@ -377,6 +378,8 @@ struct PartWriter {
     buf: Vec<u8>,
     upload: Option<Box<dyn MultipartUpload>>,
     bytes: u64,
+    /// A part failed to upload: the object can no longer be finished.
+    failed: bool,
 }
 
 impl PartWriter {
@@ -400,6 +403,11 @@ impl PartWriter {
 
 impl Write for PartWriter {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if self.failed {
+            return Err(io::Error::other(
+                "an earlier part of this object failed to upload",
+            ));
+        }
         let room = PART_SIZE.saturating_sub(self.buf.len()).max(1);
         let n = data.len().min(room);
         if self.buf.capacity() == 0 {
@@ -408,7 +416,9 @@ impl Write for PartWriter {
         self.buf.extend_from_slice(&data[..n]);
         self.bytes += n as u64;
         if self.buf.len() >= PART_SIZE {
-            self.upload_part().map_err(io::Error::other)?;
+            let uploaded = self.upload_part();
+            self.failed = uploaded.is_err();
+            uploaded.map_err(io::Error::other)?;
         }
         Ok(n)
     }
@@ -420,6 +430,15 @@ impl Write for PartWriter {
 
 impl ObjectWriter for PartWriter {
     fn finish(mut self: Box<Self>) -> Result<u64> {
+        if self.failed {
+            return Err(self.inner.error(
+                &self.name,
+                object_store::Error::Generic {
+                    store: "statewright",
+                    source: "a part of this object failed to upload".into(),
+                },
+            ));
+        }
         let bytes = self.bytes;
         match self.upload.take() {
             None => {

@@ -527,6 +527,7 @@ impl CheckpointStore for RedisStore {
             buf: Vec::new(),
             upload: None,
             bytes: 0,
+            failed: false,
         }))
     }
 
@@ -687,10 +688,19 @@ struct ChunkWriter {
     buf: Vec<u8>,
     upload: Option<Upload>,
     bytes: u64,
+    /// A chunk failed to upload: the object can no longer be finished.
+    failed: bool,
 }
 
 impl ChunkWriter {
     fn flush_chunk(&mut self) -> Result<()> {
+        if self.failed {
+            return Err(self.store.inner.io(
+                &self.name,
+                io::ErrorKind::Other,
+                "an earlier chunk of this object failed to upload",
+            ));
+        }
         let mut upload = match self.upload.take() {
             Some(upload) => upload,
             None => self.store.upload(&self.name)?,
@@ -698,6 +708,7 @@ impl ChunkWriter {
         let result = self.store.put_chunk(&self.name, &mut upload, &self.buf);
         self.upload = Some(upload);
         self.buf.clear();
+        self.failed = result.is_err();
         result
     }
 }
@@ -723,6 +734,13 @@ impl Write for ChunkWriter {
 
 impl ObjectWriter for ChunkWriter {
     fn finish(mut self: Box<Self>) -> Result<u64> {
+        if self.failed {
+            return Err(self.store.inner.io(
+                &self.name,
+                io::ErrorKind::Other,
+                "a chunk of this object failed to upload",
+            ));
+        }
         if !self.buf.is_empty() || self.upload.is_none() {
             if self.buf.is_empty() {
                 // An empty object: an upload of no chunks.
