@@ -25,14 +25,12 @@
 
 #![warn(missing_docs)]
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-
-use smallvec::SmallVec;
-
-use indexmap::IndexMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 mod flat;
+mod nested;
 use flat::FlatTable;
+use nested::{Bytes, NestedTable};
 
 use statewright_core::backend::{
     Change, ChangeVisitor, DetachedState, EntryHint, EntryIter, EntryVisitor, ExpiryHooks,
@@ -43,20 +41,13 @@ use statewright_core::{Error, OperatorDescriptor, Result, StateDescriptor, State
 
 /// The tables' hasher: fixed-seeded by default (see [`HeapBackend::with_random_seed`]).
 type Hasher = foldhash::fast::SeedableRandomState;
-/// Bytes of a map state (key, user key, value), inline up to 16 bytes (a `u64` key and an
-/// `i64` value never allocate). At a million keys of ten entries, a lookup of a boxed key
-/// missed the cache at every key it compared (the table's entry, then each user key of the
-/// tree node behind its own pointer): `memcmp` and `IndexMap::get` were half of `map_get`.
-type Bytes = SmallVec<[u8; 16]>;
-/// The entries of one key of a map state, sorted by user key.
-type UserEntries = BTreeMap<Bytes, Bytes>;
 
 #[derive(Debug)]
 enum Column {
     /// Value, list, reducing and aggregating states: one value per key, empty user key.
     Flat(FlatTable),
     /// Map states: a sorted map of user keys per key.
-    Nested(IndexMap<Bytes, UserEntries, Hasher>),
+    Nested(NestedTable),
 }
 
 /// What changed in one column since change tracking started.
@@ -200,7 +191,7 @@ impl HeapBackend {
             .iter()
             .map(|r| match &r.column {
                 Column::Flat(t) => t.len(),
-                Column::Nested(m) => m.values().map(BTreeMap::len).sum(),
+                Column::Nested(m) => m.iter().map(|(_, e)| e.len()).sum(),
             })
             .sum()
     }
@@ -268,10 +259,8 @@ impl HeapBackend {
                         entries.insert(Bytes::from_slice(user_key), Bytes::from_slice(value));
                     }
                 } else {
-                    m.insert(
-                        Bytes::from_slice(key),
-                        BTreeMap::from([(Bytes::from_slice(user_key), Bytes::from_slice(value))]),
-                    );
+                    m.entries_mut(key)
+                        .insert(Bytes::from_slice(user_key), Bytes::from_slice(value));
                 }
             }
         }
@@ -334,7 +323,7 @@ impl StateBackend for HeapBackend {
             message: "too many states".into(),
         })?;
         let column = if state.kind.has_user_key() {
-            Column::Nested(IndexMap::with_hasher(self.hasher.clone()))
+            Column::Nested(NestedTable::new(self.hasher.clone()))
         } else {
             // A list's value grows with every merge, so its rows are never fixed.
             Column::Flat(FlatTable::new(
@@ -419,10 +408,7 @@ impl StateBackend for HeapBackend {
             Column::Flat(t) if user_key.is_empty() => t.merge(key, operand)?,
             Column::Flat(_) => return Err(user_key_on_flat(state)),
             Column::Nested(m) => {
-                let entries = match m.get_mut(key) {
-                    Some(entries) => entries,
-                    None => m.entry(Bytes::from_slice(key)).or_default(),
-                };
+                let entries = m.entries_mut(key);
                 match entries.get_mut(user_key) {
                     Some(value) => value.extend_from_slice(operand),
                     None => {
@@ -446,7 +432,7 @@ impl StateBackend for HeapBackend {
                 if let Some(entries) = m.get_mut(key) {
                     entries.remove(user_key);
                     if entries.is_empty() {
-                        m.swap_remove(key);
+                        m.remove(key);
                     }
                 }
             }
@@ -476,9 +462,7 @@ impl StateBackend for HeapBackend {
             Column::Flat(t) => {
                 t.remove(key)?;
             }
-            Column::Nested(m) => {
-                m.swap_remove(key);
-            }
+            Column::Nested(m) => m.remove(key),
         }
         Ok(())
     }
@@ -487,7 +471,7 @@ impl StateBackend for HeapBackend {
         match self.column(state)? {
             Column::Flat(t) => t.for_each(|k, v| visit(k, &[], v))?,
             Column::Nested(m) => {
-                for (k, entries) in m {
+                for (k, entries) in m.iter() {
                     for (u, v) in entries {
                         visit(k, u, v)?;
                     }
@@ -505,7 +489,7 @@ impl StateBackend for HeapBackend {
                     changes.whole_key(k);
                     Ok(())
                 })?,
-                Column::Nested(m) => m.keys().for_each(|k| changes.whole_key(k)),
+                Column::Nested(m) => m.iter().for_each(|(k, _)| changes.whole_key(k)),
             }
         }
         match &mut r.column {
@@ -598,7 +582,7 @@ impl Snapshots for HeapBackend {
             }
             (Changes::Nested(keys), Column::Nested(m)) => {
                 for (key, changed) in keys {
-                    let entries = m.get(&*key);
+                    let entries = m.get(&key);
                     if changed.deleted {
                         visit(&key, &[], Change::DeleteKey)?;
                         for (u, v) in entries.into_iter().flatten() {
@@ -635,29 +619,15 @@ impl ExpiryHooks for HeapBackend {
         limit: usize,
         visit: &mut EntryVisitor<'_>,
     ) -> Result<bool> {
-        let m = match self.column(state)? {
-            Column::Flat(t) => {
-                t.visit_some(cursor, limit, |k, v| visit(k, &[], v))?;
-                return Ok(true);
-            }
-            Column::Nested(m) => m,
-        };
-        let len = m.len();
-        // Removals move the last entry into the gap, so a pass may see an entry twice or miss
-        // one that moved behind the cursor; the next pass sees it.
-        let mut i = usize::try_from(*cursor).unwrap_or(0);
-        for _ in 0..limit.min(len) {
-            if i >= len {
-                i = 0;
-            }
-            if let Some((k, entries)) = m.get_index(i) {
+        match self.column(state)? {
+            Column::Flat(t) => t.visit_some(cursor, limit, |k, v| visit(k, &[], v))?,
+            Column::Nested(m) => m.visit_some(cursor, limit, |k, entries| {
                 for (u, v) in entries {
                     visit(k, u, v)?;
                 }
-            }
-            i += 1;
+                Ok(())
+            })?,
         }
-        *cursor = if i >= len { 0 } else { i as u64 };
         Ok(true)
     }
 }
