@@ -159,7 +159,7 @@ pub mod checkpoint {
 /// (feature `redis`), and [`open_url`](store::open_url), which picks one by URL.
 pub mod store {
     pub use statewright_core::store::{
-        CheckpointStore, LocalStore, ObjectWriter, validate_object_name,
+        CheckpointStore, LocalStore, ObjectWriter, upload_file, validate_object_name,
     };
     #[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
     pub use statewright_object_store::{ObjectStoreStore, PART_SIZE};

@@ -108,6 +108,23 @@ pub trait ObjectWriter: Write + Send {
     fn finish(self: Box<Self>) -> Result<u64>;
 }
 
+/// [`CheckpointStore::put_file`] for a store that keeps no local files: streams `from` through
+/// [`create`](CheckpointStore::create) (so memory holds what the writer buffers), then removes
+/// `from`; returns the object's length.
+///
+/// # Errors
+///
+/// A failure to read `from`, and those of [`create`](CheckpointStore::create) and
+/// [`ObjectWriter::finish`].
+pub fn upload_file(store: &dyn CheckpointStore, name: &str, from: &Path) -> Result<u64> {
+    let mut file = File::open(from).map_err(|e| Error::io(from, e))?;
+    let mut writer = store.create(name)?;
+    std::io::copy(&mut file, &mut writer).map_err(|e| Error::io(store.locate(name), e))?;
+    let bytes = writer.finish()?;
+    let _ = fs::remove_file(from);
+    Ok(bytes)
+}
+
 /// Checks an object name: `/`-separated parts, each a valid file name.
 ///
 /// # Errors

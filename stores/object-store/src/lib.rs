@@ -32,7 +32,7 @@ use std::time::Duration;
 use futures::TryStreamExt;
 use object_store::path::Path as ObjectPath;
 use object_store::{MultipartUpload, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
-use statewright_core::store::{CheckpointStore, ObjectWriter, validate_object_name};
+use statewright_core::store::{CheckpointStore, ObjectWriter, upload_file, validate_object_name};
 use statewright_core::{CheckpointStorage, Error, Result};
 
 /// The size of the parts a large object is uploaded in (S3 needs at least 5 MiB but for the
@@ -210,18 +210,7 @@ impl CheckpointStore for ObjectStoreStore {
     }
 
     fn put_file(&self, name: &str, from: &Path) -> Result<u64> {
-        let mut file = std::fs::File::open(from).map_err(|e| Error::Io {
-            path: from.to_owned(),
-            source: e,
-        })?;
-        let mut writer = self.create(name)?;
-        io::copy(&mut file, &mut writer).map_err(|e| Error::Io {
-            path: self.locate(name),
-            source: e,
-        })?;
-        let bytes = writer.finish()?;
-        let _ = std::fs::remove_file(from);
-        Ok(bytes)
+        upload_file(self, name, from)
     }
 
     fn put_if_absent(&self, name: &str, bytes: &[u8]) -> Result<bool> {

@@ -40,7 +40,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use redis::{Connection, RedisError, RedisResult};
-use statewright_core::store::{CheckpointStore, ObjectWriter, validate_object_name};
+use statewright_core::store::{CheckpointStore, ObjectWriter, upload_file, validate_object_name};
 use statewright_core::{CheckpointStorage, Error, Result};
 
 /// The most bytes one Redis value holds: an object is written in chunks of this size (the last
@@ -532,18 +532,7 @@ impl CheckpointStore for RedisStore {
     }
 
     fn put_file(&self, name: &str, from: &Path) -> Result<u64> {
-        let mut file = std::fs::File::open(from).map_err(|e| Error::Io {
-            path: from.to_owned(),
-            source: e,
-        })?;
-        let mut writer = self.create(name)?;
-        io::copy(&mut file, &mut writer).map_err(|e| Error::Io {
-            path: self.locate(name),
-            source: e,
-        })?;
-        let bytes = writer.finish()?;
-        let _ = std::fs::remove_file(from);
-        Ok(bytes)
+        upload_file(self, name, from)
     }
 
     fn put_if_absent(&self, name: &str, bytes: &[u8]) -> Result<bool> {
