@@ -461,77 +461,80 @@ impl<'a> SnapshotReader<'a> {
         // requests, not one a block.
         let mut run: Option<(u64, Vec<u8>)> = None;
         for (i, &(key_group, block)) in blocks.iter().enumerate() {
-            {
-                let raw = match &self.source {
-                    Source::Store(..) => {
-                        let len = u64::from(block.stored_len);
-                        let cached = run.as_ref().is_some_and(|(start, bytes)| {
-                            block.offset >= *start
-                                && block.offset + len <= *start + bytes.len() as u64
-                        });
-                        if !cached {
-                            run = Some((block.offset, self.fetch_run(&blocks[i..])?));
-                        }
-                        match &run {
-                            Some((start, bytes)) => {
-                                let at =
-                                    usize::try_from(block.offset - start).unwrap_or(usize::MAX);
-                                let stored = at
-                                    .checked_add(block.stored_len as usize)
-                                    .and_then(|end| bytes.get(at..end))
-                                    .ok_or_else(|| {
-                                        corrupt(&self.path, block.offset, truncated(len, self.len))
-                                    })?;
-                                self.decode_block(block, stored)?
-                            }
-                            None => self.read_block(block)?,
-                        }
+            let raw = self.read_block_in_run(&blocks[i..], &mut run)?;
+            let mut c = Cursor {
+                path: &self.path,
+                base: block.offset,
+                bytes: &raw,
+                pos: 0,
+            };
+            let mut seen = 0u32;
+            while c.pos < raw.len() {
+                let n = c.u32()? as usize;
+                let key = c.take(n)?;
+                let n = c.u32()? as usize;
+                let user_key = c.take(n)?;
+                let at = c.offset();
+                let n = c.u32()?;
+                let change = match n {
+                    TOMBSTONE_ENTRY | TOMBSTONE_KEY if !self.index.incremental => {
+                        return Err(self.block_malformed(
+                            block,
+                            format!("a deletion at {at} in a full snapshot"),
+                        ));
                     }
-                    _ => self.read_block(block)?,
+                    TOMBSTONE_ENTRY => Change::Delete,
+                    TOMBSTONE_KEY if user_key.is_empty() => Change::DeleteKey,
+                    TOMBSTONE_KEY => {
+                        return Err(self.block_malformed(
+                            block,
+                            format!("a key deletion at {at} with a user key"),
+                        ));
+                    }
+                    n => Change::Put(c.take(n as usize)?),
                 };
-                let mut c = Cursor {
-                    path: &self.path,
-                    base: block.offset,
-                    bytes: &raw,
-                    pos: 0,
-                };
-                let mut seen = 0u32;
-                while c.pos < raw.len() {
-                    let n = c.u32()? as usize;
-                    let key = c.take(n)?;
-                    let n = c.u32()? as usize;
-                    let user_key = c.take(n)?;
-                    let at = c.offset();
-                    let n = c.u32()?;
-                    let change = match n {
-                        TOMBSTONE_ENTRY | TOMBSTONE_KEY if !self.index.incremental => {
-                            return Err(self.block_malformed(
-                                block,
-                                format!("a deletion at {at} in a full snapshot"),
-                            ));
-                        }
-                        TOMBSTONE_ENTRY => Change::Delete,
-                        TOMBSTONE_KEY if user_key.is_empty() => Change::DeleteKey,
-                        TOMBSTONE_KEY => {
-                            return Err(self.block_malformed(
-                                block,
-                                format!("a key deletion at {at} with a user key"),
-                            ));
-                        }
-                        n => Change::Put(c.take(n as usize)?),
-                    };
-                    seen += 1;
-                    visit(key_group, key, user_key, change)?;
-                }
-                if seen != block.entries {
-                    return Err(self.block_malformed(
-                        block,
-                        format!("holds {seen} records, the index says {}", block.entries),
-                    ));
-                }
+                seen += 1;
+                visit(key_group, key, user_key, change)?;
+            }
+            if seen != block.entries {
+                return Err(self.block_malformed(
+                    block,
+                    format!("holds {seen} records, the index says {}", block.entries),
+                ));
             }
         }
         Ok(())
+    }
+
+    /// The records of the first of `blocks`. From a remote store they come out of `run`, the
+    /// stored bytes of consecutive blocks, fetched again from this block on when `run` does
+    /// not hold it; from a file or memory, the block is read by itself.
+    fn read_block_in_run(
+        &self,
+        blocks: &[(u16, &BlockRef)],
+        run: &mut Option<(u64, Vec<u8>)>,
+    ) -> Result<Vec<u8>> {
+        let Some(&(_, block)) = blocks.first() else {
+            return Ok(Vec::new());
+        };
+        if !matches!(self.source, Source::Store(..)) {
+            return self.read_block(block);
+        }
+        let len = u64::from(block.stored_len);
+        let holds = |(start, bytes): &(u64, Vec<u8>)| {
+            block.offset >= *start && block.offset + len <= *start + bytes.len() as u64
+        };
+        if !run.as_ref().is_some_and(holds) {
+            *run = Some((block.offset, self.fetch_run(blocks)?));
+        }
+        let stored = run
+            .as_ref()
+            .and_then(|(start, bytes)| {
+                let at = usize::try_from(block.offset - start).ok()?;
+                bytes.get(at..at.checked_add(block.stored_len as usize)?)
+            })
+            .ok_or_else(|| corrupt(&self.path, block.offset, truncated(len, self.len)))?;
+        self.decode_block(block, stored)
     }
 }
 
