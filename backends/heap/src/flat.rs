@@ -35,6 +35,9 @@ use statewright_core::{EntryHint, Error, Result};
 
 type Hasher = foldhash::fast::SeedableRandomState;
 
+/// A canonical key in a general row.
+type InlineKey = smallvec::SmallVec<[u8; 16]>;
+
 /// A state's entries, in the column's layout.
 #[derive(Debug)]
 enum Rows {
@@ -43,8 +46,9 @@ enum Rows {
     R32(HashTable<[u8; 32]>),
     R48(HashTable<[u8; 48]>),
     R64(HashTable<[u8; 64]>),
-    /// Canonical key and value of any length.
-    General(HashTable<(Box<[u8]>, Vec<u8>)>),
+    /// Canonical key (inline up to 16 bytes: a lookup compares it in the slot, not behind a
+    /// pointer) and value of any length.
+    General(HashTable<(InlineKey, Vec<u8>)>),
 }
 
 /// Applies `$fixed` to a fixed-row table or `$general` to a general one.
@@ -281,7 +285,7 @@ impl FlatTable {
                 let mut g = HashTable::with_capacity(t.len());
                 for r in t.drain() {
                     let (k, v) = (&r[..kl], &r[kl..kl + vl]);
-                    g.insert_unique(hash(hasher, k), (k.into(), v.to_vec()), |(k, _): &(Box<[u8]>, Vec<u8>)| hash(hasher, k));
+                    g.insert_unique(hash(hasher, k), (InlineKey::from_slice(k), v.to_vec()), |(k, _): &(InlineKey, Vec<u8>)| hash(hasher, k));
                 }
                 g
             },
@@ -395,7 +399,7 @@ impl FlatTable {
                     slot.extend_from_slice(value);
                 }
                 Entry::Vacant(e) => {
-                    e.insert((canonical.into(), value.to_vec()));
+                    e.insert((InlineKey::from_slice(canonical), value.to_vec()));
                 }
             },
         );
@@ -452,7 +456,7 @@ impl FlatTable {
         match g.entry(h, |(k, _)| same(k, canonical), |(k, _)| hash(hasher, k)) {
             Entry::Occupied(mut e) => e.get_mut().1.extend_from_slice(operand),
             Entry::Vacant(e) => {
-                e.insert((canonical.into(), operand.to_vec()));
+                e.insert((InlineKey::from_slice(canonical), operand.to_vec()));
             }
         }
         Ok(())
