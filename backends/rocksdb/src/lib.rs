@@ -9,6 +9,10 @@
 //!   (the block in the cache, or the memtable entry), which stays pinned until the next write or
 //!   key change. Values use rkyv's `unaligned` format, so any slice can be read in place.
 //! - List appends are RocksDB merges with an append operator: no read-modify-write.
+//! - A bounded row cache sits in front of RocksDB ([`RocksDbOptions::row_cache_size`]): hits
+//!   never reach RocksDB, and writes to every state but maps stay in the cache until eviction,
+//!   a checkpoint, a flush, a scan or a clean close writes them back in one batch. Reads handed
+//!   out from the cache are as zero-copy as pinned ones.
 //! - The write-ahead log is off by default, as in Flink: checkpoints make state durable.
 //!
 //! # Examples
@@ -34,6 +38,7 @@
 
 mod native;
 mod options;
+mod rows;
 mod stats;
 
 use std::cell::{Cell, RefCell};
@@ -45,7 +50,7 @@ use std::time::Instant;
 
 use rocksdb::compaction_filter::{CompactionFilter, Decision as CompactionDecision};
 use rocksdb::compaction_filter_factory::{CompactionFilterContext, CompactionFilterFactory};
-use rocksdb::{ColumnFamily, DB, DBPinnableSlice, ReadOptions, WriteOptions};
+use rocksdb::{ColumnFamily, DB, DBPinnableSlice, ReadOptions, WriteBatch, WriteOptions};
 use statewright_core::backend::{
     ChangeVisitor, DetachedState, EntryIter, EntryVisitor, ExpiryHooks, NativeFiles, NativeRestore,
     Snapshots, StateBackend, StateId, ValueReader,
@@ -56,8 +61,11 @@ use statewright_core::{Error, OperatorDescriptor, Result, StateDescriptor};
 
 pub use native::{restore_native, restore_native_with_progress};
 pub use options::{Compression, RocksDbOptions};
+pub use rows::RowCacheStats;
 pub use statewright_core::backend::MigrationProgress;
 pub use stats::{Latency, RocksDbStats, StateKeys};
+
+use rows::{Row, RowCache, Slot};
 
 fn db_error(e: &rocksdb::Error) -> Error {
     Error::Storage {
@@ -184,6 +192,9 @@ impl Drop for ScanIter<'_> {
 
 struct Column {
     name: String,
+    /// Whether the row cache keeps this state's writes until write-back (map states and a
+    /// backend with the write-ahead log on write through).
+    write_back: bool,
 }
 
 /// The TTL filter of one column family, filled in when a TTL backend registers the state; the
@@ -519,6 +530,11 @@ pub struct RocksDbBackend {
     // Declared before `db`: fields drop in order, and pinned slices must go before the database.
     pins: RefCell<Pins>,
     key_buf: RefCell<Vec<u8>>,
+    // Written back in `Drop` while the database is open.
+    rows: RefCell<RowCache>,
+    /// Set when a write-back failed: rows the cache had may be missing from RocksDB, so every
+    /// later operation fails until the backend is restored.
+    poisoned: Cell<bool>,
     db: DB,
     db_opts: rocksdb::Options,
     path: PathBuf,
@@ -534,6 +550,16 @@ pub struct RocksDbBackend {
     lineage: native::Lineage,
     // Last: removed after the database has closed.
     temporary: Option<tempfile::TempDir>,
+}
+
+impl Drop for RocksDbBackend {
+    fn drop(&mut self) {
+        // Rows written since the last write-back reach RocksDB, which flushes its memtables
+        // when it closes: a database reopened after a clean close has every write. (A process
+        // that dies loses them, as RocksDB without its write-ahead log loses its memtables:
+        // checkpoints make state durable.)
+        let _ = self.write_back_rows();
+    }
 }
 
 impl std::fmt::Debug for RocksDbBackend {
@@ -607,6 +633,8 @@ impl RocksDbBackend {
         Ok(Self {
             pins: RefCell::default(),
             key_buf: RefCell::default(),
+            rows: RefCell::new(RowCache::new(options.row_cache_size)),
+            poisoned: Cell::new(false),
             db,
             db_opts,
             path,
@@ -655,7 +683,9 @@ impl RocksDbBackend {
         &self.options
     }
 
-    /// The underlying database, for what statewright does not wrap.
+    /// The underlying database, for what statewright does not wrap. Writes still in the row
+    /// cache are not in it until [`flush`](Self::flush) (or a checkpoint) writes them back, and
+    /// writes made to it directly bypass the cache.
     #[must_use]
     pub fn db(&self) -> &DB {
         &self.db
@@ -667,12 +697,14 @@ impl RocksDbBackend {
         self.columns.get(state.0 as usize).map(|c| c.name.as_str())
     }
 
-    /// Flushes every state's memtables to SST files.
+    /// Writes the row cache's dirty rows back, then flushes every state's memtables to SST
+    /// files.
     ///
     /// # Errors
     ///
     /// When RocksDB fails to flush.
     pub fn flush(&self) -> Result<()> {
+        self.write_back_rows()?;
         for c in &self.columns {
             let cf = self.cf_by_name(&c.name)?;
             self.db.flush_cf(cf).map_err(|e| db_error(&e))?;
@@ -788,6 +820,242 @@ impl RocksDbBackend {
     }
 }
 
+/// Adds a cached row to `batch` as RocksDB must hold it.
+fn batch_row(db: &DB, columns: &[Column], batch: &mut WriteBatch, slot: &Slot) -> Result<()> {
+    let name = &columns
+        .get(slot.state() as usize)
+        .ok_or(Error::UnknownState {
+            backend: "rocksdb",
+            id: slot.state(),
+        })?
+        .name;
+    let cf = db.cf_handle(name).ok_or_else(|| Error::Backend {
+        backend: "rocksdb",
+        message: format!("column family `{name}` is missing"),
+    })?;
+    match slot.row() {
+        Row::Present => batch.put_cf(cf, slot.key(), slot.value()),
+        Row::Absent => batch.delete_cf(cf, slot.key()),
+        Row::Pending => batch.merge_cf(cf, slot.key(), slot.value()),
+    }
+    Ok(())
+}
+
+impl RocksDbBackend {
+    /// Fails once a write-back has failed.
+    fn healthy(&self) -> Result<()> {
+        if self.poisoned.get() {
+            return Err(Error::Backend {
+                backend: "rocksdb",
+                message: "cached rows could not be written to RocksDB earlier; the state is \
+                          incomplete: restore it from the last checkpoint"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn rows_mut(&self) -> Result<std::cell::RefMut<'_, RowCache>> {
+        self.rows.try_borrow_mut().map_err(|_| Error::Backend {
+            backend: "rocksdb",
+            message: "re-entrant row cache use".into(),
+        })
+    }
+
+    fn column(&self, state: StateId) -> Result<&Column> {
+        self.columns
+            .get(state.0 as usize)
+            .ok_or(Error::UnknownState {
+                backend: "rocksdb",
+                id: state.0,
+            })
+    }
+
+    /// Writes `batch` (rows leaving the cache's dirty set, which `error` may have stopped);
+    /// a failure poisons the backend.
+    fn write_rows(&self, batch: WriteBatch, error: Option<Error>) -> Result<()> {
+        let result = match error {
+            Some(e) => Err(e),
+            None if batch.is_empty() => Ok(()),
+            None => self
+                .db
+                .write_opt(batch, &self.write_opts)
+                .map_err(|e| db_error(&e)),
+        };
+        if result.is_err() {
+            self.poisoned.set(true);
+        }
+        result
+    }
+
+    fn row_cache_on(&self) -> bool {
+        self.options.row_cache_size > 0
+    }
+
+    /// The row cache's counters.
+    #[must_use]
+    pub fn row_cache_stats(&self) -> RowCacheStats {
+        self.rows
+            .try_borrow()
+            .map(|rows| rows.stats())
+            .unwrap_or_default()
+    }
+
+    /// Makes RocksDB hold every row of `state` before it is read as a whole (scans): the
+    /// cache holds dirty rows of write-back states only.
+    fn stored_in_rocksdb(&self, state: StateId) -> Result<()> {
+        if self.column(state)?.write_back {
+            self.write_back_rows()?;
+        }
+        Ok(())
+    }
+
+    /// Drops the cached row at an internal key (its RocksDB row is being deleted).
+    fn forget_row(&self, state: StateId, internal: &[u8]) -> Result<()> {
+        let mut rows = self.rows_mut()?;
+        let hash = rows.hash(state.0, internal);
+        if let Some(i) = rows.find(hash, state.0, internal) {
+            rows.set(i, Row::Absent, false, &[]);
+        }
+        Ok(())
+    }
+
+    /// Writes every dirty cached row to RocksDB, in one batch. Before anything reads RocksDB
+    /// as a whole: scans of write-back states, checkpoints, flushes.
+    fn write_back_rows(&self) -> Result<()> {
+        self.healthy()?;
+        let mut rows = self.rows_mut()?;
+        if rows.stats().dirty_rows == 0 {
+            return Ok(());
+        }
+        let mut batch = WriteBatch::default();
+        let mut error = None;
+        rows.write_back(&mut |slot| {
+            if error.is_none()
+                && let Err(e) = batch_row(&self.db, &self.columns, &mut batch, slot)
+            {
+                error = Some(e);
+            }
+        });
+        drop(rows);
+        self.write_rows(batch, error)
+    }
+
+    /// Evicts rows down to the cache's bound, writing the dirty ones back. Called only under
+    /// `&mut self`, when no read's bytes can still be borrowed.
+    fn evict_rows(&self) -> Result<()> {
+        let mut rows = self.rows_mut()?;
+        if !rows.over() {
+            return Ok(());
+        }
+        // A sixteenth below the bound, so evictions come in batches.
+        let target = rows.capacity() - rows.capacity() / 16;
+        let mut batch = WriteBatch::default();
+        let mut error = None;
+        rows.evict_to(target, &mut |slot| {
+            if error.is_none()
+                && let Err(e) = batch_row(&self.db, &self.columns, &mut batch, slot)
+            {
+                error = Some(e);
+            }
+        });
+        drop(rows);
+        self.write_rows(batch, error)
+    }
+
+    /// The value at `(key, user_key)` through the row cache, as a pointer into the cached
+    /// row: a miss reads RocksDB and caches what it found (or that it found nothing).
+    fn cached(&self, state: StateId, key: &[u8], user_key: &[u8]) -> Result<Option<*const [u8]>> {
+        self.healthy()?;
+        let cf = self.cf(state)?;
+        self.reads.set(self.reads.get() + 1);
+        self.with_key(key, user_key, |k| {
+            let mut rows = self.rows_mut()?;
+            let hash = rows.hash(state.0, k);
+            if let Some(i) = rows.find(hash, state.0, k) {
+                let (row, value) = match rows.slot(i) {
+                    Some(slot) => (slot.row(), slot.value() as *const [u8]),
+                    None => (Row::Absent, &[] as *const [u8]),
+                };
+                match row {
+                    Row::Present => {
+                        rows.touch(i);
+                        return Ok(Some(value));
+                    }
+                    Row::Absent => {
+                        rows.touch(i);
+                        return Ok(None);
+                    }
+                    Row::Pending => {
+                        // Appends to a row the cache never read: RocksDB merges them into
+                        // what it holds, and the row is read whole below.
+                        if let Some(slot) = rows.slot(i) {
+                            self.db
+                                .merge_cf_opt(cf, k, slot.value(), &self.write_opts)
+                                .map_err(|e| db_error(&e))?;
+                        }
+                        // Allowed under `&self`: a pending row's bytes were never handed out.
+                        rows.remove(i);
+                    }
+                }
+            }
+            rows.count_miss();
+            let pinned = self
+                .db
+                .get_pinned_cf_opt(cf, k, &self.read_opts)
+                .map_err(|e| db_error(&e))?;
+            let i = match &pinned {
+                Some(v) => rows.insert(hash, state.0, k, Row::Present, false, v),
+                None => rows.insert(hash, state.0, k, Row::Absent, false, &[]),
+            };
+            Ok(match rows.slot(i) {
+                Some(slot) if slot.row() == Row::Present => Some(slot.value() as *const [u8]),
+                _ => None,
+            })
+        })
+    }
+
+    /// A write through the row cache: `row` and `value` are what the row becomes (for
+    /// [`Row::Pending`], the operand appended to it).
+    fn write_row(
+        &mut self,
+        state: StateId,
+        key: &[u8],
+        user_key: &[u8],
+        row: Row,
+        value: &[u8],
+    ) -> Result<()> {
+        self.wrote();
+        self.healthy()?;
+        let cf = self.cf(state)?;
+        let write_back = self.column(state)?.write_back;
+        self.with_key(key, user_key, |k| {
+            if !write_back {
+                match row {
+                    Row::Present => self.db.put_cf_opt(cf, k, value, &self.write_opts),
+                    Row::Absent => self.db.delete_cf_opt(cf, k, &self.write_opts),
+                    Row::Pending => self.db.merge_cf_opt(cf, k, value, &self.write_opts),
+                }
+                .map_err(|e| db_error(&e))?;
+            }
+            let mut rows = self.rows_mut()?;
+            let hash = rows.hash(state.0, k);
+            match (rows.find(hash, state.0, k), row) {
+                // A written-through append leaves a row only RocksDB knows whole.
+                (Some(i), Row::Pending) if !write_back => rows.remove(i),
+                (None, Row::Pending) if !write_back => {}
+                (Some(i), Row::Pending) => rows.append(i, value),
+                (Some(i), row) => rows.set(i, row, write_back, value),
+                (None, row) => {
+                    rows.insert(hash, state.0, k, row, write_back, value);
+                }
+            }
+            Ok(())
+        })?;
+        self.evict_rows()
+    }
+}
+
 impl StateBackend for RocksDbBackend {
     fn name(&self) -> &'static str {
         "rocksdb"
@@ -812,11 +1080,22 @@ impl StateBackend for RocksDbBackend {
             backend: "rocksdb",
             message: "too many states".into(),
         })?;
-        self.columns.push(Column { name });
+        let write_back = !self.options.write_ahead_log && !state.kind.has_user_key();
+        self.columns.push(Column { name, write_back });
         Ok(StateId(id))
     }
 
     fn get(&self, state: StateId, key: &[u8], user_key: &[u8]) -> Result<Option<&[u8]>> {
+        if self.row_cache_on() {
+            let value = self.cached(state, key, user_key)?;
+            // SAFETY: the pointer is into a cached row's byte buffer. A row's buffer is
+            // replaced, grown or freed only by methods that take `&mut self` (writes, evictions,
+            // `release_reads`, `clear_state`, restores) or, under `&self`, for pending rows,
+            // whose bytes no read hands out; adding rows under `&self` moves the slots, not
+            // their buffers. So the bytes stay valid for the `&self` borrow returned here.
+            #[allow(unsafe_code)]
+            return Ok(value.map(|v| unsafe { &*v }));
+        }
         let pinned = self.pinned(state, key, user_key)?;
         let Some(pinned) = pinned else {
             return Ok(None);
@@ -839,6 +1118,9 @@ impl StateBackend for RocksDbBackend {
     }
 
     fn put(&mut self, state: StateId, key: &[u8], user_key: &[u8], value: &[u8]) -> Result<()> {
+        if self.row_cache_on() {
+            return self.write_row(state, key, user_key, Row::Present, value);
+        }
         self.wrote();
         let cf = self.cf(state)?;
         self.with_key(key, user_key, |k| {
@@ -849,6 +1131,9 @@ impl StateBackend for RocksDbBackend {
     }
 
     fn merge(&mut self, state: StateId, key: &[u8], user_key: &[u8], operand: &[u8]) -> Result<()> {
+        if self.row_cache_on() {
+            return self.write_row(state, key, user_key, Row::Pending, operand);
+        }
         self.wrote();
         let cf = self.cf(state)?;
         self.with_key(key, user_key, |k| {
@@ -859,6 +1144,9 @@ impl StateBackend for RocksDbBackend {
     }
 
     fn delete(&mut self, state: StateId, key: &[u8], user_key: &[u8]) -> Result<()> {
+        if self.row_cache_on() {
+            return self.write_row(state, key, user_key, Row::Absent, &[]);
+        }
         self.wrote();
         let cf = self.cf(state)?;
         self.with_key(key, user_key, |k| {
@@ -869,6 +1157,7 @@ impl StateBackend for RocksDbBackend {
     }
 
     fn scan<'a>(&'a self, state: StateId, key: &[u8]) -> Result<EntryIter<'a>> {
+        self.stored_in_rocksdb(state)?;
         let cf = self.cf(state)?;
         self.reads.set(self.reads.get() + 1);
         let prefix = self.with_key(key, &[], |k| Ok(k.to_vec()))?;
@@ -890,11 +1179,18 @@ impl StateBackend for RocksDbBackend {
         user_key: &[u8],
         reader: &mut ValueReader<'_>,
     ) -> Result<()> {
+        if self.row_cache_on() {
+            let value = self.cached(state, key, user_key)?;
+            // SAFETY: as in `get`; the bytes are only used during the call.
+            #[allow(unsafe_code)]
+            return reader(value.map(|v| unsafe { &*v }));
+        }
         let pinned = self.pinned(state, key, user_key)?;
         reader(pinned.as_deref())
     }
 
     fn count(&self, state: StateId, key: &[u8]) -> Result<usize> {
+        self.stored_in_rocksdb(state)?;
         let cf = self.cf(state)?;
         self.reads.set(self.reads.get() + 1);
         self.with_key(key, &[], |prefix| {
@@ -910,18 +1206,23 @@ impl StateBackend for RocksDbBackend {
     }
 
     fn delete_key(&mut self, state: StateId, key: &[u8]) -> Result<()> {
+        if self.row_cache_on() && self.column(state)?.write_back {
+            // Only map states have user keys: a key of any other state is one row.
+            return self.write_row(state, key, &[], Row::Absent, &[]);
+        }
         self.wrote();
         let cf = self.cf(state)?;
         // Point deletes of the key's entries, not a range delete: range tombstones pile up in
         // memtables and slow every later read until compaction removes them.
         self.with_key(key, &[], |prefix| {
             let mut it = self.prefix_iter(cf, prefix);
-            let mut batch = rocksdb::WriteBatch::default();
+            let mut batch = WriteBatch::default();
             while let Some(k) = it.key() {
                 if !k.starts_with(prefix) {
                     break;
                 }
                 batch.delete_cf(cf, k);
+                self.forget_row(state, k)?;
                 it.next();
             }
             it.status().map_err(|e| db_error(&e))?;
@@ -932,6 +1233,7 @@ impl StateBackend for RocksDbBackend {
     }
 
     fn for_each_entry(&self, state: StateId, visit: &mut EntryVisitor<'_>) -> Result<()> {
+        self.stored_in_rocksdb(state)?;
         let cf = self.cf(state)?;
         let name = self.column_family_name(state).unwrap_or("?");
         visit_column(&self.db, cf, ReadOptions::default(), name, visit)
@@ -941,10 +1243,14 @@ impl StateBackend for RocksDbBackend {
         let pins = self.pins.get_mut();
         pins.slices.clear();
         pins.scanned.clear();
+        // Reads may have cached rows past the bound; a failure poisons the backend, and the
+        // next operation reports it.
+        let _ = self.evict_rows();
     }
 
     fn clear_state(&mut self, state: StateId) -> Result<()> {
         self.wrote();
+        self.rows.get_mut().forget(Some(state.0));
         // Dropping and recreating the column family empties it at once and leaves no
         // tombstones behind (a restore clears its states first).
         let name = self
@@ -1011,6 +1317,7 @@ impl Snapshots for RocksDbBackend {
     /// database, opened read-only by whichever thread reads the view, deleted when the view
     /// drops.
     fn detach(&self) -> Result<Option<Box<dyn DetachedState>>> {
+        self.write_back_rows()?;
         let parent = self.path.parent().unwrap_or(&self.path);
         let dir = tempfile::Builder::new()
             .prefix(&capture_prefix(&self.path))

@@ -133,6 +133,7 @@ fn new_id() -> String {
 impl RocksDbBackend {
     /// A RocksDB checkpoint in a new directory next to the database (removed stale on open).
     pub(crate) fn take_native(&self) -> Result<NativeFiles> {
+        self.write_back_rows()?;
         let parent = self.path.parent().unwrap_or(&self.path);
         // A fresh name: RocksDB creates the directory itself.
         let dir = tempfile::Builder::new()
@@ -260,6 +261,9 @@ impl RocksDbBackend {
         // The database closes when a placeholder takes its place; the placeholder closes when
         // the restored database takes its own.
         self.release_reads();
+        // The cached rows belong to the state being replaced.
+        self.rows.get_mut().forget(None);
+        self.poisoned.set(false);
         let parent = self.path.parent().unwrap_or(&self.path).to_owned();
         let scratch = tempfile::Builder::new()
             .prefix(&capture_prefix(&self.path))

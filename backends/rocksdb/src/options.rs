@@ -57,6 +57,10 @@ pub struct RocksDbOptions {
     /// Whether writes go to RocksDB's write-ahead log. Off by default, as in Flink: state is
     /// made durable by checkpoints, and the log would only slow writes down.
     pub write_ahead_log: bool,
+    /// Bound of the row cache in front of RocksDB (bytes, rows and their bookkeeping); 0 turns
+    /// it off. Hits never reach RocksDB, and writes to value, list, reducing and aggregating
+    /// state stay in it until eviction or the next checkpoint (see the crate documentation).
+    pub row_cache_size: usize,
 }
 
 impl Default for RocksDbOptions {
@@ -71,6 +75,7 @@ impl Default for RocksDbOptions {
             compression_per_level: vec![Compression::None, Compression::None, Compression::Lz4],
             statistics: false,
             write_ahead_log: false,
+            row_cache_size: 128 << 20,
         }
     }
 }
@@ -87,8 +92,8 @@ macro_rules! setters {
 }
 
 impl RocksDbOptions {
-    /// Balanced defaults: 64 MiB memtables (2 per state), 256 MiB block cache, 4 KiB blocks,
-    /// 10-bit bloom filters, LZ4 from L2 down.
+    /// Balanced defaults: 64 MiB memtables (2 per state), 256 MiB block cache, a 128 MiB row
+    /// cache, 4 KiB blocks, 10-bit bloom filters, LZ4 from L2 down.
     #[must_use]
     pub fn default_preset() -> Self {
         Self::default()
@@ -112,18 +117,19 @@ impl RocksDbOptions {
         }
     }
 
-    /// Many point reads: a large block cache, bigger blocks, denser bloom filters.
+    /// Many point reads: large block and row caches, bigger blocks, denser bloom filters.
     #[must_use]
     pub fn read_heavy() -> Self {
         Self {
             block_cache_size: 1 << 30,
+            row_cache_size: 512 << 20,
             block_size: 16 << 10,
             bloom_filter_bits_per_key: Some(12.0),
             ..Self::default()
         }
     }
 
-    /// Small machines and many instances: small memtables and cache.
+    /// Small machines and many instances: small memtables and caches.
     #[must_use]
     pub fn low_memory() -> Self {
         Self {
@@ -131,6 +137,7 @@ impl RocksDbOptions {
             max_write_buffer_number: 2,
             max_background_jobs: 1,
             block_cache_size: 16 << 20,
+            row_cache_size: 8 << 20,
             block_size: 4 << 10,
             compression_per_level: vec![Compression::Lz4],
             ..Self::default()
@@ -146,6 +153,8 @@ impl RocksDbOptions {
         max_background_jobs: i32,
         /// Sets [`block_cache_size`](Self::block_cache_size).
         block_cache_size: usize,
+        /// Sets [`row_cache_size`](Self::row_cache_size).
+        row_cache_size: usize,
         /// Sets [`block_size`](Self::block_size).
         block_size: usize,
         /// Sets [`bloom_filter_bits_per_key`](Self::bloom_filter_bits_per_key).

@@ -6,7 +6,7 @@ use rocksdb::properties;
 use rocksdb::statistics::Histogram;
 use statewright_core::Result;
 
-use crate::{RocksDbBackend, db_error};
+use crate::{RocksDbBackend, RowCacheStats, db_error};
 
 /// Latency percentiles in microseconds, from RocksDB's histograms.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -42,7 +42,9 @@ pub struct RocksDbStats {
     pub block_cache_capacity: u64,
     /// Bytes used by table readers (indexes and filters not in the cache).
     pub table_readers_bytes: u64,
-    /// `memtable_bytes + block_cache_bytes + table_readers_bytes`.
+    /// The row cache in front of RocksDB.
+    pub row_cache: RowCacheStats,
+    /// `memtable_bytes + block_cache_bytes + table_readers_bytes + row_cache.bytes`.
     pub memory_bytes: u64,
     /// Bytes RocksDB estimates compaction still has to rewrite.
     pub pending_compaction_bytes: u64,
@@ -135,12 +137,17 @@ impl RocksDbBackend {
                 .clamp(0.0, 1.0)
         };
 
+        let row_cache = self.row_cache_stats();
         Ok(RocksDbStats {
             memtable_bytes: usage.mem_table_total,
             block_cache_bytes: usage.cache_total,
             block_cache_capacity: self.cache.get_usage().max(self.options.block_cache_size) as u64,
             table_readers_bytes: usage.mem_table_readers_total,
-            memory_bytes: usage.mem_table_total + usage.cache_total + usage.mem_table_readers_total,
+            row_cache,
+            memory_bytes: usage.mem_table_total
+                + usage.cache_total
+                + usage.mem_table_readers_total
+                + row_cache.bytes,
             pending_compaction_bytes: pending,
             write_stopped,
             states,
@@ -176,6 +183,28 @@ impl RocksDbBackend {
             "statewright_rocksdb_pending_compaction_bytes",
             s.pending_compaction_bytes as f64,
         );
+        g(
+            "statewright_rocksdb_row_cache_bytes",
+            s.row_cache.bytes as f64,
+        );
+        g(
+            "statewright_rocksdb_row_cache_dirty_rows",
+            s.row_cache.dirty_rows as f64,
+        );
+        for (name, v) in [
+            ("statewright_rocksdb_row_cache_hits", s.row_cache.hits),
+            ("statewright_rocksdb_row_cache_misses", s.row_cache.misses),
+            (
+                "statewright_rocksdb_row_cache_evictions",
+                s.row_cache.evictions,
+            ),
+            (
+                "statewright_rocksdb_row_cache_written_back",
+                s.row_cache.written_back,
+            ),
+        ] {
+            metrics::counter!(name, "path" => path.clone()).absolute(v);
+        }
         g("statewright_rocksdb_reads_per_second", s.reads_per_sec);
         g("statewright_rocksdb_writes_per_second", s.writes_per_sec);
         g("statewright_rocksdb_back_pressure", s.back_pressure);

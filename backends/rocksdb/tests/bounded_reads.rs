@@ -27,7 +27,9 @@ fn pinned<B: std::borrow::Borrow<RocksDbBackend>>(b: B) -> u64 {
 /// The operator with `ENTRIES` entries under key 1, all in SST files, and how many bytes of
 /// the block cache are pinned before any read (index and filter blocks RocksDB keeps pinned).
 fn filled() -> (Bound<Pages, RocksDbBackend>, u64) {
-    let backend = RocksDbBackend::open_temporary(RocksDbOptions::low_memory()).unwrap();
+    // Without the row cache, so that every read goes to RocksDB and pins what it reads.
+    let backend =
+        RocksDbBackend::open_temporary(RocksDbOptions::low_memory().row_cache_size(0)).unwrap();
     let mut op = Pages::default().bind(backend).unwrap();
     let mut st = op.key(&1).unwrap();
     for i in 0..ENTRIES {

@@ -16,3 +16,27 @@ statewright_core::conformance_suite!(backend());
 mod ttl {
     statewright_core::conformance_suite!(ttl: statewright_core::ttl::TtlBackend::new(super::backend()));
 }
+
+/// A row cache of 2 KiB: nearly every write evicts, so every contract holds across write-backs.
+mod tiny_row_cache {
+    fn backend() -> statewright_rocksdb::RocksDbBackend {
+        statewright_rocksdb::RocksDbBackend::open_temporary(
+            statewright_rocksdb::RocksDbOptions::low_memory().row_cache_size(2 << 10),
+        )
+        .unwrap()
+    }
+
+    statewright_core::conformance_suite!(backend());
+}
+
+/// No row cache: every operation goes to RocksDB.
+mod no_row_cache {
+    fn backend() -> statewright_rocksdb::RocksDbBackend {
+        statewright_rocksdb::RocksDbBackend::open_temporary(
+            statewright_rocksdb::RocksDbOptions::low_memory().row_cache_size(0),
+        )
+        .unwrap()
+    }
+
+    statewright_core::conformance_suite!(backend());
+}

@@ -36,7 +36,13 @@ fn crash_child() {
     let storage = CheckpointStorage::open(dir.join("checkpoints"))
         .unwrap()
         .max_retained(3);
-    let backend = RocksDbBackend::open(dir.join("db"), RocksDbOptions::low_memory()).unwrap();
+    // A row cache far smaller than the state: kills also fall between rows evicted (written
+    // to RocksDB) and the next checkpoint.
+    let backend = RocksDbBackend::open(
+        dir.join("db"),
+        RocksDbOptions::low_memory().row_cache_size(64 << 10),
+    )
+    .unwrap();
     let mut op = Crash::default().bind(backend).unwrap();
     // Continue after the last committed round, as a restarted job would.
     let mut round = match storage.list().unwrap().last() {
