@@ -1046,6 +1046,9 @@ impl RocksDbBackend {
                 (None, Row::Pending) if !write_back => {}
                 (Some(i), Row::Pending) => rows.append(i, value),
                 (Some(i), row) => rows.set(i, row, write_back, value),
+                // A written-through row the cache does not hold stays out of it until it is
+                // read: bulk writes of map entries do not churn the cache.
+                (None, _) if !write_back => {}
                 (None, row) => {
                     rows.insert(hash, state.0, k, row, write_back, value);
                 }
