@@ -434,7 +434,7 @@ def main():
 
     w(f"## A state larger than RocksDB's memory (large_state workload, K={LARGE_K:,})\n")
     w("One `ValueState<Vec<u8>>` of 256 incompressible bytes a key, on RocksDB given a 64 MiB "
-      "block cache and two 16 MiB memtables; a canonical checkpoint (`native(false)`), then a "
+      "block cache, two 16 MiB memtables and a 32 MiB row cache; a canonical checkpoint (`native(false)`), then a "
       "restore into a new database. Peak RSS is the process's high-water mark (`VmHWM`), reset "
       "at the start of each step.\n")
     w("| step | seconds | snapshot bytes | RocksDB's configured memory | peak RSS | verify_bad |")

@@ -36,22 +36,24 @@ pub fn value_of(j: u64) -> Vec<u8> {
     out
 }
 
-/// The memory RocksDB is given: a 64 MiB block cache and two 16 MiB memtables, no
-/// compression (the values do not compress).
+/// The memory RocksDB is given: a 64 MiB block cache, two 16 MiB memtables and a 32 MiB row
+/// cache, no compression (the values do not compress).
 #[must_use]
 pub fn options() -> RocksDbOptions {
     RocksDbOptions::default()
         .block_cache_size(64 << 20)
+        .row_cache_size(32 << 20)
         .write_buffer_size(16 << 20)
         .max_write_buffer_number(2)
         .compression_per_level(vec![Compression::None])
 }
 
-/// RocksDB's configured memory under [`options`]: block cache and memtables.
+/// RocksDB's configured memory under [`options`]: block cache, memtables and row cache.
 #[must_use]
 pub fn configured_bytes() -> u64 {
     let o = options();
     o.block_cache_size as u64
+        + o.row_cache_size as u64
         + o.write_buffer_size as u64 * u64::try_from(o.max_write_buffer_number).unwrap_or(0)
 }
 
