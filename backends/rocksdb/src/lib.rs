@@ -871,23 +871,6 @@ impl RocksDbBackend {
             })
     }
 
-    /// Writes `batch` (rows leaving the cache's dirty set, which `error` may have stopped);
-    /// a failure poisons the backend.
-    fn write_rows(&self, batch: WriteBatch, error: Option<Error>) -> Result<()> {
-        let result = match error {
-            Some(e) => Err(e),
-            None if batch.is_empty() => Ok(()),
-            None => self
-                .db
-                .write_opt(batch, &self.write_opts)
-                .map_err(|e| db_error(&e)),
-        };
-        if result.is_err() {
-            self.poisoned.set(true);
-        }
-        result
-    }
-
     fn row_cache_on(&self) -> bool {
         self.options.row_cache_size > 0
     }
@@ -920,47 +903,54 @@ impl RocksDbBackend {
         Ok(())
     }
 
-    /// Writes every dirty cached row to RocksDB, in one batch. Before anything reads RocksDB
-    /// as a whole: scans of write-back states, checkpoints, flushes.
-    fn write_back_rows(&self) -> Result<()> {
-        self.healthy()?;
-        let mut rows = self.rows_mut()?;
-        if rows.stats().dirty_rows == 0 {
-            return Ok(());
-        }
+    /// Writes the rows `take` hands out of the cache to RocksDB in one batch; a failure
+    /// poisons the backend (the rows have left the cache's dirty set).
+    fn write_out(&self, take: impl FnOnce(&mut RowCache, &mut dyn FnMut(&Slot))) -> Result<()> {
         let mut batch = WriteBatch::default();
         let mut error = None;
-        rows.write_back(&mut |slot| {
+        take(&mut *self.rows_mut()?, &mut |slot| {
             if error.is_none()
                 && let Err(e) = batch_row(&self.db, &self.columns, &mut batch, slot)
             {
                 error = Some(e);
             }
         });
-        drop(rows);
-        self.write_rows(batch, error)
+        let result = match error {
+            Some(e) => Err(e),
+            None if batch.is_empty() => Ok(()),
+            None => self
+                .db
+                .write_opt(batch, &self.write_opts)
+                .map_err(|e| db_error(&e)),
+        };
+        if result.is_err() {
+            self.poisoned.set(true);
+        }
+        result
+    }
+
+    /// Writes every dirty cached row to RocksDB, in one batch. Before anything reads RocksDB
+    /// as a whole: scans of write-back states, checkpoints, flushes.
+    fn write_back_rows(&self) -> Result<()> {
+        self.healthy()?;
+        if self.rows_mut()?.stats().dirty_rows == 0 {
+            return Ok(());
+        }
+        self.write_out(|rows, write| rows.write_back(write))
     }
 
     /// Evicts rows down to the cache's bound, writing the dirty ones back. Called only under
     /// `&mut self`, when no read's bytes can still be borrowed.
     fn evict_rows(&self) -> Result<()> {
-        let mut rows = self.rows_mut()?;
-        if !rows.over() {
-            return Ok(());
-        }
-        // A sixteenth below the bound, so evictions come in batches.
-        let target = rows.capacity() - rows.capacity() / 16;
-        let mut batch = WriteBatch::default();
-        let mut error = None;
-        rows.evict_to(target, &mut |slot| {
-            if error.is_none()
-                && let Err(e) = batch_row(&self.db, &self.columns, &mut batch, slot)
-            {
-                error = Some(e);
+        let capacity = {
+            let rows = self.rows_mut()?;
+            if !rows.over() {
+                return Ok(());
             }
-        });
-        drop(rows);
-        self.write_rows(batch, error)
+            rows.capacity()
+        };
+        // A sixteenth below the bound, so evictions come in batches.
+        self.write_out(|rows, write| rows.evict_to(capacity - capacity / 16, write))
     }
 
     /// The value at `(key, user_key)` through the row cache, as a pointer into the cached
