@@ -86,12 +86,26 @@ pub trait CheckpointStore: Send + Sync + fmt::Debug {
     /// An invalid name, a failure to delete.
     fn delete(&self, name: &str) -> Result<()>;
 
-    /// Removes every object under `prefix` (which ends at a `/`).
+    /// Removes every object under `prefix` (which ends at a `/`). The default lists the prefix
+    /// and deletes each object, which is what a flat object store can do; a store with
+    /// directories removes the tree at once.
     ///
     /// # Errors
     ///
     /// An invalid prefix, a failure to list or delete.
-    fn delete_prefix(&self, prefix: &str) -> Result<()>;
+    fn delete_prefix(&self, prefix: &str) -> Result<()> {
+        if !prefix.ends_with('/') {
+            return Err(Error::InvalidName {
+                what: "object prefix",
+                name: prefix.to_owned(),
+                reason: "must end with `/`",
+            });
+        }
+        for name in self.list(prefix)? {
+            self.delete(&name)?;
+        }
+        Ok(())
+    }
 
     /// The local file that holds `name`, for a store on a local file system (a restore then
     /// links files instead of copying them); `None` for a remote store.

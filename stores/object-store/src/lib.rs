@@ -339,20 +339,6 @@ impl CheckpointStore for ObjectStoreStore {
         })
     }
 
-    fn delete_prefix(&self, prefix: &str) -> Result<()> {
-        if !prefix.ends_with('/') {
-            return Err(Error::InvalidName {
-                what: "object prefix",
-                name: prefix.to_owned(),
-                reason: "must end with `/`",
-            });
-        }
-        for name in self.list(prefix)? {
-            self.delete(&name)?;
-        }
-        Ok(())
-    }
-
     fn local_path(&self, _name: &str) -> Option<PathBuf> {
         None
     }
