@@ -633,7 +633,10 @@ impl RocksDbBackend {
         Ok(Self {
             pins: RefCell::default(),
             key_buf: RefCell::default(),
-            rows: RefCell::new(RowCache::new(options.row_cache_size)),
+            rows: RefCell::new(RowCache::new(
+                options.row_cache_size,
+                options.row_cache_dirty_limit,
+            )),
             poisoned: Cell::new(false),
             db,
             db_opts,
@@ -942,15 +945,19 @@ impl RocksDbBackend {
     /// Evicts rows down to the cache's bound, writing the dirty ones back. Called only under
     /// `&mut self`, when no read's bytes can still be borrowed.
     fn evict_rows(&self) -> Result<()> {
-        let capacity = {
+        let (over, too_dirty, capacity) = {
             let rows = self.rows_mut()?;
-            if !rows.over() {
-                return Ok(());
-            }
-            rows.capacity()
+            (rows.over(), rows.too_dirty(), rows.capacity())
         };
-        // A sixteenth below the bound, so evictions come in batches.
-        self.write_out(|rows, write| rows.evict_to(capacity - capacity / 16, write))
+        if over {
+            // A sixteenth below the bound, so evictions come in batches.
+            self.write_out(|rows, write| rows.evict_to(capacity - capacity / 16, write))?;
+        }
+        if too_dirty && self.rows_mut()?.too_dirty() {
+            // Keeps the next checkpoint's synchronous write-back within the dirty bound.
+            self.write_out(|rows, write| rows.write_back(write))?;
+        }
+        Ok(())
     }
 
     /// The value at `(key, user_key)` through the row cache, as a pointer into the cached

@@ -21,6 +21,9 @@
 //! - Memory is bounded by [`RocksDbOptions::row_cache_size`](crate::RocksDbOptions): the bytes
 //!   of every row plus a fixed cost per row; reads may add rows past the bound until the next
 //!   write or key change, which evicts down to it.
+//! - Dirty rows are bounded too ([`RocksDbOptions::row_cache_dirty_limit`](crate::RocksDbOptions)):
+//!   past the bound every dirty row is written back in one batch while records are processed,
+//!   so a checkpoint's synchronous write-back never has more than the bound to write.
 
 use std::hash::BuildHasher;
 
@@ -103,6 +106,8 @@ pub struct RowCacheStats {
     pub rows: u64,
     /// Rows RocksDB has yet to receive.
     pub dirty_rows: u64,
+    /// Bytes of the dirty rows, bounded by `row_cache_dirty_limit` (plus one row).
+    pub dirty_bytes: u64,
     /// Reads the cache answered.
     pub hits: u64,
     /// Reads that went to RocksDB.
@@ -116,7 +121,9 @@ pub struct RowCacheStats {
 /// The cache itself; the backend keeps it in a `RefCell` and owns the RocksDB side.
 pub(crate) struct RowCache {
     capacity: usize,
+    dirty_limit: usize,
     bytes: usize,
+    dirty_bytes: usize,
     table: HashTable<u32>,
     slots: Vec<Slot>,
     hand: usize,
@@ -129,10 +136,12 @@ pub(crate) struct RowCache {
 }
 
 impl RowCache {
-    pub(crate) fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize, dirty_limit: usize) -> Self {
         Self {
             capacity,
+            dirty_limit,
             bytes: 0,
+            dirty_bytes: 0,
             table: HashTable::new(),
             slots: Vec::new(),
             hand: 0,
@@ -155,6 +164,7 @@ impl RowCache {
             bytes: self.bytes as u64,
             rows: self.slots.len() as u64,
             dirty_rows: self.dirty as u64,
+            dirty_bytes: self.dirty_bytes as u64,
             hits: self.hits,
             misses: self.misses,
             evictions: self.evictions,
@@ -217,7 +227,10 @@ impl RowCache {
             bytes,
         };
         self.bytes += slot.cost();
-        self.dirty += usize::from(dirty);
+        if dirty {
+            self.dirty += 1;
+            self.dirty_bytes += slot.cost();
+        }
         let index = self.slots.len();
         self.slots.push(slot);
         let slots = &self.slots;
@@ -233,6 +246,7 @@ impl RowCache {
             return;
         };
         let before = s.cost();
+        let was_dirty = s.dirty;
         let key_len = s.key_len as usize;
         s.bytes.truncate(key_len);
         s.bytes.extend_from_slice(value);
@@ -241,9 +255,17 @@ impl RowCache {
         }
         s.row = row;
         s.referenced = true;
-        self.dirty = self.dirty + usize::from(dirty) - usize::from(s.dirty);
         s.dirty = dirty;
-        self.bytes = self.bytes + s.cost() - before;
+        let after = s.cost();
+        self.bytes = self.bytes + after - before;
+        if was_dirty {
+            self.dirty -= 1;
+            self.dirty_bytes -= before;
+        }
+        if dirty {
+            self.dirty += 1;
+            self.dirty_bytes += after;
+        }
     }
 
     /// Appends operands to a present or pending row (or makes an absent row present with
@@ -258,9 +280,15 @@ impl RowCache {
             s.row = Row::Present;
         }
         s.referenced = true;
-        self.dirty += usize::from(!s.dirty);
+        let after = s.cost();
+        if s.dirty {
+            self.dirty_bytes = self.dirty_bytes + after - before;
+        } else {
+            self.dirty += 1;
+            self.dirty_bytes += after;
+        }
         s.dirty = true;
-        self.bytes = self.bytes + s.cost() - before;
+        self.bytes = self.bytes + after - before;
     }
 
     /// Removes the row at `index`; the last row takes its index.
@@ -273,7 +301,10 @@ impl RowCache {
         }
         let slot = self.slots.swap_remove(index);
         self.bytes -= slot.cost();
-        self.dirty -= usize::from(slot.dirty);
+        if slot.dirty {
+            self.dirty -= 1;
+            self.dirty_bytes -= slot.cost();
+        }
         let moved = self.slots.len();
         if let Some(s) = self.slots.get(index)
             && let Some(i) = self.table.find_mut(s.hash, |&i| i as usize == moved)
@@ -285,6 +316,11 @@ impl RowCache {
     /// Whether the rows take more than the bound.
     pub(crate) fn over(&self) -> bool {
         self.bytes > self.capacity
+    }
+
+    /// Whether the dirty rows take more than their bound.
+    pub(crate) fn too_dirty(&self) -> bool {
+        self.dirty_bytes > self.dirty_limit
     }
 
     /// Evicts rows until they take at most `target` bytes, giving each dirty one to `write`
@@ -334,6 +370,7 @@ impl RowCache {
             } else {
                 s.dirty = false;
                 self.dirty -= 1;
+                self.dirty_bytes -= s.cost();
                 i += 1;
             }
         }
@@ -364,7 +401,7 @@ mod tests {
 
     #[test]
     fn rows_are_found_updated_and_removed() {
-        let mut c = RowCache::new(1 << 20);
+        let mut c = RowCache::new(1 << 20, 1 << 20);
         let mut index = Vec::new();
         for k in 0u32..1000 {
             let key = k.to_be_bytes();
@@ -396,9 +433,51 @@ mod tests {
         assert_eq!(c.slot(i).unwrap().value(), b"longer value+x");
     }
 
+    /// The dirty counters agree with the rows after every kind of change.
+    fn assert_accounting(c: &RowCache) {
+        let dirty: Vec<&Slot> = c.slots.iter().filter(|s| s.dirty).collect();
+        assert_eq!(c.dirty, dirty.len());
+        assert_eq!(c.dirty_bytes, dirty.iter().map(|s| s.cost()).sum::<usize>());
+        assert_eq!(c.bytes, c.slots.iter().map(Slot::cost).sum::<usize>());
+    }
+
+    #[test]
+    fn dirty_bytes_follow_every_change() {
+        let mut c = RowCache::new(1 << 20, 4 << 10);
+        for k in 0u32..300 {
+            let key = k.to_be_bytes();
+            let h = c.hash(0, &key);
+            let row = if k % 5 == 0 {
+                Row::Pending
+            } else {
+                Row::Present
+            };
+            c.insert(h, 0, &key, row, k % 2 == 0 || row == Row::Pending, &[1; 16]);
+            assert_accounting(&c);
+        }
+        for k in (0u32..300).step_by(3) {
+            let key = k.to_be_bytes();
+            let i = c.find(c.hash(0, &key), 0, &key).unwrap();
+            match k % 4 {
+                0 => c.set(i, Row::Present, true, &[2; 200]),
+                1 => c.set(i, Row::Absent, false, &[]),
+                2 => c.append(i, &[3; 40]),
+                _ => c.remove(i),
+            }
+            assert_accounting(&c);
+        }
+        assert!(c.too_dirty());
+        c.evict_to(8 << 10, &mut |_| {});
+        assert_accounting(&c);
+        c.write_back(&mut |_| {});
+        assert_accounting(&c);
+        assert!(!c.too_dirty());
+        assert_eq!(c.stats().dirty_bytes, 0);
+    }
+
     #[test]
     fn eviction_keeps_the_bound_and_hands_out_dirty_rows() {
-        let mut c = RowCache::new(64 << 10);
+        let mut c = RowCache::new(64 << 10, 64 << 10);
         for k in 0u32..10_000 {
             let key = k.to_be_bytes();
             let h = c.hash(0, &key);

@@ -191,6 +191,10 @@ impl RocksDbBackend {
             "statewright_rocksdb_row_cache_dirty_rows",
             s.row_cache.dirty_rows as f64,
         );
+        g(
+            "statewright_rocksdb_row_cache_dirty_bytes",
+            s.row_cache.dirty_bytes as f64,
+        );
         for (name, v) in [
             ("statewright_rocksdb_row_cache_hits", s.row_cache.hits),
             ("statewright_rocksdb_row_cache_misses", s.row_cache.misses),

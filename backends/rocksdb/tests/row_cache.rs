@@ -184,6 +184,42 @@ fn a_checkpoint_holds_writes_that_were_only_in_the_cache() {
 }
 
 #[test]
+fn the_dirty_bound_writes_back_while_processing_and_bounds_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = CheckpointStorage::open(dir.path()).unwrap();
+    let limit = 16 << 10;
+    let mut op = Rows::default()
+        .bind(
+            RocksDbBackend::open_temporary(options(64 << 20).row_cache_dirty_limit(limit)).unwrap(),
+        )
+        .unwrap();
+    let mut most = 0;
+    for r in 0..ROUNDS {
+        for k in 0..KEYS {
+            write(&mut op, k, r);
+            most = most.max(op.backend().row_cache_stats().dirty_bytes);
+        }
+    }
+    let s = op.backend().row_cache_stats();
+    // Nothing was evicted (the cache holds everything), yet rows went to RocksDB in batches
+    // whenever the dirty ones passed the bound, and never more than a row past it.
+    assert_eq!(s.evictions, 0, "{s:?}");
+    assert!(s.written_back > KEYS, "{s:?}");
+    assert!(most <= limit as u64 + 256, "{most}");
+    assert!(s.dirty_rows > 0, "{s:?}");
+    // The checkpoint writes back only what was dirty: at most the bound.
+    op.checkpoint(&storage).unwrap();
+    let after = op.backend().row_cache_stats();
+    assert_eq!(after.dirty_rows, 0);
+    assert_eq!(after.dirty_bytes, 0);
+    assert_eq!(after.written_back - s.written_back, s.dirty_rows);
+    assert_restores(&storage, ROUNDS);
+    for k in (0..KEYS).step_by(7) {
+        assert_eq!(read(&mut op, k), model(k, ROUNDS), "key {k}");
+    }
+}
+
+#[test]
 fn a_native_checkpoint_holds_writes_that_were_only_in_the_cache() {
     let dir = tempfile::tempdir().unwrap();
     let mut checkpointer =
