@@ -53,8 +53,8 @@ pub use statewright_core::{
     ListState, ManualClock, MapState, Migration, MigrationProgress, OperatorDescriptor,
     OperatorListState, OperatorManifest, ReducingState, RestoreOperator, RestorePoint, Result,
     Snapshots, StateBackend, StateDescriptor, StateId, StateKey, StateKind, StateSchema,
-    StateValue, StatefulOperator, TtlBackend, TtlConfig, TtlTime, TtlUpdate, TtlVisibility,
-    UnionListState, ValueState,
+    StateValue, StatefulOperator, TimeDomain, Timer, TimerService, TtlBackend, TtlConfig, TtlTime,
+    TtlUpdate, TtlVisibility, UnionListState, ValueState,
 };
 
 // Each module below lists what it holds beyond the top-level items above, so every item is at
@@ -73,6 +73,7 @@ pub mod operator_state {
 
 /// The typed views of one key's states, as an operator's generated accessors return them.
 pub mod view {
+    pub use statewright_core::timers::TimerView;
     pub use statewright_core::view::{
         AggregatingView, KeyContext, ListIter, ListView, MapView, ReducingView, Scratch, Slot,
         ValueView,
@@ -263,7 +264,7 @@ pub mod prelude {
         Aggregate, AggregatingState, AnyBackend, Bound, BroadcastState, CheckpointId,
         CheckpointStorage, EncodeKey, ListState, MapState, OperatorListState, ReducingState,
         RestoreOperator, RestorePoint, StateBackend, StateKey, StateSchema, StateValue,
-        StatefulOperator, TtlBackend, UnionListState, ValueState,
+        StatefulOperator, TimeDomain, Timer, TimerService, TtlBackend, UnionListState, ValueState,
     };
     pub use statewright_heap::HeapBackend;
     pub use statewright_macros::{StateKey, StateSchema, StatefulOperator};

@@ -44,6 +44,7 @@ mod persist;
 pub mod conformance;
 
 pub use access::operator_state;
+pub use access::timers;
 pub use access::view;
 pub use data::backend;
 pub use data::ttl;
@@ -59,6 +60,7 @@ pub use persist::snapshot;
 pub use persist::store;
 
 pub use access::operator::{Bound, StatefulOperator};
+pub use access::timers::{TimeDomain, Timer, TimerView};
 pub use backend::{
     AnyBackend, EntryHint, ExpiryHooks, MigrationProgress, Snapshots, StateBackend, StateId,
 };
@@ -73,7 +75,9 @@ pub use model::error::{CodecError, Corruption, Error, KeyError, Result};
 pub use operator_state::{BroadcastState, OperatorListState, UnionListState};
 pub use persist::bound::RestoreOperator;
 pub use schema::StateSchema;
-pub use state::{Aggregate, AggregatingState, ListState, MapState, ReducingState, ValueState};
+pub use state::{
+    Aggregate, AggregatingState, ListState, MapState, ReducingState, TimerService, ValueState,
+};
 pub use ttl::{ManualClock, TtlBackend};
 
 /// Paths used by generated code; not a public API.
@@ -81,6 +85,7 @@ pub use ttl::{ManualClock, TtlBackend};
 pub mod __private {
     pub use crate::__impl_state_value;
     pub use crate::access::operator_state::OperatorStateData;
+    pub use crate::access::timers::{TimerView, validate_no_value, validate_timer};
     pub use crate::access::view::{
         AggregatingView, KeyContext, ListView, MapView, ReducingView, Slot, ValueView,
     };

@@ -24,6 +24,7 @@ pub fn check(cx: &Ctxt, op: &Operator<'_>) {
         );
     }
     duplicate_names(cx, op);
+    timer_services(cx, op);
     for s in &op.states {
         let a = &s.attrs;
         match (s.kind, &a.reduce) {
@@ -138,6 +139,44 @@ fn migrations(cx: &Ctxt, s: &crate::model::StateField<'_>) {
                     "the migration chain of `{}` from v{first} to v{version} misses a step: add {} with the type of that version",
                     s.ident,
                     missing.join(", ")
+                ),
+            );
+        }
+    }
+}
+
+/// At most one timer service, and no state attribute on it (timers have no TTL, reduce
+/// function or versions).
+fn timer_services(cx: &Ctxt, op: &Operator<'_>) {
+    let mut first: Option<&syn::Ident> = None;
+    for s in op.states.iter().filter(|s| s.kind == Kind::Timers) {
+        if let Some(first) = first {
+            cx.error_spanned_by(
+                &s.original.ty,
+                format!(
+                    "a second timer service: `{}` and `{first}` are both `TimerService`s; an operator has one timer service, and its namespace type tells timers apart (`TimerService<MyNamespace>`)",
+                    s.ident
+                ),
+            );
+        } else {
+            first = Some(s.ident);
+        }
+        let a = &s.attrs;
+        if let Some((_, lit)) = &a.ttl {
+            cx.error_spanned_by(
+                lit,
+                format!(
+                    "`ttl` does not apply to the timer service `{}`: a timer lives until it fires or is deleted",
+                    s.ident
+                ),
+            );
+        }
+        if a.version.is_some() || a.migrate_from.is_some() {
+            cx.error_spanned_by(
+                &s.original.ty,
+                format!(
+                    "`version` and `migrate_from` do not apply to the timer service `{}`: timers have no value to migrate",
+                    s.ident
                 ),
             );
         }

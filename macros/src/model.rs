@@ -18,6 +18,8 @@ pub enum Kind {
     Broadcast,
     OperatorList,
     UnionList,
+    /// `TimerService<N>`: the operator's timers (keyed: stored under each timer's key).
+    Timers,
 }
 
 impl Kind {
@@ -36,6 +38,7 @@ impl Kind {
             Kind::Broadcast => "BroadcastState",
             Kind::OperatorList => "OperatorListState",
             Kind::UnionList => "UnionListState",
+            Kind::Timers => "TimerService",
         }
     }
 
@@ -49,6 +52,7 @@ impl Kind {
             "BroadcastState" => Kind::Broadcast,
             "OperatorListState" => Kind::OperatorList,
             "UnionListState" => Kind::UnionList,
+            "TimerService" => Kind::Timers,
             _ => return None,
         })
     }
@@ -199,6 +203,12 @@ fn state_type(cx: &Ctxt, ty: &Type) -> Option<(Kind, Vec<Type>)> {
             .collect(),
         _ => Vec::new(),
     };
+    // `TimerService` alone has no namespace: `TimerService<()>`.
+    let args = if kind == Kind::Timers && args.is_empty() {
+        vec![syn::parse_quote!(())]
+    } else {
+        args
+    };
     if args.len() != expected {
         let form = match kind {
             Kind::Map => "MapState<K, V>",
@@ -209,6 +219,7 @@ fn state_type(cx: &Ctxt, ty: &Type) -> Option<(Kind, Vec<Type>)> {
             Kind::Broadcast => "BroadcastState<K, V>",
             Kind::OperatorList => "OperatorListState<T>",
             Kind::UnionList => "UnionListState<T>",
+            Kind::Timers => "TimerService<N>",
         };
         cx.error_spanned_by(
             ty,

@@ -46,6 +46,7 @@ pub const STATE_TYPES: &[(&str, usize)] = &[
     ("BroadcastState", 2),
     ("OperatorListState", 1),
     ("UnionListState", 1),
+    ("TimerService", 1),
 ];
 
 /// Characters allowed in operator and state names (they become file and column names).

@@ -10,5 +10,6 @@ fn ui() {
     t.compile_fail("tests/ui/types/*.rs");
     t.compile_fail("tests/ui/ttl/*.rs");
     t.compile_fail("tests/ui/migrations/*.rs");
+    t.compile_fail("tests/ui/timers/*.rs");
     t.pass("tests/ui/pass/*.rs");
 }

@@ -6,4 +6,5 @@
 
 pub mod operator;
 pub mod operator_state;
+pub mod timers;
 pub mod view;

@@ -4,9 +4,10 @@
 use std::borrow::Borrow;
 
 use crate::access::operator_state::OperatorStateData;
+use crate::access::timers::{NO_TIME, TimeDomain, Timer, Timers};
 use crate::access::view::{KeyContext, Scratch};
 use crate::data::backend::{StateBackend, StateId};
-use crate::model::descriptor::{OperatorDescriptor, OperatorManifest};
+use crate::model::descriptor::{OperatorDescriptor, OperatorManifest, StateKind};
 use crate::model::error::{Error, Result};
 use crate::model::key::{EncodeKey, StateKey};
 use crate::model::keygroup::{KeyGroupRange, key_group};
@@ -35,6 +36,9 @@ use crate::model::keygroup::{KeyGroupRange, key_group};
 pub trait StatefulOperator: Sized {
     /// The type of the key state is scoped to (`#[operator(key = ...)]`).
     type Key: StateKey;
+    /// The namespace type of the operator's [`TimerService`](crate::TimerService) (`()` when
+    /// it declares none, or declares one without a namespace).
+    type TimerNamespace: StateKey;
     #[doc(hidden)]
     type Columns: AsRef<[StateId]>;
     /// The generated key-scoped view, with one accessor method per state.
@@ -111,6 +115,15 @@ pub struct Bound<Op: StatefulOperator, B> {
     /// The highest watermark set through [`Bound::set_watermark`] or restored
     /// ([`NO_WATERMARK`] before one): kept here as well for backends that keep none.
     pub(crate) watermark: i64,
+    /// The time-ordered index of the operator's timers, the watermark and processing time.
+    pub(crate) timers: Timers,
+}
+
+/// The length of the key `K` at the front of `bytes`.
+fn key_len<K: StateKey>(bytes: &[u8]) -> Option<usize> {
+    let mut input = bytes;
+    K::decode_key(&mut input).ok()?;
+    Some(bytes.len() - input.len())
 }
 
 /// The watermark of an instance that has none yet.
@@ -135,15 +148,26 @@ impl<Op: StatefulOperator, B: StateBackend> Bound<Op, B> {
                 });
             }
         }
+        let timer_column = Op::DESCRIPTOR
+            .states
+            .iter()
+            .zip(columns.as_ref())
+            .find(|(s, _)| s.kind == StateKind::Timers)
+            .map(|(_, &c)| c);
+        let key_groups = KeyGroupRange::all(Op::DESCRIPTOR.max_parallelism);
+        let mut timers = Timers::new(timer_column, key_len::<Op::Key>);
+        // A backend that opened existing data (a reopened database) holds timers already.
+        timers.rebuild(&backend, key_groups)?;
         Ok(Self {
             op,
             backend,
             columns,
-            key_groups: KeyGroupRange::all(Op::DESCRIPTOR.max_parallelism),
+            key_groups,
             key: Vec::with_capacity(32),
             scratch: Scratch::default(),
             tracking: false,
             watermark: NO_WATERMARK,
+            timers,
         })
     }
 
@@ -162,6 +186,7 @@ impl<Op: StatefulOperator, B: StateBackend> Bound<Op, B> {
             });
         }
         self.key_groups = range;
+        self.timers.rebuild(&self.backend, range)?;
         Ok(self)
     }
 
@@ -203,6 +228,7 @@ impl<Op: StatefulOperator, B: StateBackend> Bound<Op, B> {
             kg,
             Op::DESCRIPTOR.name,
             &mut self.scratch,
+            &mut self.timers,
         );
         Ok(Op::__keyed(&self.op, &self.columns, ctx))
     }
@@ -219,7 +245,109 @@ impl<Op: StatefulOperator, B: StateBackend> Bound<Op, B> {
     /// restore sets it again.
     pub fn set_watermark(&mut self, millis: i64) {
         self.watermark = self.watermark.max(millis);
+        self.timers.watermark = self.watermark;
         self.backend.set_watermark(millis);
+    }
+
+    /// Advances event time to `millis` (as [`set_watermark`](Self::set_watermark)) and fires
+    /// every event-time timer at or before it, in timestamp order (ties by key bytes, then
+    /// namespace bytes). Each timer is removed, then `on_timer` gets it with the view of its
+    /// key's state, where it may read and write that key's state and register timers; those
+    /// at or before `millis` fire in the same call. Returns the number of timers fired.
+    ///
+    /// # Errors
+    ///
+    /// A backend failure, a stored key that does not decode, or the first error `on_timer`
+    /// returns (the timers after it stay registered; the one it failed on is gone: restore
+    /// from the last checkpoint to run it again).
+    pub fn advance_watermark<F>(&mut self, millis: i64, on_timer: F) -> Result<usize>
+    where
+        F: FnMut(Timer<Op::Key, Op::TimerNamespace>, Op::Keyed<'_, B>) -> Result<()>,
+    {
+        self.set_watermark(millis);
+        self.fire(TimeDomain::EventTime, self.watermark, on_timer)
+    }
+
+    /// Advances processing time to `millis` (it never goes back) and fires every
+    /// processing-time timer at or before it, as [`advance_watermark`](Self::advance_watermark)
+    /// does for event time. Processing-time timers that became due while the job was down
+    /// (restored from a checkpoint) fire at the first call.
+    ///
+    /// # Errors
+    ///
+    /// As [`advance_watermark`](Self::advance_watermark).
+    pub fn advance_processing_time<F>(&mut self, millis: i64, on_timer: F) -> Result<usize>
+    where
+        F: FnMut(Timer<Op::Key, Op::TimerNamespace>, Op::Keyed<'_, B>) -> Result<()>,
+    {
+        self.timers.processing_time = self.timers.processing_time.max(millis);
+        self.fire(
+            TimeDomain::ProcessingTime,
+            self.timers.processing_time,
+            on_timer,
+        )
+    }
+
+    /// The processing time this instance was last advanced to.
+    #[must_use]
+    pub fn processing_time(&self) -> Option<i64> {
+        (self.timers.processing_time != NO_TIME).then_some(self.timers.processing_time)
+    }
+
+    /// The time of the earliest timer of a domain: when the next one is due.
+    #[must_use]
+    pub fn next_timer(&self, domain: TimeDomain) -> Option<i64> {
+        self.timers.next(domain)
+    }
+
+    /// The number of timers of a domain this instance holds.
+    #[must_use]
+    pub fn timer_count(&self, domain: TimeDomain) -> usize {
+        self.timers.len(domain)
+    }
+
+    fn fire<F>(&mut self, domain: TimeDomain, time: i64, mut on_timer: F) -> Result<usize>
+    where
+        F: FnMut(Timer<Op::Key, Op::TimerNamespace>, Op::Keyed<'_, B>) -> Result<()>,
+    {
+        let Some(column) = self.timers.column() else {
+            return Ok(0);
+        };
+        let max = Op::DESCRIPTOR.max_parallelism;
+        let mut fired = 0;
+        let mut user_key = Vec::new();
+        while let Some((entry, key_len)) = self.timers.pop_due(domain, time) {
+            let mut ts_bytes = entry.get(..8).unwrap_or_default();
+            let timestamp = i64::decode_key(&mut ts_bytes)?;
+            let key_bytes = entry.get(8..8 + key_len).unwrap_or_default();
+            let ns_bytes = entry.get(8 + key_len..).unwrap_or_default();
+            let key = Op::Key::from_key_bytes(key_bytes)?;
+            let namespace = Op::TimerNamespace::from_key_bytes(ns_bytes)?;
+            let kg = key_group(key_bytes, max);
+            self.key.clear();
+            self.key.extend_from_slice(&kg.to_be_bytes());
+            self.key.extend_from_slice(key_bytes);
+            Timers::user_key(domain, &entry, key_len, &mut user_key);
+            self.backend.release_reads();
+            self.backend.delete(column, &self.key, &user_key)?;
+            let ctx = KeyContext::new(
+                &mut self.backend,
+                &self.key,
+                kg,
+                Op::DESCRIPTOR.name,
+                &mut self.scratch,
+                &mut self.timers,
+            );
+            let timer = Timer {
+                key,
+                namespace,
+                timestamp,
+                domain,
+            };
+            on_timer(timer, Op::__keyed(&self.op, &self.columns, ctx))?;
+            fired += 1;
+        }
+        Ok(fired)
     }
 
     /// The operator (its plain fields).

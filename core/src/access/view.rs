@@ -8,6 +8,7 @@
 use std::borrow::Borrow;
 use std::marker::PhantomData;
 
+use crate::access::timers::Timers;
 use crate::data::backend::{EntryHint, StateBackend, StateId};
 use crate::model::codec::{self, Frames, StateValue};
 use crate::model::error::{Error, Result};
@@ -18,7 +19,7 @@ use crate::model::state::Aggregate;
 #[derive(Debug, Default)]
 pub struct Scratch {
     value: Vec<u8>,
-    user_key: Vec<u8>,
+    pub(crate) user_key: Vec<u8>,
     /// Where the backend found the last value read, for a write of it that follows.
     hint: EntryHint,
 }
@@ -30,6 +31,7 @@ pub struct KeyContext<'a, B: ?Sized> {
     key_group: u16,
     operator: &'static str,
     scratch: &'a mut Scratch,
+    timers: &'a mut Timers,
 }
 
 impl<'a, B: ?Sized> KeyContext<'a, B> {
@@ -39,6 +41,7 @@ impl<'a, B: ?Sized> KeyContext<'a, B> {
         key_group: u16,
         operator: &'static str,
         scratch: &'a mut Scratch,
+        timers: &'a mut Timers,
     ) -> Self {
         Self {
             backend,
@@ -46,7 +49,31 @@ impl<'a, B: ?Sized> KeyContext<'a, B> {
             key_group,
             operator,
             scratch,
+            timers,
         }
+    }
+
+    /// What a timer view changes: the backend, the key, scratch buffers and the timers.
+    pub(crate) fn timer_parts(&mut self) -> (&mut B, &[u8], &mut Scratch, &mut Timers) {
+        (
+            &mut *self.backend,
+            self.key,
+            &mut *self.scratch,
+            &mut *self.timers,
+        )
+    }
+
+    pub(crate) fn timers_ref(&self) -> &Timers {
+        self.timers
+    }
+
+    pub(crate) fn backend_ref(&self) -> &B {
+        self.backend
+    }
+
+    /// The current key with its key-group prefix, as backends address it.
+    pub(crate) fn key(&self) -> &[u8] {
+        self.key
     }
 
     /// A shorter-lived copy of this context (used by generated accessors).
@@ -57,6 +84,7 @@ impl<'a, B: ?Sized> KeyContext<'a, B> {
             key_group: self.key_group,
             operator: self.operator,
             scratch: &mut *self.scratch,
+            timers: &mut *self.timers,
         }
     }
 
@@ -81,7 +109,7 @@ impl<'a, B: ?Sized> KeyContext<'a, B> {
     }
 
     #[cold]
-    fn wrap(&self, state: &'static str, error: impl Into<Error>) -> Error {
+    pub(crate) fn wrap(&self, state: &'static str, error: impl Into<Error>) -> Error {
         self.loc(state).wrap(error)
     }
 }
@@ -141,6 +169,7 @@ impl<'a, T: StateValue, B: StateBackend + ?Sized> ValueView<'a, T, B> {
             key_group,
             operator,
             scratch,
+            ..
         } = ctx;
         // The location is built only for an error, not on every read.
         let err = move || StateLoc {

@@ -29,13 +29,19 @@ pub enum StateKind {
     /// [`UnionListState`](crate::UnionListState): an operator-wide list per instance; every
     /// instance gets every instance's elements on restore.
     UnionList,
+    /// [`TimerService`](crate::TimerService): the operator's timers, one entry per timer under
+    /// its key, with the user key `(domain, timestamp, namespace)` and no value.
+    Timers,
 }
 
 impl StateKind {
     /// Whether entries of this kind carry a user key (only maps do).
     #[must_use]
     pub fn has_user_key(self) -> bool {
-        matches!(self, StateKind::Map | StateKind::Broadcast)
+        matches!(
+            self,
+            StateKind::Map | StateKind::Broadcast | StateKind::Timers
+        )
     }
 
     /// Whether the state is scoped to a key (`false` for operator state: broadcast, operator
@@ -60,6 +66,7 @@ impl StateKind {
             StateKind::Broadcast => 6,
             StateKind::OperatorList => 7,
             StateKind::UnionList => 8,
+            StateKind::Timers => 9,
         }
     }
 
@@ -75,6 +82,7 @@ impl StateKind {
             6 => StateKind::Broadcast,
             7 => StateKind::OperatorList,
             8 => StateKind::UnionList,
+            9 => StateKind::Timers,
             _ => return None,
         })
     }
@@ -91,6 +99,7 @@ impl StateKind {
             StateKind::Broadcast => "BroadcastState",
             StateKind::OperatorList => "OperatorListState",
             StateKind::UnionList => "UnionListState",
+            StateKind::Timers => "TimerService",
         }
     }
 }

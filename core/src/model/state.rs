@@ -65,6 +65,43 @@ marker!(
     AggregatingState<IN, OUT>
 );
 
+/// The operator's timers: event-time and processing-time timers of `(key, namespace,
+/// timestamp)`, stored as state (checkpointed, restored and rescaled with their keys). `N` is
+/// the namespace type (`()` for none; a window type for windowed operators). At most one per
+/// operator. Register timers through the field's accessor on the key-scoped view
+/// ([`TimerView`](crate::access::timers::TimerView)); they fire from
+/// [`Bound::advance_watermark`](crate::Bound::advance_watermark) and
+/// [`Bound::advance_processing_time`](crate::Bound::advance_processing_time).
+pub struct TimerService<N = ()>(PhantomData<fn() -> N>);
+
+impl<N> TimerService<N> {
+    /// The marker (the field needs no other initialisation).
+    #[must_use]
+    pub const fn new() -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<N> Default for TimerService<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<N> Clone for TimerService<N> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<N> Copy for TimerService<N> {}
+
+impl<N> fmt::Debug for TimerService<N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TimerService")
+    }
+}
+
 /// An aggregation for [`AggregatingState`]: create an accumulator, add inputs, read a result,
 /// merge two accumulators.
 ///

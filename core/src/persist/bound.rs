@@ -145,6 +145,7 @@ impl<Op: StatefulOperator, B: Snapshots> Bound<Op, B> {
         // checkpoint of this instance is a full one.
         self.backend.track_changes(false);
         self.tracking = false;
+        self.timers.rebuild(&self.backend, self.key_groups)?;
         Ok(summary)
     }
 
@@ -230,6 +231,7 @@ impl<Op: StatefulOperator, B: Snapshots> Bound<Op, B> {
             self.restore_snapshots(&refs)?
         };
         self.watermark = NO_WATERMARK;
+        self.timers.watermark = NO_WATERMARK;
         if let Some(w) = watermark {
             self.set_watermark(w);
         }
@@ -367,7 +369,9 @@ impl<Op: StatefulOperator, B: Snapshots> Bound<Op, B> {
         // What was tracked no longer applies to the restored state.
         self.backend.track_changes(false);
         self.tracking = false;
-        if !self.backend.restore_native(&mut restore)? {
+        let opened = self.backend.restore_native(&mut restore)?;
+        self.timers.rebuild(&self.backend, self.key_groups)?;
+        if !opened {
             let f = source.files[0];
             return Err(incompatible(
                 f,

@@ -53,6 +53,11 @@ fn generate(
     let key_type = op.and_then(|o| o.attrs.key.as_ref());
     let key = key_type.map_or_else(|| quote!(()), |k| quote!(#k));
     let key_str = type_string(&key);
+    let timer_namespace = states
+        .iter()
+        .find(|s| s.kind == Kind::Timers)
+        .and_then(|s| s.args.first())
+        .map_or_else(|| quote!(()), |n| quote!(#n));
 
     // Generics of the view: the operator's, plus the view's lifetime first and the backend last.
     let mut view_generics = input.generics.clone();
@@ -167,6 +172,7 @@ fn generate(
             #[automatically_derived]
             impl #impl_generics ::statewright::StatefulOperator for #ident #ty_generics #where_tokens {
                 type Key = #key;
+                type TimerNamespace = #timer_namespace;
                 type Columns = [::statewright::StateId; #n];
                 type Keyed<'__sw, __SwB: ::statewright::StateBackend + ?::core::marker::Sized + '__sw> = #keyed_of
                 where
@@ -246,6 +252,7 @@ fn migration_bounds(s: &StateField<'_>) -> Vec<TokenStream> {
 fn current_type(s: &StateField<'_>) -> Option<TokenStream> {
     let a = &s.args;
     match s.kind {
+        Kind::Timers => Some(quote!(())),
         Kind::Map | Kind::Broadcast => {
             let v = &a[1];
             Some(quote!(#v))
@@ -276,6 +283,10 @@ fn kind_bounds(s: &StateField<'_>) -> Vec<TokenStream> {
                 quote_spanned!(v.span()=> #v: ::statewright::StateValue,),
             ]
         }
+        Kind::Timers => {
+            let n = &a[0];
+            vec![quote_spanned!(n.span()=> #n: ::statewright::StateKey,)]
+        }
         Kind::Aggregating => {
             let (i, o) = (&a[0], &a[1]);
             match &s.attrs.aggregate {
@@ -301,6 +312,7 @@ fn descriptor(s: &StateField<'_>) -> TokenStream {
             Kind::Broadcast => "Broadcast",
             Kind::OperatorList => "OperatorList",
             Kind::UnionList => "UnionList",
+            Kind::Timers => "Timers",
         }
     );
     let a = &s.args;
@@ -326,6 +338,10 @@ fn descriptor(s: &StateField<'_>) -> TokenStream {
                 quote!(::statewright::__private::validate::<#v>),
             )
         }
+        Kind::Timers => (
+            "()".to_owned(),
+            quote!(::statewright::__private::validate_no_value),
+        ),
         Kind::Aggregating => match &s.attrs.aggregate {
             Some(agg) => (
                 format!("<{} as Aggregate>::Acc", type_string(&quote!(#agg))),
@@ -337,7 +353,14 @@ fn descriptor(s: &StateField<'_>) -> TokenStream {
             ),
         },
     };
-    let (user_key_type, validate_user_key) = if matches!(s.kind, Kind::Map | Kind::Broadcast) {
+    let (user_key_type, validate_user_key) = if s.kind == Kind::Timers {
+        let n = &a[0];
+        let ks = format!("(TimeDomain, i64, {})", type_string(&quote!(#n)));
+        (
+            quote!(::core::option::Option::Some(#ks)),
+            quote!(::statewright::__private::validate_timer::<#n>),
+        )
+    } else if matches!(s.kind, Kind::Map | Kind::Broadcast) {
         let k = &a[0];
         let ks = type_string(&quote!(#k));
         (
@@ -375,6 +398,9 @@ fn descriptor(s: &StateField<'_>) -> TokenStream {
     let user_key_schema = if matches!(s.kind, Kind::Map | Kind::Broadcast) {
         let k = &a[0];
         quote!(::core::option::Option::Some(<#k as ::statewright::StateSchema>::SCHEMA))
+    } else if s.kind == Kind::Timers {
+        let n = &a[0];
+        quote!(::core::option::Option::Some(<(u8, i64, #n) as ::statewright::StateSchema>::SCHEMA))
     } else {
         quote!(::core::option::Option::None)
     };
@@ -497,6 +523,13 @@ fn accessor(index: usize, s: &StateField<'_>, stub: bool) -> TokenStream {
                     #coerce
                     ::statewright::__private::ReducingView::new(#ctx, #slot, __sw_reduce)
                 }),
+            )
+        }
+        Kind::Timers => {
+            let n = &a[0];
+            (
+                quote!(::statewright::__private::TimerView<'_, #n, __SwB>),
+                quote!(::statewright::__private::TimerView::new(#ctx, #slot)),
             )
         }
         Kind::Broadcast | Kind::OperatorList | Kind::UnionList => return TokenStream::new(),

@@ -1,0 +1,463 @@
+//! Timers: event-time and processing-time timers of `(key, namespace, timestamp)`, declared as a
+//! [`TimerService`](crate::TimerService) field of an operator.
+//!
+//! Timers are state. Each one is an entry of the operator's timer state, stored by the backend
+//! like every other keyed state under its key (so in its key group), with the user key
+//! `(domain, timestamp, namespace)` in canonical encoding and an empty value. Every checkpoint
+//! kind (full, incremental, native) therefore holds them, a rescaled restore moves them with
+//! their key groups, a heap checkpoint restores them into RocksDB and back, and `statewright
+//! inspect` and `dump` show them as the state of the field that declares them.
+//!
+//! Firing needs them in time order across keys: [`Bound`](crate::Bound) keeps an index of the
+//! timers of the key groups it owns, one ordered set per time domain, ordered by timestamp,
+//! then key bytes, then namespace bytes (Flink's order). The index is rebuilt from the backend
+//! whenever the backend's contents are replaced (binding, a restore, a new key-group range).
+
+use std::collections::BTreeSet;
+use std::marker::PhantomData;
+
+use crate::access::view::{KeyContext, Slot};
+use crate::data::backend::{StateBackend, StateId};
+use crate::model::error::{CodecError, KeyError, Result};
+use crate::model::key::{EncodeKey, StateKey};
+use crate::model::keygroup::KeyGroupRange;
+
+/// Which clock a timer follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TimeDomain {
+    /// Event time: fires when the watermark reaches the timer
+    /// ([`Bound::advance_watermark`](crate::Bound::advance_watermark)).
+    EventTime,
+    /// Processing time: fires when the application's clock reaches the timer
+    /// ([`Bound::advance_processing_time`](crate::Bound::advance_processing_time)).
+    ProcessingTime,
+}
+
+impl TimeDomain {
+    /// The domain's tag, the first byte of a stored timer.
+    #[must_use]
+    pub const fn tag(self) -> u8 {
+        match self {
+            TimeDomain::EventTime => 0,
+            TimeDomain::ProcessingTime => 1,
+        }
+    }
+
+    /// The domain of a stored tag.
+    #[must_use]
+    pub const fn from_tag(tag: u8) -> Option<Self> {
+        match tag {
+            0 => Some(TimeDomain::EventTime),
+            1 => Some(TimeDomain::ProcessingTime),
+            _ => None,
+        }
+    }
+}
+
+/// A timer that fired: the key and namespace it was registered for, its time and its domain.
+/// The callback that gets it also gets the view of that key's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timer<K, N> {
+    /// The key whose state the callback sees.
+    pub key: K,
+    /// The namespace the timer was registered in (`()` for a `TimerService` without one).
+    pub namespace: N,
+    /// The timer's time (milliseconds).
+    pub timestamp: i64,
+    /// Its clock.
+    pub domain: TimeDomain,
+}
+
+/// Validates the user key of a stored timer: a domain tag, a timestamp and one namespace.
+///
+/// # Errors
+///
+/// [`KeyError`] when the bytes are not such an encoding.
+#[doc(hidden)]
+pub fn validate_timer<N: StateKey>(bytes: &[u8]) -> std::result::Result<(), KeyError> {
+    let (&tag, rest) = bytes.split_first().ok_or(KeyError::Truncated {
+        type_name: "TimeDomain",
+    })?;
+    if TimeDomain::from_tag(tag).is_none() {
+        return Err(KeyError::InvalidTag {
+            type_name: "TimeDomain",
+            tag: u32::from(tag),
+        });
+    }
+    <(i64, N)>::from_key_bytes(rest).map(drop)
+}
+
+/// Validates the value of a stored timer: timers carry none.
+///
+/// # Errors
+///
+/// [`CodecError::Invalid`] for any non-empty value.
+#[doc(hidden)]
+pub fn validate_no_value(bytes: &[u8]) -> std::result::Result<(), CodecError> {
+    if bytes.is_empty() {
+        Ok(())
+    } else {
+        Err(CodecError::Invalid {
+            type_name: "timer",
+            message: format!("a timer stores no value, found {} bytes", bytes.len()),
+        })
+    }
+}
+
+/// One timer in the index: its timestamp (8 bytes, order-preserving), the canonical key bytes,
+/// the canonical namespace bytes. Canonical encodings are prefix-free, so the byte order of
+/// the whole is the order (timestamp, key, namespace).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Entry(Box<[u8]>);
+
+impl Entry {
+    fn timestamp(&self) -> i64 {
+        let mut input = &self.0[..];
+        i64::decode_key(&mut input).unwrap_or(i64::MIN)
+    }
+}
+
+/// The timers of a bound operator: the time-ordered index of what its timer state holds, the
+/// watermark and the processing time. Part of every key-scoped view.
+#[derive(Debug)]
+pub struct Timers {
+    /// The timer state's column, when the operator declares a timer service.
+    column: Option<StateId>,
+    event: BTreeSet<Entry>,
+    processing: BTreeSet<Entry>,
+    /// Key lengths are not stored in the index: the key of an entry is found by decoding
+    /// with this function (the operator's key validator's decoder).
+    key_len: fn(&[u8]) -> Option<usize>,
+    pub(crate) watermark: i64,
+    pub(crate) processing_time: i64,
+    buf: Vec<u8>,
+}
+
+/// The processing time of an instance that has not been told one.
+pub(crate) const NO_TIME: i64 = i64::MIN;
+
+impl Timers {
+    pub(crate) fn new(column: Option<StateId>, key_len: fn(&[u8]) -> Option<usize>) -> Self {
+        Self {
+            column,
+            event: BTreeSet::new(),
+            processing: BTreeSet::new(),
+            key_len,
+            watermark: NO_TIME,
+            processing_time: NO_TIME,
+            buf: Vec::new(),
+        }
+    }
+
+    pub(crate) fn column(&self) -> Option<StateId> {
+        self.column
+    }
+
+    fn set(&mut self, domain: TimeDomain) -> &mut BTreeSet<Entry> {
+        match domain {
+            TimeDomain::EventTime => &mut self.event,
+            TimeDomain::ProcessingTime => &mut self.processing,
+        }
+    }
+
+    fn set_ref(&self, domain: TimeDomain) -> &BTreeSet<Entry> {
+        match domain {
+            TimeDomain::EventTime => &self.event,
+            TimeDomain::ProcessingTime => &self.processing,
+        }
+    }
+
+    /// The number of timers of a domain.
+    pub(crate) fn len(&self, domain: TimeDomain) -> usize {
+        self.set_ref(domain).len()
+    }
+
+    /// The earliest timer's time in a domain.
+    pub(crate) fn next(&self, domain: TimeDomain) -> Option<i64> {
+        self.set_ref(domain).first().map(Entry::timestamp)
+    }
+
+    /// Removes and returns the earliest timer of `domain` if it is due at `time`: its
+    /// timestamp, key bytes and namespace bytes, as one buffer with the key's length.
+    pub(crate) fn pop_due(&mut self, domain: TimeDomain, time: i64) -> Option<(Box<[u8]>, usize)> {
+        let key_len = self.key_len;
+        let set = self.set(domain);
+        if set.first().is_none_or(|e| e.timestamp() > time) {
+            return None;
+        }
+        let entry = set.pop_first()?;
+        let len = key_len(entry.0.get(8..).unwrap_or_default()).unwrap_or(0);
+        Some((entry.0, len))
+    }
+
+    /// Replaces the index with the timers the backend holds for the key groups of `range`.
+    pub(crate) fn rebuild<B: StateBackend + ?Sized>(
+        &mut self,
+        backend: &B,
+        range: KeyGroupRange,
+    ) -> Result<()> {
+        self.event.clear();
+        self.processing.clear();
+        let Some(column) = self.column else {
+            return Ok(());
+        };
+        let mut event = Vec::new();
+        let mut processing = Vec::new();
+        backend.for_each_entry(column, &mut |key, user_key, _| {
+            let owned = key
+                .first_chunk::<2>()
+                .is_some_and(|kg| range.contains(u16::from_be_bytes(*kg)));
+            let (Some((&tag, rest)), true) = (user_key.split_first(), owned) else {
+                return Ok(());
+            };
+            let (Some(ts), Some(k)) = (rest.get(..8), key.get(2..)) else {
+                return Ok(());
+            };
+            let ns = rest.get(8..).unwrap_or_default();
+            let mut bytes = Vec::with_capacity(8 + k.len() + ns.len());
+            bytes.extend_from_slice(ts);
+            bytes.extend_from_slice(k);
+            bytes.extend_from_slice(ns);
+            match TimeDomain::from_tag(tag) {
+                Some(TimeDomain::EventTime) => event.push(Entry(bytes.into())),
+                Some(TimeDomain::ProcessingTime) => processing.push(Entry(bytes.into())),
+                None => {}
+            }
+            Ok(())
+        })?;
+        self.event = event.into_iter().collect();
+        self.processing = processing.into_iter().collect();
+        Ok(())
+    }
+
+    /// The stored user key of a timer: domain tag, timestamp, namespace bytes.
+    pub(crate) fn user_key(domain: TimeDomain, entry: &[u8], key_len: usize, out: &mut Vec<u8>) {
+        out.clear();
+        out.push(domain.tag());
+        out.extend_from_slice(entry.get(..8).unwrap_or_default());
+        out.extend_from_slice(entry.get(8 + key_len..).unwrap_or_default());
+    }
+
+    /// Adds (`add`) or removes a timer of the current key in the backend and the index.
+    fn change<B: StateBackend + ?Sized>(
+        &mut self,
+        backend: &mut B,
+        key: &[u8],
+        domain: TimeDomain,
+        timestamp: i64,
+        namespace: &[u8],
+        add: bool,
+    ) -> Result<()> {
+        let Some(column) = self.column else {
+            return Ok(());
+        };
+        let k = key.get(2..).unwrap_or_default();
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        buf.push(domain.tag());
+        timestamp.encode_key(&mut buf);
+        buf.extend_from_slice(namespace);
+        let r = if add {
+            backend.put(column, key, &buf, &[])
+        } else {
+            backend.delete(column, key, &buf)
+        };
+        if r.is_ok() {
+            let mut bytes = Vec::with_capacity(8 + k.len() + namespace.len());
+            bytes.extend_from_slice(buf.get(1..9).unwrap_or_default());
+            bytes.extend_from_slice(k);
+            bytes.extend_from_slice(namespace);
+            let entry = Entry(bytes.into());
+            if add {
+                self.set(domain).insert(entry);
+            } else {
+                self.set(domain).remove(&entry);
+            }
+        }
+        self.buf = buf;
+        r
+    }
+}
+
+/// The timer service of the current key: what a
+/// [`TimerService<N>`](crate::TimerService) field's accessor returns.
+///
+/// Registering a timer that exists already leaves one timer (timers are a set of
+/// `(domain, timestamp, namespace)` per key); deleting one that does not exist does nothing.
+pub struct TimerView<'a, N, B: ?Sized> {
+    ctx: KeyContext<'a, B>,
+    slot: Slot,
+    _n: PhantomData<fn() -> N>,
+}
+
+impl<'a, N, B: ?Sized> TimerView<'a, N, B> {
+    #[doc(hidden)]
+    pub fn new(ctx: KeyContext<'a, B>, slot: Slot) -> Self {
+        Self {
+            ctx,
+            slot,
+            _n: PhantomData,
+        }
+    }
+}
+
+impl<N: StateKey, B: StateBackend + ?Sized> TimerView<'_, N, B> {
+    fn change(
+        &mut self,
+        domain: TimeDomain,
+        namespace: &N,
+        timestamp: i64,
+        add: bool,
+    ) -> Result<()> {
+        let (backend, key, scratch, timers) = self.ctx.timer_parts();
+        let ns = &mut scratch.user_key;
+        ns.clear();
+        namespace.encode_key(ns);
+        let r = timers.change(backend, key, domain, timestamp, ns, add);
+        r.map_err(|e| self.ctx.wrap(self.slot.name, e))
+    }
+
+    /// Registers an event-time timer of the current key in `namespace`: it fires when the
+    /// watermark reaches `timestamp`.
+    ///
+    /// # Errors
+    ///
+    /// A backend failure.
+    pub fn register_event_time_in(&mut self, namespace: &N, timestamp: i64) -> Result<()> {
+        self.change(TimeDomain::EventTime, namespace, timestamp, true)
+    }
+
+    /// Deletes an event-time timer of the current key in `namespace`.
+    ///
+    /// # Errors
+    ///
+    /// A backend failure.
+    pub fn delete_event_time_in(&mut self, namespace: &N, timestamp: i64) -> Result<()> {
+        self.change(TimeDomain::EventTime, namespace, timestamp, false)
+    }
+
+    /// Registers a processing-time timer of the current key in `namespace`: it fires when
+    /// the processing time reaches `timestamp`.
+    ///
+    /// # Errors
+    ///
+    /// A backend failure.
+    pub fn register_processing_time_in(&mut self, namespace: &N, timestamp: i64) -> Result<()> {
+        self.change(TimeDomain::ProcessingTime, namespace, timestamp, true)
+    }
+
+    /// Deletes a processing-time timer of the current key in `namespace`.
+    ///
+    /// # Errors
+    ///
+    /// A backend failure.
+    pub fn delete_processing_time_in(&mut self, namespace: &N, timestamp: i64) -> Result<()> {
+        self.change(TimeDomain::ProcessingTime, namespace, timestamp, false)
+    }
+
+    /// The current watermark, once one was set (or restored).
+    #[must_use]
+    pub fn current_watermark(&self) -> Option<i64> {
+        let w = self.ctx.timers_ref().watermark;
+        (w != NO_TIME).then_some(w)
+    }
+
+    /// The processing time the instance was last advanced to, once it was.
+    #[must_use]
+    pub fn current_processing_time(&self) -> Option<i64> {
+        let t = self.ctx.timers_ref().processing_time;
+        (t != NO_TIME).then_some(t)
+    }
+
+    /// The current key's timers: `(domain, timestamp, namespace)`, event time first, each
+    /// domain in time order.
+    ///
+    /// # Errors
+    ///
+    /// A backend failure, or stored bytes that are not a timer.
+    pub fn list(&self) -> Result<Vec<(TimeDomain, i64, N)>> {
+        let Some(column) = self.ctx.timers_ref().column else {
+            return Ok(Vec::new());
+        };
+        let wrap = |e| self.ctx.wrap(self.slot.name, e);
+        let mut out = Vec::new();
+        let entries = self
+            .ctx
+            .backend_ref()
+            .scan(column, self.ctx.key())
+            .map_err(wrap)?;
+        for entry in entries {
+            let (user_key, _) = entry.map_err(wrap)?;
+            let decoded = (|| {
+                let (&tag, mut rest) = user_key.split_first()?;
+                let domain = TimeDomain::from_tag(tag)?;
+                let (ts, ns) = <(i64, N)>::decode_key(&mut rest).ok()?;
+                rest.is_empty().then_some((domain, ts, ns))
+            })();
+            match decoded {
+                Some(t) => out.push(t),
+                None => {
+                    return Err(wrap(
+                        KeyError::InvalidTag {
+                            type_name: "timer",
+                            tag: u32::from(user_key.first().copied().unwrap_or(0)),
+                        }
+                        .into(),
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes every timer of the current key.
+    ///
+    /// # Errors
+    ///
+    /// A backend failure.
+    pub fn clear(&mut self) -> Result<()> {
+        for (domain, ts, ns) in self.list()? {
+            self.change(domain, &ns, ts, false)?;
+        }
+        Ok(())
+    }
+}
+
+impl<B: StateBackend + ?Sized> TimerView<'_, (), B> {
+    /// Registers an event-time timer of the current key: it fires when the watermark reaches
+    /// `timestamp`.
+    ///
+    /// # Errors
+    ///
+    /// A backend failure.
+    pub fn register_event_time(&mut self, timestamp: i64) -> Result<()> {
+        self.register_event_time_in(&(), timestamp)
+    }
+
+    /// Deletes an event-time timer of the current key.
+    ///
+    /// # Errors
+    ///
+    /// A backend failure.
+    pub fn delete_event_time(&mut self, timestamp: i64) -> Result<()> {
+        self.delete_event_time_in(&(), timestamp)
+    }
+
+    /// Registers a processing-time timer of the current key.
+    ///
+    /// # Errors
+    ///
+    /// A backend failure.
+    pub fn register_processing_time(&mut self, timestamp: i64) -> Result<()> {
+        self.register_processing_time_in(&(), timestamp)
+    }
+
+    /// Deletes a processing-time timer of the current key.
+    ///
+    /// # Errors
+    ///
+    /// A backend failure.
+    pub fn delete_processing_time(&mut self, timestamp: i64) -> Result<()> {
+        self.delete_processing_time_in(&(), timestamp)
+    }
+}

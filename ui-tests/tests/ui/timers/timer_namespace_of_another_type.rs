@@ -1,0 +1,13 @@
+use statewright::prelude::*;
+
+#[derive(StatefulOperator, Default)]
+#[operator(key = u64)]
+struct Windows {
+    timers: TimerService<i64>,
+}
+
+fn main() -> statewright::Result<()> {
+    let mut op = Windows::default().bind(HeapBackend::new())?;
+    op.key(&1)?.timers().register_event_time_in(&"window", 10)?;
+    Ok(())
+}
