@@ -32,6 +32,7 @@ const fn desc(name: &'static str, kind: StateKind) -> StateDescriptor {
         kind,
         value_type: "bytes",
         user_key_type: None,
+        namespace_type: None,
         ttl: None,
         validate_value: any_value,
         validate_user_key: if matches!(kind, StateKind::Map) {

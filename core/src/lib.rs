@@ -43,6 +43,7 @@ mod persist;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
+pub use access::namespaces;
 pub use access::operator_state;
 pub use access::timers;
 pub use access::view;
@@ -84,6 +85,9 @@ pub use ttl::{ManualClock, TtlBackend};
 #[doc(hidden)]
 pub mod __private {
     pub use crate::__impl_state_value;
+    pub use crate::access::namespaces::{
+        AggregateMerge, ListMerge, NamespacesView, NoMerge, ReduceMerge,
+    };
     pub use crate::access::operator_state::OperatorStateData;
     pub use crate::access::timers::{TimerView, validate_no_value, validate_timer};
     pub use crate::access::view::{

@@ -38,6 +38,8 @@ pub struct StateAttrs {
     pub time: Option<Choice>,
     pub reduce: Option<Path>,
     pub aggregate: Option<Path>,
+    /// `namespace = Type`: one value per key and namespace.
+    pub namespace: Option<Type>,
     pub version: Option<(u32, LitInt)>,
     /// `migrate_from(...)`: the path (for errors about the list) and each `vN = Type`.
     pub migrate_from: Option<(Path, Vec<MigrateFrom>)>,
@@ -186,6 +188,9 @@ pub fn state_attrs(cx: &Ctxt, attrs: &[Attribute]) -> StateAttrs {
             } else if meta.path.is_ident(symbol::AGGREGATE) {
                 let path: Path = meta.value()?.parse()?;
                 set_once(cx, &mut out.aggregate, path, &meta, symbol::AGGREGATE);
+            } else if meta.path.is_ident(symbol::NAMESPACE) {
+                let ty: Type = meta.value()?.parse()?;
+                set_once(cx, &mut out.namespace, ty, &meta, symbol::NAMESPACE);
             } else if meta.path.is_ident(symbol::VERSION) {
                 let lit: LitInt = meta.value()?.parse()?;
                 match lit.base10_parse::<u32>() {

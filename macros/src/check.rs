@@ -74,6 +74,27 @@ pub fn check(cx: &Ctxt, op: &Operator<'_>) {
                 ),
             );
         }
+        if let Some(ns) = &a.namespace {
+            if s.kind == Kind::Timers {
+                cx.error_spanned_by(
+                    ns,
+                    format!(
+                        "`namespace` does not apply to the timer service `{}`: its namespace is its type argument, `TimerService<{}>`",
+                        s.ident,
+                        type_string(&quote::quote!(#ns))
+                    ),
+                );
+            } else if !s.kind.is_keyed() {
+                cx.error_spanned_by(
+                    ns,
+                    format!(
+                        "`namespace` applies to keyed state; `{}` is an operator state (`{}`), which has no key to scope namespaces to",
+                        s.ident,
+                        s.kind.type_name()
+                    ),
+                );
+            }
+        }
         migrations(cx, s);
         if a.ttl.is_none() {
             for (choice, key, what) in [

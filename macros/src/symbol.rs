@@ -16,6 +16,7 @@ pub const TIME: &str = "time";
 pub const AGGREGATE: &str = "aggregate";
 pub const VERSION: &str = "version";
 pub const MIGRATE_FROM: &str = "migrate_from";
+pub const NAMESPACE: &str = "namespace";
 pub const STATE_KEYS: &[&str] = &[
     NAME,
     TTL,
@@ -26,6 +27,7 @@ pub const STATE_KEYS: &[&str] = &[
     AGGREGATE,
     VERSION,
     MIGRATE_FROM,
+    NAMESPACE,
 ];
 
 /// `update = "..."`, in the order of `TtlUpdate`'s variants.

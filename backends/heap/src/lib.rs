@@ -322,7 +322,7 @@ impl StateBackend for HeapBackend {
             backend: "heap",
             message: "too many states".into(),
         })?;
-        let column = if state.kind.has_user_key() {
+        let column = if state.has_user_key() {
             Column::Nested(NestedTable::new(self.hasher.clone()))
         } else {
             // A list's value grows with every merge, so its rows are never fixed.

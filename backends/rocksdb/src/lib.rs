@@ -1080,7 +1080,7 @@ impl StateBackend for RocksDbBackend {
             backend: "rocksdb",
             message: "too many states".into(),
         })?;
-        let write_back = !self.options.write_ahead_log && !state.kind.has_user_key();
+        let write_back = !self.options.write_ahead_log && !state.has_user_key();
         self.columns.push(Column { name, write_back });
         Ok(StateId(id))
     }

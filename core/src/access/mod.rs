@@ -4,6 +4,7 @@
 //! [`StatefulOperator`]: operator::StatefulOperator
 //! [`Bound`]: operator::Bound
 
+pub mod namespaces;
 pub mod operator;
 pub mod operator_state;
 pub mod timers;

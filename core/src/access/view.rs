@@ -9,7 +9,7 @@ use std::borrow::Borrow;
 use std::marker::PhantomData;
 
 use crate::access::timers::Timers;
-use crate::data::backend::{EntryHint, StateBackend, StateId};
+use crate::data::backend::{EntryHint, EntryIter, StateBackend, StateId};
 use crate::model::codec::{self, Frames, StateValue};
 use crate::model::error::{Error, Result};
 use crate::model::key::{EncodeKey, StateKey};
@@ -20,6 +20,10 @@ use crate::model::state::Aggregate;
 pub struct Scratch {
     value: Vec<u8>,
     pub(crate) user_key: Vec<u8>,
+    /// The canonical bytes of the namespace the current view addresses (empty for a state
+    /// without namespaces): the user key of value, list, reducing and aggregating states, the
+    /// prefix of every user key of a map state.
+    pub(crate) namespace: Vec<u8>,
     /// Where the backend found the last value read, for a write of it that follows.
     hint: EntryHint,
 }
@@ -53,6 +57,26 @@ impl<'a, B: ?Sized> KeyContext<'a, B> {
         }
     }
 
+    /// Addresses `namespace` in the views made from this context (generated accessors of
+    /// namespaced states).
+    #[doc(hidden)]
+    #[inline]
+    #[must_use]
+    pub fn in_namespace<N: EncodeKey + ?Sized>(self, namespace: &N) -> Self {
+        self.scratch.namespace.clear();
+        namespace.encode_key(&mut self.scratch.namespace);
+        self
+    }
+
+    /// Addresses no namespace (generated accessors of states without namespaces).
+    #[doc(hidden)]
+    #[inline(always)]
+    #[must_use]
+    pub fn no_namespace(self) -> Self {
+        self.scratch.namespace.clear();
+        self
+    }
+
     /// What a timer view changes: the backend, the key, scratch buffers and the timers.
     pub(crate) fn timer_parts(&mut self) -> (&mut B, &[u8], &mut Scratch, &mut Timers) {
         (
@@ -69,6 +93,10 @@ impl<'a, B: ?Sized> KeyContext<'a, B> {
 
     pub(crate) fn backend_ref(&self) -> &B {
         self.backend
+    }
+
+    pub(crate) fn backend_and_key(&mut self) -> (&mut B, &[u8]) {
+        (&mut *self.backend, self.key)
     }
 
     /// The current key with its key-group prefix, as backends address it.
@@ -124,16 +152,51 @@ pub struct Slot {
 
 macro_rules! common {
     () => {
-        /// Removes this key's state.
+        /// Removes this key's state (in the view's namespace, for a namespaced state).
         ///
         /// # Errors
         ///
         /// A backend failure, with the operator, state and key group.
         pub fn clear(&mut self) -> Result<()> {
-            let r = self.ctx.backend.delete_key(self.slot.id, self.ctx.key);
+            let r = clear_namespace(
+                &mut *self.ctx.backend,
+                self.slot.id,
+                self.ctx.key,
+                &self.ctx.scratch.namespace,
+                Self::PREFIXED,
+            );
             r.map_err(|e| self.ctx.wrap(self.slot.name, e))
         }
     };
+}
+
+/// Removes what a key holds in one namespace: every entry when the namespace is empty (a state
+/// without namespaces), otherwise the entry at the namespace or, for maps (`prefixed`), every
+/// entry whose user key starts with it.
+pub(crate) fn clear_namespace<B: StateBackend + ?Sized>(
+    backend: &mut B,
+    state: StateId,
+    key: &[u8],
+    namespace: &[u8],
+    prefixed: bool,
+) -> Result<()> {
+    if namespace.is_empty() {
+        return backend.delete_key(state, key);
+    }
+    if !prefixed {
+        return backend.delete(state, key, namespace);
+    }
+    let mut doomed = Vec::new();
+    for entry in backend.scan(state, key)? {
+        let (user_key, _) = entry?;
+        if user_key.starts_with(namespace) {
+            doomed.push(user_key.to_vec());
+        }
+    }
+    for user_key in doomed {
+        backend.delete(state, key, &user_key)?;
+    }
+    Ok(())
 }
 
 /// [`ValueState`](crate::ValueState) for the current key.
@@ -178,7 +241,7 @@ impl<'a, T: StateValue, B: StateBackend + ?Sized> ValueView<'a, T, B> {
             key_group,
         };
         let backend: &'a B = backend;
-        match backend.get_hinted(slot.id, key, &[], &mut scratch.hint) {
+        match backend.get_hinted(slot.id, key, &scratch.namespace, &mut scratch.hint) {
             Ok(None) => Ok(None),
             Ok(Some(b)) => match codec::access::<T>(b) {
                 Ok(v) => Ok(Some(v)),
@@ -195,13 +258,15 @@ impl<'a, T: StateValue, B: StateBackend + ?Sized> ValueView<'a, T, B> {
     /// As [`get`](Self::get).
     pub fn get_owned(&self) -> Result<Option<T>> {
         let mut out = None;
-        let r = self
-            .ctx
-            .backend
-            .read(self.slot.id, self.ctx.key, &[], &mut |b| {
+        let r = self.ctx.backend.read(
+            self.slot.id,
+            self.ctx.key,
+            &self.ctx.scratch.namespace,
+            &mut |b| {
                 out = b.map(codec::decode::<T>).transpose()?;
                 Ok(())
-            });
+            },
+        );
         r.map_err(|e| self.ctx.wrap(self.slot.name, e))?;
         Ok(out)
     }
@@ -213,13 +278,15 @@ impl<'a, T: StateValue, B: StateBackend + ?Sized> ValueView<'a, T, B> {
     /// A backend failure.
     pub fn exists(&self) -> Result<bool> {
         let mut found = false;
-        let r = self
-            .ctx
-            .backend
-            .read(self.slot.id, self.ctx.key, &[], &mut |b| {
+        let r = self.ctx.backend.read(
+            self.slot.id,
+            self.ctx.key,
+            &self.ctx.scratch.namespace,
+            &mut |b| {
                 found = b.is_some();
                 Ok(())
-            });
+            },
+        );
         r.map_err(|e| self.ctx.wrap(self.slot.name, e))?;
         Ok(found)
     }
@@ -237,7 +304,7 @@ impl<'a, T: StateValue, B: StateBackend + ?Sized> ValueView<'a, T, B> {
         let r = self.ctx.backend.put_hinted(
             self.slot.id,
             self.ctx.key,
-            &[],
+            &self.ctx.scratch.namespace,
             &self.ctx.scratch.value,
             self.ctx.scratch.hint,
         );
@@ -253,7 +320,7 @@ impl<'a, T: StateValue, B: StateBackend + ?Sized> ValueView<'a, T, B> {
         let r = self.ctx.backend.get_hinted(
             self.slot.id,
             self.ctx.key,
-            &[],
+            &self.ctx.scratch.namespace,
             &mut self.ctx.scratch.hint,
         );
         let old = match r.map_err(|e| self.ctx.wrap(self.slot.name, e))? {
@@ -262,6 +329,8 @@ impl<'a, T: StateValue, B: StateBackend + ?Sized> ValueView<'a, T, B> {
         };
         self.set(&f(old))
     }
+
+    const PREFIXED: bool = false;
 
     common!();
 }
@@ -309,10 +378,12 @@ impl<'a, T: StateValue, B: StateBackend + ?Sized> ListView<'a, T, B> {
         if self.ctx.scratch.value.is_empty() {
             return Ok(());
         }
-        let r = self
-            .ctx
-            .backend
-            .merge(self.slot.id, self.ctx.key, &[], &self.ctx.scratch.value);
+        let r = self.ctx.backend.merge(
+            self.slot.id,
+            self.ctx.key,
+            &self.ctx.scratch.namespace,
+            &self.ctx.scratch.value,
+        );
         r.map_err(|e| self.ctx.wrap(self.slot.name, e))
     }
 
@@ -329,11 +400,16 @@ impl<'a, T: StateValue, B: StateBackend + ?Sized> ListView<'a, T, B> {
             codec::encode_frame_into(v, buf).map_err(|e| loc.wrap(e))?;
         }
         let r = if values.is_empty() {
-            self.ctx.backend.delete(self.slot.id, self.ctx.key, &[])
-        } else {
             self.ctx
                 .backend
-                .put(self.slot.id, self.ctx.key, &[], &self.ctx.scratch.value)
+                .delete(self.slot.id, self.ctx.key, &self.ctx.scratch.namespace)
+        } else {
+            self.ctx.backend.put(
+                self.slot.id,
+                self.ctx.key,
+                &self.ctx.scratch.namespace,
+                &self.ctx.scratch.value,
+            )
         };
         r.map_err(|e| self.ctx.wrap(self.slot.name, e))
     }
@@ -348,7 +424,7 @@ impl<'a, T: StateValue, B: StateBackend + ?Sized> ListView<'a, T, B> {
         let err = ctx.loc(slot.name);
         let bytes = ctx
             .backend
-            .get(slot.id, ctx.key, &[])
+            .get(slot.id, ctx.key, &ctx.scratch.namespace)
             .map_err(|e| err.wrap(e))?;
         Ok(ListIter {
             frames: Frames::new(bytes.unwrap_or_default()),
@@ -364,15 +440,17 @@ impl<'a, T: StateValue, B: StateBackend + ?Sized> ListView<'a, T, B> {
     /// A backend failure or an invalid element.
     pub fn get_owned(&self) -> Result<Vec<T>> {
         let mut out = Vec::new();
-        let r = self
-            .ctx
-            .backend
-            .read(self.slot.id, self.ctx.key, &[], &mut |b| {
+        let r = self.ctx.backend.read(
+            self.slot.id,
+            self.ctx.key,
+            &self.ctx.scratch.namespace,
+            &mut |b| {
                 for f in Frames::new(b.unwrap_or_default()) {
                     out.push(codec::decode::<T>(f?)?);
                 }
                 Ok(())
-            });
+            },
+        );
         r.map_err(|e| self.ctx.wrap(self.slot.name, e))?;
         Ok(out)
     }
@@ -384,16 +462,18 @@ impl<'a, T: StateValue, B: StateBackend + ?Sized> ListView<'a, T, B> {
     /// A backend failure or damaged framing.
     pub fn len(&self) -> Result<usize> {
         let mut n = 0;
-        let r = self
-            .ctx
-            .backend
-            .read(self.slot.id, self.ctx.key, &[], &mut |b| {
+        let r = self.ctx.backend.read(
+            self.slot.id,
+            self.ctx.key,
+            &self.ctx.scratch.namespace,
+            &mut |b| {
                 for f in Frames::new(b.unwrap_or_default()) {
                     f?;
                     n += 1;
                 }
                 Ok(())
-            });
+            },
+        );
         r.map_err(|e| self.ctx.wrap(self.slot.name, e))?;
         Ok(n)
     }
@@ -405,16 +485,20 @@ impl<'a, T: StateValue, B: StateBackend + ?Sized> ListView<'a, T, B> {
     /// A backend failure.
     pub fn is_empty(&self) -> Result<bool> {
         let mut empty = true;
-        let r = self
-            .ctx
-            .backend
-            .read(self.slot.id, self.ctx.key, &[], &mut |b| {
+        let r = self.ctx.backend.read(
+            self.slot.id,
+            self.ctx.key,
+            &self.ctx.scratch.namespace,
+            &mut |b| {
                 empty = b.is_none_or(<[u8]>::is_empty);
                 Ok(())
-            });
+            },
+        );
         r.map_err(|e| self.ctx.wrap(self.slot.name, e))?;
         Ok(empty)
     }
+
+    const PREFIXED: bool = false;
 
     common!();
 }
@@ -480,9 +564,36 @@ impl<'a, K, V, B: ?Sized> MapView<'a, K, V, B> {
 
 impl<'a, K: StateKey, V: StateValue, B: StateBackend + ?Sized> MapView<'a, K, V, B> {
     fn encode_user_key<Q: EncodeKey + ?Sized>(&mut self, key: &Q) {
-        let buf = &mut self.ctx.scratch.user_key;
-        buf.clear();
-        key.encode_key(buf);
+        let scratch = &mut *self.ctx.scratch;
+        scratch.user_key.clear();
+        scratch.user_key.extend_from_slice(&scratch.namespace);
+        key.encode_key(&mut scratch.user_key);
+    }
+
+    /// The entries of the current key in the view's namespace, with the namespace taken off
+    /// their user keys.
+    fn scan_namespace(self) -> Result<(StateLoc, EntryIter<'a>)> {
+        let err = self.ctx.loc(self.slot.name);
+        let KeyContext {
+            backend,
+            key,
+            scratch,
+            ..
+        } = self.ctx;
+        let backend: &'a B = backend;
+        let scratch: &'a Scratch = scratch;
+        let namespace: &'a [u8] = &scratch.namespace;
+        let it = backend.scan(self.slot.id, key).map_err(|e| err.wrap(e))?;
+        if namespace.is_empty() {
+            return Ok((err, it));
+        }
+        Ok((
+            err,
+            Box::new(it.filter_map(move |entry| match entry {
+                Ok((k, v)) => k.strip_prefix(namespace).map(|k| Ok((k, v))),
+                Err(e) => Some(Err(e)),
+            })),
+        ))
     }
 
     /// The value at `key`, read in place.
@@ -617,9 +728,17 @@ impl<'a, K: StateKey, V: StateValue, B: StateBackend + ?Sized> MapView<'a, K, V,
     ///
     /// A backend failure.
     pub fn is_empty(&self) -> Result<bool> {
+        let namespace = &self.ctx.scratch.namespace;
         let r = self.ctx.backend.scan(self.slot.id, self.ctx.key);
-        r.and_then(|mut it| it.next().transpose().map(|e| e.is_none()))
-            .map_err(|e| self.ctx.wrap(self.slot.name, e))
+        r.and_then(|it| {
+            for entry in it {
+                if entry?.0.starts_with(namespace) {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        })
+        .map_err(|e| self.ctx.wrap(self.slot.name, e))
     }
 
     /// Number of entries.
@@ -628,7 +747,21 @@ impl<'a, K: StateKey, V: StateValue, B: StateBackend + ?Sized> MapView<'a, K, V,
     ///
     /// A backend failure.
     pub fn len(&self) -> Result<usize> {
-        let r = self.ctx.backend.count(self.slot.id, self.ctx.key);
+        let namespace = &self.ctx.scratch.namespace;
+        let r = if namespace.is_empty() {
+            self.ctx.backend.count(self.slot.id, self.ctx.key)
+        } else {
+            self.ctx
+                .backend
+                .scan(self.slot.id, self.ctx.key)
+                .and_then(|it| {
+                    let mut n = 0;
+                    for entry in it {
+                        n += usize::from(entry?.0.starts_with(namespace));
+                    }
+                    Ok(n)
+                })
+        };
         r.map_err(|e| self.ctx.wrap(self.slot.name, e))
     }
 
@@ -638,11 +771,7 @@ impl<'a, K: StateKey, V: StateValue, B: StateBackend + ?Sized> MapView<'a, K, V,
     ///
     /// A backend failure; each entry is decoded and validated as the iterator reaches it.
     pub fn entries(self) -> Result<impl Iterator<Item = Result<(K, &'a V::Archived)>> + 'a> {
-        let err = self.ctx.loc(self.slot.name);
-        let backend: &'a B = self.ctx.backend;
-        let it = backend
-            .scan(self.slot.id, self.ctx.key)
-            .map_err(|e| err.wrap(e))?;
+        let (err, it) = self.scan_namespace()?;
         Ok(it.map(move |entry| {
             let (k, v) = entry.map_err(|e| err.wrap(e))?;
             let key = K::from_key_bytes(k).map_err(|e| err.wrap(e))?;
@@ -657,11 +786,7 @@ impl<'a, K: StateKey, V: StateValue, B: StateBackend + ?Sized> MapView<'a, K, V,
     ///
     /// A backend failure; each key is decoded as the iterator reaches it.
     pub fn keys(self) -> Result<impl Iterator<Item = Result<K>> + 'a> {
-        let err = self.ctx.loc(self.slot.name);
-        let backend: &'a B = self.ctx.backend;
-        let it = backend
-            .scan(self.slot.id, self.ctx.key)
-            .map_err(|e| err.wrap(e))?;
+        let (err, it) = self.scan_namespace()?;
         Ok(it.map(move |entry| {
             let (k, _) = entry.map_err(|e| err.wrap(e))?;
             K::from_key_bytes(k).map_err(|e| err.wrap(e))
@@ -674,16 +799,14 @@ impl<'a, K: StateKey, V: StateValue, B: StateBackend + ?Sized> MapView<'a, K, V,
     ///
     /// A backend failure; each value is validated as the iterator reaches it.
     pub fn values(self) -> Result<impl Iterator<Item = Result<&'a V::Archived>> + 'a> {
-        let err = self.ctx.loc(self.slot.name);
-        let backend: &'a B = self.ctx.backend;
-        let it = backend
-            .scan(self.slot.id, self.ctx.key)
-            .map_err(|e| err.wrap(e))?;
+        let (err, it) = self.scan_namespace()?;
         Ok(it.map(move |entry| {
             let (_, v) = entry.map_err(|e| err.wrap(e))?;
             codec::access::<V>(v).map_err(|e| err.wrap(e))
         }))
     }
+
+    const PREFIXED: bool = true;
 
     common!();
 }

@@ -184,8 +184,13 @@ pub struct StateDescriptor {
     /// The value type as written in the declaration (element type for lists, accumulator
     /// type for aggregating state).
     pub value_type: &'static str,
-    /// The user key type of a map, as written.
+    /// The user key type of a map, as written (for a namespaced state, the namespace type
+    /// first: `(N, K)` for a map, `N` for the other kinds).
     pub user_key_type: Option<&'static str>,
+    /// The namespace type, as written in `#[state(namespace = ...)]`: the state holds one
+    /// value (list, map, ...) per key and namespace, and the namespace's canonical encoding
+    /// leads every user key.
+    pub namespace_type: Option<&'static str>,
     /// Time-to-live, if declared.
     pub ttl: Option<TtlConfig>,
     /// Validates a stored value (for lists: all frames) from outside, such as a snapshot.
@@ -206,6 +211,12 @@ pub struct StateDescriptor {
 }
 
 impl StateDescriptor {
+    /// Whether the state's entries carry a user key: maps, timers and every namespaced state.
+    #[must_use]
+    pub fn has_user_key(&self) -> bool {
+        self.kind.has_user_key() || self.namespace_type.is_some()
+    }
+
     /// The migration that reads values stored at `version`.
     #[must_use]
     pub fn migration(&self, version: u32) -> Option<&'static Migration> {

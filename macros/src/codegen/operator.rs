@@ -221,6 +221,9 @@ fn generate(
 fn bounds(s: &StateField<'_>) -> Vec<TokenStream> {
     let mut out = kind_bounds(s);
     out.extend(migration_bounds(s));
+    if let Some(n) = &s.attrs.namespace {
+        out.push(quote_spanned!(n.span()=> #n: ::statewright::StateKey,));
+    }
     out
 }
 
@@ -353,7 +356,21 @@ fn descriptor(s: &StateField<'_>) -> TokenStream {
             ),
         },
     };
-    let (user_key_type, validate_user_key) = if s.kind == Kind::Timers {
+    let namespaced_key = s.attrs.namespace.as_ref().map(|n| {
+        if matches!(s.kind, Kind::Map) {
+            let k = &a[0];
+            quote!((#n, #k))
+        } else {
+            quote!(#n)
+        }
+    });
+    let (user_key_type, validate_user_key) = if let Some(uk) = &namespaced_key {
+        let ks = type_string(uk);
+        (
+            quote!(::core::option::Option::Some(#ks)),
+            quote!(::statewright::__private::validate_key::<#uk>),
+        )
+    } else if s.kind == Kind::Timers {
         let n = &a[0];
         let ks = format!("(TimeDomain, i64, {})", type_string(&quote!(#n)));
         (
@@ -394,8 +411,17 @@ fn descriptor(s: &StateField<'_>) -> TokenStream {
         }
         None => quote!(::core::option::Option::None),
     };
+    let namespace_type = match &s.attrs.namespace {
+        Some(n) => {
+            let ns = type_string(&quote!(#n));
+            quote!(::core::option::Option::Some(#ns))
+        }
+        None => quote!(::core::option::Option::None),
+    };
     let current = current_type(s).unwrap_or_else(|| quote!(()));
-    let user_key_schema = if matches!(s.kind, Kind::Map | Kind::Broadcast) {
+    let user_key_schema = if let Some(uk) = &namespaced_key {
+        quote!(::core::option::Option::Some(<#uk as ::statewright::StateSchema>::SCHEMA))
+    } else if matches!(s.kind, Kind::Map | Kind::Broadcast) {
         let k = &a[0];
         quote!(::core::option::Option::Some(<#k as ::statewright::StateSchema>::SCHEMA))
     } else if s.kind == Kind::Timers {
@@ -412,6 +438,7 @@ fn descriptor(s: &StateField<'_>) -> TokenStream {
             kind: ::statewright::StateKind::#kind,
             value_type: #value_type,
             user_key_type: #user_key_type,
+            namespace_type: #namespace_type,
             ttl: #ttl,
             validate_value: #validate_value,
             validate_user_key: #validate_user_key,
@@ -478,7 +505,12 @@ fn accessor(index: usize, s: &StateField<'_>, stub: bool) -> TokenStream {
     } else {
         quote!(#(#docs)*)
     };
-    let ctx = quote!(self.__ctx.reborrow());
+    let namespace = s.attrs.namespace.as_ref();
+    let ctx = match namespace {
+        Some(_) => quote!(self.__ctx.reborrow().in_namespace(__sw_namespace)),
+        None if s.kind == Kind::Timers => quote!(self.__ctx.reborrow()),
+        None => quote!(self.__ctx.reborrow().no_namespace()),
+    };
     let slot = quote!(::statewright::__private::Slot { id: self.__columns[#index], name: #name });
     let (ret, body) = match s.kind {
         Kind::Value => {
@@ -552,11 +584,84 @@ fn accessor(index: usize, s: &StateField<'_>, stub: bool) -> TokenStream {
     } else {
         body
     };
+    let Some(n) = namespace else {
+        return quote! {
+            #doc
+            #[inline]
+            #vis fn #ident(&mut self) -> #ret {
+                #body
+            }
+        };
+    };
+    let namespaces = format_ident!("{}_namespaces", ident.to_string().trim_start_matches("r#"));
+    let namespaces_doc = format!(
+        "The namespaces of the `{name}` state for the current key: list them, clear one{}.",
+        if matches!(s.kind, Kind::List | Kind::Reducing | Kind::Aggregating) {
+            ", merge some into one"
+        } else {
+            ""
+        }
+    );
+    let (merger_ty, merger) = match s.kind {
+        Kind::List => (
+            quote!(::statewright::__private::ListMerge),
+            quote!(::statewright::__private::ListMerge),
+        ),
+        Kind::Reducing => {
+            let t = &a[0];
+            let f = match s.reduce() {
+                Some(Reduce::Builtin(i)) => quote!(::statewright::__private::reduce::#i::<#t>),
+                Some(Reduce::Function(p)) => quote!(#p),
+                None => quote!(|__sw_a: &#t, _: &#t| -> #t { ::core::clone::Clone::clone(__sw_a) }),
+            };
+            (
+                quote!(::statewright::__private::ReduceMerge<#t>),
+                quote!(::statewright::__private::ReduceMerge(#f)),
+            )
+        }
+        Kind::Aggregating => {
+            let (i, o) = (&a[0], &a[1]);
+            let agg = s.attrs.aggregate.as_ref().map_or_else(
+                || quote!(::statewright::__private::MissingAggregate<#i, #o>),
+                |p| quote!(#p),
+            );
+            (
+                quote!(::statewright::__private::AggregateMerge<#agg>),
+                quote!(::statewright::__private::AggregateMerge::new()),
+            )
+        }
+        _ => (
+            quote!(::statewright::__private::NoMerge),
+            quote!(::statewright::__private::NoMerge),
+        ),
+    };
+    // The namespace's bound again, on the accessor (which encodes it), at the same token as
+    // the operator's bound: a namespace type that is not a key is one error, not two.
+    let ns_bound = quote_spanned!(n.span()=> #n: ::statewright::StateKey,);
+    let prefixed = s.kind == Kind::Map;
+    let namespaces_body = if stub {
+        quote!(::core::unreachable!())
+    } else {
+        quote!(::statewright::__private::NamespacesView::new(
+            self.__ctx.reborrow(),
+            #slot,
+            #prefixed,
+            #merger,
+        ))
+    };
     quote! {
         #doc
         #[inline]
-        #vis fn #ident(&mut self) -> #ret {
+        #vis fn #ident(&mut self, __sw_namespace: &#n) -> #ret
+        where
+            #ns_bound
+        {
             #body
+        }
+
+        #[doc = #namespaces_doc]
+        #vis fn #namespaces(&mut self) -> ::statewright::__private::NamespacesView<'_, #n, __SwB, #merger_ty> {
+            #namespaces_body
         }
     }
 }

@@ -208,16 +208,43 @@ impl SchemaReport {
             && stored.fingerprint != Schema::fingerprint(code)
         {
             let code = code.describe();
+            let what = if d.namespace_type.is_some() {
+                "the user key type (namespace first)"
+            } else {
+                "the map key type"
+            };
             self.problems.push(SchemaProblem {
                 state: state.clone(),
                 kind: ProblemKind::UserKeyChanged,
                 summary: format!(
-                    "the map key type changed from `{}` to `{}`",
+                    "{what} changed from `{}` to `{}`",
                     stored.desc.short(),
                     code.short()
                 ),
                 changes: changed(&stored.desc, &code),
-                hint: Some("map keys cannot be migrated: declare a new state".into()),
+                hint: Some(
+                    "map keys and namespaces cannot be migrated: declare a new state".into(),
+                ),
+            });
+            ok = false;
+        }
+        // A namespace added to a state, or taken off it: its stored entries are addressed
+        // another way (recorded only with schemas, so only then).
+        if s.value.is_some() && s.user_key.is_some() != d.user_key_schema.is_some() {
+            let (from, to) = if d.user_key_schema.is_some() {
+                ("without a namespace", "with one")
+            } else {
+                ("with a namespace", "without one")
+            };
+            self.problems.push(SchemaProblem {
+                state: state.clone(),
+                kind: ProblemKind::UserKeyChanged,
+                summary: format!("stored {from}, declared {to}"),
+                changes: Vec::new(),
+                hint: Some(
+                    "a namespace cannot be added to a state or taken off it: declare a new state"
+                        .into(),
+                ),
             });
             ok = false;
         }
