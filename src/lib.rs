@@ -80,6 +80,13 @@ pub mod view {
     };
 }
 
+/// Event-time windows: [`TimeWindow`](window::TimeWindow), a namespace type, and
+/// [`Windows`](window::Windows), which assigns records to tumbling, sliding and session
+/// windows and drives their timers.
+pub mod window {
+    pub use statewright_core::window::{Assigned, SessionMerge, TimeWindow, WindowTimer, Windows};
+}
+
 /// Keys: validating encoded keys ([`StateKey`] and [`EncodeKey`] are at the top level).
 pub mod key {
     pub use statewright_core::key::validate_key;
@@ -260,6 +267,7 @@ pub use statewright_rocksdb::{
 pub mod prelude {
     pub use statewright_core::checkpointer::{CheckpointConfig, Checkpointer};
     pub use statewright_core::view::{AggregatingView, ListView, MapView, ReducingView, ValueView};
+    pub use statewright_core::window::{TimeWindow, Windows};
     pub use statewright_core::{
         Aggregate, AggregatingState, AnyBackend, Bound, BroadcastState, CheckpointId,
         CheckpointStorage, EncodeKey, ListState, MapState, OperatorListState, ReducingState,

@@ -1,5 +1,6 @@
-//! The `sessionization` example on a small stream: the sessions event-time TTL finds equal
-//! those of the gap rule spelled out over a `HashMap`, and expired sessions leave the state.
+//! The `sessionization` example on a small stream: the sessions merging session windows emit
+//! equal those of the gap rule spelled out over a `HashMap`, each emitted once its gap closed,
+//! and no state or timer is left once the watermark passed them all.
 #![allow(
     missing_docs,
     dead_code,
@@ -11,28 +12,45 @@
 #[path = "../examples/sessionization.rs"]
 mod sessionization;
 
+use sessionization::{GAP_MS, nth_click, sorted};
 use statewright::HeapBackend;
 
+fn check(summary: &sessionization::Summary, clicks: u64) {
+    let expected = sessionization::reference(clicks);
+    assert_eq!(sorted(&summary.sessions), sorted(&expected));
+    assert_eq!(summary.totals, sessionization::totals_of(&expected));
+    assert_eq!(summary.timers_left, 0);
+    // Returning users start new sessions: more sessions than users.
+    assert!(summary.sessions.len() > summary.totals.len());
+    // Each session was emitted once its gap closed, before any click at or after that time:
+    // the sessions before the final flush closed in time order of their gaps.
+    let flushed = summary.open_at_end;
+    let in_stream = &summary.sessions[..summary.sessions.len() - flushed];
+    let last_click = nth_click(clicks - 1).1;
+    for pair in in_stream.windows(2) {
+        assert!(pair[0].last_ms <= pair[1].last_ms, "{pair:?}");
+    }
+    for s in in_stream {
+        assert!(s.last_ms + GAP_MS <= last_click, "{s:?}");
+    }
+    for s in &summary.sessions[summary.sessions.len() - flushed..] {
+        assert!(s.last_ms + GAP_MS > last_click, "{s:?}");
+    }
+}
+
 #[test]
-fn ttl_sessions_equal_the_gap_rule() {
+fn session_windows_equal_the_gap_rule() {
     let clicks = 60_000; // 3 hours and 20 minutes of event time
     let summary = sessionization::run(clicks, HeapBackend::new()).unwrap();
-    let expected = sessionization::reference(clicks);
-    assert_eq!(summary.totals, expected);
-    let sessions: u64 = expected.values().map(|t| t.sessions).sum();
-    // Returning users start new sessions: more sessions than users.
-    assert!(sessions > expected.len() as u64, "{sessions} sessions");
-    // Users of earlier windows are gone from the open sessions.
-    assert!(summary.open < expected.len() as u64);
-    assert!(summary.expired > 0);
+    check(&summary, clicks);
 }
 
 #[cfg(feature = "rocksdb")]
 #[test]
-fn ttl_sessions_equal_the_gap_rule_on_rocksdb() {
+fn session_windows_equal_the_gap_rule_on_rocksdb() {
     let clicks = 30_000;
     let db = statewright::RocksDbBackend::open_temporary(statewright::RocksDbOptions::low_memory())
         .unwrap();
     let summary = sessionization::run(clicks, db).unwrap();
-    assert_eq!(summary.totals, sessionization::reference(clicks));
+    check(&summary, clicks);
 }

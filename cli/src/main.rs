@@ -512,6 +512,13 @@ fn dump(
         let mut row = serde_json::Map::new();
         row.insert("key_group".into(), Value::from(*kg));
         row.insert("key".into(), key_value);
+        if section.kind == StateKind::Timers {
+            // A timer: its domain, time and namespace are the user key; it has no value.
+            row.insert("user_key".into(), decode_timer(&section.user_key_type, uk));
+            row.insert("value".into(), Value::Null);
+            rows.push(row);
+            continue;
+        }
         if map {
             row.insert("user_key".into(), decode_key(&section.user_key_type, uk));
         }
@@ -571,8 +578,42 @@ fn hex(bytes: &[u8]) -> Value {
     serde_json::json!({ "hex": out })
 }
 
-/// A canonical key decoded as `type_name` when it is a primitive or a string.
+/// A stored timer's user key, `(TimeDomain, i64, N)`: `{"domain", "timestamp", "namespace"}`.
+fn decode_timer(type_name: &str, bytes: &[u8]) -> Value {
+    let namespace_type = type_name
+        .strip_prefix("(TimeDomain, i64, ")
+        .and_then(|t| t.strip_suffix(')'))
+        .unwrap_or("");
+    let Some((&tag, mut rest)) = bytes.split_first() else {
+        return hex(bytes);
+    };
+    let domain = match statewright_core::TimeDomain::from_tag(tag) {
+        Some(statewright_core::TimeDomain::EventTime) => "event",
+        Some(statewright_core::TimeDomain::ProcessingTime) => "processing",
+        None => return hex(bytes),
+    };
+    let Ok(timestamp) = i64::decode_key(&mut rest) else {
+        return hex(bytes);
+    };
+    serde_json::json!({
+        "domain": domain,
+        "timestamp": timestamp,
+        "namespace": decode_key(namespace_type, rest),
+    })
+}
+
+/// A canonical key decoded as `type_name` when it is a primitive, a string, `()` or a
+/// `TimeWindow`.
 fn decode_key(type_name: &str, bytes: &[u8]) -> Value {
+    match type_name {
+        "()" if bytes.is_empty() => return Value::Null,
+        "TimeWindow" => {
+            if let Ok(w) = statewright_core::window::TimeWindow::from_key_bytes(bytes) {
+                return serde_json::json!({ "start": w.start, "end": w.end });
+            }
+        }
+        _ => {}
+    }
     macro_rules! by_type {
         ($($name:literal => $t:ty),* $(,)?) => {
             match type_name {

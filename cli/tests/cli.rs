@@ -563,3 +563,55 @@ fn the_commands_read_checkpoints_in_redis() {
         "{err}"
     );
 }
+
+#[test]
+fn inspect_and_dump_show_timers_and_windows() {
+    use statewright::window::TimeWindow;
+
+    #[derive(StatefulOperator, Default)]
+    #[operator(name = "windows", key = String)]
+    struct Windowed {
+        #[state(namespace = TimeWindow, reduce = sum)]
+        count: ReducingState<u64>,
+        timers: TimerService<TimeWindow>,
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let storage = CheckpointStorage::open(dir.path()).unwrap();
+    let mut op = Windowed::default().bind(HeapBackend::new()).unwrap();
+    let w = TimeWindow::new(0, 10_000);
+    {
+        let mut st = op.key("ada").unwrap();
+        st.count(&w).add(&3).unwrap();
+        st.timers().register_event_time_in(&w, 9_999).unwrap();
+        st.timers().register_processing_time_in(&w, 50).unwrap();
+    }
+    op.checkpoint(&storage).unwrap();
+
+    let out = stdout(cli().arg("inspect").arg(dir.path()));
+    assert!(
+        out.contains(
+            "state `timers`: TimerService<(TimeDomain, i64, TimeWindow) -> ()>, 2 entries"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("state `count`: ReducingState<TimeWindow -> u64>, 1 entries"),
+        "{out}"
+    );
+
+    let out = stdout(cli().args(["dump", "--state", "timers"]).arg(dir.path()));
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows.len(), 2, "{out}");
+    assert_eq!(rows[0]["key"], "ada");
+    assert_eq!(rows[0]["user_key"]["domain"], "event");
+    assert_eq!(rows[0]["user_key"]["timestamp"], 9_999);
+    assert_eq!(rows[0]["user_key"]["namespace"]["end"], 10_000);
+    assert_eq!(rows[1]["user_key"]["domain"], "processing");
+    assert_eq!(rows[1]["user_key"]["timestamp"], 50);
+
+    let out = stdout(cli().args(["dump", "--state", "count"]).arg(dir.path()));
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows[0]["user_key"]["start"], 0, "{out}");
+    assert_eq!(rows[0]["value"], 3, "{out}");
+}

@@ -47,6 +47,7 @@ pub use access::namespaces;
 pub use access::operator_state;
 pub use access::timers;
 pub use access::view;
+pub use access::windows as window;
 pub use data::backend;
 pub use data::ttl;
 pub use model::codec;

@@ -9,3 +9,4 @@ pub mod operator;
 pub mod operator_state;
 pub mod timers;
 pub mod view;
+pub mod windows;
