@@ -5,6 +5,7 @@
 pub mod large;
 pub mod snapshot;
 pub mod store;
+pub mod timers;
 
 use std::collections::HashMap;
 use std::time::Instant;

@@ -316,18 +316,16 @@ impl<Op: StatefulOperator, B: StateBackend> Bound<Op, B> {
         let max = Op::DESCRIPTOR.max_parallelism;
         let mut fired = 0;
         let mut user_key = Vec::new();
-        while let Some((entry, key_len)) = self.timers.pop_due(domain, time) {
-            let mut ts_bytes = entry.get(..8).unwrap_or_default();
-            let timestamp = i64::decode_key(&mut ts_bytes)?;
-            let key_bytes = entry.get(8..8 + key_len).unwrap_or_default();
-            let ns_bytes = entry.get(8 + key_len..).unwrap_or_default();
+        while let Some(due) = self.timers.pop_due(domain, time) {
+            let timestamp = due.timestamp;
+            let key_bytes = due.key();
             let key = Op::Key::from_key_bytes(key_bytes)?;
-            let namespace = Op::TimerNamespace::from_key_bytes(ns_bytes)?;
+            let namespace = Op::TimerNamespace::from_key_bytes(due.namespace())?;
             let kg = key_group(key_bytes, max);
             self.key.clear();
             self.key.extend_from_slice(&kg.to_be_bytes());
             self.key.extend_from_slice(key_bytes);
-            Timers::user_key(domain, &entry, key_len, &mut user_key);
+            Timers::user_key(domain, &due, &mut user_key);
             self.backend.release_reads();
             self.backend.delete(column, &self.key, &user_key)?;
             let ctx = KeyContext::new(

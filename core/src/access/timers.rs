@@ -16,6 +16,8 @@
 use std::collections::BTreeSet;
 use std::marker::PhantomData;
 
+use smallvec::SmallVec;
+
 use crate::access::view::{KeyContext, Slot};
 use crate::data::backend::{StateBackend, StateId};
 use crate::model::error::{CodecError, KeyError, Result};
@@ -104,16 +106,40 @@ pub fn validate_no_value(bytes: &[u8]) -> std::result::Result<(), CodecError> {
     }
 }
 
-/// One timer in the index: its timestamp (8 bytes, order-preserving), the canonical key bytes,
-/// the canonical namespace bytes. Canonical encodings are prefix-free, so the byte order of
-/// the whole is the order (timestamp, key, namespace).
+/// One timer in the index: its timestamp, then the canonical key bytes followed by the
+/// canonical namespace bytes. Canonical encodings are prefix-free, so the order of the bytes is
+/// the order (key, namespace), and the derived order is Flink's (timestamp, key, namespace).
+/// The timestamp and up to 24 bytes of key and namespace (a `u64` key and a `TimeWindow`) sit
+/// in the index's node itself: comparisons of timers at different times never leave it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct Entry(Box<[u8]>);
+struct Entry {
+    timestamp: i64,
+    rest: SmallVec<[u8; 24]>,
+}
 
 impl Entry {
-    fn timestamp(&self) -> i64 {
-        let mut input = &self.0[..];
-        i64::decode_key(&mut input).unwrap_or(i64::MIN)
+    fn new(timestamp: i64, key: &[u8], namespace: &[u8]) -> Self {
+        let mut rest = SmallVec::with_capacity(key.len() + namespace.len());
+        rest.extend_from_slice(key);
+        rest.extend_from_slice(namespace);
+        Self { timestamp, rest }
+    }
+}
+
+/// A timer taken out of the index: its time, and its key bytes followed by its namespace bytes.
+pub(crate) struct Due {
+    pub(crate) timestamp: i64,
+    pub(crate) rest: SmallVec<[u8; 24]>,
+    pub(crate) key_len: usize,
+}
+
+impl Due {
+    pub(crate) fn key(&self) -> &[u8] {
+        self.rest.get(..self.key_len).unwrap_or_default()
+    }
+
+    pub(crate) fn namespace(&self) -> &[u8] {
+        self.rest.get(self.key_len..).unwrap_or_default()
     }
 }
 
@@ -174,20 +200,23 @@ impl Timers {
 
     /// The earliest timer's time in a domain.
     pub(crate) fn next(&self, domain: TimeDomain) -> Option<i64> {
-        self.set_ref(domain).first().map(Entry::timestamp)
+        self.set_ref(domain).first().map(|e| e.timestamp)
     }
 
-    /// Removes and returns the earliest timer of `domain` if it is due at `time`: its
-    /// timestamp, key bytes and namespace bytes, as one buffer with the key's length.
-    pub(crate) fn pop_due(&mut self, domain: TimeDomain, time: i64) -> Option<(Box<[u8]>, usize)> {
+    /// Removes and returns the earliest timer of `domain` if it is due at `time`.
+    pub(crate) fn pop_due(&mut self, domain: TimeDomain, time: i64) -> Option<Due> {
         let key_len = self.key_len;
         let set = self.set(domain);
-        if set.first().is_none_or(|e| e.timestamp() > time) {
+        if set.first().is_none_or(|e| e.timestamp > time) {
             return None;
         }
         let entry = set.pop_first()?;
-        let len = key_len(entry.0.get(8..).unwrap_or_default()).unwrap_or(0);
-        Some((entry.0, len))
+        let key_len = key_len(&entry.rest).unwrap_or(0);
+        Some(Due {
+            timestamp: entry.timestamp,
+            rest: entry.rest,
+            key_len,
+        })
     }
 
     /// Replaces the index with the timers the backend holds for the key groups of `range`.
@@ -210,17 +239,13 @@ impl Timers {
             let (Some((&tag, rest)), true) = (user_key.split_first(), owned) else {
                 return Ok(());
             };
-            let (Some(ts), Some(k)) = (rest.get(..8), key.get(2..)) else {
+            let mut ns = rest;
+            let (Ok(ts), Some(k)) = (i64::decode_key(&mut ns), key.get(2..)) else {
                 return Ok(());
             };
-            let ns = rest.get(8..).unwrap_or_default();
-            let mut bytes = Vec::with_capacity(8 + k.len() + ns.len());
-            bytes.extend_from_slice(ts);
-            bytes.extend_from_slice(k);
-            bytes.extend_from_slice(ns);
             match TimeDomain::from_tag(tag) {
-                Some(TimeDomain::EventTime) => event.push(Entry(bytes.into())),
-                Some(TimeDomain::ProcessingTime) => processing.push(Entry(bytes.into())),
+                Some(TimeDomain::EventTime) => event.push(Entry::new(ts, k, ns)),
+                Some(TimeDomain::ProcessingTime) => processing.push(Entry::new(ts, k, ns)),
                 None => {}
             }
             Ok(())
@@ -231,11 +256,11 @@ impl Timers {
     }
 
     /// The stored user key of a timer: domain tag, timestamp, namespace bytes.
-    pub(crate) fn user_key(domain: TimeDomain, entry: &[u8], key_len: usize, out: &mut Vec<u8>) {
+    pub(crate) fn user_key(domain: TimeDomain, due: &Due, out: &mut Vec<u8>) {
         out.clear();
         out.push(domain.tag());
-        out.extend_from_slice(entry.get(..8).unwrap_or_default());
-        out.extend_from_slice(entry.get(8 + key_len..).unwrap_or_default());
+        due.timestamp.encode_key(out);
+        out.extend_from_slice(due.namespace());
     }
 
     /// Adds (`add`) or removes a timer of the current key in the backend and the index.
@@ -263,11 +288,7 @@ impl Timers {
             backend.delete(column, key, &buf)
         };
         if r.is_ok() {
-            let mut bytes = Vec::with_capacity(8 + k.len() + namespace.len());
-            bytes.extend_from_slice(buf.get(1..9).unwrap_or_default());
-            bytes.extend_from_slice(k);
-            bytes.extend_from_slice(namespace);
-            let entry = Entry(bytes.into());
+            let entry = Entry::new(timestamp, k, namespace);
             if add {
                 self.set(domain).insert(entry);
             } else {
