@@ -164,3 +164,29 @@ fn lines_carry_peak_rss_and_the_ratio_to_their_baseline() {
     assert_eq!(rocks.vs_raw, None);
     assert_eq!(raw.vs_raw, None);
 }
+
+#[test]
+fn the_timer_workloads_agree_on_every_backend() {
+    use statewright_bench::timers::{TIMER_WORKLOADS, run};
+    let p = Params {
+        k: 2_000,
+        n: 20_000,
+        ..SMALL
+    };
+    for workload in TIMER_WORKLOADS {
+        let mut seen = Vec::new();
+        for backend in ["heap", "rocksdb", "raw-hashmap", "raw-rocksdb"] {
+            let lines = run(backend, workload, p).unwrap();
+            let last = lines.last().unwrap();
+            assert_eq!(last.workload, *workload);
+            seen.push((backend, last.checksum, last.verify));
+        }
+        // Timers fire in the same order everywhere; windows hold the same counts.
+        assert!(
+            seen.iter().all(|s| (s.1, s.2) == (seen[0].1, seen[0].2)),
+            "{workload}: {seen:?}"
+        );
+        // Every registered timer fired (or is held), and windowed adds counted something.
+        assert!(seen[0].2 > 0, "{workload}: {seen:?}");
+    }
+}
