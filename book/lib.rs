@@ -11,6 +11,9 @@ pub mod declaring_state {}
 #[doc = include_str!("src/ttl.md")]
 pub mod ttl {}
 
+#[doc = include_str!("src/timers.md")]
+pub mod timers {}
+
 #[doc = include_str!("src/backends.md")]
 pub mod backends {}
 

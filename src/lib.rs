@@ -73,11 +73,21 @@ pub mod operator_state {
 
 /// The typed views of one key's states, as an operator's generated accessors return them.
 pub mod view {
+    pub use statewright_core::namespaces::{
+        AggregateMerge, ListMerge, MergeNamespaces, NamespacesView, NoMerge, ReduceMerge,
+    };
     pub use statewright_core::timers::TimerView;
     pub use statewright_core::view::{
         AggregatingView, KeyContext, ListIter, ListView, MapView, ReducingView, Scratch, Slot,
         ValueView,
     };
+}
+
+/// Timers beyond [`TimerService`], [`TimeDomain`] and [`Timer`]: the tokio helper that waits
+/// for the next processing-time timer (the view of a key's timers is
+/// [`view::TimerView`]).
+pub mod timers {
+    pub use statewright_core::timers::{processing_time_reached, system_time_millis};
 }
 
 /// Event-time windows: [`TimeWindow`](window::TimeWindow), a namespace type, and

@@ -482,3 +482,59 @@ impl<B: StateBackend + ?Sized> TimerView<'_, (), B> {
         self.delete_processing_time_in(&(), timestamp)
     }
 }
+
+/// The system clock's time, in milliseconds since the Unix epoch (what processing-time timers
+/// are usually registered against).
+#[must_use]
+pub fn system_time_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Waits, on tokio's timer, until the system clock reaches `next` (the earliest
+/// processing-time timer, [`Bound::next_timer`](crate::Bound::next_timer)), and returns the
+/// system time then: the time to pass to
+/// [`Bound::advance_processing_time`](crate::Bound::advance_processing_time). With no timer
+/// (`None`) it never completes, so it can sit in a `tokio::select!` next to the input.
+///
+/// ```
+/// use statewright::prelude::*;
+/// use statewright::timers::{processing_time_reached, system_time_millis};
+///
+/// #[derive(StatefulOperator, Default)]
+/// #[operator(name = "idle", key = u64)]
+/// struct Idle {
+///     timers: TimerService,
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// let mut op = Idle::default().bind(HeapBackend::new())?;
+/// let due = system_time_millis() + 20;
+/// op.key(&7)?.timers().register_processing_time(due)?;
+/// let mut fired = Vec::new();
+/// while op.timer_count(TimeDomain::ProcessingTime) > 0 {
+///     // A job would also `select!` on its input here.
+///     let now = processing_time_reached(op.next_timer(TimeDomain::ProcessingTime)).await;
+///     op.advance_processing_time(now, |t, _| {
+///         fired.push((t.key, t.timestamp));
+///         Ok(())
+///     })?;
+/// }
+/// assert_eq!(fired, vec![(7, due)]);
+/// # Ok::<(), statewright::Error>(())
+/// # }).unwrap();
+/// ```
+pub async fn processing_time_reached(next: Option<i64>) -> i64 {
+    let Some(next) = next else {
+        return std::future::pending().await;
+    };
+    loop {
+        let now = system_time_millis();
+        if now >= next {
+            return now;
+        }
+        let wait = u64::try_from(next - now).unwrap_or(0);
+        tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+    }
+}
