@@ -39,6 +39,10 @@ SNAP_K = 100_000 if QUICK else 1_000_000
 # The per-process run at a million keys (each backend and workload alone, for its peak RSS).
 MILLION_K, MILLION_N = (100_000, 500_000) if QUICK else (1_000_000, 5_000_000)
 MILLION_BACKENDS = ["heap", "raw-hashmap", "rocksdb", "raw-rocksdb"]
+# Timers and windows: N timers (or windowed adds) over a million keys, with the same run's
+# value_rmw for the window target.
+TIMER_WORKLOADS = "timer_register,timer_fire,window_add,value_rmw"
+TIMER_K, TIMER_N = (100_000, 200_000) if QUICK else (1_000_000, 2_000_000)
 # About 270 bytes of snapshot a key: 8,500,000 keys make a snapshot of more than 2 GiB, against
 # the 96 MiB RocksDB is given in that run.
 LARGE_K = 20_000 if QUICK else 8_500_000
@@ -194,6 +198,8 @@ def main():
             for rb, rw, f in rows:
                 if rw == wl:
                     million[(rb, rw)] = f
+    timer_rows = parse(run([bin_, "--backend", ",".join(MILLION_BACKENDS), "--workload",
+                            TIMER_WORKLOADS, "--K", str(TIMER_K), "--N", str(TIMER_N)]))
     snap_rows = parse(run([bin_, "--backend", "heap,rocksdb", "--workload", "snapshot",
                            "--K", str(SNAP_K), "--N", "0"]))
     store_rows = []
@@ -235,6 +241,7 @@ def main():
         if "ops_per_s" in f and not wl.endswith("_populate"):
             big_by[(b, wl)] = float(f["ops_per_s"])
     snap = {(b, w): f for b, w, f in snap_rows}
+    timer = {(b, w): f for b, w, f in timer_rows if not w.endswith("_populate")}
     zc = {w.replace("read_1KiB_", ""): float(f["ns_per_op"]) for _, w, f in zc_rows}
     large = {w: f for _, w, f in large_rows}
 
@@ -315,6 +322,19 @@ def main():
         if ("rocksdb", wl) in big_by and ("raw-rocksdb", wl) in big_by:
             target(f"`rocksdb` / `raw-rocksdb` {wl} at K={BIG_K:,}",
                    big_by[("rocksdb", wl)] / big_by[("raw-rocksdb", wl)], 0.9)
+    def timer_ops(b, wl):
+        f = timer.get((b, wl))
+        return float(f["ops_per_s"]) if f else None
+    for b, raw, goal, what in (("heap", "raw-hashmap", 0.5, "a `BTreeSet<(i64, u64)>`"),
+                               ("rocksdb", "raw-rocksdb", 0.8, "raw RocksDB")):
+        for wl in ("timer_register", "timer_fire"):
+            a, r = timer_ops(b, wl), timer_ops(raw, wl)
+            if a and r:
+                target(f"`{b}` {wl} / {what} at K={TIMER_K:,}, N={TIMER_N:,}", a / r, goal)
+    a, r = timer_ops("heap", "window_add"), timer_ops("heap", "value_rmw")
+    if a and r:
+        target(f"`heap` window_add / `heap` value_rmw at K={TIMER_K:,}, N={TIMER_N:,}",
+               a / r, 0.5)
     heap_map = million.get(("heap", "map_get"), {})
     raw_map = million.get(("raw-hashmap", "map_get"), {})
     if "peak_rss" in heap_map and "peak_rss" in raw_map:
@@ -400,6 +420,28 @@ def main():
         if ("rocksdb", wl) in big_by and ("raw-rocksdb", wl) in big_by:
             a, r = big_by[("rocksdb", wl)], big_by[("raw-rocksdb", wl)]
             w(f"| {wl} | {a:,.0f} | {r:,.0f} | {a / r:.2f} |")
+    w("")
+
+    w(f"## Timers and windows (K={TIMER_K:,}, N={TIMER_N:,}; operations per second)\n")
+    w("`timer_register`: N event-time timers at spread times over K keys; `timer_fire`: N "
+      "timers registered, then all fired in order (the timed part); `window_add`: a windowed "
+      "`ReducingState` add, the window moving on every 1,000 records; `value_rmw` of the same "
+      "run for comparison. The raw baselines: `raw-hashmap` is a `BTreeSet<(i64, u64)>` for "
+      "timers and a `HashMap<(u64, i64), i64>` for windows; `raw-rocksdb` stores the same "
+      "timer bytes in time order (and fires by iterating and deleting) and reads and writes "
+      "the same window bytes. Every backend fires the timers in the same order (equal "
+      "checksums).\n")
+    w("| workload | `heap` | `raw-hashmap` | heap / raw | `rocksdb` | `raw-rocksdb` | "
+      "rocksdb / raw | checksums equal |")
+    w("|---|---:|---:|---:|---:|---:|---:|---|")
+    for wl in TIMER_WORKLOADS.split(","):
+        cells = []
+        for b, raw in (("heap", "raw-hashmap"), ("rocksdb", "raw-rocksdb")):
+            a, r = timer_ops(b, wl), timer_ops(raw, wl)
+            cells += [f"{a:,.0f}" if a else "", f"{r:,.0f}" if r else "",
+                      f"{a / r:.2f}" if a and r else ""]
+        seen = {(f["checksum"], f["verify"]) for (b, w2), f in timer.items() if w2 == wl}
+        w(f"| {wl} | " + " | ".join(cells) + f" | {'yes' if len(seen) == 1 else '**no**'} |")
     w("")
 
     w(f"## Checkpoints (snapshot workload, K={SNAP_K:,})\n")
