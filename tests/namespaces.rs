@@ -321,3 +321,37 @@ mod rocksdb {
         assert_eq!(dump(&mut rock), dump(&mut heap));
     }
 }
+
+/// Namespaced lists and values with a time-to-live.
+#[derive(StatefulOperator, Default)]
+#[operator(name = "ttl-windows", key = u64)]
+struct TtlWindowed {
+    #[state(namespace = i64, ttl = "1h")]
+    events: ListState<u32>,
+    #[state(namespace = i64, ttl = "1h", reduce = sum)]
+    sum: ReducingState<i64>,
+}
+
+#[test]
+fn namespaces_of_ttl_states_are_listed_and_merged() {
+    let clock = statewright::ManualClock::new(0);
+    let backend = TtlBackend::with_clock(HeapBackend::new(), clock.clone());
+    let mut op = TtlWindowed::default().bind(backend).unwrap();
+    let mut st = op.key(&1).unwrap();
+    for w in [3i64, 1, 2] {
+        st.events(&w).add(&(w as u32)).unwrap();
+        st.sum(&w).add(&w).unwrap();
+    }
+    assert_eq!(st.events_namespaces().list().unwrap(), vec![1, 2, 3]);
+    assert_eq!(st.sum_namespaces().list().unwrap(), vec![1, 2, 3]);
+    st.events_namespaces().merge(&3, &[1, 2]).unwrap();
+    assert_eq!(st.events(&3).get_owned().unwrap(), vec![3, 1, 2]);
+    assert_eq!(st.events_namespaces().list().unwrap(), vec![3]);
+    // Once expired, a namespace's list is gone from the listing too.
+    clock.set(2 * 3_600_000);
+    // (The backend reads its clock again at the next write.)
+    op.key(&2).unwrap().sum(&0).add(&1).unwrap();
+    let mut st = op.key(&1).unwrap();
+    assert!(st.events_namespaces().list().unwrap().is_empty());
+    assert!(st.sum_namespaces().list().unwrap().is_empty());
+}

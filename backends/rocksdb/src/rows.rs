@@ -128,6 +128,10 @@ pub(crate) struct RowCache {
     slots: Vec<Slot>,
     hand: usize,
     dirty: usize,
+    /// The index of every dirty slot, at least once (and stale or clean ones, skipped): a
+    /// write-back visits these, not the whole slab. An index is added when a slot turns dirty
+    /// and when a removal moves a dirty slot to another index.
+    dirty_list: Vec<u32>,
     hasher: foldhash::fast::FixedState,
     hits: u64,
     misses: u64,
@@ -146,6 +150,7 @@ impl RowCache {
             slots: Vec::new(),
             hand: 0,
             dirty: 0,
+            dirty_list: Vec::new(),
             hasher: foldhash::fast::FixedState::with_seed(0x5754_6174_6552_6f77),
             hits: 0,
             misses: 0,
@@ -227,11 +232,12 @@ impl RowCache {
             bytes,
         };
         self.bytes += slot.cost();
+        let index = self.slots.len();
         if dirty {
             self.dirty += 1;
             self.dirty_bytes += slot.cost();
+            self.dirty_list.push(index as u32);
         }
-        let index = self.slots.len();
         self.slots.push(slot);
         let slots = &self.slots;
         self.table.insert_unique(hash, index as u32, |&i| {
@@ -265,6 +271,9 @@ impl RowCache {
         if dirty {
             self.dirty += 1;
             self.dirty_bytes += after;
+            if !was_dirty {
+                self.dirty_list.push(index as u32);
+            }
         }
     }
 
@@ -286,6 +295,7 @@ impl RowCache {
         } else {
             self.dirty += 1;
             self.dirty_bytes += after;
+            self.dirty_list.push(index as u32);
         }
         s.dirty = true;
         self.bytes = self.bytes + after - before;
@@ -306,10 +316,16 @@ impl RowCache {
             self.dirty_bytes -= slot.cost();
         }
         let moved = self.slots.len();
-        if let Some(s) = self.slots.get(index)
-            && let Some(i) = self.table.find_mut(s.hash, |&i| i as usize == moved)
-        {
-            *i = index as u32;
+        if let Some(s) = self.slots.get(index) {
+            if let Some(i) = self.table.find_mut(s.hash, |&i| i as usize == moved) {
+                *i = index as u32;
+            }
+            if s.dirty {
+                self.dirty_list.push(index as u32);
+            }
+        }
+        if self.slots.is_empty() {
+            self.dirty_list.clear();
         }
     }
 
@@ -352,15 +368,19 @@ impl RowCache {
     /// is allowed under a shared borrow of the backend: no read ever handed out its bytes.
     pub(crate) fn write_back(&mut self, write: &mut dyn FnMut(&Slot)) {
         if self.dirty == 0 {
+            self.dirty_list.clear();
             return;
         }
-        let mut i = 0;
-        while i < self.slots.len() {
+        // Removing a pending row may move a dirty one and add its new index: the list grows
+        // while it is walked.
+        let mut j = 0;
+        while let Some(&i) = self.dirty_list.get(j) {
+            j += 1;
+            let i = i as usize;
             let Some(s) = self.slots.get_mut(i) else {
-                break;
+                continue;
             };
             if !s.dirty {
-                i += 1;
                 continue;
             }
             write(s);
@@ -371,9 +391,9 @@ impl RowCache {
                 s.dirty = false;
                 self.dirty -= 1;
                 self.dirty_bytes -= s.cost();
-                i += 1;
             }
         }
+        self.dirty_list.clear();
     }
 
     /// Drops every row of `state` (dirty ones too), or of every state.
@@ -389,6 +409,7 @@ impl RowCache {
         if self.slots.is_empty() {
             self.table = HashTable::new();
             self.slots = Vec::new();
+            self.dirty_list = Vec::new();
         }
     }
 }
@@ -439,6 +460,14 @@ mod tests {
         assert_eq!(c.dirty, dirty.len());
         assert_eq!(c.dirty_bytes, dirty.iter().map(|s| s.cost()).sum::<usize>());
         assert_eq!(c.bytes, c.slots.iter().map(Slot::cost).sum::<usize>());
+        for (i, slot) in c.slots.iter().enumerate() {
+            if slot.dirty {
+                assert!(
+                    c.dirty_list.contains(&(i as u32)),
+                    "dirty slot {i} is not listed"
+                );
+            }
+        }
     }
 
     #[test]

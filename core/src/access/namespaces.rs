@@ -202,9 +202,14 @@ impl<N: StateKey, B: StateBackend + ?Sized, M> NamespacesView<'_, N, B, M> {
     /// the order of `sources`, reducing states reduce, aggregating states merge their
     /// accumulators. A source equal to the target, or one that holds nothing, is skipped.
     ///
+    /// The sources are merged one at a time, each removed once it is in the target: after an
+    /// error, the sources before the failing one are merged and gone, the others untouched.
+    /// A merge changes the target's time-to-live stamps as a write does (the merged values are
+    /// stamped now).
+    ///
     /// # Errors
     ///
-    /// A backend failure, or stored bytes that do not decode (nothing is removed then).
+    /// A backend failure, or stored bytes that do not decode.
     pub fn merge(&mut self, target: &N, sources: &[N]) -> Result<()>
     where
         M: MergeNamespaces,

@@ -245,8 +245,9 @@ impl<Op: StatefulOperator, B: StateBackend> Bound<Op, B> {
     /// restore sets it again.
     pub fn set_watermark(&mut self, millis: i64) {
         self.watermark = self.watermark.max(millis);
-        self.timers.watermark = self.watermark;
         self.backend.set_watermark(millis);
+        // Timers fire against what `watermark()` says, the backend's included.
+        self.timers.watermark = self.watermark().unwrap_or(NO_TIME);
     }
 
     /// Advances event time to `millis` (as [`set_watermark`](Self::set_watermark)) and fires
@@ -257,15 +258,17 @@ impl<Op: StatefulOperator, B: StateBackend> Bound<Op, B> {
     ///
     /// # Errors
     ///
-    /// A backend failure, a stored key that does not decode, or the first error `on_timer`
-    /// returns (the timers after it stay registered; the one it failed on is gone: restore
-    /// from the last checkpoint to run it again).
+    /// A backend failure or a stored key that does not decode (the timer stays registered),
+    /// or the first error `on_timer` returns (the timers after it stay registered; the one it
+    /// failed on is gone: restore from the last checkpoint to run it again). A callback that
+    /// registers a timer at or before `millis` for every timer it gets never returns, as in
+    /// Flink.
     pub fn advance_watermark<F>(&mut self, millis: i64, on_timer: F) -> Result<usize>
     where
         F: FnMut(Timer<Op::Key, Op::TimerNamespace>, Op::Keyed<'_, B>) -> Result<()>,
     {
         self.set_watermark(millis);
-        self.fire(TimeDomain::EventTime, self.watermark, on_timer)
+        self.fire(TimeDomain::EventTime, self.timers.watermark, on_timer)
     }
 
     /// Advances processing time to `millis` (it never goes back) and fires every
@@ -316,7 +319,7 @@ impl<Op: StatefulOperator, B: StateBackend> Bound<Op, B> {
         let max = Op::DESCRIPTOR.max_parallelism;
         let mut fired = 0;
         let mut user_key = Vec::new();
-        while let Some(due) = self.timers.pop_due(domain, time) {
+        while let Some(due) = self.timers.first_due(domain, time) {
             let timestamp = due.timestamp;
             let key_bytes = due.key();
             let key = Op::Key::from_key_bytes(key_bytes)?;
@@ -328,6 +331,9 @@ impl<Op: StatefulOperator, B: StateBackend> Bound<Op, B> {
             Timers::user_key(domain, &due, &mut user_key);
             self.backend.release_reads();
             self.backend.delete(column, &self.key, &user_key)?;
+            // Out of the index only once it is out of the backend: a timer whose key does not
+            // decode or whose deletion fails stays registered in both.
+            self.timers.remove_first(domain);
             let ctx = KeyContext::new(
                 &mut self.backend,
                 &self.key,

@@ -203,20 +203,23 @@ impl Timers {
         self.set_ref(domain).first().map(|e| e.timestamp)
     }
 
-    /// Removes and returns the earliest timer of `domain` if it is due at `time`.
-    pub(crate) fn pop_due(&mut self, domain: TimeDomain, time: i64) -> Option<Due> {
-        let key_len = self.key_len;
-        let set = self.set(domain);
-        if set.first().is_none_or(|e| e.timestamp > time) {
+    /// The earliest timer of `domain` if it is due at `time`; it stays in the index until
+    /// [`remove_first`](Self::remove_first).
+    pub(crate) fn first_due(&self, domain: TimeDomain, time: i64) -> Option<Due> {
+        let entry = self.set_ref(domain).first()?;
+        if entry.timestamp > time {
             return None;
         }
-        let entry = set.pop_first()?;
-        let key_len = key_len(&entry.rest).unwrap_or(0);
         Some(Due {
             timestamp: entry.timestamp,
-            rest: entry.rest,
-            key_len,
+            rest: entry.rest.clone(),
+            key_len: (self.key_len)(&entry.rest).unwrap_or(0),
         })
+    }
+
+    /// Removes the earliest timer of `domain` (after [`first_due`](Self::first_due)).
+    pub(crate) fn remove_first(&mut self, domain: TimeDomain) {
+        self.set(domain).pop_first();
     }
 
     /// Replaces the index with the timers the backend holds for the key groups of `range`.

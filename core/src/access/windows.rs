@@ -231,7 +231,7 @@ impl Windows {
     pub fn assign(&self, timestamp: i64) -> Assigned {
         match self.kind {
             Kind::Tumbling { size, offset } => {
-                let start = timestamp - (timestamp - offset).rem_euclid(size);
+                let start = window_start(timestamp, offset, size);
                 Assigned {
                     next: start,
                     last: start,
@@ -244,9 +244,13 @@ impl Windows {
                 slide,
                 offset,
             } => {
-                let last_start = timestamp - (timestamp - offset).rem_euclid(slide);
-                // Every start > timestamp - size, stepping back by `slide`.
-                let steps = (last_start - (timestamp - size) - 1).div_euclid(slide);
+                let last_start = window_start(timestamp, offset, slide);
+                // Every start > timestamp - size, stepping back by `slide` (in i128: no
+                // overflow at the ends of time).
+                let steps =
+                    (i128::from(last_start) - (i128::from(timestamp) - i128::from(size)) - 1)
+                        .div_euclid(i128::from(slide));
+                let steps = i64::try_from(steps).unwrap_or(0).max(0);
                 Assigned {
                     next: last_start,
                     last: last_start.saturating_sub(steps.saturating_mul(slide)),
@@ -334,8 +338,18 @@ impl Windows {
                 merged.push(*w);
             }
         }
+        // A record inside an active session leaves it as it is: nothing merged into it.
+        merged.retain(|w| *w != window);
         SessionMerge { window, merged }
     }
+}
+
+/// The start of the window of `size` (shifted by `offset`) that holds `timestamp`, saturating
+/// at the ends of time.
+fn window_start(timestamp: i64, offset: i64, size: i64) -> i64 {
+    let t = i128::from(timestamp);
+    let start = t - (t - i128::from(offset)).rem_euclid(i128::from(size));
+    i64::try_from(start).unwrap_or(i64::MIN)
 }
 
 /// The windows of one record: an iterator (no allocation).
@@ -418,6 +432,23 @@ mod tests {
     }
 
     #[test]
+    fn the_ends_of_time_do_not_overflow() {
+        let t = Windows::tumbling(Duration::from_secs(60)).with_offset(Duration::from_secs(7));
+        let s = Windows::sliding(Duration::from_secs(60), Duration::from_secs(7));
+        let huge = Windows::sliding(Duration::MAX, Duration::from_secs(1));
+        for ts in [i64::MIN, i64::MIN + 1, -2, 0, i64::MAX - 1, i64::MAX] {
+            assert!(t.assign(ts).count() <= 1);
+            assert!(s.assign(ts).count() <= 9);
+            let _ = huge.assign(ts).take(3).count();
+            let _ = Windows::session(Duration::MAX).assign(ts).count();
+        }
+        let w = TimeWindow::new(0, 10);
+        let late =
+            Windows::tumbling(Duration::from_millis(10)).with_allowed_lateness(Duration::MAX);
+        assert_eq!(late.cleanup_time(&w), i64::MAX);
+    }
+
+    #[test]
     fn lateness_and_timers() {
         let w = Windows::tumbling(Duration::from_millis(10))
             .with_allowed_lateness(Duration::from_millis(5));
@@ -462,6 +493,10 @@ mod tests {
         assert_eq!(m.merged, vec![active[0], active[1]]);
         let m = Windows::merge_sessions(&active, TimeWindow::new(31, 35));
         assert_eq!(m.window, TimeWindow::new(31, 35));
+        assert!(m.merged.is_empty());
+        // Inside an active session: that session, nothing merged.
+        let m = Windows::merge_sessions(&active, TimeWindow::new(22, 25));
+        assert_eq!(m.window, active[1]);
         assert!(m.merged.is_empty());
     }
 

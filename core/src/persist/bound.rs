@@ -126,13 +126,18 @@ impl<Op: StatefulOperator, B: Snapshots> Bound<Op, B> {
         // after the keyed state restored.
         let operator_states =
             snapshot::restore_operator_states(snapshots, &Op::DESCRIPTOR, self.key_groups)?;
-        let summary = snapshot::restore_operator_from(
+        let restored = snapshot::restore_operator_from(
             snapshots,
             &mut self.backend,
             &Op::DESCRIPTOR,
             self.columns.as_ref(),
             self.key_groups,
-        )?;
+        );
+        if restored.is_err() {
+            // A failed restore leaves the states cleared: so are the timers it indexed.
+            self.timers.rebuild(&self.backend, self.key_groups)?;
+        }
+        let summary = restored?;
         for (slot, entries) in self
             .op
             .__operator_states_mut()
@@ -369,9 +374,11 @@ impl<Op: StatefulOperator, B: Snapshots> Bound<Op, B> {
         // What was tracked no longer applies to the restored state.
         self.backend.track_changes(false);
         self.tracking = false;
-        let opened = self.backend.restore_native(&mut restore)?;
+        let opened = self.backend.restore_native(&mut restore);
+        // Whatever the backend holds now (the restored state, or nothing after a failure),
+        // the timer index follows it.
         self.timers.rebuild(&self.backend, self.key_groups)?;
-        if !opened {
+        if !opened? {
             let f = source.files[0];
             return Err(incompatible(
                 f,

@@ -565,8 +565,19 @@ impl<B: ExpiryHooks> StateBackend for TtlBackend<B> {
         };
         let now = self.now(t.mode);
         if t.list {
-            let list = self.get(state, key, &[])?;
-            return Ok(Box::new(list.into_iter().map(|v| Ok((&[][..], v)))));
+            // One list per user key (one for a list state, one per namespace of a namespaced
+            // one), each read as `get` reads it: live elements only.
+            let mut lists = Vec::new();
+            for entry in self.inner.scan(state, key)? {
+                let (user_key, _) = entry?;
+                // A list whose elements all expired is no list.
+                if let Some(list) = self.get(state, key, user_key)?
+                    && !list.is_empty()
+                {
+                    lists.push(Ok((user_key, list)));
+                }
+            }
+            return Ok(Box::new(lists.into_iter()));
         }
         let key: Box<[u8]> = key.into();
         let it = self.inner.scan(state, &key)?;
