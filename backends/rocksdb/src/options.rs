@@ -63,8 +63,11 @@ pub struct RocksDbOptions {
     pub row_cache_size: usize,
     /// Bound of the row cache's dirty rows (bytes): past it, every dirty row is written to
     /// RocksDB in one batch while records are processed. The next checkpoint's synchronous
-    /// step writes back at most this much, so it bounds that pause (16 MiB by default, about
-    /// 150 ms here); a larger bound saves RocksDB writes of rows written often.
+    /// step writes back at most this much, so it bounds that pause; a larger bound saves
+    /// RocksDB writes of rows written again before they are written back. 64 MiB by default,
+    /// half the row cache: at a million keys updated uniformly, the first canonical
+    /// checkpoint pauses about 0.5 s (0.4 s with 16 MiB, 1.0 s with no bound) and value_rmw
+    /// runs at about 3.4 times raw RocksDB (1.6 times with 16 MiB, 7 times with no bound).
     pub row_cache_dirty_limit: usize,
 }
 
@@ -81,7 +84,7 @@ impl Default for RocksDbOptions {
             statistics: false,
             write_ahead_log: false,
             row_cache_size: 128 << 20,
-            row_cache_dirty_limit: 16 << 20,
+            row_cache_dirty_limit: 64 << 20,
         }
     }
 }
@@ -144,7 +147,7 @@ impl RocksDbOptions {
             max_background_jobs: 1,
             block_cache_size: 16 << 20,
             row_cache_size: 8 << 20,
-            row_cache_dirty_limit: 2 << 20,
+            row_cache_dirty_limit: 4 << 20,
             block_size: 4 << 10,
             compression_per_level: vec![Compression::Lz4],
             ..Self::default()
