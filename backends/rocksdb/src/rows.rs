@@ -236,7 +236,7 @@ impl RowCache {
         if dirty {
             self.dirty += 1;
             self.dirty_bytes += slot.cost();
-            self.dirty_list.push(index as u32);
+            self.list_dirty(index);
         }
         self.slots.push(slot);
         let slots = &self.slots;
@@ -272,7 +272,7 @@ impl RowCache {
             self.dirty += 1;
             self.dirty_bytes += after;
             if !was_dirty {
-                self.dirty_list.push(index as u32);
+                self.list_dirty(index);
             }
         }
     }
@@ -290,15 +290,16 @@ impl RowCache {
         }
         s.referenced = true;
         let after = s.cost();
-        if s.dirty {
+        let was_dirty = s.dirty;
+        s.dirty = true;
+        self.bytes = self.bytes + after - before;
+        if was_dirty {
             self.dirty_bytes = self.dirty_bytes + after - before;
         } else {
             self.dirty += 1;
             self.dirty_bytes += after;
-            self.dirty_list.push(index as u32);
+            self.list_dirty(index);
         }
-        s.dirty = true;
-        self.bytes = self.bytes + after - before;
     }
 
     /// Removes the row at `index`; the last row takes its index.
@@ -317,15 +318,30 @@ impl RowCache {
         }
         let moved = self.slots.len();
         if let Some(s) = self.slots.get(index) {
+            let dirty = s.dirty;
             if let Some(i) = self.table.find_mut(s.hash, |&i| i as usize == moved) {
                 *i = index as u32;
             }
-            if s.dirty {
-                self.dirty_list.push(index as u32);
+            if dirty {
+                self.list_dirty(index);
             }
         }
         if self.slots.is_empty() {
             self.dirty_list.clear();
+        }
+    }
+
+    /// Records that the slot at `index` is dirty; keeps the list within twice the dirty rows
+    /// (plus some slack) by dropping the clean, stale and repeated indexes it gathered, so its
+    /// memory stays within the bound's order whatever eviction moves.
+    fn list_dirty(&mut self, index: usize) {
+        self.dirty_list.push(index as u32);
+        if self.dirty_list.len() > 2 * self.dirty + 1024 {
+            let slots = &self.slots;
+            self.dirty_list
+                .retain(|&i| slots.get(i as usize).is_some_and(|s| s.dirty));
+            self.dirty_list.sort_unstable();
+            self.dirty_list.dedup();
         }
     }
 
@@ -371,29 +387,32 @@ impl RowCache {
             self.dirty_list.clear();
             return;
         }
-        // Removing a pending row may move a dirty one and add its new index: the list grows
-        // while it is walked.
-        let mut j = 0;
-        while let Some(&i) = self.dirty_list.get(j) {
-            j += 1;
-            let i = i as usize;
-            let Some(s) = self.slots.get_mut(i) else {
-                continue;
-            };
-            if !s.dirty {
-                continue;
+        // Removing a pending row may move a dirty one and list its new index: the list is
+        // taken out while it is walked, and what it gathered meanwhile walked next.
+        loop {
+            let list = std::mem::take(&mut self.dirty_list);
+            if list.is_empty() {
+                break;
             }
-            write(s);
-            self.written_back += 1;
-            if s.row == Row::Pending {
-                self.remove(i);
-            } else {
-                s.dirty = false;
-                self.dirty -= 1;
-                self.dirty_bytes -= s.cost();
+            for i in list {
+                let i = i as usize;
+                let Some(s) = self.slots.get_mut(i) else {
+                    continue;
+                };
+                if !s.dirty {
+                    continue;
+                }
+                write(s);
+                self.written_back += 1;
+                if s.row == Row::Pending {
+                    self.remove(i);
+                } else {
+                    s.dirty = false;
+                    self.dirty -= 1;
+                    self.dirty_bytes -= s.cost();
+                }
             }
         }
-        self.dirty_list.clear();
     }
 
     /// Drops every row of `state` (dirty ones too), or of every state.
@@ -502,6 +521,42 @@ mod tests {
         assert_accounting(&c);
         assert!(!c.too_dirty());
         assert_eq!(c.stats().dirty_bytes, 0);
+    }
+
+    #[test]
+    fn a_write_back_hands_out_every_dirty_row_once_while_pending_rows_leave() {
+        let mut c = RowCache::new(64 << 20, 64 << 20);
+        for k in 0u32..20_000 {
+            let key = k.to_be_bytes();
+            let h = c.hash(0, &key);
+            let row = if k % 2 == 0 {
+                Row::Pending
+            } else {
+                Row::Present
+            };
+            c.insert(h, 0, &key, row, true, &[1; 8]);
+        }
+        let mut written = std::collections::HashSet::new();
+        c.write_back(&mut |s| assert!(written.insert(s.key().to_vec()), "written twice"));
+        assert_eq!(written.len(), 20_000);
+        assert_eq!(c.stats().dirty_rows, 0);
+        assert_eq!(c.stats().rows, 10_000);
+        assert_accounting(&c);
+    }
+
+    #[test]
+    fn the_dirty_list_stays_bounded_under_eviction() {
+        let mut c = RowCache::new(64 << 10, 64 << 20);
+        for k in 0u32..200_000 {
+            let key = k.to_be_bytes();
+            let h = c.hash(0, &key);
+            c.insert(h, 0, &key, Row::Present, true, &[0; 8]);
+            if c.over() {
+                c.evict_to(c.capacity - c.capacity / 16, &mut |_| {});
+            }
+            assert!(c.dirty_list.len() <= 2 * c.dirty + 1025);
+        }
+        assert_accounting(&c);
     }
 
     #[test]
