@@ -11,7 +11,7 @@ use std::marker::PhantomData;
 use crate::access::view::{KeyContext, Slot, clear_namespace};
 use crate::data::backend::StateBackend;
 use crate::model::codec::{self, StateValue};
-use crate::model::error::{CodecError, Result};
+use crate::model::error::{CodecError, Error, Result};
 use crate::model::key::StateKey;
 use crate::model::state::Aggregate;
 
@@ -154,7 +154,7 @@ impl<N: StateKey, B: StateBackend + ?Sized, M> NamespacesView<'_, N, B, M> {
     ///
     /// A backend failure, or stored bytes that are not a namespace.
     pub fn list(&self) -> Result<Vec<N>> {
-        let wrap = |e: crate::Error| self.ctx.wrap(self.slot.name, e);
+        let wrap = |e: Error| self.ctx.wrap(self.slot.name, e);
         let entries = self
             .ctx
             .backend_ref()
