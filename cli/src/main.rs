@@ -300,8 +300,14 @@ fn inspect(path: &Path, id: Option<u64>) -> Result<()> {
                 );
             }
             if let Some(k) = &s.user_key_schema {
+                // Maps key their entries; namespaced states and timers lead with the namespace.
+                let what = if matches!(s.kind, StateKind::Map | StateKind::Broadcast) {
+                    "map key"
+                } else {
+                    "user key"
+                };
                 println!(
-                    "    map key schema {} (fingerprint {:016x})",
+                    "    {what} schema {} (fingerprint {:016x})",
                     k.desc, k.fingerprint
                 );
             }

@@ -412,23 +412,16 @@ impl<N: StateKey, B: StateBackend + ?Sized> TimerView<'_, N, B> {
             .map_err(wrap)?;
         for entry in entries {
             let (user_key, _) = entry.map_err(wrap)?;
+            validate_timer::<N>(user_key).map_err(|e| wrap(e.into()))?;
             let decoded = (|| {
                 let (&tag, mut rest) = user_key.split_first()?;
                 let domain = TimeDomain::from_tag(tag)?;
                 let (ts, ns) = <(i64, N)>::decode_key(&mut rest).ok()?;
-                rest.is_empty().then_some((domain, ts, ns))
+                Some((domain, ts, ns))
             })();
-            match decoded {
-                Some(t) => out.push(t),
-                None => {
-                    return Err(wrap(
-                        KeyError::InvalidTag {
-                            type_name: "timer",
-                            tag: u32::from(user_key.first().copied().unwrap_or(0)),
-                        }
-                        .into(),
-                    ));
-                }
+            // Validated above: the decode gives what the validation checked.
+            if let Some(t) = decoded {
+                out.push(t);
             }
         }
         Ok(out)
