@@ -26,6 +26,9 @@ pub mod object_storage {}
 #[doc = include_str!("src/rescaling.md")]
 pub mod rescaling {}
 
+#[doc = include_str!("src/timely.md")]
+pub mod timely {}
+
 #[doc = include_str!("src/schema-evolution.md")]
 pub mod schema_evolution {}
 

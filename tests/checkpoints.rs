@@ -472,3 +472,61 @@ fn the_checkpointer_writes_to_any_store() -> statewright::Result<()> {
     );
     Ok(())
 }
+
+/// A checkpoint written by several writers (one per instance, as the workers of a distributed
+/// job) and committed by one: nothing is listed before the commit, an incomplete or foreign
+/// part is refused without touching the last checkpoint, and the committed parts restore.
+#[test]
+fn parts_written_by_many_writers_commit_together() -> statewright::Result<()> {
+    use statewright::keygroup::KeyGroupRange;
+    let dir = tempfile::tempdir().map_err(|e| Error::Io {
+        path: "tmp".into(),
+        source: e,
+    })?;
+    let storage = CheckpointStorage::open(dir.path())?;
+    assert_eq!(storage.latest()?, None);
+    let maxp = Counts::DESCRIPTOR.max_parallelism;
+    let mut instances = Vec::new();
+    for i in 0..2 {
+        let range = KeyGroupRange::for_instance(maxp, 2, i).unwrap();
+        let mut op = Counts::default()
+            .bind(HeapBackend::new())?
+            .with_key_groups(range)?;
+        for k in 0..200u64 {
+            let kg = statewright::keygroup::key_group(&k.to_key_bytes(), maxp);
+            if range.contains(kg) {
+                op.key(&k)?.count().set(&(k * 10))?;
+            }
+        }
+        instances.push(op);
+    }
+    let id = CheckpointId(1);
+    let part0 = storage.write_part(id, "w0", instances[0].capture()?)?;
+    let part1 = storage.write_part(id, "w1", instances[1].capture()?)?;
+    assert!(storage.list()?.is_empty(), "a part is not a checkpoint");
+    // The same instance twice is refused, and nothing is committed.
+    let again = storage.write_part(id, "w0-retry", instances[0].capture()?)?;
+    assert!(matches!(
+        storage.commit_parts(id, vec![part0.clone(), again]),
+        Err(Error::InvalidName { .. })
+    ));
+    assert!(storage.list()?.is_empty());
+    // A part whose file was lost is refused.
+    let mut lost = part1.clone();
+    lost.bytes += 1;
+    assert!(storage.commit_parts(id, vec![part0.clone(), lost]).is_err());
+    let info = storage.commit_parts(id, vec![part0, part1])?;
+    assert_eq!(storage.latest()?.map(|c| c.id), Some(info.id));
+    // An older or equal number cannot be committed after it.
+    assert!(matches!(
+        storage.commit_parts(id, Vec::new()),
+        Err(Error::CommitConflict { .. })
+    ));
+    // One instance restores everything from both parts.
+    let mut all = Counts::default().bind(HeapBackend::new())?;
+    all.restore_from(&storage, RestorePoint::Latest)?;
+    for k in 0..200u64 {
+        assert_eq!(count(&mut all, k)?, Some(k * 10));
+    }
+    Ok(())
+}

@@ -41,6 +41,7 @@ use crate::persist::snapshot::{SnapshotImage, SnapshotOptions, SnapshotReader};
 use crate::persist::store::{CheckpointStore, LocalStore};
 
 mod manifest;
+mod parts;
 mod pending;
 mod storage;
 

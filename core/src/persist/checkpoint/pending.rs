@@ -60,6 +60,17 @@ impl PendingCheckpoint<'_> {
     }
 
     fn write_image(&self, image: SnapshotImage, base: &[SnapshotRef]) -> Result<CheckpointFile> {
+        self.write_image_tagged(image, base, None)
+    }
+
+    /// Writes a snapshot; `tag` (a writer's name) goes into the file's name, so that parts
+    /// written by several writers for one checkpoint never share a name.
+    pub(super) fn write_image_tagged(
+        &self,
+        image: SnapshotImage,
+        base: &[SnapshotRef],
+        tag: Option<&str>,
+    ) -> Result<CheckpointFile> {
         let operator = image.operator();
         let range = image.key_groups();
         self.check_new_instance(operator, range)?;
@@ -104,7 +115,10 @@ impl PendingCheckpoint<'_> {
                 });
             }
         }
-        let file_name = format!("{operator}.kg{}-{}.snap", range.first(), range.last());
+        let file_name = match tag {
+            Some(tag) => format!("{operator}.kg{}-{}.{tag}.snap", range.first(), range.last()),
+            None => format!("{operator}.kg{}-{}.snap", range.first(), range.last()),
+        };
         let name = format!("{}/{file_name}", self.prefix);
         let path = self.storage.store.locate(&name);
         // Written as it is encoded, a block at a time: memory holds a buffer, not the file.

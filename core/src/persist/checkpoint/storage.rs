@@ -550,8 +550,11 @@ impl CheckpointStorage {
         for c in &manifest.checkpoints {
             needed.insert(checkpoint_dir_name(c.id));
             for f in &c.files {
-                for b in &f.base {
-                    if let Some((dir, _)) = b.path.split_once('/') {
+                // A part committed by another writer may sit in an earlier checkpoint's
+                // directory (see `commit_parts`).
+                let paths = std::iter::once(&f.path).chain(f.base.iter().map(|b| &b.path));
+                for path in paths {
+                    if let Some((dir, _)) = path.split_once('/') {
                         needed.insert(dir.to_owned());
                     }
                 }
@@ -688,7 +691,7 @@ impl CheckpointStorage {
     }
 
     /// The length of `name`, which must be `expected`.
-    fn length_of(&self, name: &str, expected: u64) -> Result<u64> {
+    pub(super) fn length_of(&self, name: &str, expected: u64) -> Result<u64> {
         let path = self.store.locate(name);
         let len = self.store.head(name)?.ok_or_else(|| {
             Error::io(
