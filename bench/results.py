@@ -43,6 +43,8 @@ MILLION_BACKENDS = ["heap", "raw-hashmap", "rocksdb", "raw-rocksdb"]
 # value_rmw for the window target.
 TIMER_WORKLOADS = "timer_register,timer_fire,window_add,value_rmw"
 TIMER_K, TIMER_N = (100_000, 200_000) if QUICK else (1_000_000, 2_000_000)
+# value_rmw as a timely-dataflow job (1 and 2 workers) against a plain Bound loop.
+JOB_K, JOB_N = (100_000, 200_000) if QUICK else (1_000_000, 5_000_000)
 # About 270 bytes of snapshot a key: 8,500,000 keys make a snapshot of more than 2 GiB, against
 # the 96 MiB RocksDB is given in that run.
 LARGE_K = 20_000 if QUICK else 8_500_000
@@ -200,6 +202,8 @@ def main():
                     million[(rb, rw)] = f
     timer_rows = parse(run([bin_, "--backend", ",".join(MILLION_BACKENDS), "--workload",
                             TIMER_WORKLOADS, "--K", str(TIMER_K), "--N", str(TIMER_N)]))
+    job_rows = parse(run([bin_, "--backend", "heap,rocksdb", "--workload", "job_value_rmw",
+                          "--K", str(JOB_K), "--N", str(JOB_N)]))
     snap_rows = parse(run([bin_, "--backend", "heap,rocksdb", "--workload", "snapshot",
                            "--K", str(SNAP_K), "--N", "0"]))
     store_rows = []
@@ -242,6 +246,7 @@ def main():
             big_by[(b, wl)] = float(f["ops_per_s"])
     snap = {(b, w): f for b, w, f in snap_rows}
     timer = {(b, w): f for b, w, f in timer_rows if not w.endswith("_populate")}
+    job = {(b, w): f for b, w, f in job_rows}
     zc = {w.replace("read_1KiB_", ""): float(f["ns_per_op"]) for _, w, f in zc_rows}
     large = {w: f for _, w, f in large_rows}
 
@@ -335,6 +340,11 @@ def main():
     if a and r:
         target(f"`heap` window_add / `heap` value_rmw at K={TIMER_K:,}, N={TIMER_N:,}",
                a / r, 0.5)
+    for b in ("heap", "rocksdb"):
+        f = job.get((b, "job_value_rmw_1w"), {})
+        if "vs_raw" in f:
+            target(f"`{b}` value_rmw as a timely job, 1 worker / the plain `Bound` loop at "
+                   f"K={JOB_K:,}, N={JOB_N:,}", float(f["vs_raw"]), 0.7)
     heap_map = million.get(("heap", "map_get"), {})
     raw_map = million.get(("raw-hashmap", "map_get"), {})
     if "peak_rss" in heap_map and "peak_rss" in raw_map:
@@ -442,6 +452,37 @@ def main():
                       f"{a / r:.2f}" if a and r else ""]
         seen = {(f["checksum"], f["verify"]) for (b, w2), f in timer.items() if w2 == wl}
         w(f"| {wl} | " + " | ".join(cells) + f" | {'yes' if len(seen) == 1 else '**no**'} |")
+    w("")
+
+    w(f"## A job on timely-dataflow (job_value_rmw, K={JOB_K:,}, N={JOB_N:,})\n")
+    w("WORKLOAD.md's `value_rmw` records as a `statewright-timely` job in one process: a "
+      "generated source (one partition per worker), keyed by key, a read-modify-write counter "
+      "per key, a discarding sink, 1,024 records to a unit of time, a checkpoint after N / 2 "
+      "records and a final one, into a local directory (canonical parts written on another "
+      "thread, committed by worker 0); against the same records applied by a plain `Bound` "
+      "loop in the same run. The job's time runs from starting timely until every worker has "
+      "processed its input (the middle checkpoint included); \"with the final checkpoint\" "
+      "runs until the final checkpoint is committed. Every run's checksum equals the loop's. "
+      "The pause is the longest synchronous capture of a part on any worker; the checkpoint "
+      "time runs from a checkpoint's first capture to its commit.\n")
+    w("| backend | plain loop ops/s | 1 worker ops/s | 1 worker / loop | with the final "
+      "checkpoint | 2 workers ops/s | 2 workers / loop | with the final checkpoint | "
+      "longest pause (1w, 2w) | longest checkpoint (1w, 2w) |")
+    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for b in ("heap", "rocksdb"):
+        lp = job.get((b, "job_value_rmw_loop"))
+        w1 = job.get((b, "job_value_rmw_1w"))
+        w2 = job.get((b, "job_value_rmw_2w"))
+        if not (lp and w1 and w2):
+            continue
+        ms = lambda k: f"{float(job.get((b, k), {}).get('secs', 0)) * 1000:.0f} ms"
+        t1 = job.get((b, "job_value_rmw_1w_total"), {}).get("vs_raw", "0")
+        t2 = job.get((b, "job_value_rmw_2w_total"), {}).get("vs_raw", "0")
+        w(f"| {b} | {float(lp['ops_per_s']):,.0f} | {float(w1['ops_per_s']):,.0f} | "
+          f"{float(w1['vs_raw']):.2f} | {float(t1):.2f} | {float(w2['ops_per_s']):,.0f} | "
+          f"{float(w2['vs_raw']):.2f} | {float(t2):.2f} | "
+          f"{ms('job_value_rmw_1w_pause')}, {ms('job_value_rmw_2w_pause')} | "
+          f"{ms('job_value_rmw_1w_checkpoint')}, {ms('job_value_rmw_2w_checkpoint')} |")
     w("")
 
     w(f"## Checkpoints (snapshot workload, K={SNAP_K:,})\n")

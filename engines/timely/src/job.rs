@@ -125,6 +125,9 @@ pub struct JobStats {
     pub committed: u64,
     /// The longest time from a checkpoint's first capture to its commit (on worker 0).
     pub max_checkpoint: Duration,
+    /// When the last of this worker's operator instances saw its input end (before its
+    /// final checkpoint): the end of the records' processing.
+    pub input_ended: Option<std::time::Instant>,
     /// Checkpoints skipped because an instance's input ended before their time (on worker
     /// 0): the final checkpoint, after them, holds everything.
     pub skipped: u64,

@@ -8,6 +8,7 @@ use std::rc::Rc;
 use std::sync::mpsc;
 
 use statewright::checkpoint::CheckpointFile;
+use statewright::checkpointer::Checkpointable;
 use statewright::keygroup::{KeyGroupRange, key_group};
 use statewright::prelude::*;
 use statewright::timers::system_time_millis;
@@ -184,7 +185,10 @@ where
         };
         let captured_ms = u64::try_from(system_time_millis()).unwrap_or(0);
         let started = std::time::Instant::now();
-        let image = self.bound.capture()?;
+        // The backend's detached capture, as the checkpointer takes: the heap keeps the
+        // captured version of what changes next, RocksDB reads a snapshot; the entries are
+        // read on the writer's thread.
+        let image = Checkpointable::capture_full(&mut self.bound, false)?;
         let pause = started.elapsed();
         self.shared.update(|s| {
             s.parts += 1;
@@ -286,6 +290,9 @@ where
                 // of time, so that only the final checkpoint's sink files hold it: a
                 // checkpoint committed before holds the timers still pending.
                 self.drain_stash(Time::MAX, data)?;
+                let now = std::time::Instant::now();
+                self.shared
+                    .update(|s| s.input_ended = Some(s.input_ended.map_or(now, |t| t.max(now))));
                 let Some(at) = self.data_cap.as_ref().map(|c| *c.time()) else {
                     return Ok(());
                 };
@@ -357,6 +364,10 @@ impl<'scope> Job<'scope> {
             let peers = u16::try_from(self.peers()).unwrap_or(u16::MAX);
             let mut bytes = Vec::new();
             move |record: &R| {
+                if peers == 1 {
+                    // One worker owns every key group: no key to hash.
+                    return 0;
+                }
                 bytes.clear();
                 key(record).encode_key(&mut bytes);
                 let kg = key_group(&bytes, max_parallelism);

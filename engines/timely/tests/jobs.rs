@@ -245,3 +245,62 @@ fn a_source_whose_times_go_back_fails_the_job_with_a_typed_error() {
     let latest = storage.latest().unwrap().map_or(0, |c| c.id.0);
     assert!(latest <= 5, "{latest}");
 }
+
+/// A job whose operator keeps its state in RocksDB, one database per worker: its checkpoints
+/// are canonical parts, which the heap restores, and which a second run on one worker
+/// restores into RocksDB again before reading on.
+#[cfg(feature = "rocksdb")]
+#[test]
+fn a_job_on_rocksdb_checkpoints_parts_any_backend_restores() {
+    use statewright::{RocksDbBackend, RocksDbOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let storage = CheckpointStorage::open(dir.path().join("checkpoints")).unwrap();
+    let run = |workers: usize, records: u64, db: &str| {
+        let config = JobConfig::new(storage.clone()).checkpoint_every(100);
+        let root = dir.path().join(db);
+        let guards = timely::execute(timely::Config::process(workers), move |worker| {
+            let index = worker.index();
+            let path = root.join(format!("worker-{index}"));
+            let handle = worker.dataflow::<u64, _, _>(|scope| {
+                let mut job = Job::new(scope, &config)?;
+                let records = job.source(
+                    "records",
+                    GeneratedSource::new(2, records, |_p, i| (i, (i % 50, i))),
+                )?;
+                job.stateful(
+                    records,
+                    Counts::default(),
+                    RocksDbBackend::open(&path, RocksDbOptions::low_memory())?,
+                    |(key, _): &(u64, u64)| *key,
+                    |mut st, _r, _out: &mut Emit<'_, ()>| {
+                        st.count().update(|c| c.unwrap_or(0) + 1)?;
+                        Ok(())
+                    },
+                    |_timer, _st, _out| Ok(()),
+                )?;
+                Ok::<_, Error>(job.finish(|_| {}))
+            })?;
+            handle.run(worker)
+        })
+        .unwrap();
+        for r in guards.join() {
+            r.unwrap().unwrap();
+        }
+    };
+    run(2, 1_000, "first");
+    let mut heap = Counts::default()
+        .restore(HeapBackend::new(), &storage, RestorePoint::Latest)
+        .unwrap();
+    for key in 0..50 {
+        assert_eq!(count(&mut heap, key), Some(40), "key {key}");
+    }
+    // The source grew: a second run on one worker restores its RocksDB database from the
+    // parts and reads each partition on from where the first run ended.
+    run(1, 2_000, "second");
+    let mut heap = Counts::default()
+        .restore(HeapBackend::new(), &storage, RestorePoint::Latest)
+        .unwrap();
+    for key in 0..50 {
+        assert_eq!(count(&mut heap, key), Some(80), "key {key}");
+    }
+}
