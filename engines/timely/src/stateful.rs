@@ -181,6 +181,8 @@ where
     /// writes it on another thread; the part goes to the committer at `at` once written.
     fn capture(&mut self, at: Time, last: bool) -> Result<()> {
         let Some(cap) = self.parts_cap.as_ref().and_then(|c| c.try_delayed(&at)) else {
+            // No part can be sent (the operator has stopped): the checkpoint is skipped.
+            self.next_id += 1;
             return Ok(());
         };
         let captured_ms = u64::try_from(system_time_millis()).unwrap_or(0);
