@@ -152,16 +152,15 @@ impl<F: FnMut(&CheckpointInfo)> Committer<F> {
             let boundary = self.next_id.saturating_mul(self.interval);
             match frontier {
                 Some(f) if f >= boundary && f < crate::stateful::END => {
-                    // Every part of this checkpoint is here: each instance sends it at the
-                    // boundary's time. An instance whose input ended before it saw the
-                    // boundary pass sends its last part instead, and the checkpoint is
-                    // skipped (the final one holds everything).
+                    // Every part of this checkpoint that will ever come is here: each
+                    // instance sends it at the boundary's time. An instance whose input ended
+                    // before it saw the boundary pass (its frontier jumped to the end) sends
+                    // only its last part, maybe later; the checkpoint is then incomplete and
+                    // skipped (the final one holds everything). An incomplete checkpoint is
+                    // never committed.
                     let parts = self.parts.remove(&self.next_id).unwrap_or_default();
                     if self.complete(&parts) {
                         self.commit(self.next_id, parts, boundary)?;
-                    } else if self.last.is_empty() {
-                        // No instance ended: a part was lost.
-                        self.check(self.next_id, &parts)?;
                     } else {
                         self.shared.update(|s| s.skipped += 1);
                     }
