@@ -304,3 +304,62 @@ fn a_job_on_rocksdb_checkpoints_parts_any_backend_restores() {
         assert_eq!(count(&mut heap, key), Some(80), "key {key}");
     }
 }
+
+/// Processing-time timers fire from the worker's clock while the job runs: each key's first
+/// record registers a timer 30 ms later, and the source takes far longer than that.
+#[test]
+fn processing_time_timers_fire_from_the_worker_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = CheckpointStorage::open(dir.path()).unwrap();
+    let config = JobConfig::new(storage).checkpoint_every(1_000);
+    let guards = timely::execute(timely::Config::process(2), move |worker| {
+        let fired = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let seen = std::rc::Rc::clone(&fired);
+        let handle = worker.dataflow::<u64, _, _>(|scope| {
+            let mut job = Job::new(scope, &config)?;
+            // 10 keys, 40 records each, a millisecond apart per partition.
+            let records = job.source(
+                "slow",
+                GeneratedSource::new(2, 200, |p, i| {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                    (i, ((i + u64::from(p)) % 10, i))
+                }),
+            )?;
+            let out = job.stateful(
+                records,
+                Counts::default(),
+                HeapBackend::new(),
+                |(key, _): &(u64, u64)| *key,
+                |mut st, _r, _out: &mut Emit<'_, (u64, i64)>| {
+                    let first = st.count().get_owned()?.is_none();
+                    st.count().update(|c| c.unwrap_or(0) + 1)?;
+                    if first {
+                        let now = statewright::timers::system_time_millis();
+                        st.timers().register_processing_time(now + 30)?;
+                    }
+                    Ok(())
+                },
+                |timer, _st, out| {
+                    assert_eq!(timer.domain, TimeDomain::ProcessingTime);
+                    out.emit((timer.key, timer.timestamp));
+                    Ok(())
+                },
+            )?;
+            use timely::dataflow::operators::Inspect;
+            out.inspect(move |r| seen.borrow_mut().push(*r));
+            Ok::<_, Error>(job.finish(|_| {}))
+        })?;
+        handle.run(worker)?;
+        let out = fired.borrow().clone();
+        Ok::<_, Error>(out)
+    })
+    .unwrap();
+    let mut all = Vec::new();
+    for r in guards.join() {
+        all.extend(r.unwrap().unwrap());
+    }
+    all.sort_unstable();
+    let keys: Vec<u64> = all.iter().map(|(k, _)| *k).collect();
+    // Every key's timer fired once, while the job ran (the input took about 200 ms).
+    assert_eq!(keys, (0..10).collect::<Vec<_>>(), "{all:?}");
+}
