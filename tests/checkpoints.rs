@@ -501,11 +501,11 @@ fn parts_written_by_many_writers_commit_together() -> statewright::Result<()> {
         instances.push(op);
     }
     let id = CheckpointId(1);
-    let part0 = storage.write_part(id, "w0", instances[0].capture()?)?;
-    let part1 = storage.write_part(id, "w1", instances[1].capture()?)?;
+    let part0 = storage.write_part(id, "w0", instances[0].capture()?, &[])?;
+    let part1 = storage.write_part(id, "w1", instances[1].capture()?, &[])?;
     assert!(storage.list()?.is_empty(), "a part is not a checkpoint");
     // The same instance twice is refused, and nothing is committed.
-    let again = storage.write_part(id, "w0-retry", instances[0].capture()?)?;
+    let again = storage.write_part(id, "w0-retry", instances[0].capture()?, &[])?;
     assert!(matches!(
         storage.commit_parts(id, vec![part0.clone(), again]),
         Err(Error::InvalidName { .. })

@@ -103,6 +103,7 @@ impl<F: FnMut(&CheckpointInfo)> Committer<F> {
                 CheckpointId(id),
                 &self.writer,
                 bound.capture()?,
+                &[],
             )?);
         }
         // Each sink's lines of this checkpoint, written whole before the commit.

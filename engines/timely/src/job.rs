@@ -28,6 +28,7 @@ pub struct JobConfig {
     pub(crate) storage: CheckpointStorage,
     pub(crate) interval: Time,
     pub(crate) fresh: bool,
+    pub(crate) max_chain: usize,
     /// The first failure of any worker of this process.
     pub(crate) failed: Arc<Mutex<Option<String>>>,
 }
@@ -41,6 +42,7 @@ impl JobConfig {
             storage,
             interval: 1_000,
             fresh: false,
+            max_chain: 10,
             failed: Arc::new(Mutex::new(None)),
         }
     }
@@ -60,6 +62,16 @@ impl JobConfig {
     #[must_use]
     pub fn fresh(mut self) -> Self {
         self.fresh = true;
+        self
+    }
+
+    /// Incremental parts: an operator instance whose backend tracks changes (the heap) writes
+    /// the changes since its previous part when that part is in a committed checkpoint, up to
+    /// `n` parts on one full one (10 by default); 0 writes full parts only. RocksDB's parts are
+    /// always full.
+    #[must_use]
+    pub fn max_chain(mut self, n: usize) -> Self {
+        self.max_chain = n;
         self
     }
 

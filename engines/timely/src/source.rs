@@ -302,6 +302,9 @@ impl<'scope> Job<'scope> {
             let mut data_cap = capabilities.pop();
             let mut cursors: Option<Vec<Cursor<S::Item>>> = None;
             let mut batch: Vec<S::Item> = Vec::new();
+            // Records between two looks at the clock: fewer for a slow source (one whose
+            // records take long to read), so that it yields in time.
+            let mut stride: usize = 64;
             move |_frontiers| {
                 if shared.failed() {
                     data_cap = None;
@@ -346,11 +349,15 @@ impl<'scope> Job<'scope> {
                 // A slow partition (one that waits for its records) yields the worker after
                 // a while, so that the job's other operators and checkpoints go on.
                 let deadline = std::time::Instant::now() + YIELD_AFTER;
+                let mut late = false;
+                let mut read = 0usize;
                 let result = (|| -> Result<()> {
                     for c in cursors.iter_mut() {
                         let mut sent = 0;
                         while sent < per {
-                            if sent % 64 == 63 && std::time::Instant::now() >= deadline {
+                            if sent % stride == stride - 1 && std::time::Instant::now() >= deadline
+                            {
+                                late = true;
                                 // The run of records of one time read so far goes out.
                                 if !batch.is_empty()
                                     && let Some(cap) = c.last.and_then(|t| dcap.try_delayed(&t))
@@ -381,6 +388,7 @@ impl<'scope> Job<'scope> {
                             }
                             batch.push(item);
                             sent += 1;
+                            read += 1;
                             c.last = Some(t);
                             c.before = c.reader.position();
                             c.peeked = c.reader.next()?;
@@ -418,6 +426,13 @@ impl<'scope> Job<'scope> {
                 })();
                 if !batch.is_empty() {
                     batch.clear();
+                }
+                // The clock looked at more often when the deadline passed within the first
+                // stride, less often again when the activation ended well before it.
+                if late && read <= 2 * stride {
+                    stride = (stride / 4).max(1);
+                } else if !late {
+                    stride = (stride * 2).min(64);
                 }
                 if let Err(e) = result {
                     shared.fail(e);

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::mpsc;
 
-use statewright::checkpoint::CheckpointFile;
+use statewright::checkpoint::{CheckpointFile, SnapshotRef};
 use statewright::checkpointer::Checkpointable;
 use statewright::keygroup::{KeyGroupRange, key_group};
 use statewright::prelude::*;
@@ -70,6 +70,10 @@ struct Instance<Op: StatefulOperator, B: AnyBackend, R, O, K, L, T> {
     data_cap: Option<Capability<Time>>,
     parts_cap: Option<Capability<Time>>,
     writing: Vec<Writing>,
+    /// The last part captured: its checkpoint number, and once written the chain a restore
+    /// reads for it (its base, then itself).
+    last_part: Option<(u64, Option<Vec<SnapshotRef>>)>,
+    max_chain: usize,
     out: Vec<O>,
     storage: CheckpointStorage,
     writer: String,
@@ -185,12 +189,18 @@ where
             self.next_id += 1;
             return Ok(());
         };
+        let base = self.incremental_base()?;
         let captured_ms = u64::try_from(system_time_millis()).unwrap_or(0);
         let started = std::time::Instant::now();
-        // The backend's detached capture, as the checkpointer takes: the heap keeps the
-        // captured version of what changes next, RocksDB reads a snapshot; the entries are
-        // read on the writer's thread.
-        let image = Checkpointable::capture_full(&mut self.bound, false)?;
+        let image = if base.is_empty() {
+            // The backend's detached capture, as the checkpointer takes: the heap keeps the
+            // captured version of what changes next, RocksDB reads a snapshot; the entries
+            // are read on the writer's thread. Changes are tracked from here on when
+            // incremental parts may follow.
+            Checkpointable::capture_full(&mut self.bound, self.max_chain > 0)?
+        } else {
+            Checkpointable::capture_changes(&mut self.bound)?
+        };
         let pause = started.elapsed();
         self.shared.update(|s| {
             s.parts += 1;
@@ -205,13 +215,14 @@ where
         std::thread::Builder::new()
             .name(format!("statewright-part-{id}"))
             .spawn(move || {
-                let written = storage.write_part(CheckpointId(id), &writer, image);
+                let written = storage.write_part(CheckpointId(id), &writer, image, &base);
                 let _ = tx.send(written);
                 if let Ok(waker) = waker.lock() {
                     let _ = waker.activate();
                 }
             })
             .map_err(|e| crate::io_error(self.storage.dir(), e))?;
+        self.last_part = Some((id, None));
         self.writing.push(Writing {
             id,
             last,
@@ -223,6 +234,30 @@ where
         Ok(())
     }
 
+    /// The base chain of an incremental part: the chain of the previous part, when the
+    /// backend tracked the changes since it, it is written and a committed checkpoint lists
+    /// it, and the chain is not at its longest; otherwise none (a full part).
+    fn incremental_base(&self) -> Result<Vec<SnapshotRef>> {
+        let Some((_, Some(chain))) = &self.last_part else {
+            return Ok(Vec::new());
+        };
+        let Some(previous) = chain.last() else {
+            return Ok(Vec::new());
+        };
+        if self.max_chain == 0
+            || chain.len() > self.max_chain
+            || !Checkpointable::is_tracking_changes(&self.bound)
+        {
+            return Ok(Vec::new());
+        }
+        let committed = self
+            .storage
+            .list()?
+            .iter()
+            .any(|c| c.files.iter().any(|f| f.path == previous.path));
+        Ok(if committed { chain.clone() } else { Vec::new() })
+    }
+
     /// Sends the parts written since the last activation to the committer.
     fn written(&mut self, parts: &mut PartsOut<'_>) -> Result<()> {
         let mut i = 0;
@@ -230,7 +265,13 @@ where
             match self.writing[i].done.try_recv() {
                 Ok(result) => {
                     let w = self.writing.remove(i);
-                    let file = serde_json::to_string(&result?).map_err(|e| Error::Backend {
+                    let file = result?;
+                    if let Some((id, chain)) = &mut self.last_part
+                        && *id == w.id
+                    {
+                        *chain = Some(file.chain());
+                    }
+                    let file = serde_json::to_string(&file).map_err(|e| Error::Backend {
                         backend: "timely job",
                         message: format!("a checkpoint part's description: {e}"),
                     })?;
@@ -400,6 +441,8 @@ impl<'scope> Job<'scope> {
             data_cap: None,
             parts_cap: None,
             writing: Vec::new(),
+            last_part: None,
+            max_chain: self.config.max_chain,
             out: Vec::new(),
             storage: self.config.storage.clone(),
             writer: self.writer.clone(),

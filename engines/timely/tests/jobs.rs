@@ -363,3 +363,73 @@ fn processing_time_timers_fire_from_the_worker_clock() {
     // Every key's timer fired once, while the job ran (the input took about 200 ms).
     assert_eq!(keys, (0..10).collect::<Vec<_>>(), "{all:?}");
 }
+
+/// Parts are incremental when the previous part is in a committed checkpoint: the changes
+/// since it, on the chain of parts before it; a restore reads the chains, and `max_chain(0)`
+/// writes full parts only.
+#[test]
+fn incremental_parts_follow_committed_ones_and_restore() {
+    let run = |max_chain: usize| {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = CheckpointStorage::open(dir.path())
+            .unwrap()
+            .max_retained(100);
+        let config = JobConfig::new(storage.clone())
+            .checkpoint_every(10)
+            .max_chain(max_chain);
+        let guards = timely::execute(timely::Config::process(2), move |worker| {
+            let handle = worker.dataflow::<u64, _, _>(|scope| {
+                let mut job = Job::new(scope, &config)?;
+                // 150 records, 4 ms apart: a checkpoint every 40 ms or so, time enough for
+                // the one before to commit.
+                let records = job.source(
+                    "slow",
+                    GeneratedSource::new(1, 150, |_p, i| {
+                        std::thread::sleep(std::time::Duration::from_millis(4));
+                        (i, (i % 20, i))
+                    }),
+                )?;
+                job.stateful(
+                    records,
+                    Counts::default(),
+                    HeapBackend::new(),
+                    |(key, _): &(u64, u64)| *key,
+                    |mut st, _r, _out: &mut Emit<'_, ()>| {
+                        st.count().update(|c| c.unwrap_or(0) + 1)?;
+                        Ok(())
+                    },
+                    |_timer, _st, _out| Ok(()),
+                )?;
+                Ok::<_, Error>(job.finish(|_| {}))
+            })?;
+            handle.run(worker)
+        })
+        .unwrap();
+        for r in guards.join() {
+            r.unwrap().unwrap();
+        }
+        let incremental = storage
+            .list()
+            .unwrap()
+            .iter()
+            .flat_map(|c| c.files.clone())
+            .filter(|f| f.kind == statewright::checkpoint::SnapshotKind::Incremental)
+            .count();
+        // Every retained checkpoint restores to the counts of its time.
+        for c in storage.list().unwrap() {
+            let mut op = Counts::default()
+                .restore(HeapBackend::new(), &storage, RestorePoint::Id(c.id))
+                .unwrap();
+            let seen: u64 = (0..20).map(|k| count(&mut op, k).unwrap_or(0)).sum();
+            let expected = if c.id == storage.latest().unwrap().unwrap().id {
+                150
+            } else {
+                (c.id.0 * 10).min(150)
+            };
+            assert_eq!(seen, expected, "checkpoint {}", c.id);
+        }
+        incremental
+    };
+    assert!(run(10) > 0, "some parts are incremental");
+    assert_eq!(run(0), 0);
+}

@@ -21,50 +21,49 @@ impl CheckpointStorage {
         Ok(self.read_manifest()?.checkpoints.pop())
     }
 
-    /// Writes one operator instance's full snapshot as a part of checkpoint `id`, to be
-    /// committed by [`commit_parts`](Self::commit_parts), possibly in another process. `writer`
-    /// names the writer (letters, digits, `.`, `_`, `-`) and goes into the file's name, so
-    /// that writers never overwrite each other's parts, a restarted job's included. Nothing is
-    /// visible to a reader until the commit; a part never committed is deleted by the garbage
-    /// collection of a later commit once its number is retired.
+    /// Writes one operator instance's snapshot as a part of checkpoint `id`, to be committed
+    /// by [`commit_parts`](Self::commit_parts), possibly in another process. `writer` names
+    /// the writer (letters, digits, `.`, `_`, `-`) and goes into the file's name, so that
+    /// writers never overwrite each other's parts, a restarted job's included. A full image
+    /// has no `base`; an incremental one (see [`Bound::capture_changes`]) names the snapshots
+    /// it applies on top of, oldest (a full one) first, each of them in a retained checkpoint.
+    /// Nothing is visible to a reader until the commit; a part never committed is deleted by
+    /// the garbage collection of a later commit once its number is retired.
     ///
     /// # Errors
     ///
     /// [`Error::InvalidName`] for an invalid operator or writer name; [`Error::Incompatible`]
-    /// for an incremental image (parts are full snapshots); an I/O failure.
+    /// for an incremental image without a retained base chain (or a full one with a base); an
+    /// I/O failure.
     pub fn write_part(
         &self,
         id: CheckpointId,
         writer: &str,
         image: SnapshotImage,
+        base: &[SnapshotRef],
     ) -> Result<CheckpointFile> {
         validate_name("writer", writer)?;
-        if image.is_incremental() {
-            return Err(Error::Incompatible {
-                operator: image.operator().to_owned(),
-                path: self.store.locate(&checkpoint_dir_name(id)),
-                reason: "a part of a checkpoint committed by another writer is a full snapshot"
-                    .into(),
-            });
-        }
-        let mut pending = self.unclaimed(
-            id,
+        // The base chain is checked against the retained checkpoints.
+        let manifest = if base.is_empty() {
             Manifest {
                 format: MANIFEST_FORMAT.into(),
                 version: MANIFEST_VERSION,
                 next_id: id.0,
                 checkpoints: Vec::new(),
                 seq: 0,
-            },
-        );
-        let file = pending.write_image_tagged(image, &[], Some(writer));
+            }
+        } else {
+            self.read_manifest()?
+        };
+        let mut pending = self.unclaimed(id, manifest);
+        let file = pending.write_image_tagged(image, base, Some(writer));
         // The part stays (`committed` keeps it from being deleted): another writer commits it.
         pending.committed = true;
         file
     }
 
     /// Commits checkpoint `id` from parts written by [`write_part`](Self::write_part): checks
-    /// that each was written for this checkpoint or for a number between the latest committed
+    /// that each (and an incremental one's base chain) was written for this checkpoint or for a number between the latest committed
     /// one and it (a writer that could not know the final number, such as the last checkpoint
     /// of a job whose workers end at different times), that it is there whole (its length), that no two instances of
     /// an operator overlap, and that `id` is newer than every committed checkpoint, then puts
@@ -101,17 +100,22 @@ impl CheckpointStorage {
                         .and_then(|n| n.parse::<u64>().ok())
                         .is_some_and(|n| n > latest && n <= id.0)
                 });
-                if !in_checkpoint || part.native.is_some() || part.kind != SnapshotKind::Full {
+                if !in_checkpoint || part.native.is_some() {
                     return Err(Error::Incompatible {
                         operator: part.operator.clone(),
                         path: self.store.locate(&part.path),
                         reason: format!(
-                            "is not a full snapshot written as a part of checkpoint {id}"
+                            "is not a canonical snapshot written as a part of checkpoint {id}"
                         ),
                     });
                 }
                 self.snapshot_name(&part.path)?;
                 self.length_of(&part.path, part.bytes)?;
+                // An incremental part's chain must still be there, whole.
+                for b in &part.base {
+                    self.snapshot_name(&b.path)?;
+                    self.length_of(&b.path, b.bytes)?;
+                }
                 pending.check_new_instance(&part.operator, part.key_groups())?;
                 pending.files.push(part);
             }
