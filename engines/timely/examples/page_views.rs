@@ -122,7 +122,10 @@ fn open_storage(location: &str) -> statewright::Result<CheckpointStorage> {
 /// The first error of a worker: the job stops, to be started again.
 pub fn run(options: &Options) -> Result<Option<CheckpointId>, Box<dyn std::error::Error>> {
     let storage = open_storage(&options.checkpoints)?;
-    let config = JobConfig::new(storage).checkpoint_every(options.interval);
+    // Incremental parts (on the heap): a checkpoint holds the changes since the last one.
+    let config = JobConfig::new(storage)
+        .checkpoint_every(options.interval)
+        .max_chain(8);
     let timely_config = if options.processes == 1 {
         timely::Config::process(options.workers)
     } else {

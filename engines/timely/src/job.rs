@@ -42,7 +42,7 @@ impl JobConfig {
             storage,
             interval: 1_000,
             fresh: false,
-            max_chain: 10,
+            max_chain: 0,
             failed: Arc::new(Mutex::new(None)),
         }
     }
@@ -67,8 +67,11 @@ impl JobConfig {
 
     /// Incremental parts: an operator instance whose backend tracks changes (the heap) writes
     /// the changes since its previous part when that part is in a committed checkpoint, up to
-    /// `n` parts on one full one (10 by default); 0 writes full parts only. RocksDB's parts are
-    /// always full.
+    /// `n` parts on one full one; 0 (the default) writes full parts only. RocksDB's parts are
+    /// always full. Tracking costs every write a little and a part's changes are taken in the
+    /// synchronous step, so incremental parts pay when a small share of the state changes
+    /// between checkpoints; when most of it does, full parts (read on the writer's thread)
+    /// pause less.
     #[must_use]
     pub fn max_chain(mut self, n: usize) -> Self {
         self.max_chain = n;
