@@ -445,10 +445,7 @@ impl<'scope> Job<'scope> {
         let shared = self.shared.clone();
         let parts = self.scope.concatenate(self.parts.clone());
         crate::commit::committer(&self, parts, on_commit);
-        JobHandle {
-            shared,
-            park: Duration::from_millis(50),
-        }
+        JobHandle { shared }
     }
 }
 
@@ -456,8 +453,11 @@ impl<'scope> Job<'scope> {
 #[derive(Debug)]
 pub struct JobHandle {
     shared: Shared,
-    park: Duration,
 }
+
+/// How long an idle worker parks at most before it looks for a failure again (a writer
+/// thread's finished part wakes it sooner).
+const PARK: Duration = Duration::from_millis(50);
 
 impl JobHandle {
     /// Steps the worker until every dataflow on it is done (parking while idle), or until
@@ -468,7 +468,7 @@ impl JobHandle {
     /// The first error an operator on this worker met (a backend, checkpoint or source
     /// failure): the job stops; restart it to resume from the latest checkpoint.
     pub fn run(self, worker: &mut Worker) -> Result<Option<CheckpointId>> {
-        while worker.step_or_park(Some(self.park)) {
+        while worker.step_or_park(Some(PARK)) {
             if let Some(e) = self.shared.take_failure() {
                 return Err(e);
             }
