@@ -27,10 +27,11 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
+mod entries;
 mod flat;
 mod nested;
 use flat::FlatTable;
-use nested::{Bytes, NestedTable};
+use nested::NestedTable;
 
 use statewright_core::backend::{
     Change, ChangeVisitor, DetachedState, EntryHint, EntryIter, EntryVisitor, ExpiryHooks,
@@ -250,19 +251,10 @@ impl HeapBackend {
         match &mut r.column {
             Column::Flat(t) if user_key.is_empty() => t.put(key, value)?,
             Column::Flat(_) => return Err(user_key_on_flat(state)),
-            Column::Nested(m) => {
-                if let Some(entries) = m.get_mut(key) {
-                    if let Some(slot) = entries.get_mut(user_key) {
-                        slot.clear();
-                        slot.extend_from_slice(value);
-                    } else {
-                        entries.insert(Bytes::from_slice(user_key), Bytes::from_slice(value));
-                    }
-                } else {
-                    m.entries_mut(key)
-                        .insert(Bytes::from_slice(user_key), Bytes::from_slice(value));
-                }
-            }
+            Column::Nested(m) => match m.get_mut(key) {
+                Some(entries) => entries.set(user_key, value),
+                None => m.entries_mut(key).set(user_key, value),
+            },
         }
         Ok(())
     }
@@ -347,10 +339,7 @@ impl StateBackend for HeapBackend {
         Ok(match self.column(state)? {
             Column::Flat(t) if user_key.is_empty() => t.get(key)?,
             Column::Flat(_) => return Err(user_key_on_flat(state)),
-            Column::Nested(m) => m
-                .get(key)
-                .and_then(|entries| entries.get(user_key))
-                .map(|v| v.as_slice()),
+            Column::Nested(m) => m.get(key).and_then(|entries| entries.get(user_key)),
         })
     }
 
@@ -407,15 +396,7 @@ impl StateBackend for HeapBackend {
         match &mut r.column {
             Column::Flat(t) if user_key.is_empty() => t.merge(key, operand)?,
             Column::Flat(_) => return Err(user_key_on_flat(state)),
-            Column::Nested(m) => {
-                let entries = m.entries_mut(key);
-                match entries.get_mut(user_key) {
-                    Some(value) => value.extend_from_slice(operand),
-                    None => {
-                        entries.insert(Bytes::from_slice(user_key), Bytes::from_slice(operand));
-                    }
-                }
-            }
+            Column::Nested(m) => m.entries_mut(key).append(user_key, operand),
         }
         Ok(())
     }
@@ -444,7 +425,7 @@ impl StateBackend for HeapBackend {
         Ok(match self.column(state)? {
             Column::Flat(t) => Box::new(t.get(key)?.into_iter().map(|v| Ok((&[][..], v)))),
             Column::Nested(m) => match m.get(key) {
-                Some(entries) => Box::new(entries.iter().map(|(u, v)| Ok((&u[..], v.as_slice())))),
+                Some(entries) => Box::new(entries.iter().map(Ok)),
                 None => Box::new(std::iter::empty()),
             },
         })
@@ -591,7 +572,7 @@ impl Snapshots for HeapBackend {
                         continue;
                     }
                     for u in changed.user_keys {
-                        match entries.and_then(|e| e.get(&*u)) {
+                        match entries.and_then(|e| e.get(&u)) {
                             Some(v) => visit(&key, &u, Change::Put(v))?,
                             None => visit(&key, &u, Change::Delete)?,
                         }

@@ -1,24 +1,15 @@
-//! The table of a map state: per key, its entries sorted by user key.
+//! The table of a map state: per key, its entries sorted by user key ([`UserEntries`]).
 //!
 //! One hash table of `(key, entries)` pairs held in the table itself, probed from the key's own
 //! hash: a lookup reads the control bytes and then the slot that holds the key inline, where an
 //! index map read its index table and then an entry vector, one more cache miss per lookup at
 //! a million keys.
 
-use std::collections::BTreeMap;
 use std::hash::BuildHasher;
 
 use hashbrown::HashTable;
-use smallvec::SmallVec;
 
-/// Bytes of a map state (key, user key, value), inline up to 16 bytes (a `u64` key and an
-/// `i64` value never allocate). At a million keys of ten entries, a lookup of a boxed key
-/// missed the cache at every key it compared (the table's entry, then each user key of the
-/// tree node behind its own pointer): `memcmp` and the table lookup were half of `map_get`.
-pub(crate) type Bytes = SmallVec<[u8; 16]>;
-
-/// The entries of one key of a map state, sorted by user key.
-pub(crate) type UserEntries = BTreeMap<Bytes, Bytes>;
+pub(crate) use crate::entries::{Bytes, UserEntries};
 
 type Hasher = foldhash::fast::SeedableRandomState;
 
@@ -67,7 +58,7 @@ impl NestedTable {
             |(k, _)| hasher.hash_one(k.as_slice()),
         );
         &mut entry
-            .or_insert_with(|| (Bytes::from_slice(key), UserEntries::new()))
+            .or_insert_with(|| (Bytes::from_slice(key), UserEntries::default()))
             .into_mut()
             .1
     }
@@ -135,8 +126,7 @@ mod tests {
     fn keys_come_and_go_and_a_series_of_visits_sees_every_one() {
         let mut t = NestedTable::new(Hasher::fixed());
         for i in 0u64..3000 {
-            t.entries_mut(&i.to_be_bytes())
-                .insert(Bytes::from_slice(b"u"), Bytes::from_slice(&i.to_le_bytes()));
+            t.entries_mut(&i.to_be_bytes()).set(b"u", &i.to_le_bytes());
         }
         assert_eq!(t.len(), 3000);
         for i in (0u64..3000).step_by(2) {
@@ -145,8 +135,8 @@ mod tests {
         assert_eq!(t.len(), 1500);
         assert!(t.get(&2u64.to_be_bytes()).is_none());
         let e = t.get(&3u64.to_be_bytes()).unwrap();
-        assert_eq!(e.get(&b"u"[..]).unwrap().as_slice(), 3u64.to_le_bytes());
-        t.get_mut(&3u64.to_be_bytes()).unwrap().clear();
+        assert_eq!(e.get(&b"u"[..]).unwrap(), 3u64.to_le_bytes());
+        t.get_mut(&3u64.to_be_bytes()).unwrap().remove(b"u");
         assert!(t.get(&3u64.to_be_bytes()).unwrap().is_empty());
         let mut seen = std::collections::HashSet::new();
         let mut cursor = 0;
