@@ -23,24 +23,40 @@ pub(crate) type Bytes = SmallVec<[u8; 16]>;
 /// entries of a `u64` user key and an `i64` value, 12 cache lines scanned at most.
 pub(crate) const PACKED_MAX: usize = 768;
 
+/// A packed buffer: up to 40 bytes in the table's slot itself (two entries of a `u64` user
+/// key and an `i64` value, a window's sum, three timers), so that a lookup of a key with few
+/// entries does not follow a pointer at all.
+pub(crate) type Packed = SmallVec<[u8; 40]>;
+
 /// The entries of one key, sorted by user key.
 #[derive(Debug, Clone)]
 pub(crate) enum UserEntries {
     /// Records in user-key order in one buffer.
-    Packed(Vec<u8>),
+    Packed(Packed),
     /// Many entries, or large ones.
     Tree(BTreeMap<Bytes, Bytes>),
 }
 
 impl Default for UserEntries {
     fn default() -> Self {
-        UserEntries::Packed(Vec::new())
+        UserEntries::Packed(Packed::new())
     }
 }
 
 /// Reads a varint at `*at`, moving `*at` past it.
-#[inline]
+#[inline(always)]
 fn read_len(buf: &[u8], at: &mut usize) -> Option<usize> {
+    let first = *buf.get(*at)?;
+    if first < 0x80 {
+        *at += 1;
+        return Some(usize::from(first));
+    }
+    read_long_len(buf, at)
+}
+
+#[cold]
+#[inline(never)]
+fn read_long_len(buf: &[u8], at: &mut usize) -> Option<usize> {
     let mut value = 0usize;
     let mut shift = 0u32;
     loop {
@@ -58,7 +74,7 @@ fn read_len(buf: &[u8], at: &mut usize) -> Option<usize> {
 }
 
 #[inline]
-fn write_len(out: &mut Vec<u8>, mut len: usize) {
+fn write_len(out: &mut Record64, mut len: usize) {
     while len >= 0x80 {
         out.push((len as u8) | 0x80);
         len >>= 7;
@@ -74,8 +90,38 @@ struct Record<'a> {
     value: &'a [u8],
 }
 
+/// Whether two short byte strings are equal: user keys are mostly a few bytes, where a call
+/// of `memcmp` costs more than the comparison.
+#[inline(always)]
+fn same(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    if let (Some(x), Some(y)) = (a.first_chunk::<8>(), b.first_chunk::<8>())
+        && a.len() == 8
+    {
+        return x == y;
+    }
+    if a.len() <= 16 {
+        return a.iter().zip(b).all(|(x, y)| x == y);
+    }
+    a == b
+}
+
+/// The byte order of two user keys, without a call of `memcmp` for 8-byte keys.
+#[inline(always)]
+fn order(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    if let (Some(x), Some(y)) = (a.first_chunk::<8>(), b.first_chunk::<8>())
+        && a.len() == 8
+        && b.len() == 8
+    {
+        return u64::from_be_bytes(*x).cmp(&u64::from_be_bytes(*y));
+    }
+    a.cmp(b)
+}
+
 /// Reads the record at `at` (`None` at the end of the buffer).
-#[inline]
+#[inline(always)]
 fn record(buf: &[u8], at: usize) -> Option<Record<'_>> {
     let mut pos = at;
     let ulen = read_len(buf, &mut pos)?;
@@ -97,7 +143,7 @@ fn record(buf: &[u8], at: usize) -> Option<Record<'_>> {
 fn find<'a>(buf: &'a [u8], user_key: &[u8]) -> Result<Record<'a>, usize> {
     let mut at = 0;
     while let Some(r) = record(buf, at) {
-        match r.user_key.cmp(user_key) {
+        match order(r.user_key, user_key) {
             std::cmp::Ordering::Less => at = r.end,
             std::cmp::Ordering::Equal => return Ok(r),
             std::cmp::Ordering::Greater => return Err(at),
@@ -109,14 +155,17 @@ fn find<'a>(buf: &'a [u8], user_key: &[u8]) -> Result<Record<'a>, usize> {
 /// Grows `buf` to hold `more` bytes, by half its length at least (fewer, smaller
 /// reallocations than doubling: a key's buffer ends close to its size).
 #[inline]
-fn reserve(buf: &mut Vec<u8>, more: usize) {
+fn reserve(buf: &mut Packed, more: usize) {
     if buf.capacity() - buf.len() < more {
         buf.reserve_exact(more.max(buf.len() / 2).max(16));
     }
 }
 
-fn encoded(user_key: &[u8], value: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(user_key.len() + value.len() + 4);
+/// One encoded record, on the stack when small.
+type Record64 = SmallVec<[u8; 64]>;
+
+fn encoded(user_key: &[u8], value: &[u8]) -> Record64 {
+    let mut out = Record64::new();
     write_len(&mut out, user_key.len());
     out.extend_from_slice(user_key);
     write_len(&mut out, value.len());
@@ -133,7 +182,7 @@ impl UserEntries {
                 // Equality only: no order is needed to find a present key.
                 let mut at = 0;
                 while let Some(r) = record(buf, at) {
-                    if r.user_key == user_key {
+                    if same(r.user_key, user_key) {
                         return Some(r.value);
                     }
                     at = r.end;
@@ -159,16 +208,14 @@ impl UserEntries {
                     Ok(r) => {
                         let (start, end) = (r.start, r.end);
                         let record = encoded(user_key, value);
-                        buf.splice(start..end, record);
+                        buf.drain(start..end);
+                        reserve(buf, record.len());
+                        buf.insert_from_slice(start, &record);
                     }
                     Err(at) => {
                         let record = encoded(user_key, value);
                         reserve(buf, record.len());
-                        if at == buf.len() {
-                            buf.extend_from_slice(&record);
-                        } else {
-                            buf.splice(at..at, record);
-                        }
+                        buf.insert_from_slice(at, &record);
                     }
                 }
                 self.spill();
@@ -388,7 +435,7 @@ mod tests {
     #[test]
     fn lengths_of_every_size_read_back() {
         for len in [0usize, 1, 127, 128, 300, 16_383, 16_384, 1 << 21] {
-            let mut buf = Vec::new();
+            let mut buf = Record64::new();
             write_len(&mut buf, len);
             let mut at = 0;
             assert_eq!(read_len(&buf, &mut at), Some(len));
