@@ -62,7 +62,7 @@ pub struct RocksDbOptions {
     /// state stay in it until eviction or the next checkpoint (see the crate documentation).
     pub row_cache_size: usize,
     /// Bound of the row cache's dirty rows (bytes): past it, every dirty row is written to
-    /// RocksDB in one batch while records are processed. The next checkpoint's synchronous
+    /// RocksDB, in key order, while records are processed. The next checkpoint's synchronous
     /// step writes back at most this much, so it bounds that pause; a larger bound saves
     /// RocksDB writes of rows written again before they are written back. 64 MiB by default,
     /// half the row cache: at a million keys updated uniformly, the first canonical

@@ -5,7 +5,7 @@
 //! rows it read or wrote last in memory, as Kafka Streams puts a record cache in front of its
 //! RocksDB stores: a hit never reaches RocksDB, and a write to a row of a value, list, reducing
 //! or aggregating state stays in the cache (dirty) until the row is evicted or a checkpoint,
-//! flush or scan needs RocksDB to hold it, when dirty rows are written back in one batch.
+//! flush or scan needs RocksDB to hold it, when dirty rows are written back, in key order.
 //!
 //! - Every row is one entry: its internal key (as RocksDB stores it) followed by its value.
 //!   A row is *present* (the value is known), *absent* (RocksDB holds nothing: a miss is cached
@@ -22,7 +22,7 @@
 //!   of every row plus a fixed cost per row; reads may add rows past the bound until the next
 //!   write or key change, which evicts down to it.
 //! - Dirty rows are bounded too ([`RocksDbOptions::row_cache_dirty_limit`](crate::RocksDbOptions)):
-//!   past the bound every dirty row is written back in one batch while records are processed,
+//!   past the bound every dirty row is written back (in key order) while records are processed,
 //!   so a checkpoint's synchronous write-back never has more than the bound to write.
 
 use std::hash::BuildHasher;

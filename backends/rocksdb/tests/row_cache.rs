@@ -220,6 +220,42 @@ fn the_dirty_bound_writes_back_while_processing_and_bounds_the_checkpoint() {
 }
 
 #[test]
+fn a_write_back_of_more_than_one_batch_writes_every_row() {
+    // 400,000 dirty rows of about 24 bytes each in a write batch are more than twice one
+    // write batch of written-back rows (4 MiB), so the checkpoint's write-back goes to
+    // RocksDB in several sorted batches.
+    let keys = 400_000u64;
+    let dir = tempfile::tempdir().unwrap();
+    let storage = CheckpointStorage::open(dir.path()).unwrap();
+    let mut op = Rows::default()
+        .bind(
+            RocksDbBackend::open_temporary(options(256 << 20).row_cache_dirty_limit(256 << 20))
+                .unwrap(),
+        )
+        .unwrap();
+    for k in (0..keys).rev() {
+        op.key(&k).unwrap().value().set(&(k * 3 + 1)).unwrap();
+    }
+    let s = op.backend().row_cache_stats();
+    assert_eq!(s.dirty_rows, keys, "{s:?}");
+    assert!(s.dirty_bytes > 8 << 20, "{s:?}");
+    op.checkpoint(&storage).unwrap();
+    let after = op.backend().row_cache_stats();
+    assert_eq!(after.dirty_rows, 0);
+    assert_eq!(after.written_back, keys);
+    let mut heap = Rows::default()
+        .restore(HeapBackend::new(), &storage, RestorePoint::Latest)
+        .unwrap();
+    for k in 0..keys {
+        assert_eq!(
+            heap.key(&k).unwrap().value().get_owned().unwrap(),
+            Some(k * 3 + 1),
+            "key {k}"
+        );
+    }
+}
+
+#[test]
 fn a_native_checkpoint_holds_writes_that_were_only_in_the_cache() {
     let dir = tempfile::tempdir().unwrap();
     let mut checkpointer =
