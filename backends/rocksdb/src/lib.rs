@@ -10,9 +10,9 @@
 //!   key change. Values use rkyv's `unaligned` format, so any slice can be read in place.
 //! - List appends are RocksDB merges with an append operator: no read-modify-write.
 //! - A bounded row cache sits in front of RocksDB ([`RocksDbOptions::row_cache_size`]): hits
-//!   never reach RocksDB, and writes to every state but maps stay in the cache until eviction,
-//!   a checkpoint, a flush, a scan or a clean close writes them back in one batch. Reads handed
-//!   out from the cache are as zero-copy as pinned ones.
+//!   never reach RocksDB, and writes to every state but maps and namespaced states stay in the
+//!   cache until eviction, a checkpoint, a flush, a scan or a clean close writes them back.
+//!   Reads handed out from the cache are as zero-copy as pinned ones.
 //! - The write-ahead log is off by default, as in Flink: checkpoints make state durable.
 //!
 //! # Examples
@@ -57,7 +57,7 @@ use statewright_core::backend::{
 };
 use statewright_core::checkpoint::validate_name;
 use statewright_core::ttl::ExpiryFilter;
-use statewright_core::{Error, OperatorDescriptor, Result, StateDescriptor};
+use statewright_core::{Error, OperatorDescriptor, Result, StateDescriptor, StateKind};
 
 pub use native::{restore_native, restore_native_with_progress};
 pub use options::{Compression, RocksDbOptions};
@@ -195,6 +195,8 @@ struct Column {
     /// Whether the row cache keeps this state's writes until write-back (map states and a
     /// backend with the write-ahead log on write through).
     write_back: bool,
+    /// Whether a key has many rows (user keys: map, namespaced and timer states).
+    user_keys: bool,
 }
 
 /// The TTL filter of one column family, filled in when a TTL backend registers the state; the
@@ -1139,8 +1141,17 @@ impl StateBackend for RocksDbBackend {
             backend: "rocksdb",
             message: "too many states".into(),
         })?;
-        let write_back = !self.options.write_ahead_log && !state.has_user_key();
-        self.columns.push(Column { name, write_back });
+        // Timers are written back too: a job registers and deletes them all the time and lists
+        // a key's timers rarely (a list writes the cache back first, as any scan of a
+        // write-back state does), and a firing's delete then costs no RocksDB write of its own.
+        let user_keys = state.has_user_key();
+        let write_back =
+            !self.options.write_ahead_log && (!user_keys || state.kind == StateKind::Timers);
+        self.columns.push(Column {
+            name,
+            write_back,
+            user_keys,
+        });
         Ok(StateId(id))
     }
 
@@ -1265,10 +1276,13 @@ impl StateBackend for RocksDbBackend {
     }
 
     fn delete_key(&mut self, state: StateId, key: &[u8]) -> Result<()> {
-        if self.row_cache_on() && self.column(state)?.write_back {
-            // Only map states have user keys: a key of any other state is one row.
+        let column = self.column(state)?;
+        if self.row_cache_on() && column.write_back && !column.user_keys {
+            // A key of a state without user keys is one row.
             return self.write_row(state, key, &[], Row::Absent, &[]);
         }
+        // The key's rows in the cache reach RocksDB first, so the deletes below find them.
+        self.stored_in_rocksdb(state)?;
         self.wrote();
         let cf = self.cf(state)?;
         // Point deletes of the key's entries, not a range delete: range tombstones pile up in

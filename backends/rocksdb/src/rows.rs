@@ -12,9 +12,11 @@
 //!   too, so a first write of a new key reads RocksDB once), or *pending* (list appends to a row
 //!   the cache has not read: the operands, written back as one RocksDB merge, so an append never
 //!   reads).
-//! - Rows of map states are written through (RocksDB and the cache get every write, the cache
-//!   holds no dirty map row), so map iteration, which RocksDB serves as a prefix scan, needs no
-//!   write-back first. Rows of every state are written through when the write-ahead log is on.
+//! - Rows of map and namespaced states are written through (RocksDB and the cache get every
+//!   write, the cache holds no dirty map row), so map iteration, which RocksDB serves as a
+//!   prefix scan, needs no write-back first. Timers are written back like values: a key's
+//!   timers are listed rarely, and a list writes the cache back first. Rows of every state are
+//!   written through when the write-ahead log is on.
 //! - Eviction is CLOCK (second chance): a hit marks a row, the hand clears marks and evicts the
 //!   first unmarked row. Rows are only ever evicted or replaced under `&mut` of the backend,
 //!   so the bytes a read handed out stay valid for the borrow the read was made under.

@@ -424,3 +424,82 @@ fn map_iteration_joins_cached_and_stored_entries() {
         assert_eq!(st.map().len().unwrap(), entries.len());
     }
 }
+
+#[derive(StatefulOperator, Default)]
+#[operator(name = "timed", key = u64)]
+struct Timed {
+    timers: TimerService,
+}
+
+/// The timers a run of `timers_are_written_back_...` leaves: keys 500..1000 but 701, two each.
+fn remaining_timers() -> Vec<(i64, u64)> {
+    (500..1_000u64)
+        .filter(|&k| k != 701)
+        .flat_map(|k| [(k as i64 * 10, k), (k as i64 * 10 + 5, k)])
+        .collect()
+}
+
+fn fire_all<B: AnyBackend + 'static>(op: &mut Bound<Timed, B>) -> Vec<(i64, u64)> {
+    let mut fired = Vec::new();
+    op.advance_watermark(i64::MAX, |t, _| {
+        fired.push((t.timestamp, t.key));
+        Ok(())
+    })
+    .unwrap();
+    fired
+}
+
+#[test]
+fn timers_are_written_back_and_lists_checkpoints_and_restores_see_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = CheckpointStorage::open(dir.path()).unwrap();
+    let mut op = Timed::default()
+        .bind(RocksDbBackend::open_temporary(options(64 << 20)).unwrap())
+        .unwrap();
+    for k in 0..1_000u64 {
+        let mut st = op.key(&k).unwrap();
+        st.timers().register_event_time(k as i64 * 10).unwrap();
+        st.timers().register_event_time(k as i64 * 10 + 5).unwrap();
+        // A second registration of the same timer leaves one.
+        st.timers().register_event_time(k as i64 * 10).unwrap();
+    }
+    // Registrations are dirty rows in the cache, not RocksDB writes.
+    let s = op.backend().row_cache_stats();
+    assert_eq!((s.dirty_rows, s.written_back), (2_000, 0), "{s:?}");
+    // Firing deletes in the cache too: keys 0..500 have both timers at or before 4,999.
+    let fired = op.advance_watermark(4_999, |_, _| Ok(())).unwrap();
+    assert_eq!(fired, 1_000);
+    // A key's list reads RocksDB, after the cache is written back.
+    assert_eq!(
+        op.key(&700).unwrap().timers().list().unwrap(),
+        vec![
+            (TimeDomain::EventTime, 7_000, ()),
+            (TimeDomain::EventTime, 7_005, ())
+        ]
+    );
+    assert_eq!(op.backend().row_cache_stats().dirty_rows, 0);
+    assert!(op.key(&10).unwrap().timers().list().unwrap().is_empty());
+    op.key(&701).unwrap().timers().clear().unwrap();
+    assert!(op.key(&701).unwrap().timers().list().unwrap().is_empty());
+    op.checkpoint(&storage).unwrap();
+    // Timers registered after the checkpoint stay out of it.
+    op.key(&5).unwrap().timers().register_event_time(1).unwrap();
+
+    let mut heap = Timed::default()
+        .restore(HeapBackend::new(), &storage, RestorePoint::Latest)
+        .unwrap();
+    assert_eq!(heap.timer_count(TimeDomain::EventTime), 998);
+    assert_eq!(fire_all(&mut heap), remaining_timers());
+    let mut rocks = Timed::default()
+        .restore(
+            RocksDbBackend::open_temporary(options(1 << 20)).unwrap(),
+            &storage,
+            RestorePoint::Latest,
+        )
+        .unwrap();
+    assert_eq!(fire_all(&mut rocks), remaining_timers());
+    assert_eq!(rocks.timer_count(TimeDomain::EventTime), 0);
+    let mut expected = vec![(1, 5)];
+    expected.extend(remaining_timers());
+    assert_eq!(fire_all(&mut op), expected);
+}
