@@ -186,7 +186,7 @@ pub fn run<B: StateBackend + 'static>(clicks: u64, backend: B) -> statewright::R
         click(&mut op, &windows, user, time_ms)?;
         users.push(user);
     }
-    let open_at_end = op.timer_count(TimeDomain::EventTime);
+    let open_at_end = op.timer_count(TimeDomain::EventTime)?;
     advance(&mut op, i64::MAX, &mut sessions)?;
     users.sort_unstable();
     users.dedup();
@@ -200,7 +200,7 @@ pub fn run<B: StateBackend + 'static>(clicks: u64, backend: B) -> statewright::R
         sessions,
         totals,
         open_at_end,
-        timers_left: op.timer_count(TimeDomain::EventTime),
+        timers_left: op.timer_count(TimeDomain::EventTime)?,
     })
 }
 

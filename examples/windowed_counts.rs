@@ -150,7 +150,7 @@ pub fn run<B: StateBackend + 'static>(clicks: u64, backend: B) -> statewright::R
     Ok(Summary {
         fired,
         dropped,
-        timers_left: op.timer_count(TimeDomain::EventTime),
+        timers_left: op.timer_count(TimeDomain::EventTime)?,
     })
 }
 

@@ -84,10 +84,12 @@ pub mod view {
 }
 
 /// Timers beyond [`TimerService`], [`TimeDomain`] and [`Timer`]: the tokio helper that waits
-/// for the next processing-time timer (the view of a key's timers is
-/// [`view::TimerView`]).
+/// for the next processing-time timer, and how many timers of a key group an instance holds in
+/// memory on RocksDB (the view of a key's timers is [`view::TimerView`]).
 pub mod timers {
-    pub use statewright_core::timers::{processing_time_reached, system_time_millis};
+    pub use statewright_core::timers::{
+        CACHED_PER_GROUP, processing_time_reached, system_time_millis,
+    };
 }
 
 /// Event-time windows: [`TimeWindow`](window::TimeWindow), a namespace type, and

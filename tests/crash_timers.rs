@@ -125,7 +125,7 @@ fn check(storage: &CheckpointStorage, info: &statewright::CheckpointInfo) -> u64
     let (fired, pending): (Vec<&(i64, u64, u8)>, Vec<_>) =
         all.iter().partition(|t| t.0 <= watermark);
     assert_eq!(
-        op.timer_count(TimeDomain::EventTime),
+        op.timer_count(TimeDomain::EventTime).unwrap(),
         pending.len(),
         "checkpoint {} (round {round})",
         info.id

@@ -61,15 +61,15 @@ fn registering_twice_gives_one_timer_and_delete_removes_it() {
         // Deleting what is not there does nothing.
         st.timers().delete_event_time_in(&9, 50).unwrap();
     }
-    assert_eq!(op.timer_count(TimeDomain::EventTime), 2);
-    assert_eq!(op.timer_count(TimeDomain::ProcessingTime), 1);
+    assert_eq!(op.timer_count(TimeDomain::EventTime).unwrap(), 2);
+    assert_eq!(op.timer_count(TimeDomain::ProcessingTime).unwrap(), 1);
     assert_eq!(op.next_timer(TimeDomain::EventTime), Some(100));
     let mut fired = Fired::new();
     assert_eq!(op.advance_watermark(99, record(&mut fired)).unwrap(), 0);
     assert_eq!(op.advance_watermark(100, record(&mut fired)).unwrap(), 2);
     assert_eq!(fired, vec![("a".into(), 1, 100), ("a".into(), 2, 100)]);
     // Processing-time timers follow their own clock.
-    assert_eq!(op.timer_count(TimeDomain::ProcessingTime), 1);
+    assert_eq!(op.timer_count(TimeDomain::ProcessingTime).unwrap(), 1);
     assert!(op.key("a").unwrap().timers().list().unwrap().len() == 1);
     let mut fired = Fired::new();
     assert_eq!(
@@ -163,7 +163,7 @@ fn timers_registered_while_firing_fire_in_the_same_call_when_due() {
     assert_eq!(op.key(&1).unwrap().seen().get_owned().unwrap(), Some(8));
     // What was registered past the watermark waits.
     assert_eq!(op.next_timer(TimeDomain::EventTime), Some(125));
-    assert_eq!(op.timer_count(TimeDomain::EventTime), 2);
+    assert_eq!(op.timer_count(TimeDomain::EventTime).unwrap(), 2);
     // The view reads the watermark and processing time.
     let st = op.key(&1).unwrap();
     let _ = st;
@@ -200,7 +200,7 @@ fn an_error_in_the_callback_stops_firing_and_keeps_later_timers() {
         })
         .unwrap_err();
     assert!(err.to_string().contains("stop"), "{err}");
-    assert_eq!(op.timer_count(TimeDomain::EventTime), 2);
+    assert_eq!(op.timer_count(TimeDomain::EventTime).unwrap(), 2);
     assert_eq!(op.next_timer(TimeDomain::EventTime), Some(3));
 }
 
@@ -223,73 +223,114 @@ fn op_strategy() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// Runs `ops` on `op` and on a model of timers: a `BTreeSet` of (timestamp, key bytes,
+/// namespace) and a clock per domain.
+fn check_model<B: AnyBackend + 'static>(
+    mut op: Bound<Timed, B>,
+    ops: Vec<Op>,
+) -> Result<(), TestCaseError> {
+    let mut model: BTreeMap<TimeDomain, BTreeSet<(i64, Vec<u8>, u32)>> = BTreeMap::new();
+    let mut clock: BTreeMap<TimeDomain, i64> = BTreeMap::new();
+    for o in ops {
+        match o {
+            Op::Register(d, k, n, t) | Op::Delete(d, k, n, t) => {
+                let key = format!("k{k}");
+                let add = matches!(o, Op::Register(..));
+                let mut st = op.key(key.as_str()).unwrap();
+                let mut timers = st.timers();
+                let (ns, ts) = (u32::from(n), i64::from(t));
+                match (d, add) {
+                    (TimeDomain::EventTime, true) => timers.register_event_time_in(&ns, ts),
+                    (TimeDomain::EventTime, false) => timers.delete_event_time_in(&ns, ts),
+                    (TimeDomain::ProcessingTime, true) => {
+                        timers.register_processing_time_in(&ns, ts)
+                    }
+                    (TimeDomain::ProcessingTime, false) => {
+                        timers.delete_processing_time_in(&ns, ts)
+                    }
+                }
+                .unwrap();
+                let set = model.entry(d).or_default();
+                let entry = (ts, key.to_key_bytes(), ns);
+                if add {
+                    set.insert(entry);
+                } else {
+                    set.remove(&entry);
+                }
+            }
+            Op::Advance(d, t) => {
+                let now = clock.entry(d).or_insert(i64::MIN);
+                *now = (*now).max(i64::from(t));
+                let now = *now;
+                let set = model.entry(d).or_default();
+                let mut expected = Vec::new();
+                while set.first().is_some_and(|e| e.0 <= now) {
+                    let (ts, k, ns) = set.pop_first().unwrap();
+                    expected.push((String::from_key_bytes(&k).unwrap(), ns, ts));
+                }
+                let mut fired = Fired::new();
+                match d {
+                    TimeDomain::EventTime => op.advance_watermark(i64::from(t), record(&mut fired)),
+                    TimeDomain::ProcessingTime => {
+                        op.advance_processing_time(i64::from(t), record(&mut fired))
+                    }
+                }
+                .unwrap();
+                prop_assert_eq!(fired, expected);
+            }
+        }
+        for d in [TimeDomain::EventTime, TimeDomain::ProcessingTime] {
+            let set = model.entry(d).or_default();
+            prop_assert_eq!(op.timer_count(d).unwrap(), set.len());
+            prop_assert_eq!(op.next_timer(d), set.first().map(|e| e.0));
+        }
+    }
+    // Each key lists exactly its model timers.
+    for k in 0..6u8 {
+        let key = format!("k{k}");
+        let mut expected = Vec::new();
+        for (d, set) in &model {
+            for (ts, kb, ns) in set {
+                if *kb == key.to_key_bytes() {
+                    expected.push((*d, *ts, *ns));
+                }
+            }
+        }
+        expected.sort();
+        let listed = op.key(key.as_str()).unwrap().timers().list().unwrap();
+        prop_assert_eq!(listed, expected);
+    }
+    Ok(())
+}
+
 proptest! {
-    /// Timers behave as a set of (timestamp, key, namespace) per domain that fires in order:
-    /// the model is a `BTreeSet` of (timestamp, key bytes, namespace) and a clock per domain.
+    /// Timers behave as a set of (timestamp, key, namespace) per domain that fires in order.
     #[test]
     fn timers_behave_as_an_ordered_set(ops in proptest::collection::vec(op_strategy(), 1..120)) {
-        let mut op = Timed::default().bind(HeapBackend::new()).unwrap();
-        let mut model: BTreeMap<TimeDomain, BTreeSet<(i64, Vec<u8>, u32)>> = BTreeMap::new();
-        let mut clock: BTreeMap<TimeDomain, i64> = BTreeMap::new();
-        for o in ops {
-            match o {
-                Op::Register(d, k, n, t) | Op::Delete(d, k, n, t) => {
-                    let key = format!("k{k}");
-                    let add = matches!(o, Op::Register(..));
-                    let mut st = op.key(key.as_str()).unwrap();
-                    let mut timers = st.timers();
-                    let (ns, ts) = (u32::from(n), i64::from(t));
-                    match (d, add) {
-                        (TimeDomain::EventTime, true) => timers.register_event_time_in(&ns, ts),
-                        (TimeDomain::EventTime, false) => timers.delete_event_time_in(&ns, ts),
-                        (TimeDomain::ProcessingTime, true) => timers.register_processing_time_in(&ns, ts),
-                        (TimeDomain::ProcessingTime, false) => timers.delete_processing_time_in(&ns, ts),
-                    }
-                    .unwrap();
-                    let set = model.entry(d).or_default();
-                    let entry = (ts, key.to_key_bytes(), ns);
-                    if add { set.insert(entry); } else { set.remove(&entry); }
-                }
-                Op::Advance(d, t) => {
-                    let now = clock.entry(d).or_insert(i64::MIN);
-                    *now = (*now).max(i64::from(t));
-                    let now = *now;
-                    let set = model.entry(d).or_default();
-                    let mut expected = Vec::new();
-                    while set.first().is_some_and(|e| e.0 <= now) {
-                        let (ts, k, ns) = set.pop_first().unwrap();
-                        expected.push((String::from_key_bytes(&k).unwrap(), ns, ts));
-                    }
-                    let mut fired = Fired::new();
-                    match d {
-                        TimeDomain::EventTime => op.advance_watermark(i64::from(t), record(&mut fired)),
-                        TimeDomain::ProcessingTime => op.advance_processing_time(i64::from(t), record(&mut fired)),
-                    }
-                    .unwrap();
-                    prop_assert_eq!(fired, expected);
-                }
-            }
-            for d in [TimeDomain::EventTime, TimeDomain::ProcessingTime] {
-                let set = model.entry(d).or_default();
-                prop_assert_eq!(op.timer_count(d), set.len());
-                prop_assert_eq!(op.next_timer(d), set.first().map(|e| e.0));
-            }
-        }
-        // Each key lists exactly its model timers.
-        for k in 0..6u8 {
-            let key = format!("k{k}");
-            let mut expected = Vec::new();
-            for (d, set) in &model {
-                for (ts, kb, ns) in set {
-                    if *kb == key.to_key_bytes() {
-                        expected.push((*d, *ts, *ns));
-                    }
-                }
-            }
-            expected.sort();
-            let listed = op.key(key.as_str()).unwrap().timers().list().unwrap();
-            prop_assert_eq!(listed, expected);
-        }
+        check_model(Timed::default().bind(HeapBackend::new()).unwrap(), ops)?;
+    }
+}
+
+#[cfg(feature = "rocksdb")]
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    /// The same on RocksDB, whose timers are read in time order from the backend, with a cache
+    /// of two timers per key group and domain: the cache overflows, empties and is refilled
+    /// from RocksDB all the time.
+    #[test]
+    fn timers_on_rocksdb_behave_as_an_ordered_set(
+        ops in proptest::collection::vec(op_strategy(), 1..120)
+    ) {
+        let db = statewright::RocksDbBackend::open_temporary(
+            statewright::RocksDbOptions::low_memory(),
+        )
+        .unwrap();
+        let op = Timed::default()
+            .bind(db)
+            .unwrap()
+            .with_timer_cache_size(2)
+            .unwrap();
+        check_model(op, ops)?;
     }
 }
 
@@ -353,7 +394,7 @@ fn timers_are_checkpointed_and_restored_and_fire_once_after_restore() {
         .unwrap();
     assert_eq!(restored.watermark(), Some(KEYS as i64 / 2));
     assert_eq!(
-        restored.timer_count(TimeDomain::EventTime),
+        restored.timer_count(TimeDomain::EventTime).unwrap(),
         2 * KEYS as usize - before
     );
     assert_eq!(fire_all(&mut restored), expected);
@@ -469,6 +510,87 @@ mod rocksdb {
         assert_eq!(fire_all(&mut rocks), fire_all(&mut heap));
     }
 
+    /// Fires every event-time timer up to `to`; each fired timer at an even time of a key
+    /// divisible by 3 registers another one 5 ms later (at an odd time, so once), which fires
+    /// in the same call when due.
+    fn fire_and_chain<B: AnyBackend + 'static>(
+        op: &mut Bound<Plain, B>,
+        to: i64,
+    ) -> Vec<(i64, u64)> {
+        let mut fired = Vec::new();
+        op.advance_watermark(to, |t, mut st| {
+            fired.push((t.timestamp, t.key));
+            if t.key % 3 == 0 && t.timestamp % 2 == 0 {
+                st.timers().register_event_time(t.timestamp + 5)?;
+            }
+            Ok(())
+        })
+        .unwrap();
+        fired
+    }
+
+    #[test]
+    fn rocksdb_holds_only_the_first_timers_of_each_key_group_in_memory() {
+        use statewright::timers::CACHED_PER_GROUP;
+        let mut heap = Plain::default().bind(HeapBackend::new()).unwrap();
+        let mut op = Plain::default().bind(rocks()).unwrap();
+        for i in 0..40_000u64 {
+            let (key, ts) = (i % 5_000, ((i * 7_919) % 100_000) as i64);
+            heap.key(&key)
+                .unwrap()
+                .timers()
+                .register_event_time(ts)
+                .unwrap();
+            op.key(&key)
+                .unwrap()
+                .timers()
+                .register_event_time(ts)
+                .unwrap();
+        }
+        let total = heap.timer_count(TimeDomain::EventTime).unwrap();
+        assert_eq!(op.timer_count(TimeDomain::EventTime).unwrap(), total);
+        // 128 key groups of about 300 timers each: memory holds the first 128 of each.
+        let bound = 128 * CACHED_PER_GROUP;
+        assert!(total > bound, "{total}");
+        assert!(op.timers_in_memory(TimeDomain::EventTime) <= bound);
+        assert_eq!(heap.timers_in_memory(TimeDomain::EventTime), total);
+        assert_eq!(
+            op.next_timer(TimeDomain::EventTime),
+            heap.next_timer(TimeDomain::EventTime)
+        );
+        // Half, with timers registered while firing, then the rest: the same timers in the
+        // same order as the heap's.
+        assert_eq!(
+            fire_and_chain(&mut op, 50_000),
+            fire_and_chain(&mut heap, 50_000)
+        );
+        assert!(op.timers_in_memory(TimeDomain::EventTime) <= bound);
+        assert_eq!(
+            op.timer_count(TimeDomain::EventTime).unwrap(),
+            heap.timer_count(TimeDomain::EventTime).unwrap()
+        );
+        // Deleting timers that are only in RocksDB and some that are cached.
+        for key in (0..5_000u64).step_by(7) {
+            for ts in [60_000, 99_999, 50_001] {
+                heap.key(&key)
+                    .unwrap()
+                    .timers()
+                    .delete_event_time(ts)
+                    .unwrap();
+                op.key(&key)
+                    .unwrap()
+                    .timers()
+                    .delete_event_time(ts)
+                    .unwrap();
+            }
+        }
+        let rest = fire_and_chain(&mut op, i64::MAX);
+        assert_eq!(rest, fire_and_chain(&mut heap, i64::MAX));
+        assert!(!rest.is_empty());
+        assert_eq!(op.timer_count(TimeDomain::EventTime).unwrap(), 0);
+        assert_eq!(op.timers_in_memory(TimeDomain::EventTime), 0);
+    }
+
     #[test]
     fn timers_restore_from_the_heap_into_rocksdb_and_back() {
         let dir = tempfile::tempdir().unwrap();
@@ -558,7 +680,8 @@ fn a_failed_restore_leaves_the_timer_index_equal_to_the_state() {
             .len();
     }
     assert_eq!(
-        other.timer_count(TimeDomain::EventTime) + other.timer_count(TimeDomain::ProcessingTime),
+        other.timer_count(TimeDomain::EventTime).unwrap()
+            + other.timer_count(TimeDomain::ProcessingTime).unwrap(),
         listed
     );
     let mut fired = 0;
@@ -573,7 +696,7 @@ fn a_failed_restore_leaves_the_timer_index_equal_to_the_state() {
 
 /// Event-time timers that fired are the listed ones minus the processing-time ones left.
 fn other_count_before<B: StateBackend>(listed: usize, op: &Bound<Timed, B>) -> usize {
-    listed - op.timer_count(TimeDomain::ProcessingTime)
+    listed - op.timer_count(TimeDomain::ProcessingTime).unwrap()
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

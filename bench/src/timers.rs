@@ -292,7 +292,7 @@ fn timers<B: StateBackend + 'static>(
             .register_event_time(timestamp(&p, i))?;
     }
     let register = start.elapsed().as_secs_f64();
-    let held = op.timer_count(TimeDomain::EventTime) as u64;
+    let held = op.timer_count(TimeDomain::EventTime)? as u64;
     if workload == "timer_register" {
         return Ok((register, held, held));
     }

@@ -197,6 +197,30 @@ struct Column {
     write_back: bool,
     /// Whether a key has many rows (user keys: map, namespaced and timer states).
     user_keys: bool,
+    /// For a timer state: the column of its timers in time order (`<name>#by-time`, keys
+    /// `[key group][domain][timestamp][key][namespace]`), written with every timer.
+    by_time: Option<u32>,
+}
+
+/// The key of a timer in its state's time-ordered column: the key group, the domain tag and
+/// the timestamp (the first 9 bytes of the stored user key), the canonical key, the namespace.
+/// Canonical keys and namespaces are prefix-free, so the byte order is (domain, timestamp, key,
+/// namespace) within a key group: Flink's timer order.
+fn by_time_key(out: &mut Vec<u8>, key: &[u8], user_key: &[u8]) -> Result<()> {
+    let (Some((kg, canonical)), Some((head, namespace))) =
+        (key.split_first_chunk::<2>(), user_key.split_at_checked(9))
+    else {
+        return Err(Error::Backend {
+            backend: "rocksdb",
+            message: "a timer's user key holds a domain and a timestamp (9 bytes)".into(),
+        });
+    };
+    out.clear();
+    out.extend_from_slice(kg);
+    out.extend_from_slice(head);
+    out.extend_from_slice(canonical);
+    out.extend_from_slice(namespace);
+    Ok(())
 }
 
 /// The TTL filter of one column family, filled in when a TTL backend registers the state; the
@@ -532,6 +556,8 @@ pub struct RocksDbBackend {
     // Declared before `db`: fields drop in order, and pinned slices must go before the database.
     pins: RefCell<Pins>,
     key_buf: RefCell<Vec<u8>>,
+    /// A timer's key in its time-ordered column.
+    time_key: Vec<u8>,
     // Written back in `Drop` while the database is open.
     rows: RefCell<RowCache>,
     /// Set when a write-back failed: rows the cache had may be missing from RocksDB, so every
@@ -635,6 +661,7 @@ impl RocksDbBackend {
         Ok(Self {
             pins: RefCell::default(),
             key_buf: RefCell::default(),
+            time_key: Vec::new(),
             rows: RefCell::new(RowCache::new(
                 options.row_cache_size,
                 options.row_cache_dirty_limit,
@@ -1088,31 +1115,117 @@ impl RocksDbBackend {
         let cf = self.cf(state)?;
         let write_back = self.column(state)?.write_back;
         self.with_key(key, user_key, |k| {
-            if !write_back {
-                match row {
-                    Row::Present => self.db.put_cf_opt(cf, k, value, &self.write_opts),
-                    Row::Absent => self.db.delete_cf_opt(cf, k, &self.write_opts),
-                    Row::Pending => self.db.merge_cf_opt(cf, k, value, &self.write_opts),
-                }
-                .map_err(|e| db_error(&e))?;
-            }
-            let mut rows = self.rows_mut()?;
-            let hash = rows.hash(state.0, k);
-            match (rows.find(hash, state.0, k), row) {
-                // A written-through append leaves a row only RocksDB knows whole.
-                (Some(i), Row::Pending) if !write_back => rows.remove(i),
-                (None, Row::Pending) if !write_back => {}
-                (Some(i), Row::Pending) => rows.append(i, value),
-                (Some(i), row) => rows.set(i, row, write_back, value),
-                // A written-through row the cache does not hold stays out of it until it is
-                // read: bulk writes of map entries do not churn the cache.
-                (None, _) if !write_back => {}
-                (None, row) => {
-                    rows.insert(hash, state.0, k, row, write_back, value);
-                }
-            }
-            Ok(())
+            self.write_at(state, cf, write_back, k, row, value)
         })?;
+        self.evict_rows()
+    }
+
+    /// Writes a row at an internal key: to RocksDB unless the state is written back, and to
+    /// the row cache.
+    fn write_at(
+        &self,
+        state: StateId,
+        cf: &ColumnFamily,
+        write_back: bool,
+        k: &[u8],
+        row: Row,
+        value: &[u8],
+    ) -> Result<()> {
+        if !write_back {
+            match row {
+                Row::Present => self.db.put_cf_opt(cf, k, value, &self.write_opts),
+                Row::Absent => self.db.delete_cf_opt(cf, k, &self.write_opts),
+                Row::Pending => self.db.merge_cf_opt(cf, k, value, &self.write_opts),
+            }
+            .map_err(|e| db_error(&e))?;
+        }
+        let mut rows = self.rows_mut()?;
+        let hash = rows.hash(state.0, k);
+        match (rows.find(hash, state.0, k), row) {
+            // A written-through append leaves a row only RocksDB knows whole.
+            (Some(i), Row::Pending) if !write_back => rows.remove(i),
+            (None, Row::Pending) if !write_back => {}
+            (Some(i), Row::Pending) => rows.append(i, value),
+            (Some(i), row) => rows.set(i, row, write_back, value),
+            // A written-through row the cache does not hold stays out of it until it is
+            // read: bulk writes of map entries do not churn the cache.
+            (None, _) if !write_back => {}
+            (None, row) => {
+                rows.insert(hash, state.0, k, row, write_back, value);
+            }
+        }
+        Ok(())
+    }
+
+    fn put_row(&mut self, state: StateId, key: &[u8], user_key: &[u8], value: &[u8]) -> Result<()> {
+        if self.row_cache_on() {
+            return self.write_row(state, key, user_key, Row::Present, value);
+        }
+        self.wrote();
+        let cf = self.cf(state)?;
+        self.with_key(key, user_key, |k| {
+            self.db
+                .put_cf_opt(cf, k, value, &self.write_opts)
+                .map_err(|e| db_error(&e))
+        })
+    }
+
+    fn delete_row(&mut self, state: StateId, key: &[u8], user_key: &[u8]) -> Result<()> {
+        if self.row_cache_on() {
+            return self.write_row(state, key, user_key, Row::Absent, &[]);
+        }
+        self.wrote();
+        let cf = self.cf(state)?;
+        self.with_key(key, user_key, |k| {
+            self.db
+                .delete_cf_opt(cf, k, &self.write_opts)
+                .map_err(|e| db_error(&e))
+        })
+    }
+
+    /// Empties one column family.
+    fn clear_column(&mut self, state: StateId) -> Result<()> {
+        self.wrote();
+        self.rows.get_mut().forget(Some(state.0));
+        // Dropping and recreating the column family empties it at once and leaves no
+        // tombstones behind (a restore clears its states first).
+        let name = self
+            .columns
+            .get(state.0 as usize)
+            .map(|c| c.name.clone())
+            .ok_or(Error::UnknownState {
+                backend: "rocksdb",
+                id: state.0,
+            })?;
+        self.db.drop_cf(&name).map_err(|e| db_error(&e))?;
+        let opts = cf_options(&self.options, &self.cache, &mut self.filters, &name);
+        self.db.create_cf(&name, &opts).map_err(|e| db_error(&e))
+    }
+
+    /// Writes (or deletes) a timer's row in its state's time-ordered column, when `state` is a
+    /// timer state.
+    fn index_timer(&mut self, state: StateId, key: &[u8], user_key: &[u8], row: Row) -> Result<()> {
+        let Some(by_time) = self.column(state)?.by_time else {
+            return Ok(());
+        };
+        let by_time = StateId(by_time);
+        let mut k = std::mem::take(&mut self.time_key);
+        let result = by_time_key(&mut k, key, user_key).and_then(|()| {
+            let cf = self.cf(by_time)?;
+            if self.row_cache_on() {
+                self.healthy()?;
+                let write_back = self.column(by_time)?.write_back;
+                self.write_at(by_time, cf, write_back, &k, row, &[])
+            } else {
+                match row {
+                    Row::Absent => self.db.delete_cf_opt(cf, &k, &self.write_opts),
+                    _ => self.db.put_cf_opt(cf, &k, [], &self.write_opts),
+                }
+                .map_err(|e| db_error(&e))
+            }
+        });
+        self.time_key = k;
+        result?;
         self.evict_rows()
     }
 }
@@ -1145,13 +1258,34 @@ impl StateBackend for RocksDbBackend {
         // a key's timers rarely (a list writes the cache back first, as any scan of a
         // write-back state does), and a firing's delete then costs no RocksDB write of its own.
         let user_keys = state.has_user_key();
-        let write_back =
-            !self.options.write_ahead_log && (!user_keys || state.kind == StateKind::Timers);
+        let timers = state.kind == StateKind::Timers;
+        let write_back = !self.options.write_ahead_log && (!user_keys || timers);
+        let by_time = if timers {
+            let by_time_name = format!("{name}#by-time");
+            if self.db.cf_handle(&by_time_name).is_none() {
+                let opts = cf_options(&self.options, &self.cache, &mut self.filters, &by_time_name);
+                self.db
+                    .create_cf(&by_time_name, &opts)
+                    .map_err(|e| db_error(&e))?;
+            }
+            Some((id + 1, by_time_name))
+        } else {
+            None
+        };
         self.columns.push(Column {
             name,
             write_back,
             user_keys,
+            by_time: by_time.as_ref().map(|(i, _)| *i),
         });
+        if let Some((_, name)) = by_time {
+            self.columns.push(Column {
+                name,
+                write_back,
+                user_keys: false,
+                by_time: None,
+            });
+        }
         Ok(StateId(id))
     }
 
@@ -1188,16 +1322,8 @@ impl StateBackend for RocksDbBackend {
     }
 
     fn put(&mut self, state: StateId, key: &[u8], user_key: &[u8], value: &[u8]) -> Result<()> {
-        if self.row_cache_on() {
-            return self.write_row(state, key, user_key, Row::Present, value);
-        }
-        self.wrote();
-        let cf = self.cf(state)?;
-        self.with_key(key, user_key, |k| {
-            self.db
-                .put_cf_opt(cf, k, value, &self.write_opts)
-                .map_err(|e| db_error(&e))
-        })
+        self.put_row(state, key, user_key, value)?;
+        self.index_timer(state, key, user_key, Row::Present)
     }
 
     fn merge(&mut self, state: StateId, key: &[u8], user_key: &[u8], operand: &[u8]) -> Result<()> {
@@ -1214,16 +1340,8 @@ impl StateBackend for RocksDbBackend {
     }
 
     fn delete(&mut self, state: StateId, key: &[u8], user_key: &[u8]) -> Result<()> {
-        if self.row_cache_on() {
-            return self.write_row(state, key, user_key, Row::Absent, &[]);
-        }
-        self.wrote();
-        let cf = self.cf(state)?;
-        self.with_key(key, user_key, |k| {
-            self.db
-                .delete_cf_opt(cf, k, &self.write_opts)
-                .map_err(|e| db_error(&e))
-        })
+        self.delete_row(state, key, user_key)?;
+        self.index_timer(state, key, user_key, Row::Absent)
     }
 
     fn scan<'a>(&'a self, state: StateId, key: &[u8]) -> Result<EntryIter<'a>> {
@@ -1285,6 +1403,11 @@ impl StateBackend for RocksDbBackend {
         self.stored_in_rocksdb(state)?;
         self.wrote();
         let cf = self.cf(state)?;
+        let by_time = match self.column(state)?.by_time {
+            Some(id) => Some((StateId(id), self.cf(StateId(id))?)),
+            None => None,
+        };
+        let mut time_key = Vec::new();
         // Point deletes of the key's entries, not a range delete: range tombstones pile up in
         // memtables and slow every later read until compaction removes them.
         self.with_key(key, &[], |prefix| {
@@ -1296,6 +1419,12 @@ impl StateBackend for RocksDbBackend {
                 }
                 batch.delete_cf(cf, k);
                 self.forget_row(state, k)?;
+                // A timer leaves the time-ordered column with it.
+                if let (Some((id, time_cf)), Some((_, user_key))) = (by_time, internal_parts(k)) {
+                    by_time_key(&mut time_key, key, user_key)?;
+                    batch.delete_cf(time_cf, &time_key);
+                    self.forget_row(id, &time_key)?;
+                }
                 it.next();
             }
             it.status().map_err(|e| db_error(&e))?;
@@ -1322,21 +1451,57 @@ impl StateBackend for RocksDbBackend {
     }
 
     fn clear_state(&mut self, state: StateId) -> Result<()> {
-        self.wrote();
-        self.rows.get_mut().forget(Some(state.0));
-        // Dropping and recreating the column family empties it at once and leaves no
-        // tombstones behind (a restore clears its states first).
-        let name = self
-            .columns
-            .get(state.0 as usize)
-            .map(|c| c.name.clone())
-            .ok_or(Error::UnknownState {
-                backend: "rocksdb",
-                id: state.0,
-            })?;
-        self.db.drop_cf(&name).map_err(|e| db_error(&e))?;
-        let opts = cf_options(&self.options, &self.cache, &mut self.filters, &name);
-        self.db.create_cf(&name, &opts).map_err(|e| db_error(&e))
+        if let Some(by_time) = self.column(state)?.by_time {
+            self.clear_column(StateId(by_time))?;
+        }
+        self.clear_column(state)
+    }
+
+    fn ordered_timers(
+        &self,
+        state: StateId,
+        key_group: u16,
+        domain: u8,
+        after: Option<&[u8]>,
+        limit: usize,
+        visit: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<bool> {
+        let Some(by_time) = self.column(state)?.by_time else {
+            return Ok(false);
+        };
+        if limit == 0 {
+            return Ok(true);
+        }
+        let by_time = StateId(by_time);
+        // Timers written since the last write-back are in the cache: RocksDB gets them first.
+        self.stored_in_rocksdb(by_time)?;
+        let cf = self.cf(by_time)?;
+        self.reads.set(self.reads.get() + 1);
+        let mut prefix = key_group.to_be_bytes().to_vec();
+        prefix.push(domain);
+        let mut it = self.prefix_iter(cf, &prefix);
+        if let Some(after) = after {
+            let mut from = prefix.clone();
+            from.extend_from_slice(after);
+            it.seek(&from);
+            if it.key() == Some(from.as_slice()) {
+                it.next();
+            }
+        }
+        let mut n = 0;
+        while n < limit {
+            let Some(k) = it.key() else {
+                break;
+            };
+            let Some(timer) = k.strip_prefix(prefix.as_slice()) else {
+                break;
+            };
+            visit(timer)?;
+            n += 1;
+            it.next();
+        }
+        it.status().map_err(|e| db_error(&e))?;
+        Ok(true)
     }
 
     fn stamps_ttl(&self, state: StateId) -> bool {

@@ -190,6 +190,22 @@ impl<Op: StatefulOperator, B: StateBackend> Bound<Op, B> {
         Ok(self)
     }
 
+    /// Sets how many timers of each key group and time domain this instance holds in memory
+    /// when its backend keeps timers in time order (RocksDB; Flink's
+    /// `state.backend.rocksdb.timer-service.cache-size`); the default is
+    /// [`CACHED_PER_GROUP`](crate::timers::CACHED_PER_GROUP). A larger cache reads the backend
+    /// less often while many timers fire; memory holds at most this many timers per key group
+    /// and domain. Without effect on the heap, which holds every timer in memory anyway.
+    ///
+    /// # Errors
+    ///
+    /// A backend failure while the first timers are read again.
+    pub fn with_timer_cache_size(mut self, timers_per_key_group: usize) -> Result<Self> {
+        self.timers.set_cache_size(timers_per_key_group);
+        self.timers.rebuild(&self.backend, self.key_groups)?;
+        Ok(self)
+    }
+
     /// The key groups this instance owns.
     #[must_use]
     pub fn key_groups(&self) -> KeyGroupRange {
@@ -303,10 +319,24 @@ impl<Op: StatefulOperator, B: StateBackend> Bound<Op, B> {
         self.timers.next(domain)
     }
 
-    /// The number of timers of a domain this instance holds.
+    /// The number of timers of a domain this instance holds. On a backend that keeps timers in
+    /// time order (RocksDB), memory holds only the first ones of each key group, and this
+    /// counts them by reading the backend's: a call for tests, metrics and the end of a job,
+    /// not for every record.
+    ///
+    /// # Errors
+    ///
+    /// A backend failure.
+    pub fn timer_count(&self, domain: TimeDomain) -> Result<usize> {
+        self.timers.len(&self.backend, domain)
+    }
+
+    /// The number of timers of a domain this instance holds in memory: all of them on the
+    /// heap; on a backend that keeps timers in time order, at most
+    /// [`CACHED_PER_GROUP`](crate::timers::CACHED_PER_GROUP) per key group.
     #[must_use]
-    pub fn timer_count(&self, domain: TimeDomain) -> usize {
-        self.timers.len(domain)
+    pub fn timers_in_memory(&self, domain: TimeDomain) -> usize {
+        self.timers.in_memory(domain)
     }
 
     fn fire<F>(&mut self, domain: TimeDomain, time: i64, mut on_timer: F) -> Result<usize>
@@ -333,7 +363,7 @@ impl<Op: StatefulOperator, B: StateBackend> Bound<Op, B> {
             self.backend.delete(column, &self.key, &user_key)?;
             // Out of the index only once it is out of the backend: a timer whose key does not
             // decode or whose deletion fails stays registered in both.
-            self.timers.remove_first(domain);
+            self.timers.remove_first(&self.backend, domain)?;
             let ctx = KeyContext::new(
                 &mut self.backend,
                 &self.key,

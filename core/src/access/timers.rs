@@ -8,12 +8,18 @@
 //! their key groups, a heap checkpoint restores them into RocksDB and back, and `statewright
 //! inspect` and `dump` show them as the state of the field that declares them.
 //!
-//! Firing needs them in time order across keys: [`Bound`](crate::Bound) keeps an index of the
-//! timers of the key groups it owns, one ordered set per time domain, ordered by timestamp,
-//! then key bytes, then namespace bytes (Flink's order). The index is rebuilt from the backend
-//! whenever the backend's contents are replaced (binding, a restore, a new key-group range).
+//! Firing needs them in time order across keys, ordered by timestamp, then key bytes, then
+//! namespace bytes (Flink's order). A backend that keeps its timers in that order itself
+//! ([`StateBackend::ordered_timers`]: RocksDB) is asked for them: [`Bound`](crate::Bound) holds
+//! only the first [`CACHED_PER_GROUP`] timers of each key group and domain in memory, with an
+//! ordered set of each group's earliest, and reads a group's next timers from the backend when
+//! its cached ones are gone (Flink's `RocksDBCachingPriorityQueueSet` with its
+//! `KeyGroupPartitionedPriorityQueue`): memory does not grow with the number of timers. For
+//! any other backend (the heap, where the timers are in memory anyway) it keeps an index of
+//! every timer, one ordered set per time domain. Either is rebuilt from the backend whenever
+//! the backend's contents are replaced (binding, a restore, a new key-group range).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::marker::PhantomData;
 
 use smallvec::SmallVec;
@@ -143,14 +149,119 @@ impl Due {
     }
 }
 
-/// The timers of a bound operator: the time-ordered index of what its timer state holds, the
-/// watermark and the processing time. Part of every key-scoped view.
+/// How many timers of each key group and domain an instance holds in memory when its backend
+/// keeps the timers in time order (Flink keeps 128 as well).
+pub const CACHED_PER_GROUP: usize = 128;
+
+/// The first timers of one key group and domain, when the backend holds them all in order.
+#[derive(Debug, Default)]
+struct GroupCache {
+    entries: BTreeSet<Entry>,
+    /// `None` when `entries` holds every timer of the group. `Some(bound)` when it holds every
+    /// timer up to `bound` and the backend may hold more after it: a registration after the
+    /// bound goes to the backend only, and when the cache empties, it is refilled from the
+    /// backend's timers after the bound (past the deletions of the fired ones).
+    limit: Option<Entry>,
+}
+
+/// The timers of one domain, in time order.
+#[derive(Debug)]
+enum Index {
+    /// Every timer, in memory.
+    Full(BTreeSet<Entry>),
+    /// The backend keeps them in order; memory holds the first ones of each key group.
+    Cached {
+        groups: HashMap<u16, GroupCache>,
+        /// The earliest cached timer of every group that has one.
+        heads: BTreeSet<(Entry, u16)>,
+    },
+}
+
+impl Index {
+    fn new(cached: bool) -> Self {
+        if cached {
+            Index::Cached {
+                groups: HashMap::new(),
+                heads: BTreeSet::new(),
+            }
+        } else {
+            Index::Full(BTreeSet::new())
+        }
+    }
+
+    fn first(&self) -> Option<&Entry> {
+        match self {
+            Index::Full(set) => set.first(),
+            Index::Cached { heads, .. } => heads.first().map(|(e, _)| e),
+        }
+    }
+}
+
+/// Reads up to `size` timers of a group from the backend, after its limit when
+/// it has one; the group holds every timer when fewer came.
+fn refill<B: StateBackend + ?Sized>(
+    backend: &B,
+    column: StateId,
+    (kg, domain): (u16, TimeDomain),
+    size: usize,
+    group: &mut GroupCache,
+) -> Result<()> {
+    let mut after = Vec::new();
+    if let Some(limit) = &group.limit {
+        limit.timestamp.encode_key(&mut after);
+        after.extend_from_slice(&limit.rest);
+    }
+    let mut read = 0usize;
+    let mut malformed = false;
+    backend.ordered_timers(
+        column,
+        kg,
+        domain.tag(),
+        group.limit.as_ref().map(|_| after.as_slice()),
+        size + 1,
+        &mut |bytes| {
+            read += 1;
+            let mut rest = bytes;
+            match i64::decode_key(&mut rest) {
+                Ok(ts) if read <= size => {
+                    group.entries.insert(Entry {
+                        timestamp: ts,
+                        rest: SmallVec::from_slice(rest),
+                    });
+                }
+                Ok(_) => {}
+                Err(_) => malformed = true,
+            }
+            Ok(())
+        },
+    )?;
+    if malformed {
+        return Err(crate::Error::Backend {
+            backend: backend.name(),
+            message: format!("a timer of key group {kg} in time order is not a timestamp"),
+        });
+    }
+    group.limit = if read > size {
+        group.entries.last().cloned()
+    } else {
+        None
+    };
+    Ok(())
+}
+
+/// The timers of a bound operator: the time-ordered index of what its timer state holds (all
+/// of it, or the first timers of each key group), the watermark and the processing time. Part
+/// of every key-scoped view.
 #[derive(Debug)]
 pub struct Timers {
     /// The timer state's column, when the operator declares a timer service.
     column: Option<StateId>,
-    event: BTreeSet<Entry>,
-    processing: BTreeSet<Entry>,
+    event: Index,
+    processing: Index,
+    /// The key groups of the instance (what a cached index covers).
+    range: KeyGroupRange,
+    /// How many timers of each key group and domain a cached index holds.
+    cache_size: usize,
     /// Key lengths are not stored in the index: the key of an entry is found by decoding
     /// with this function (the operator's key validator's decoder).
     key_len: fn(&[u8]) -> Option<usize>,
@@ -166,8 +277,10 @@ impl Timers {
     pub(crate) fn new(column: Option<StateId>, key_len: fn(&[u8]) -> Option<usize>) -> Self {
         Self {
             column,
-            event: BTreeSet::new(),
-            processing: BTreeSet::new(),
+            event: Index::new(false),
+            processing: Index::new(false),
+            range: KeyGroupRange::all(1),
+            cache_size: CACHED_PER_GROUP,
             key_len,
             watermark: NO_TIME,
             processing_time: NO_TIME,
@@ -179,34 +292,63 @@ impl Timers {
         self.column
     }
 
-    fn set(&mut self, domain: TimeDomain) -> &mut BTreeSet<Entry> {
+    /// Sets how many timers of each key group and domain a cached index holds (at least 1);
+    /// takes effect at the next [`rebuild`](Self::rebuild).
+    pub(crate) fn set_cache_size(&mut self, size: usize) {
+        self.cache_size = size.max(1);
+    }
+
+    fn index(&mut self, domain: TimeDomain) -> &mut Index {
         match domain {
             TimeDomain::EventTime => &mut self.event,
             TimeDomain::ProcessingTime => &mut self.processing,
         }
     }
 
-    fn set_ref(&self, domain: TimeDomain) -> &BTreeSet<Entry> {
+    fn index_ref(&self, domain: TimeDomain) -> &Index {
         match domain {
             TimeDomain::EventTime => &self.event,
             TimeDomain::ProcessingTime => &self.processing,
         }
     }
 
-    /// The number of timers of a domain.
-    pub(crate) fn len(&self, domain: TimeDomain) -> usize {
-        self.set_ref(domain).len()
+    /// The timers of `domain` held in memory (all of them, or the cached first ones).
+    pub(crate) fn in_memory(&self, domain: TimeDomain) -> usize {
+        match self.index_ref(domain) {
+            Index::Full(set) => set.len(),
+            Index::Cached { groups, .. } => groups.values().map(|g| g.entries.len()).sum(),
+        }
+    }
+
+    /// The number of timers of a domain: from memory, or, when memory holds only the first
+    /// timers of each group, by reading the backend's.
+    pub(crate) fn len<B: StateBackend + ?Sized>(
+        &self,
+        backend: &B,
+        domain: TimeDomain,
+    ) -> Result<usize> {
+        let (Index::Cached { .. }, Some(column)) = (self.index_ref(domain), self.column) else {
+            return Ok(self.in_memory(domain));
+        };
+        let mut n = 0usize;
+        for kg in self.range.first()..=self.range.last() {
+            backend.ordered_timers(column, kg, domain.tag(), None, usize::MAX, &mut |_| {
+                n += 1;
+                Ok(())
+            })?;
+        }
+        Ok(n)
     }
 
     /// The earliest timer's time in a domain.
     pub(crate) fn next(&self, domain: TimeDomain) -> Option<i64> {
-        self.set_ref(domain).first().map(|e| e.timestamp)
+        self.index_ref(domain).first().map(|e| e.timestamp)
     }
 
     /// The earliest timer of `domain` if it is due at `time`; it stays in the index until
     /// [`remove_first`](Self::remove_first).
     pub(crate) fn first_due(&self, domain: TimeDomain, time: i64) -> Option<Due> {
-        let entry = self.set_ref(domain).first()?;
+        let entry = self.index_ref(domain).first()?;
         if entry.timestamp > time {
             return None;
         }
@@ -217,9 +359,91 @@ impl Timers {
         })
     }
 
-    /// Removes the earliest timer of `domain` (after [`first_due`](Self::first_due)).
-    pub(crate) fn remove_first(&mut self, domain: TimeDomain) {
-        self.set(domain).pop_first();
+    /// Removes the earliest timer of `domain` (after [`first_due`](Self::first_due) and its
+    /// deletion from the backend).
+    pub(crate) fn remove_first<B: StateBackend + ?Sized>(
+        &mut self,
+        backend: &B,
+        domain: TimeDomain,
+    ) -> Result<()> {
+        let first = match self.index(domain) {
+            Index::Full(set) => {
+                set.pop_first();
+                return Ok(());
+            }
+            Index::Cached { heads, .. } => heads.first().cloned(),
+        };
+        if let Some((entry, kg)) = first {
+            self.remove_cached(backend, domain, kg, &entry)?;
+        }
+        Ok(())
+    }
+
+    /// Takes `entry` out of the cache of group `kg` (when there), refills the group when that
+    /// emptied it and the backend holds more, and keeps the group's head current.
+    fn remove_cached<B: StateBackend + ?Sized>(
+        &mut self,
+        backend: &B,
+        domain: TimeDomain,
+        kg: u16,
+        entry: &Entry,
+    ) -> Result<()> {
+        let (column, size) = (self.column, self.cache_size);
+        let Index::Cached { groups, heads } = self.index(domain) else {
+            return Ok(());
+        };
+        let Some(group) = groups.get_mut(&kg) else {
+            return Ok(());
+        };
+        let old_head = group.entries.first().cloned();
+        if !group.entries.remove(entry) {
+            return Ok(());
+        }
+        let r = match column {
+            Some(column) if group.entries.is_empty() && group.limit.is_some() => {
+                refill(backend, column, (kg, domain), size, group)
+            }
+            _ => Ok(()),
+        };
+        let new_head = group.entries.first().cloned();
+        if new_head != old_head {
+            if let Some(h) = old_head {
+                heads.remove(&(h, kg));
+            }
+            if let Some(h) = new_head {
+                heads.insert((h, kg));
+            }
+        }
+        r
+    }
+
+    /// Adds `entry` to the cache of group `kg` when it belongs there (not after the group's
+    /// limit), keeping at most the cache size: past that, the last leaves the cache
+    /// (it stays in the backend) and the limit moves before it.
+    fn add_cached(&mut self, domain: TimeDomain, kg: u16, entry: Entry) {
+        let size = self.cache_size;
+        let Index::Cached { groups, heads } = self.index(domain) else {
+            return;
+        };
+        let group = groups.entry(kg).or_default();
+        if group.limit.as_ref().is_some_and(|limit| &entry > limit) {
+            return;
+        }
+        let old_head = group.entries.first().cloned();
+        group.entries.insert(entry);
+        if group.entries.len() > size {
+            group.entries.pop_last();
+            group.limit = group.entries.last().cloned();
+        }
+        let new_head = group.entries.first().cloned();
+        if new_head != old_head {
+            if let Some(h) = old_head {
+                heads.remove(&(h, kg));
+            }
+            if let Some(h) = new_head {
+                heads.insert((h, kg));
+            }
+        }
     }
 
     /// Replaces the index with the timers the backend holds for the key groups of `range`.
@@ -228,11 +452,31 @@ impl Timers {
         backend: &B,
         range: KeyGroupRange,
     ) -> Result<()> {
-        self.event.clear();
-        self.processing.clear();
+        self.range = range;
         let Some(column) = self.column else {
+            self.event = Index::new(false);
+            self.processing = Index::new(false);
             return Ok(());
         };
+        let cached = backend.ordered_timers(column, range.first(), 0, None, 0, &mut |_| Ok(()))?;
+        self.event = Index::new(cached);
+        self.processing = Index::new(cached);
+        if cached {
+            for domain in [TimeDomain::EventTime, TimeDomain::ProcessingTime] {
+                let mut groups = HashMap::new();
+                let mut heads = BTreeSet::new();
+                for kg in range.first()..=range.last() {
+                    let mut group = GroupCache::default();
+                    refill(backend, column, (kg, domain), self.cache_size, &mut group)?;
+                    if let Some(h) = group.entries.first() {
+                        heads.insert((h.clone(), kg));
+                    }
+                    groups.insert(kg, group);
+                }
+                *self.index(domain) = Index::Cached { groups, heads };
+            }
+            return Ok(());
+        }
         let mut event = Vec::new();
         let mut processing = Vec::new();
         backend.for_each_entry(column, &mut |key, user_key, _| {
@@ -253,8 +497,8 @@ impl Timers {
             }
             Ok(())
         })?;
-        self.event = event.into_iter().collect();
-        self.processing = processing.into_iter().collect();
+        self.event = Index::Full(event.into_iter().collect());
+        self.processing = Index::Full(processing.into_iter().collect());
         Ok(())
     }
 
@@ -279,6 +523,9 @@ impl Timers {
         let Some(column) = self.column else {
             return Ok(());
         };
+        let kg = key
+            .first_chunk::<2>()
+            .map_or(0, |kg| u16::from_be_bytes(*kg));
         let k = key.get(2..).unwrap_or_default();
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
@@ -290,16 +537,20 @@ impl Timers {
         } else {
             backend.delete(column, key, &buf)
         };
-        if r.is_ok() {
-            let entry = Entry::new(timestamp, k, namespace);
-            if add {
-                self.set(domain).insert(entry);
-            } else {
-                self.set(domain).remove(&entry);
-            }
-        }
         self.buf = buf;
-        r
+        r?;
+        let entry = Entry::new(timestamp, k, namespace);
+        match (self.index(domain), add) {
+            (Index::Full(set), true) => {
+                set.insert(entry);
+            }
+            (Index::Full(set), false) => {
+                set.remove(&entry);
+            }
+            (Index::Cached { .. }, true) => self.add_cached(domain, kg, entry),
+            (Index::Cached { .. }, false) => self.remove_cached(&*backend, domain, kg, &entry)?,
+        }
+        Ok(())
     }
 }
 
@@ -509,7 +760,7 @@ pub fn system_time_millis() -> i64 {
 /// let due = system_time_millis() + 20;
 /// op.key(&7)?.timers().register_processing_time(due)?;
 /// let mut fired = Vec::new();
-/// while op.timer_count(TimeDomain::ProcessingTime) > 0 {
+/// while op.timer_count(TimeDomain::ProcessingTime)? > 0 {
 ///     // A job would also `select!` on its input here.
 ///     let now = processing_time_reached(op.next_timer(TimeDomain::ProcessingTime)).await;
 ///     op.advance_processing_time(now, |t, _| {

@@ -246,6 +246,34 @@ pub trait StateBackend {
     /// Advances event time to `millis`; watermarks never go back. A backend that keeps no
     /// watermark ignores it; a wrapper passes it on.
     fn set_watermark(&mut self, millis: i64);
+
+    /// The timers of a timer state in one key group and time domain, in time order, when the
+    /// backend keeps them in that order itself (RocksDB keeps a column family of them,
+    /// `[key group][domain][timestamp][key][namespace]`, as Flink does): then an operator
+    /// instance holds only the first timers of each key group in memory and reads the next
+    /// ones from here, instead of indexing every timer.
+    ///
+    /// Visits, in order, up to `limit` timers of `key_group` and `domain` (its
+    /// [`TimeDomain::tag`](crate::TimeDomain::tag)) that come after `after` (all of them when
+    /// `None`), each as its order-preserving timestamp encoding followed by the canonical key
+    /// and namespace bytes; `after` is such bytes too. Returns `false`, having visited nothing,
+    /// when the backend keeps no such order (the default); `limit` 0 asks only that.
+    ///
+    /// # Errors
+    ///
+    /// A backend failure, or what `visit` returns.
+    fn ordered_timers(
+        &self,
+        state: StateId,
+        key_group: u16,
+        domain: u8,
+        after: Option<&[u8]>,
+        limit: usize,
+        visit: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<bool> {
+        let _ = (state, key_group, domain, after, limit, visit);
+        Ok(false)
+    }
 }
 
 /// What the TTL wrapper ([`TtlBackend`](crate::data::ttl::TtlBackend)) needs of the backend
@@ -364,6 +392,17 @@ impl<B: StateBackend + ?Sized> StateBackend for Box<B> {
     }
     fn set_watermark(&mut self, millis: i64) {
         (**self).set_watermark(millis);
+    }
+    fn ordered_timers(
+        &self,
+        state: StateId,
+        key_group: u16,
+        domain: u8,
+        after: Option<&[u8]>,
+        limit: usize,
+        visit: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<bool> {
+        (**self).ordered_timers(state, key_group, domain, after, limit, visit)
     }
 }
 

@@ -679,6 +679,20 @@ impl<B: ExpiryHooks> StateBackend for TtlBackend<B> {
         self.time.watermark.fetch_max(millis, Ordering::Relaxed);
         self.inner.set_watermark(millis);
     }
+
+    fn ordered_timers(
+        &self,
+        state: StateId,
+        key_group: u16,
+        domain: u8,
+        after: Option<&[u8]>,
+        limit: usize,
+        visit: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<bool> {
+        // Timers carry no TTL: they are stored as the inner backend stores them.
+        self.inner
+            .ordered_timers(state, key_group, domain, after, limit, visit)
+    }
 }
 
 /// Snapshots of a TTL backend hold values with their stamps, without what has expired, with
