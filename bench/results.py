@@ -202,6 +202,10 @@ def main():
                     million[(rb, rw)] = f
     timer_rows = parse(run([bin_, "--backend", ",".join(MILLION_BACKENDS), "--workload",
                             TIMER_WORKLOADS, "--K", str(TIMER_K), "--N", str(TIMER_N)]))
+    timer_rows += [("raw-rocksdb-2" if b == "raw-rocksdb" else b, wl, f) for b, wl, f in
+                   parse(run([bin_, "--backend", "rocksdb-timers-in-memory,raw-rocksdb",
+                              "--workload", "timer_register,timer_fire",
+                              "--K", str(TIMER_K), "--N", str(TIMER_N)]))]
     job_rows = parse(run([bin_, "--backend", "heap,rocksdb", "--workload", "job_value_rmw",
                           "--K", str(JOB_K), "--N", str(JOB_N)]))
     snap_rows = parse(run([bin_, "--backend", "heap,rocksdb", "--workload", "snapshot",
@@ -452,6 +456,19 @@ def main():
                       f"{a / r:.2f}" if a and r else ""]
         seen = {(f["checksum"], f["verify"]) for (b, w2), f in timer.items() if w2 == wl}
         w(f"| {wl} | " + " | ".join(cells) + f" | {'yes' if len(seen) == 1 else '**no**'} |")
+    w("")
+    w("`rocksdb` reads its timers in time order from a column family of their own and holds "
+      "only the first 128 of each key group in memory (the default). With every timer in "
+      "memory instead (`RocksDbOptions::timers_in_memory`, Flink's HEAP timer service), in "
+      "a process of its own with `raw-rocksdb` after it:\n")
+    w("| workload | `rocksdb-timers-in-memory` | `raw-rocksdb` | ratio |")
+    w("|---|---:|---:|---:|")
+    for wl in ("timer_register", "timer_fire"):
+        a = float(timer[("rocksdb-timers-in-memory", wl)]["ops_per_s"]) \
+            if ("rocksdb-timers-in-memory", wl) in timer else 0
+        r = float(timer[("raw-rocksdb-2", wl)]["ops_per_s"]) \
+            if ("raw-rocksdb-2", wl) in timer else 0
+        w(f"| {wl} | {a:,.0f} | {r:,.0f} | " + (f"{a / r:.2f}" if a and r else "") + " |")
     w("")
 
     w(f"## A job on timely-dataflow (job_value_rmw, K={JOB_K:,}, N={JOB_N:,})\n")

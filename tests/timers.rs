@@ -592,6 +592,51 @@ mod rocksdb {
     }
 
     #[test]
+    fn a_database_switches_between_timers_in_memory_and_in_time_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let in_memory = RocksDbOptions::low_memory().timers_in_memory(true);
+        let mut heap = Plain::default().bind(HeapBackend::new()).unwrap();
+        {
+            let mut op = Plain::default()
+                .bind(RocksDbBackend::open(&path, in_memory.clone()).unwrap())
+                .unwrap();
+            for k in 0..2_000u64 {
+                let ts = (k * 37 % 1_000) as i64;
+                op.key(&k)
+                    .unwrap()
+                    .timers()
+                    .register_event_time(ts)
+                    .unwrap();
+                heap.key(&k)
+                    .unwrap()
+                    .timers()
+                    .register_event_time(ts)
+                    .unwrap();
+            }
+            assert_eq!(op.timers_in_memory(TimeDomain::EventTime), 2_000);
+        }
+        {
+            // Reopened in time order: the order is built from the stored timers.
+            let mut op = Plain::default()
+                .bind(RocksDbBackend::open(&path, RocksDbOptions::low_memory()).unwrap())
+                .unwrap()
+                .with_timer_cache_size(3)
+                .unwrap();
+            assert!(op.timers_in_memory(TimeDomain::EventTime) <= 128 * 3);
+            assert_eq!(op.timer_count(TimeDomain::EventTime).unwrap(), 2_000);
+            assert_eq!(fire_and_chain(&mut op, 400), fire_and_chain(&mut heap, 400));
+        }
+        // And back in memory: the timers still pending, once each.
+        let mut op = Plain::default()
+            .bind(RocksDbBackend::open(&path, in_memory).unwrap())
+            .unwrap();
+        let rest = fire_and_chain(&mut op, i64::MAX);
+        assert_eq!(rest, fire_and_chain(&mut heap, i64::MAX));
+        assert!(rest.len() > 1_000, "{}", rest.len());
+    }
+
+    #[test]
     fn timers_restore_from_the_heap_into_rocksdb_and_back() {
         let dir = tempfile::tempdir().unwrap();
         let storage = CheckpointStorage::open(dir.path().join("heap")).unwrap();

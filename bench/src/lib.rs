@@ -93,7 +93,7 @@ impl Line {
 pub fn baseline_of(backend: &str) -> Option<&'static str> {
     match backend {
         "heap" | "ttl-heap" => Some("raw-hashmap"),
-        "rocksdb" | "ttl-rocksdb" => Some("raw-rocksdb"),
+        "rocksdb" | "ttl-rocksdb" | "rocksdb-timers-in-memory" => Some("raw-rocksdb"),
         _ => None,
     }
 }

@@ -148,6 +148,17 @@ pub fn run(backend: &str, workload: &str, p: Params) -> statewright::Result<Vec<
             &mut lines,
             &line,
         )?,
+        // RocksDB with every timer in memory (`RocksDbOptions::timers_in_memory`, Flink's
+        // HEAP timer service) instead of read in time order from RocksDB.
+        ("timer_register" | "timer_fire", "rocksdb-timers-in-memory") => timers(
+            TimerOp::default().bind(RocksDbBackend::open_temporary(
+                RocksDbOptions::default().timers_in_memory(true),
+            )?)?,
+            workload,
+            p,
+            &mut lines,
+            &line,
+        )?,
         ("timer_register" | "timer_fire", "raw-hashmap") => {
             let mut set = BTreeSet::new();
             let start = Instant::now();

@@ -202,6 +202,74 @@ struct Column {
     by_time: Option<u32>,
 }
 
+/// Fills a timer state's time-ordered column family from the timer state's own (emptied or
+/// created first): after a restore of files that may not have held it, or when a database that
+/// kept its timers in memory starts keeping them in order.
+pub(crate) fn rebuild_by_time(
+    backend: &mut RocksDbBackend,
+    name: &str,
+    by_time_name: &str,
+) -> Result<()> {
+    if backend.db.cf_handle(by_time_name).is_some() {
+        backend.db.drop_cf(by_time_name).map_err(|e| db_error(&e))?;
+    }
+    let opts = cf_options(
+        &backend.options,
+        &backend.cache,
+        &mut backend.filters,
+        by_time_name,
+    );
+    backend
+        .db
+        .create_cf(by_time_name, &opts)
+        .map_err(|e| db_error(&e))?;
+    let db = &backend.db;
+    let missing = |n: &str| Error::Backend {
+        backend: "rocksdb",
+        message: format!("column family `{n}` is missing"),
+    };
+    let cf = db.cf_handle(name).ok_or_else(|| missing(name))?;
+    let time_cf = db
+        .cf_handle(by_time_name)
+        .ok_or_else(|| missing(by_time_name))?;
+    let mut batch = WriteBatch::default();
+    let mut it = db.raw_iterator_cf_opt(cf, scan_options());
+    it.seek_to_first();
+    let (mut key, mut time_key) = (Vec::new(), Vec::new());
+    while let Some(k) = it.key() {
+        let at = split_internal(k, &mut key).ok_or_else(|| Error::Backend {
+            backend: "rocksdb",
+            message: format!("malformed key in column family `{name}`"),
+        })?;
+        by_time_key(&mut time_key, &key, k.get(at..).unwrap_or_default())?;
+        batch.put_cf(time_cf, &time_key, []);
+        if batch.size_in_bytes() >= OUT_BATCH {
+            db.write_opt(std::mem::take(&mut batch), &backend.write_opts)
+                .map_err(|e| db_error(&e))?;
+        }
+        it.next();
+    }
+    it.status().map_err(|e| db_error(&e))?;
+    db.write_opt(batch, &backend.write_opts)
+        .map_err(|e| db_error(&e))
+}
+
+/// Rebuilds the time-ordered column of every timer state (after a native restore).
+pub(crate) fn rebuild_time_orders(backend: &mut RocksDbBackend) -> Result<()> {
+    let pairs: Vec<(String, String)> = backend
+        .columns
+        .iter()
+        .filter_map(|c| {
+            let by_time = backend.columns.get(c.by_time? as usize)?;
+            Some((c.name.clone(), by_time.name.clone()))
+        })
+        .collect();
+    for (name, by_time_name) in pairs {
+        rebuild_by_time(backend, &name, &by_time_name)?;
+    }
+    Ok(())
+}
+
 /// The key of a timer in its state's time-ordered column: the key group, the domain tag and
 /// the timestamp (the first 9 bytes of the stored user key), the canonical key, the namespace.
 /// Canonical keys and namespaces are prefix-free, so the byte order is (domain, timestamp, key,
@@ -1260,16 +1328,19 @@ impl StateBackend for RocksDbBackend {
         let user_keys = state.has_user_key();
         let timers = state.kind == StateKind::Timers;
         let write_back = !self.options.write_ahead_log && (!user_keys || timers);
-        let by_time = if timers {
-            let by_time_name = format!("{name}#by-time");
+        let by_time_name = format!("{name}#by-time");
+        let by_time = if timers && !self.options.timers_in_memory {
             if self.db.cf_handle(&by_time_name).is_none() {
-                let opts = cf_options(&self.options, &self.cache, &mut self.filters, &by_time_name);
-                self.db
-                    .create_cf(&by_time_name, &opts)
-                    .map_err(|e| db_error(&e))?;
+                // A database that held these timers without the time order (kept in memory
+                // before) gets it now.
+                rebuild_by_time(self, &name, &by_time_name)?;
             }
             Some((id + 1, by_time_name))
         } else {
+            if self.db.cf_handle(&by_time_name).is_some() {
+                // Timers kept in memory leave the time order behind: it would be stale.
+                self.db.drop_cf(&by_time_name).map_err(|e| db_error(&e))?;
+            }
             None
         };
         self.columns.push(Column {
@@ -1279,9 +1350,11 @@ impl StateBackend for RocksDbBackend {
             by_time: by_time.as_ref().map(|(i, _)| *i),
         });
         if let Some((_, name)) = by_time {
+            // Written through: a refill reads RocksDB at once, without writing the cache back
+            // (frequent small write-backs cost more than the writes they save).
             self.columns.push(Column {
                 name,
-                write_back,
+                write_back: false,
                 user_keys: false,
                 by_time: None,
             });
@@ -1473,20 +1546,30 @@ impl StateBackend for RocksDbBackend {
             return Ok(true);
         }
         let by_time = StateId(by_time);
-        // Timers written since the last write-back are in the cache: RocksDB gets them first.
+        // The time-ordered column is written through: RocksDB holds every timer.
         self.stored_in_rocksdb(by_time)?;
         let cf = self.cf(by_time)?;
         self.reads.set(self.reads.get() + 1);
         let mut prefix = key_group.to_be_bytes().to_vec();
         prefix.push(domain);
-        let mut it = self.prefix_iter(cf, &prefix);
-        if let Some(after) = after {
-            let mut from = prefix.clone();
-            from.extend_from_slice(after);
-            it.seek(&from);
-            if it.key() == Some(from.as_slice()) {
-                it.next();
+        let mut opts = ReadOptions::default();
+        if let Some(end) = prefix_end(&prefix) {
+            opts.set_iterate_upper_bound(end);
+        }
+        let mut it = self.db.raw_iterator_cf_opt(cf, opts);
+        // One seek, straight past `after`: the deletions of the timers fired before it lie
+        // between the group's start and `after`, and a seek to the start would step over
+        // every one of them on every refill.
+        match after {
+            Some(after) => {
+                let mut from = prefix.clone();
+                from.extend_from_slice(after);
+                it.seek(&from);
+                if it.key() == Some(from.as_slice()) {
+                    it.next();
+                }
             }
+            None => it.seek(&prefix),
         }
         let mut n = 0;
         while n < limit {

@@ -325,7 +325,9 @@ impl RocksDbBackend {
                 restore.progress,
             )?;
         }
-        Ok(())
+        // The files may come from a backend that kept its timers in memory, or from parts cut
+        // and copied together: the time order is made again from the timers themselves.
+        crate::rebuild_time_orders(self)
     }
 
     /// Opens the database at this backend's path again (creating it when missing), with a

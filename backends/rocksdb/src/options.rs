@@ -69,6 +69,14 @@ pub struct RocksDbOptions {
     /// checkpoint pauses about 0.5 s (0.4 s with 16 MiB, 1.0 s with no bound) and value_rmw
     /// runs at about 3.4 times raw RocksDB (1.6 times with 16 MiB, 7 times with no bound).
     pub row_cache_dirty_limit: usize,
+    /// Whether an operator instance keeps every timer in memory (Flink's
+    /// `state.backend.rocksdb.timer-service.factory: HEAP`) instead of reading them in time
+    /// order from a column family of their own with only the first
+    /// [`CACHED_PER_GROUP`](statewright_core::timers::CACHED_PER_GROUP) of each key group in
+    /// memory (`ROCKSDB`, the default). Timers are stored and checkpointed in RocksDB either
+    /// way; in memory, registering and firing are faster (no second row per timer, no reads
+    /// of the next ones), and memory grows with the number of timers.
+    pub timers_in_memory: bool,
 }
 
 impl Default for RocksDbOptions {
@@ -85,6 +93,7 @@ impl Default for RocksDbOptions {
             write_ahead_log: false,
             row_cache_size: 128 << 20,
             row_cache_dirty_limit: 64 << 20,
+            timers_in_memory: false,
         }
     }
 }
@@ -177,6 +186,8 @@ impl RocksDbOptions {
         statistics: bool,
         /// Sets [`write_ahead_log`](Self::write_ahead_log).
         write_ahead_log: bool,
+        /// Sets [`timers_in_memory`](Self::timers_in_memory).
+        timers_in_memory: bool,
     }
 
     /// The database-wide RocksDB options these settings make.
