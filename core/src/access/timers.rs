@@ -26,7 +26,7 @@ use smallvec::SmallVec;
 
 use crate::access::view::{KeyContext, Slot};
 use crate::data::backend::{StateBackend, StateId};
-use crate::model::error::{CodecError, KeyError, Result};
+use crate::model::error::{CodecError, Error, KeyError, Result};
 use crate::model::key::{EncodeKey, StateKey};
 use crate::model::keygroup::KeyGroupRange;
 
@@ -236,7 +236,7 @@ fn refill<B: StateBackend + ?Sized>(
         },
     )?;
     if malformed {
-        return Err(crate::Error::Backend {
+        return Err(Error::Backend {
             backend: backend.name(),
             message: format!("a timer of key group {kg} in time order is not a timestamp"),
         });
