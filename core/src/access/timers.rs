@@ -197,6 +197,20 @@ impl Index {
     }
 }
 
+/// Keeps group `kg`'s entry in `heads` current after its cache changed from `old` to `new` first
+/// entry.
+fn move_head(heads: &mut BTreeSet<(Entry, u16)>, kg: u16, old: Option<Entry>, new: Option<&Entry>) {
+    if new == old.as_ref() {
+        return;
+    }
+    if let Some(h) = old {
+        heads.remove(&(h, kg));
+    }
+    if let Some(h) = new {
+        heads.insert((h.clone(), kg));
+    }
+}
+
 /// Reads up to `size` timers of a group from the backend, after its limit when
 /// it has one; the group holds every timer when fewer came.
 fn refill<B: StateBackend + ?Sized>(
@@ -405,15 +419,7 @@ impl Timers {
             }
             _ => Ok(()),
         };
-        let new_head = group.entries.first().cloned();
-        if new_head != old_head {
-            if let Some(h) = old_head {
-                heads.remove(&(h, kg));
-            }
-            if let Some(h) = new_head {
-                heads.insert((h, kg));
-            }
-        }
+        move_head(heads, kg, old_head, group.entries.first());
         r
     }
 
@@ -435,15 +441,7 @@ impl Timers {
             group.entries.pop_last();
             group.limit = group.entries.last().cloned();
         }
-        let new_head = group.entries.first().cloned();
-        if new_head != old_head {
-            if let Some(h) = old_head {
-                heads.remove(&(h, kg));
-            }
-            if let Some(h) = new_head {
-                heads.insert((h, kg));
-            }
-        }
+        move_head(heads, kg, old_head, group.entries.first());
     }
 
     /// Replaces the index with the timers the backend holds for the key groups of `range`.
