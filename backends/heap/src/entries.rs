@@ -164,13 +164,22 @@ fn reserve(buf: &mut Packed, more: usize) {
 /// One encoded record, on the stack when small.
 type Record64 = SmallVec<[u8; 64]>;
 
-fn encoded(user_key: &[u8], value: &[u8]) -> Record64 {
+fn encoded(user_key: &[u8], value: &[&[u8]]) -> Record64 {
     let mut out = Record64::new();
     write_len(&mut out, user_key.len());
     out.extend_from_slice(user_key);
-    write_len(&mut out, value.len());
-    out.extend_from_slice(value);
+    write_len(&mut out, value.iter().map(|v| v.len()).sum());
+    for v in value {
+        out.extend_from_slice(v);
+    }
     out
+}
+
+/// Replaces `start..end` of `buf` (an empty range for an insertion) with `record`.
+fn splice(buf: &mut Packed, start: usize, end: usize, record: &[u8]) {
+    buf.drain(start..end);
+    reserve(buf, record.len());
+    buf.insert_from_slice(start, record);
 }
 
 impl UserEntries {
@@ -207,16 +216,9 @@ impl UserEntries {
                     }
                     Ok(r) => {
                         let (start, end) = (r.start, r.end);
-                        let record = encoded(user_key, value);
-                        buf.drain(start..end);
-                        reserve(buf, record.len());
-                        buf.insert_from_slice(start, &record);
+                        splice(buf, start, end, &encoded(user_key, &[value]));
                     }
-                    Err(at) => {
-                        let record = encoded(user_key, value);
-                        reserve(buf, record.len());
-                        buf.insert_from_slice(at, &record);
-                    }
+                    Err(at) => splice(buf, at, at, &encoded(user_key, &[value])),
                 }
                 self.spill();
             }
@@ -236,16 +238,12 @@ impl UserEntries {
     pub(crate) fn append(&mut self, user_key: &[u8], operand: &[u8]) {
         match self {
             UserEntries::Packed(buf) => {
-                let joined = match find(buf, user_key) {
-                    Ok(r) => {
-                        let mut v = Vec::with_capacity(r.value.len() + operand.len());
-                        v.extend_from_slice(r.value);
-                        v.extend_from_slice(operand);
-                        v
-                    }
-                    Err(_) => operand.to_vec(),
+                let (start, end, record) = match find(buf, user_key) {
+                    Ok(r) => (r.start, r.end, encoded(user_key, &[r.value, operand])),
+                    Err(at) => (at, at, encoded(user_key, &[operand])),
                 };
-                self.set(user_key, &joined);
+                splice(buf, start, end, &record);
+                self.spill();
             }
             UserEntries::Tree(tree) => match tree.get_mut(user_key) {
                 Some(slot) => slot.extend_from_slice(operand),

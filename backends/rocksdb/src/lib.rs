@@ -898,12 +898,23 @@ impl RocksDbBackend {
 
     /// A raw iterator over the keys that start with `prefix`, positioned at the first.
     fn prefix_iter(&self, cf: &ColumnFamily, prefix: &[u8]) -> rocksdb::DBRawIterator<'_> {
+        self.prefix_iter_from(cf, prefix, prefix)
+    }
+
+    /// A raw iterator over the keys that start with `prefix`, positioned at the first at or
+    /// after `from` (one seek: the keys before it are never stepped over).
+    fn prefix_iter_from(
+        &self,
+        cf: &ColumnFamily,
+        prefix: &[u8],
+        from: &[u8],
+    ) -> rocksdb::DBRawIterator<'_> {
         let mut opts = ReadOptions::default();
         if let Some(end) = prefix_end(prefix) {
             opts.set_iterate_upper_bound(end);
         }
         let mut it = self.db.raw_iterator_cf_opt(cf, opts);
-        it.seek(prefix);
+        it.seek(from);
         it
     }
 
@@ -992,8 +1003,9 @@ impl OutRows {
     }
 }
 
-/// The size of one write batch of rows written back.
-const OUT_BATCH: usize = 4 << 20;
+/// The size of one write batch of a bulk write: rows written back, copied or migrated in, a
+/// rebuilt time order.
+pub(crate) const OUT_BATCH: usize = 4 << 20;
 
 /// The column family of a state.
 fn column_family<'a>(db: &'a DB, columns: &[Column], state: u32) -> Result<&'a ColumnFamily> {
@@ -1552,24 +1564,14 @@ impl StateBackend for RocksDbBackend {
         self.reads.set(self.reads.get() + 1);
         let mut prefix = key_group.to_be_bytes().to_vec();
         prefix.push(domain);
-        let mut opts = ReadOptions::default();
-        if let Some(end) = prefix_end(&prefix) {
-            opts.set_iterate_upper_bound(end);
-        }
-        let mut it = self.db.raw_iterator_cf_opt(cf, opts);
         // One seek, straight past `after`: the deletions of the timers fired before it lie
         // between the group's start and `after`, and a seek to the start would step over
         // every one of them on every refill.
-        match after {
-            Some(after) => {
-                let mut from = prefix.clone();
-                from.extend_from_slice(after);
-                it.seek(&from);
-                if it.key() == Some(from.as_slice()) {
-                    it.next();
-                }
-            }
-            None => it.seek(&prefix),
+        let mut from = prefix.clone();
+        from.extend_from_slice(after.unwrap_or_default());
+        let mut it = self.prefix_iter_from(cf, &prefix, &from);
+        if after.is_some() && it.key() == Some(from.as_slice()) {
+            it.next();
         }
         let mut n = 0;
         while n < limit {

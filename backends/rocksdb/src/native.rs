@@ -402,7 +402,7 @@ fn migrate_column(
         })?;
         batch.put_cf(cf, k, &out);
         entries += 1;
-        if batch.size_in_bytes() >= 4 << 20 {
+        if batch.size_in_bytes() >= crate::OUT_BATCH {
             db.write_opt(std::mem::take(&mut batch), &backend.write_opts)
                 .map_err(|e| db_error(&e))?;
         }
@@ -502,7 +502,7 @@ fn copy_in(
         let mut batch = WriteBatch::default();
         while let (Some(k), Some(v)) = (it.key(), it.value()) {
             batch.put_cf(dst, k, v);
-            if batch.size_in_bytes() >= 4 << 20 {
+            if batch.size_in_bytes() >= crate::OUT_BATCH {
                 db.write_opt(std::mem::take(&mut batch), &target.write_opts)
                     .map_err(|e| db_error(&e))?;
             }
