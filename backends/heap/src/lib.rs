@@ -30,12 +30,14 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 mod entries;
 mod flat;
 mod nested;
+mod timers;
 use flat::FlatTable;
 use nested::NestedTable;
+use timers::TimerTable;
 
 use statewright_core::backend::{
     Change, ChangeVisitor, DetachedState, EntryHint, EntryIter, EntryVisitor, ExpiryHooks,
-    NativeFiles, NativeRestore, Snapshots, StateBackend, StateId,
+    NativeFiles, NativeRestore, QueuedTimer, Snapshots, StateBackend, StateId,
 };
 use statewright_core::ttl::ExpiryFilter;
 use statewright_core::{Error, OperatorDescriptor, Result, StateDescriptor, StateKind};
@@ -49,6 +51,9 @@ enum Column {
     Flat(FlatTable),
     /// Map states: a sorted map of user keys per key.
     Nested(NestedTable),
+    /// Timer states: per time domain, an ordered set per key group and a tree of the
+    /// groups' earliest timers.
+    Timers(TimerTable),
 }
 
 /// What changed in one column since change tracking started.
@@ -70,7 +75,9 @@ impl Changes {
     fn new(column: &Column, hasher: &Hasher) -> Self {
         match column {
             Column::Flat(_) => Changes::Flat(HashSet::with_hasher(hasher.clone())),
-            Column::Nested(_) => Changes::Nested(HashMap::with_hasher(hasher.clone())),
+            Column::Nested(_) | Column::Timers(_) => {
+                Changes::Nested(HashMap::with_hasher(hasher.clone()))
+            }
         }
     }
 
@@ -124,13 +131,19 @@ impl Registered {
     /// without user keys is refused first, so nothing is recorded for it).
     fn record(&mut self, state: StateId, key: &[u8], user_key: &[u8]) -> Result<()> {
         if let Some(changes) = &mut self.changes {
-            if let Column::Flat(t) = &self.column {
-                if !user_key.is_empty() {
-                    return Err(user_key_on_flat(state));
+            match &self.column {
+                Column::Flat(t) => {
+                    if !user_key.is_empty() {
+                        return Err(user_key_on_flat(state));
+                    }
+                    // A change recorded under a key the table refuses would reach the next
+                    // incremental checkpoint under the wrong key group.
+                    t.checked(key)?;
                 }
-                // A change recorded under a key the table refuses would reach the next
-                // incremental checkpoint under the wrong key group.
-                t.checked(key)?;
+                Column::Timers(t) => {
+                    t.checked(key)?;
+                }
+                Column::Nested(_) => {}
             }
             changes.entry(key, user_key);
         }
@@ -193,6 +206,7 @@ impl HeapBackend {
             .map(|r| match &r.column {
                 Column::Flat(t) => t.len(),
                 Column::Nested(m) => m.iter().map(|(_, e)| e.len()).sum(),
+                Column::Timers(t) => t.len(),
             })
             .sum()
     }
@@ -247,6 +261,9 @@ impl HeapBackend {
         value: &[u8],
     ) -> Result<()> {
         let r = self.registered_mut(state)?;
+        if let Column::Timers(t) = &r.column {
+            t.check(key, user_key, value)?;
+        }
         r.record(state, key, user_key)?;
         match &mut r.column {
             Column::Flat(t) if user_key.is_empty() => t.put(key, value)?,
@@ -255,6 +272,9 @@ impl HeapBackend {
                 Some(entries) => entries.set(user_key, value),
                 None => m.entries_mut(key).set(user_key, value),
             },
+            Column::Timers(t) => {
+                t.insert(key, user_key, value)?;
+            }
         }
         Ok(())
     }
@@ -294,17 +314,19 @@ impl StateBackend for HeapBackend {
             .enumerate()
             .find(|(_, r)| r.operator == operator.name && r.state == state.name)
         {
-            if let Column::Flat(t) = &r.column
-                && t.max_parallelism() != operator.max_parallelism
+            let max_parallelism = match &r.column {
+                Column::Flat(t) => Some(t.max_parallelism()),
+                Column::Timers(t) => Some(t.max_parallelism()),
+                Column::Nested(_) => None,
+            };
+            if let Some(max_parallelism) = max_parallelism
+                && max_parallelism != operator.max_parallelism
             {
                 return Err(Error::Backend {
                     backend: "heap",
                     message: format!(
                         "state `{}.{}` was registered with maximum parallelism {}, not {}",
-                        operator.name,
-                        state.name,
-                        t.max_parallelism(),
-                        operator.max_parallelism
+                        operator.name, state.name, max_parallelism, operator.max_parallelism
                     ),
                 });
             }
@@ -314,7 +336,9 @@ impl StateBackend for HeapBackend {
             backend: "heap",
             message: "too many states".into(),
         })?;
-        let column = if state.has_user_key() {
+        let column = if state.kind == StateKind::Timers {
+            Column::Timers(TimerTable::new(operator.max_parallelism))
+        } else if state.has_user_key() {
             Column::Nested(NestedTable::new(self.hasher.clone()))
         } else {
             // A list's value grows with every merge, so its rows are never fixed.
@@ -340,6 +364,7 @@ impl StateBackend for HeapBackend {
             Column::Flat(t) if user_key.is_empty() => t.get(key)?,
             Column::Flat(_) => return Err(user_key_on_flat(state)),
             Column::Nested(m) => m.get(key).and_then(|entries| entries.get(user_key)),
+            Column::Timers(t) => t.contains(key, user_key)?.then_some(&[][..]),
         })
     }
 
@@ -392,11 +417,19 @@ impl StateBackend for HeapBackend {
 
     fn merge(&mut self, state: StateId, key: &[u8], user_key: &[u8], operand: &[u8]) -> Result<()> {
         let r = self.registered_mut(state)?;
+        if let Column::Timers(_) = &r.column {
+            return Err(Error::Backend {
+                backend: "heap",
+                message: format!("state id {} is a timer state: nothing merges", state.0),
+            });
+        }
         r.record(state, key, user_key)?;
         match &mut r.column {
             Column::Flat(t) if user_key.is_empty() => t.merge(key, operand)?,
             Column::Flat(_) => return Err(user_key_on_flat(state)),
             Column::Nested(m) => m.entries_mut(key).append(user_key, operand),
+            // Refused above.
+            Column::Timers(_) => {}
         }
         Ok(())
     }
@@ -417,6 +450,9 @@ impl StateBackend for HeapBackend {
                     }
                 }
             }
+            Column::Timers(t) => {
+                t.remove(key, user_key)?;
+            }
         }
         Ok(())
     }
@@ -428,14 +464,21 @@ impl StateBackend for HeapBackend {
                 Some(entries) => Box::new(entries.iter().map(Ok)),
                 None => Box::new(std::iter::empty()),
             },
+            Column::Timers(t) => Box::new(t.scan(key).map(|u| Ok((u, &[][..])))),
         })
     }
 
     fn delete_key(&mut self, state: StateId, key: &[u8]) -> Result<()> {
         let r = self.registered_mut(state)?;
         if let Some(changes) = &mut r.changes {
-            if let Column::Flat(t) = &r.column {
-                t.checked(key)?;
+            match &r.column {
+                Column::Flat(t) => {
+                    t.checked(key)?;
+                }
+                Column::Timers(t) => {
+                    t.checked(key)?;
+                }
+                Column::Nested(_) => {}
             }
             changes.whole_key(key);
         }
@@ -444,6 +487,7 @@ impl StateBackend for HeapBackend {
                 t.remove(key)?;
             }
             Column::Nested(m) => m.remove(key),
+            Column::Timers(t) => t.remove_key(key),
         }
         Ok(())
     }
@@ -458,6 +502,7 @@ impl StateBackend for HeapBackend {
                     }
                 }
             }
+            Column::Timers(t) => t.for_each(|k, u| visit(k, u, &[]))?,
         }
         Ok(())
     }
@@ -471,11 +516,16 @@ impl StateBackend for HeapBackend {
                     Ok(())
                 })?,
                 Column::Nested(m) => m.iter().for_each(|(k, _)| changes.whole_key(k)),
+                Column::Timers(t) => t.for_each(|k, _| {
+                    changes.whole_key(k);
+                    Ok(())
+                })?,
             }
         }
         match &mut r.column {
             Column::Flat(t) => t.clear(),
             Column::Nested(m) => m.clear(),
+            Column::Timers(t) => t.clear(),
         }
         Ok(())
     }
@@ -497,6 +547,44 @@ impl StateBackend for HeapBackend {
 
     fn set_watermark(&mut self, millis: i64) {
         let _ = millis;
+    }
+
+    fn queued_timers(&self, state: StateId, domain: u8) -> Result<Option<usize>> {
+        Ok(match self.column(state)? {
+            Column::Timers(t) => Some(t.len_of(domain)),
+            _ => None,
+        })
+    }
+
+    #[inline]
+    fn earliest_timer(&self, state: StateId, domain: u8) -> Result<Option<QueuedTimer<'_>>> {
+        let Column::Timers(t) = self.column(state)? else {
+            return Ok(None);
+        };
+        Ok(t.earliest(domain).map(|(g, row)| QueuedTimer {
+            key_group: g,
+            timestamp: row.timestamp(),
+            key: row.key(),
+            namespace: row.namespace(),
+        }))
+    }
+
+    #[inline]
+    fn pop_earliest_timer(&mut self, state: StateId, domain: u8) -> Result<bool> {
+        let r = self.registered_mut(state)?;
+        let Column::Timers(t) = &mut r.column else {
+            return Ok(false);
+        };
+        let Some((g, row)) = t.pop_earliest(domain) else {
+            return Ok(false);
+        };
+        if let Some(changes) = &mut r.changes {
+            let mut key = Vec::with_capacity(2 + row.key().len());
+            key.extend_from_slice(&g.to_be_bytes());
+            key.extend_from_slice(row.key());
+            changes.entry(&key, row.user_key());
+        }
+        Ok(true)
     }
 }
 
@@ -561,6 +649,24 @@ impl Snapshots for HeapBackend {
                     }
                 }
             }
+            (Changes::Nested(keys), Column::Timers(t)) => {
+                for (key, changed) in keys {
+                    if changed.deleted {
+                        visit(&key, &[], Change::DeleteKey)?;
+                        for u in t.scan(&key) {
+                            visit(&key, u, Change::Put(&[]))?;
+                        }
+                        continue;
+                    }
+                    for u in changed.user_keys {
+                        if t.contains(&key, &u)? {
+                            visit(&key, &u, Change::Put(&[]))?;
+                        } else {
+                            visit(&key, &u, Change::Delete)?;
+                        }
+                    }
+                }
+            }
             (Changes::Nested(keys), Column::Nested(m)) => {
                 for (key, changed) in keys {
                     let entries = m.get(&key);
@@ -608,6 +714,7 @@ impl ExpiryHooks for HeapBackend {
                 }
                 Ok(())
             })?,
+            Column::Timers(t) => t.visit_some(cursor, limit, |k, u| visit(k, u, &[]))?,
         }
         Ok(true)
     }

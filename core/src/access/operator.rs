@@ -316,7 +316,7 @@ impl<Op: StatefulOperator, B: StateBackend> Bound<Op, B> {
     /// The time of the earliest timer of a domain: when the next one is due.
     #[must_use]
     pub fn next_timer(&self, domain: TimeDomain) -> Option<i64> {
-        self.timers.next(domain)
+        self.timers.next(&self.backend, domain)
     }
 
     /// The number of timers of a domain this instance holds. On a backend that keeps timers in
@@ -336,34 +336,32 @@ impl<Op: StatefulOperator, B: StateBackend> Bound<Op, B> {
     /// [`CACHED_PER_GROUP`](crate::timers::CACHED_PER_GROUP) per key group.
     #[must_use]
     pub fn timers_in_memory(&self, domain: TimeDomain) -> usize {
-        self.timers.in_memory(domain)
+        self.timers.in_memory(&self.backend, domain)
     }
 
     fn fire<F>(&mut self, domain: TimeDomain, time: i64, mut on_timer: F) -> Result<usize>
     where
         F: FnMut(Timer<Op::Key, Op::TimerNamespace>, Op::Keyed<'_, B>) -> Result<()>,
     {
-        let Some(column) = self.timers.column() else {
+        if self.timers.column().is_none() {
             return Ok(0);
-        };
+        }
         let max = Op::DESCRIPTOR.max_parallelism;
         let mut fired = 0;
-        let mut user_key = Vec::new();
-        while let Some(due) = self.timers.first_due(domain, time) {
+        while let Some(due) = self.timers.first_due(&self.backend, domain, time)? {
             let timestamp = due.timestamp;
             let key_bytes = due.key();
             let key = Op::Key::from_key_bytes(key_bytes)?;
             let namespace = Op::TimerNamespace::from_key_bytes(due.namespace())?;
-            let kg = key_group(key_bytes, max);
+            let kg = due.key_group.unwrap_or_else(|| key_group(key_bytes, max));
             self.key.clear();
             self.key.extend_from_slice(&kg.to_be_bytes());
             self.key.extend_from_slice(key_bytes);
-            Timers::user_key(domain, &due, &mut user_key);
             self.backend.release_reads();
-            self.backend.delete(column, &self.key, &user_key)?;
             // Out of the index only once it is out of the backend: a timer whose key does not
             // decode or whose deletion fails stays registered in both.
-            self.timers.remove_first(&self.backend, domain)?;
+            self.timers
+                .take(&mut self.backend, domain, &due, &self.key)?;
             let ctx = KeyContext::new(
                 &mut self.backend,
                 &self.key,

@@ -137,6 +137,8 @@ pub(crate) struct Due {
     pub(crate) timestamp: i64,
     pub(crate) rest: SmallVec<[u8; 24]>,
     pub(crate) key_len: usize,
+    /// The key's group, when the backend's queue said it.
+    pub(crate) key_group: Option<u16>,
 }
 
 impl Due {
@@ -175,6 +177,9 @@ enum Index {
         /// The earliest cached timer of every group that has one.
         heads: BTreeSet<(Entry, u16)>,
     },
+    /// The backend keeps them as a queue in firing order
+    /// ([`StateBackend::queued_timers`]): nothing here.
+    Queued,
 }
 
 impl Index {
@@ -193,6 +198,7 @@ impl Index {
         match self {
             Index::Full(set) => set.first(),
             Index::Cached { heads, .. } => heads.first().map(|(e, _)| e),
+            Index::Queued => None,
         }
     }
 }
@@ -326,11 +332,29 @@ impl Timers {
         }
     }
 
-    /// The timers of `domain` held in memory (all of them, or the cached first ones).
-    pub(crate) fn in_memory(&self, domain: TimeDomain) -> usize {
+    /// The timers of `domain` held in memory (all of them, or the cached first ones; all of
+    /// them for a backend that queues them, which holds them in memory).
+    pub(crate) fn in_memory<B: StateBackend + ?Sized>(
+        &self,
+        backend: &B,
+        domain: TimeDomain,
+    ) -> usize {
         match self.index_ref(domain) {
             Index::Full(set) => set.len(),
             Index::Cached { groups, .. } => groups.values().map(|g| g.entries.len()).sum(),
+            Index::Queued => self.queued(backend, domain).ok().flatten().unwrap_or(0),
+        }
+    }
+
+    /// How many timers of `domain` the backend's queue holds.
+    fn queued<B: StateBackend + ?Sized>(
+        &self,
+        backend: &B,
+        domain: TimeDomain,
+    ) -> Result<Option<usize>> {
+        match self.column {
+            Some(column) => backend.queued_timers(column, domain.tag()),
+            None => Ok(None),
         }
     }
 
@@ -341,8 +365,11 @@ impl Timers {
         backend: &B,
         domain: TimeDomain,
     ) -> Result<usize> {
+        if let Index::Queued = self.index_ref(domain) {
+            return Ok(self.queued(backend, domain)?.unwrap_or(0));
+        }
         let (Index::Cached { .. }, Some(column)) = (self.index_ref(domain), self.column) else {
-            return Ok(self.in_memory(domain));
+            return Ok(self.in_memory(backend, domain));
         };
         let mut n = 0usize;
         for kg in self.range.first()..=self.range.last() {
@@ -354,41 +381,98 @@ impl Timers {
         Ok(n)
     }
 
-    /// The earliest timer's time in a domain.
-    pub(crate) fn next(&self, domain: TimeDomain) -> Option<i64> {
-        self.index_ref(domain).first().map(|e| e.timestamp)
+    /// The earliest timer's time in a domain (`None` as well when a backend that queues the
+    /// timers fails to say).
+    pub(crate) fn next<B: StateBackend + ?Sized>(
+        &self,
+        backend: &B,
+        domain: TimeDomain,
+    ) -> Option<i64> {
+        match (self.index_ref(domain), self.column) {
+            (Index::Queued, Some(column)) => backend
+                .earliest_timer(column, domain.tag())
+                .ok()
+                .flatten()
+                .map(|t| t.timestamp),
+            (index, _) => index.first().map(|e| e.timestamp),
+        }
     }
 
-    /// The earliest timer of `domain` if it is due at `time`; it stays in the index until
-    /// [`remove_first`](Self::remove_first).
-    pub(crate) fn first_due(&self, domain: TimeDomain, time: i64) -> Option<Due> {
-        let entry = self.index_ref(domain).first()?;
-        if entry.timestamp > time {
-            return None;
+    /// The earliest timer of `domain` if it is due at `time`; it stays registered until
+    /// [`take`](Self::take).
+    ///
+    /// # Errors
+    ///
+    /// A backend failure of a backend that queues the timers.
+    pub(crate) fn first_due<B: StateBackend + ?Sized>(
+        &self,
+        backend: &B,
+        domain: TimeDomain,
+        time: i64,
+    ) -> Result<Option<Due>> {
+        if let (Index::Queued, Some(column)) = (self.index_ref(domain), self.column) {
+            let Some(t) = backend.earliest_timer(column, domain.tag())? else {
+                return Ok(None);
+            };
+            if t.timestamp > time {
+                return Ok(None);
+            }
+            let mut rest = SmallVec::with_capacity(t.key.len() + t.namespace.len());
+            rest.extend_from_slice(t.key);
+            rest.extend_from_slice(t.namespace);
+            return Ok(Some(Due {
+                timestamp: t.timestamp,
+                rest,
+                key_len: t.key.len(),
+                key_group: Some(t.key_group),
+            }));
         }
-        Some(Due {
+        let Some(entry) = self.index_ref(domain).first() else {
+            return Ok(None);
+        };
+        if entry.timestamp > time {
+            return Ok(None);
+        }
+        Ok(Some(Due {
             timestamp: entry.timestamp,
             rest: entry.rest.clone(),
             key_len: (self.key_len)(&entry.rest).unwrap_or(0),
-        })
+            key_group: None,
+        }))
     }
 
-    /// Removes the earliest timer of `domain` (after [`first_due`](Self::first_due) and its
-    /// deletion from the backend).
-    pub(crate) fn remove_first<B: StateBackend + ?Sized>(
+    /// Takes the timer [`first_due`](Self::first_due) returned out of the backend (its key
+    /// with the key group is `key`), then out of the index: a timer whose deletion fails stays
+    /// registered in both.
+    pub(crate) fn take<B: StateBackend + ?Sized>(
         &mut self,
-        backend: &B,
+        backend: &mut B,
         domain: TimeDomain,
+        due: &Due,
+        key: &[u8],
     ) -> Result<()> {
+        let Some(column) = self.column else {
+            return Ok(());
+        };
+        if let Index::Queued = self.index_ref(domain) {
+            backend.pop_earliest_timer(column, domain.tag())?;
+            return Ok(());
+        }
+        let mut user_key = std::mem::take(&mut self.buf);
+        Self::user_key(domain, due, &mut user_key);
+        let r = backend.delete(column, key, &user_key);
+        self.buf = user_key;
+        r?;
         let first = match self.index(domain) {
             Index::Full(set) => {
                 set.pop_first();
                 return Ok(());
             }
             Index::Cached { heads, .. } => heads.first().cloned(),
+            Index::Queued => None,
         };
         if let Some((entry, kg)) = first {
-            self.remove_cached(backend, domain, kg, &entry)?;
+            self.remove_cached(&*backend, domain, kg, &entry)?;
         }
         Ok(())
     }
@@ -456,6 +540,11 @@ impl Timers {
             self.processing = Index::new(false);
             return Ok(());
         };
+        if backend.queued_timers(column, 0)?.is_some() {
+            self.event = Index::Queued;
+            self.processing = Index::Queued;
+            return Ok(());
+        }
         let cached = backend.ordered_timers(column, range.first(), 0, None, 0, &mut |_| Ok(()))?;
         self.event = Index::new(cached);
         self.processing = Index::new(cached);
@@ -537,6 +626,9 @@ impl Timers {
         };
         self.buf = buf;
         r?;
+        if let Index::Queued = self.index_ref(domain) {
+            return Ok(());
+        }
         let entry = Entry::new(timestamp, k, namespace);
         match (self.index(domain), add) {
             (Index::Full(set), true) => {
@@ -547,6 +639,7 @@ impl Timers {
             }
             (Index::Cached { .. }, true) => self.add_cached(domain, kg, entry),
             (Index::Cached { .. }, false) => self.remove_cached(&*backend, domain, kg, &entry)?,
+            (Index::Queued, _) => {}
         }
         Ok(())
     }

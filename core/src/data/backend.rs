@@ -274,6 +274,59 @@ pub trait StateBackend {
         let _ = (state, key_group, domain, after, limit, visit);
         Ok(false)
     }
+
+    /// The number of timers of `domain` (its [`TimeDomain::tag`](crate::TimeDomain::tag)) in a
+    /// timer state, when the backend keeps that state's timers as a queue of its own, in the
+    /// order they fire over all its key groups (the heap: an ordered set per key group and a
+    /// tree of the groups' earliest timers). Then an operator instance keeps no index of its
+    /// own: it asks [`earliest_timer`](Self::earliest_timer) for the next timer and fires it
+    /// with [`pop_earliest_timer`](Self::pop_earliest_timer), so a timer is stored once.
+    /// `None` (the default) when the backend keeps no such queue.
+    ///
+    /// # Errors
+    ///
+    /// Unknown state, or a backend failure.
+    fn queued_timers(&self, state: StateId, domain: u8) -> Result<Option<usize>> {
+        let _ = (state, domain);
+        Ok(None)
+    }
+
+    /// The earliest timer of `domain` in a timer state the backend queues
+    /// ([`queued_timers`](Self::queued_timers)): the smallest by timestamp, then canonical key
+    /// bytes, then canonical namespace bytes. `None` when there is none (or no queue).
+    ///
+    /// # Errors
+    ///
+    /// Unknown state, or a backend failure.
+    fn earliest_timer(&self, state: StateId, domain: u8) -> Result<Option<QueuedTimer<'_>>> {
+        let _ = (state, domain);
+        Ok(None)
+    }
+
+    /// Removes the timer [`earliest_timer`](Self::earliest_timer) returns, as
+    /// [`delete`](Self::delete) would remove it (change tracking included). Returns whether
+    /// there was one.
+    ///
+    /// # Errors
+    ///
+    /// Unknown state, or a backend failure.
+    fn pop_earliest_timer(&mut self, state: StateId, domain: u8) -> Result<bool> {
+        let _ = (state, domain);
+        Ok(false)
+    }
+}
+
+/// The earliest timer of a backend's timer queue ([`StateBackend::earliest_timer`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueuedTimer<'a> {
+    /// The key group of its key.
+    pub key_group: u16,
+    /// Its time.
+    pub timestamp: i64,
+    /// The canonical bytes of its key (without the key group).
+    pub key: &'a [u8],
+    /// The canonical bytes of its namespace.
+    pub namespace: &'a [u8],
 }
 
 /// What the TTL wrapper ([`TtlBackend`](crate::data::ttl::TtlBackend)) needs of the backend
@@ -403,6 +456,15 @@ impl<B: StateBackend + ?Sized> StateBackend for Box<B> {
         visit: &mut dyn FnMut(&[u8]) -> Result<()>,
     ) -> Result<bool> {
         (**self).ordered_timers(state, key_group, domain, after, limit, visit)
+    }
+    fn queued_timers(&self, state: StateId, domain: u8) -> Result<Option<usize>> {
+        (**self).queued_timers(state, domain)
+    }
+    fn earliest_timer(&self, state: StateId, domain: u8) -> Result<Option<QueuedTimer<'_>>> {
+        (**self).earliest_timer(state, domain)
+    }
+    fn pop_earliest_timer(&mut self, state: StateId, domain: u8) -> Result<bool> {
+        (**self).pop_earliest_timer(state, domain)
     }
 }
 

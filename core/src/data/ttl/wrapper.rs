@@ -11,7 +11,7 @@ use crate::data::backend::{
     ChangeVisitor, DetachedState, EntryHint, EntryIter, EntryVisitor, NativeFiles, NativeRestore,
     StateBackend, StateId, ValueReader,
 };
-use crate::data::backend::{ExpiryHooks, Snapshots};
+use crate::data::backend::{ExpiryHooks, QueuedTimer, Snapshots};
 use crate::model::codec::Frames;
 use crate::model::descriptor::{
     OperatorDescriptor, StateDescriptor, StateKind, TtlTime, TtlUpdate, TtlVisibility,
@@ -692,6 +692,18 @@ impl<B: ExpiryHooks> StateBackend for TtlBackend<B> {
         // Timers carry no TTL: they are stored as the inner backend stores them.
         self.inner
             .ordered_timers(state, key_group, domain, after, limit, visit)
+    }
+
+    fn queued_timers(&self, state: StateId, domain: u8) -> Result<Option<usize>> {
+        self.inner.queued_timers(state, domain)
+    }
+
+    fn earliest_timer(&self, state: StateId, domain: u8) -> Result<Option<QueuedTimer<'_>>> {
+        self.inner.earliest_timer(state, domain)
+    }
+
+    fn pop_earliest_timer(&mut self, state: StateId, domain: u8) -> Result<bool> {
+        self.inner.pop_earliest_timer(state, domain)
     }
 }
 

@@ -1,0 +1,578 @@
+//! The table of a timer state: per time domain, the timers of each key group in an ordered set
+//! in firing order, and a tournament tree over the groups' earliest timers (Flink's
+//! `HeapPriorityQueueSet` per key group under its `KeyGroupPartitionedPriorityQueue`).
+//!
+//! A timer is stored once. Registering it is one insertion into its key group's set, which
+//! gives the set semantics (the same timer twice is one timer); firing takes the first timer of
+//! the group at the tree's root and replays that group's path to the root. The order is
+//! Flink's: timestamp, then the canonical key bytes, then the canonical namespace bytes.
+//! Listing or deleting all timers of one key (`TimerView::list` and `clear`, rare next to
+//! registering and firing) walks the timers of its key group, as Flink's RocksDB timers do.
+//!
+//! As a state, the table is what every other column is: `(key, user key)` entries with empty
+//! values, the user key being the domain tag, the timestamp and the namespace, so checkpoints,
+//! change tracking and restores see the timers as they see any map state's entries.
+
+use std::cmp::Ordering;
+use std::collections::BTreeSet;
+
+use smallvec::SmallVec;
+use statewright_core::keygroup::key_group;
+use statewright_core::{Error, Result, StateKey};
+
+/// The domain tag and the timestamp at the front of a timer's user key.
+const USER_KEY_HEAD: usize = 9;
+
+/// The tree's mark of a subtree without timers.
+const NONE: u16 = u16::MAX;
+
+/// One timer: its canonical key, then its user key (domain tag, timestamp, namespace), with the
+/// timestamp decoded for comparisons. A `u64` key without a namespace (17 bytes) sits in the
+/// set's node itself.
+#[derive(Debug, Clone)]
+pub(crate) struct Row {
+    timestamp: i64,
+    key_len: u32,
+    bytes: SmallVec<[u8; 24]>,
+}
+
+impl Row {
+    /// The row of `(key, user key)` with the user key's timestamp.
+    fn new(key: &[u8], user_key: &[u8], timestamp: i64) -> Result<Self> {
+        let key_len = u32::try_from(key.len()).map_err(|_| Error::Backend {
+            backend: "heap",
+            message: format!("a timer's key of {} bytes is too long", key.len()),
+        })?;
+        let mut bytes = SmallVec::with_capacity(key.len() + user_key.len());
+        bytes.extend_from_slice(key);
+        bytes.extend_from_slice(user_key);
+        Ok(Self {
+            timestamp,
+            key_len,
+            bytes,
+        })
+    }
+
+    /// The canonical key (without the key group).
+    pub(crate) fn key(&self) -> &[u8] {
+        self.bytes.get(..self.key_len as usize).unwrap_or_default()
+    }
+
+    /// The stored user key: domain tag, timestamp, namespace.
+    pub(crate) fn user_key(&self) -> &[u8] {
+        self.bytes.get(self.key_len as usize..).unwrap_or_default()
+    }
+
+    /// The canonical namespace.
+    pub(crate) fn namespace(&self) -> &[u8] {
+        self.bytes
+            .get(self.key_len as usize + USER_KEY_HEAD..)
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn timestamp(&self) -> i64 {
+        self.timestamp
+    }
+}
+
+impl Ord for Row {
+    fn cmp(&self, other: &Self) -> Ordering {
+        // Canonical keys are prefix-free, so (key, namespace) is the order of their bytes
+        // one after the other.
+        self.timestamp
+            .cmp(&other.timestamp)
+            .then_with(|| self.key().cmp(other.key()))
+            .then_with(|| self.namespace().cmp(other.namespace()))
+    }
+}
+
+impl PartialOrd for Row {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Row {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Row {}
+
+/// The timers of one domain.
+#[derive(Debug, Default)]
+struct Queue {
+    /// Per key group, its timers in firing order.
+    groups: Vec<BTreeSet<Row>>,
+    /// Per key group with timers, its first timer's timestamp (what the tree compares first).
+    first: Vec<i64>,
+    /// The tournament: `tree[1]` is the group with the earliest timer, node `n`'s children
+    /// are `2n` and `2n + 1`, group `g` is the leaf `leaves + g`; [`NONE`] for no timers.
+    tree: Vec<u16>,
+    leaves: usize,
+    len: usize,
+}
+
+impl Queue {
+    /// Sizes the queue for `groups` key groups (on its first timer).
+    fn init(&mut self, groups: usize) {
+        if self.leaves == 0 {
+            self.leaves = groups.max(1).next_power_of_two();
+            self.groups = (0..groups).map(|_| BTreeSet::new()).collect();
+            self.first = vec![0; groups];
+            self.tree = vec![NONE; 2 * self.leaves];
+        }
+    }
+
+    fn group(&self, g: u16) -> Option<&BTreeSet<Row>> {
+        self.groups.get(usize::from(g))
+    }
+
+    /// The group of `a` and `b` whose first timer fires first.
+    #[inline]
+    fn earlier(&self, a: u16, b: u16) -> u16 {
+        if a == NONE {
+            return b;
+        }
+        if b == NONE {
+            return a;
+        }
+        let at = |g: u16| self.first.get(usize::from(g)).copied().unwrap_or(i64::MAX);
+        match at(a).cmp(&at(b)) {
+            Ordering::Less => a,
+            Ordering::Greater => b,
+            Ordering::Equal => {
+                let first = |g: u16| self.group(g).and_then(BTreeSet::first);
+                match (first(a), first(b)) {
+                    (Some(x), Some(y)) if y < x => b,
+                    _ => a,
+                }
+            }
+        }
+    }
+
+    /// Replays the tree from group `g`'s leaf after its first timer changed.
+    fn replay(&mut self, g: u16) {
+        let head = self.group(g).and_then(BTreeSet::first).map(Row::timestamp);
+        if let (Some(ts), Some(slot)) = (head, self.first.get_mut(usize::from(g))) {
+            *slot = ts;
+        }
+        let mut node = self.leaves + usize::from(g);
+        if let Some(leaf) = self.tree.get_mut(node) {
+            *leaf = if head.is_some() { g } else { NONE };
+        }
+        node /= 2;
+        while node >= 1 {
+            let (l, r) = (
+                self.tree.get(2 * node).copied().unwrap_or(NONE),
+                self.tree.get(2 * node + 1).copied().unwrap_or(NONE),
+            );
+            let winner = self.earlier(l, r);
+            if let Some(slot) = self.tree.get_mut(node) {
+                *slot = winner;
+            }
+            node /= 2;
+        }
+    }
+
+    fn insert(&mut self, g: u16, row: Row) -> bool {
+        let Some(set) = self.groups.get_mut(usize::from(g)) else {
+            return false;
+        };
+        let new_first = set.first().is_none_or(|f| row < *f);
+        if !set.insert(row) {
+            return false;
+        }
+        self.len += 1;
+        if new_first {
+            self.replay(g);
+        }
+        true
+    }
+
+    fn remove(&mut self, g: u16, row: &Row) -> bool {
+        let Some(set) = self.groups.get_mut(usize::from(g)) else {
+            return false;
+        };
+        let was_first = set.first() == Some(row);
+        if !set.remove(row) {
+            return false;
+        }
+        self.len -= 1;
+        if was_first {
+            self.replay(g);
+        }
+        true
+    }
+
+    fn earliest(&self) -> Option<(u16, &Row)> {
+        let g = self.tree.get(1).copied().filter(|&g| g != NONE)?;
+        Some((g, self.group(g)?.first()?))
+    }
+
+    fn pop_earliest(&mut self) -> Option<(u16, Row)> {
+        let g = self.tree.get(1).copied().filter(|&g| g != NONE)?;
+        let row = self.groups.get_mut(usize::from(g))?.pop_first()?;
+        self.len -= 1;
+        self.replay(g);
+        Some((g, row))
+    }
+}
+
+/// A timer state's table: a [`Queue`] per time domain (by tag).
+#[derive(Debug)]
+pub(crate) struct TimerTable {
+    max_parallelism: u16,
+    queues: [Queue; 2],
+}
+
+/// A timer's user key: its domain's tag and timestamp.
+fn parse_user_key(user_key: &[u8]) -> Option<(usize, i64)> {
+    let (&tag, mut rest) = user_key.split_first()?;
+    let ts = i64::decode_key(&mut rest).ok()?;
+    (tag < 2).then_some((usize::from(tag), ts))
+}
+
+#[cold]
+fn not_a_timer(user_key: &[u8]) -> Error {
+    Error::Backend {
+        backend: "heap",
+        message: format!(
+            "a timer state's user key is a domain tag (0 or 1) and a timestamp, not {} byte(s) \
+             starting {:02x?}",
+            user_key.len(),
+            user_key
+                .get(..USER_KEY_HEAD.min(user_key.len()))
+                .unwrap_or_default()
+        ),
+    }
+}
+
+impl TimerTable {
+    pub(crate) fn new(max_parallelism: u16) -> Self {
+        Self {
+            max_parallelism,
+            queues: [Queue::default(), Queue::default()],
+        }
+    }
+
+    pub(crate) fn max_parallelism(&self) -> u16 {
+        self.max_parallelism
+    }
+
+    /// The key group and canonical bytes of a key, checked against the key's hash.
+    pub(crate) fn checked<'k>(&self, key: &'k [u8]) -> Result<(u16, &'k [u8])> {
+        let (Some(prefix), Some(canonical)) = (key.first_chunk::<2>(), key.get(2..)) else {
+            return Err(Error::Backend {
+                backend: "heap",
+                message: format!(
+                    "a key of {} byte(s) has no key-group prefix (2 bytes)",
+                    key.len()
+                ),
+            });
+        };
+        let expected = key_group(canonical, self.max_parallelism);
+        if u16::from_be_bytes(*prefix) != expected {
+            return Err(Error::Backend {
+                backend: "heap",
+                message: format!(
+                    "a key's prefix names key group {}, but its canonical bytes belong to key \
+                     group {expected} (maximum parallelism {})",
+                    u16::from_be_bytes(*prefix),
+                    self.max_parallelism
+                ),
+            });
+        }
+        Ok((expected, canonical))
+    }
+
+    /// Checks a write of `(key, user_key, value)` before it is made (and recorded).
+    pub(crate) fn check(&self, key: &[u8], user_key: &[u8], value: &[u8]) -> Result<()> {
+        self.checked(key)?;
+        if parse_user_key(user_key).is_none() {
+            return Err(not_a_timer(user_key));
+        }
+        if !value.is_empty() {
+            return Err(Error::Backend {
+                backend: "heap",
+                message: format!("a timer stores no value, not {} byte(s)", value.len()),
+            });
+        }
+        Ok(())
+    }
+
+    /// The key group, canonical key and user key's parts of a lookup; `None` for a user key
+    /// that is no timer's (nothing is stored there).
+    fn locate<'k>(&self, key: &'k [u8], user_key: &[u8]) -> Option<(u16, &'k [u8], usize, i64)> {
+        let prefix = key.first_chunk::<2>()?;
+        let g = u16::from_be_bytes(*prefix);
+        let (domain, ts) = parse_user_key(user_key)?;
+        Some((g, key.get(2..)?, domain, ts))
+    }
+
+    /// Stores a timer; returns whether it is new.
+    pub(crate) fn insert(&mut self, key: &[u8], user_key: &[u8], value: &[u8]) -> Result<bool> {
+        self.check(key, user_key, value)?;
+        let Some((g, canonical, domain, ts)) = self.locate(key, user_key) else {
+            return Err(not_a_timer(user_key));
+        };
+        let row = Row::new(canonical, user_key, ts)?;
+        let groups = usize::from(self.max_parallelism);
+        let Some(queue) = self.queues.get_mut(domain) else {
+            return Err(not_a_timer(user_key));
+        };
+        queue.init(groups);
+        Ok(queue.insert(g, row))
+    }
+
+    /// Whether the timer is stored.
+    pub(crate) fn contains(&self, key: &[u8], user_key: &[u8]) -> Result<bool> {
+        let Some((g, canonical, domain, ts)) = self.locate(key, user_key) else {
+            return Ok(false);
+        };
+        let row = Row::new(canonical, user_key, ts)?;
+        Ok(self
+            .queues
+            .get(domain)
+            .and_then(|q| q.group(g))
+            .is_some_and(|set| set.contains(&row)))
+    }
+
+    /// Removes a timer; returns whether it was stored.
+    pub(crate) fn remove(&mut self, key: &[u8], user_key: &[u8]) -> Result<bool> {
+        let Some((g, canonical, domain, ts)) = self.locate(key, user_key) else {
+            return Ok(false);
+        };
+        let row = Row::new(canonical, user_key, ts)?;
+        Ok(self
+            .queues
+            .get_mut(domain)
+            .is_some_and(|q| q.remove(g, &row)))
+    }
+
+    /// The user keys of `key`'s timers, in user-key order (domain, timestamp, namespace).
+    pub(crate) fn scan<'a>(&'a self, key: &[u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let g = key
+            .first_chunk::<2>()
+            .map_or(NONE, |p| u16::from_be_bytes(*p));
+        let canonical: SmallVec<[u8; 24]> = SmallVec::from_slice(key.get(2..).unwrap_or_default());
+        self.queues
+            .iter()
+            .flat_map(move |q| q.group(g).into_iter().flatten())
+            .filter(move |r| r.key() == canonical.as_slice())
+            .map(Row::user_key)
+    }
+
+    /// Removes every timer of `key`.
+    pub(crate) fn remove_key(&mut self, key: &[u8]) {
+        let doomed: Vec<Vec<u8>> = self.scan(key).map(<[u8]>::to_vec).collect();
+        for user_key in doomed {
+            // Every user key came out of the table: it is a timer's.
+            let _ = self.remove(key, &user_key);
+        }
+    }
+
+    /// Visits every timer as `(key with its key group, user key)`: domain by domain, key
+    /// group by key group, in firing order.
+    pub(crate) fn for_each(&self, mut visit: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()> {
+        let mut key = Vec::new();
+        for q in &self.queues {
+            for (g, set) in q.groups.iter().enumerate() {
+                for row in set {
+                    key.clear();
+                    key.extend_from_slice(&(g as u16).to_be_bytes());
+                    key.extend_from_slice(row.key());
+                    visit(&key, row.user_key())?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Visits the timers of whole key groups, from `*cursor` (domain and key group) on, until
+    /// at least `limit` were visited or every group was; wraps the cursor to 0 after the last.
+    pub(crate) fn visit_some(
+        &self,
+        cursor: &mut u64,
+        limit: usize,
+        mut visit: impl FnMut(&[u8], &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let groups = usize::from(self.max_parallelism);
+        let total = 2 * groups;
+        let mut at = usize::try_from(*cursor).unwrap_or(0);
+        let mut visited = 0;
+        let mut steps = 0;
+        let mut key = Vec::new();
+        while visited < limit && steps < total {
+            if at >= total {
+                at = 0;
+            }
+            let set = self
+                .queues
+                .get(at / groups.max(1))
+                .and_then(|q| q.groups.get(at % groups.max(1)));
+            for row in set.into_iter().flatten() {
+                key.clear();
+                key.extend_from_slice(&((at % groups.max(1)) as u16).to_be_bytes());
+                key.extend_from_slice(row.key());
+                visit(&key, row.user_key())?;
+                visited += 1;
+            }
+            at += 1;
+            steps += 1;
+        }
+        *cursor = if at >= total { 0 } else { at as u64 };
+        Ok(())
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.queues.iter().map(|q| q.len).sum()
+    }
+
+    /// The number of timers of a domain.
+    pub(crate) fn len_of(&self, domain: u8) -> usize {
+        self.queues.get(usize::from(domain)).map_or(0, |q| q.len)
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.queues = [Queue::default(), Queue::default()];
+    }
+
+    /// The earliest timer of a domain, with its key group.
+    pub(crate) fn earliest(&self, domain: u8) -> Option<(u16, &Row)> {
+        self.queues.get(usize::from(domain))?.earliest()
+    }
+
+    /// Removes the earliest timer of a domain.
+    pub(crate) fn pop_earliest(&mut self, domain: u8) -> Option<(u16, Row)> {
+        self.queues.get_mut(usize::from(domain))?.pop_earliest()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use statewright_core::EncodeKey;
+
+    const MAX: u16 = 8;
+
+    fn key(k: u64) -> Vec<u8> {
+        let canonical = k.to_be_bytes();
+        let mut key = key_group(&canonical, MAX).to_be_bytes().to_vec();
+        key.extend_from_slice(&canonical);
+        key
+    }
+
+    fn user_key(domain: u8, ts: i64, ns: &[u8]) -> Vec<u8> {
+        let mut u = vec![domain];
+        ts.encode_key(&mut u);
+        u.extend_from_slice(ns);
+        u
+    }
+
+    #[test]
+    fn timers_are_a_set_per_key_and_fire_in_time_then_key_then_namespace_order() {
+        let mut t = TimerTable::new(MAX);
+        assert!(t.insert(&key(3), &user_key(0, 10, &[2]), &[]).unwrap());
+        assert!(!t.insert(&key(3), &user_key(0, 10, &[2]), &[]).unwrap());
+        assert!(t.insert(&key(3), &user_key(0, 10, &[1]), &[]).unwrap());
+        assert!(t.insert(&key(1), &user_key(0, 10, &[9]), &[]).unwrap());
+        assert!(t.insert(&key(2), &user_key(0, -5, &[]), &[]).unwrap());
+        assert!(t.insert(&key(2), &user_key(1, -7, &[]), &[]).unwrap());
+        assert_eq!((t.len(), t.len_of(0), t.len_of(1)), (5, 4, 1));
+        assert!(t.contains(&key(3), &user_key(0, 10, &[1])).unwrap());
+        assert!(!t.contains(&key(3), &user_key(1, 10, &[1])).unwrap());
+        let listed: Vec<_> = t.scan(&key(3)).map(<[u8]>::to_vec).collect();
+        assert_eq!(listed, vec![user_key(0, 10, &[1]), user_key(0, 10, &[2])]);
+        let mut fired = Vec::new();
+        while let Some((g, row)) = t.pop_earliest(0) {
+            assert_eq!(g, key_group(row.key(), MAX));
+            fired.push((
+                row.timestamp(),
+                row.key().to_vec(),
+                row.namespace().to_vec(),
+            ));
+        }
+        let k = |k: u64| k.to_be_bytes().to_vec();
+        assert_eq!(
+            fired,
+            vec![
+                (-5, k(2), vec![]),
+                (10, k(1), vec![9]),
+                (10, k(3), vec![1]),
+                (10, k(3), vec![2]),
+            ]
+        );
+        assert_eq!(t.earliest(1).map(|(_, r)| r.timestamp()), Some(-7));
+    }
+
+    #[test]
+    fn a_write_that_is_no_timer_is_refused() {
+        let mut t = TimerTable::new(MAX);
+        let mut wrong_group = key(3);
+        wrong_group[1] ^= 1;
+        assert!(t.insert(&wrong_group, &user_key(0, 1, &[]), &[]).is_err());
+        assert!(t.insert(&[0], &user_key(0, 1, &[]), &[]).is_err());
+        assert!(
+            t.insert(&key(3), &[2, 0, 0, 0, 0, 0, 0, 0, 0], &[])
+                .is_err()
+        );
+        assert!(t.insert(&key(3), &[0, 1], &[]).is_err());
+        assert!(t.insert(&key(3), &user_key(0, 1, &[]), &[1]).is_err());
+        assert_eq!(t.len(), 0);
+        assert!(!t.contains(&key(3), &[7]).unwrap());
+        assert!(!t.remove(&key(3), &[7]).unwrap());
+    }
+
+    proptest! {
+        /// The table against a `BTreeSet` of `(domain, timestamp, key, namespace)`: inserts,
+        /// removes, key deletions and pops in any mix, over few timestamps (ties) and keys.
+        #[test]
+        fn the_table_behaves_as_an_ordered_set(
+            ops in proptest::collection::vec((0u8..5, 0u8..2, -3i64..4, 0u64..12, 0u8..3), 1..300)
+        ) {
+            let mut t = TimerTable::new(MAX);
+            let mut model = BTreeSet::new();
+            for (op, domain, ts, k, ns) in ops {
+                let ns_bytes = vec![ns; usize::from(ns)];
+                let u = user_key(domain, ts, &ns_bytes);
+                let item = (domain, ts, k.to_be_bytes(), ns_bytes.clone());
+                match op {
+                    0 | 1 => prop_assert_eq!(t.insert(&key(k), &u, &[]).unwrap(), model.insert(item)),
+                    2 => prop_assert_eq!(t.remove(&key(k), &u).unwrap(), model.remove(&item)),
+                    3 => {
+                        let first = model.iter().find(|i| i.0 == domain).cloned();
+                        let popped = t.pop_earliest(domain).map(|(_, r)| {
+                            (domain, r.timestamp(), r.key().try_into().unwrap(), r.namespace().to_vec())
+                        });
+                        if let Some(f) = &first {
+                            model.remove(f);
+                        }
+                        prop_assert_eq!(popped, first);
+                    }
+                    _ => {
+                        t.remove_key(&key(k));
+                        model.retain(|i| i.2 != k.to_be_bytes());
+                    }
+                }
+                prop_assert_eq!(t.len(), model.len());
+                for d in 0..2 {
+                    let first = model.iter().find(|i| i.0 == d).map(|i| (i.1, i.2.to_vec(), i.3.clone()));
+                    let earliest = t.earliest(d).map(|(_, r)| (r.timestamp(), r.key().to_vec(), r.namespace().to_vec()));
+                    prop_assert_eq!(earliest, first);
+                }
+                let listed: Vec<_> = t.scan(&key(k)).map(<[u8]>::to_vec).collect();
+                let expected: Vec<_> = model
+                    .iter()
+                    .filter(|i| i.2 == k.to_be_bytes())
+                    .map(|i| user_key(i.0, i.1, &i.3))
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect();
+                prop_assert_eq!(listed, expected);
+            }
+        }
+    }
+}
