@@ -261,8 +261,14 @@ impl HeapBackend {
         value: &[u8],
     ) -> Result<()> {
         let r = self.registered_mut(state)?;
-        if let Column::Timers(t) = &r.column {
-            t.check(key, user_key, value)?;
+        if let Column::Timers(t) = &mut r.column {
+            // Checked before it is recorded, then stored.
+            if let Some(changes) = &mut r.changes {
+                t.check(key, user_key, value)?;
+                changes.entry(key, user_key);
+            }
+            t.insert(key, user_key, value)?;
+            return Ok(());
         }
         r.record(state, key, user_key)?;
         match &mut r.column {
@@ -272,9 +278,8 @@ impl HeapBackend {
                 Some(entries) => entries.set(user_key, value),
                 None => m.entries_mut(key).set(user_key, value),
             },
-            Column::Timers(t) => {
-                t.insert(key, user_key, value)?;
-            }
+            // Stored above.
+            Column::Timers(_) => {}
         }
         Ok(())
     }

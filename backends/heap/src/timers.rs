@@ -14,7 +14,7 @@
 //! change tracking and restores see the timers as they see any map state's entries.
 
 use std::cmp::Ordering;
-use std::collections::BTreeSet;
+use std::collections::VecDeque;
 
 use smallvec::SmallVec;
 use statewright_core::keygroup::key_group;
@@ -25,6 +25,10 @@ const USER_KEY_HEAD: usize = 9;
 
 /// The tree's mark of a subtree without timers.
 const NONE: u16 = u16::MAX;
+
+/// The length at which a run of a key group's timers splits in two. Small in this crate's
+/// tests, so that they split and refill all the time.
+const RUN_MAX: usize = if cfg!(test) { 4 } else { 32 };
 
 /// One timer: its canonical key, then its user key (domain tag, timestamp, namespace), with the
 /// timestamp decoded for comparisons. A `u64` key without a namespace (17 bytes) sits in the
@@ -54,28 +58,33 @@ impl Row {
     }
 
     /// The canonical key (without the key group).
+    #[inline]
     pub(crate) fn key(&self) -> &[u8] {
         self.bytes.get(..self.key_len as usize).unwrap_or_default()
     }
 
     /// The stored user key: domain tag, timestamp, namespace.
+    #[inline]
     pub(crate) fn user_key(&self) -> &[u8] {
         self.bytes.get(self.key_len as usize..).unwrap_or_default()
     }
 
     /// The canonical namespace.
+    #[inline]
     pub(crate) fn namespace(&self) -> &[u8] {
         self.bytes
             .get(self.key_len as usize + USER_KEY_HEAD..)
             .unwrap_or_default()
     }
 
+    #[inline]
     pub(crate) fn timestamp(&self) -> i64 {
         self.timestamp
     }
 }
 
 impl Ord for Row {
+    #[inline]
     fn cmp(&self, other: &Self) -> Ordering {
         // Canonical keys are prefix-free, so (key, namespace) is the order of their bytes
         // one after the other.
@@ -100,16 +109,257 @@ impl PartialEq for Row {
 
 impl Eq for Row {}
 
+/// The timers of one key group and domain, in firing order, as sorted runs of at most
+/// [`RUN_MAX`] timers: the first run in a double-ended queue (firing pops its front), the others
+/// in a queue of vectors, with the timestamp of each one's first timer in an array of their
+/// own (a lookup's binary search reads 8 bytes a run, contiguous). A timer goes into the last
+/// run whose first timer is at or before it; a full run splits in two; when the first run
+/// empties, the next one takes its place whole. Firing moves no timer and frees one
+/// allocation per run, where popping an ordered set's first element moves the rest of its
+/// leaf and rebalances the tree.
+///
+/// Every timer of the first run comes before every other, and it is empty only when the group
+/// is; the other runs are non-empty, sorted, and each one's timers come before the next's.
+#[derive(Debug, Default)]
+struct Group {
+    front: VecDeque<Row>,
+    runs: VecDeque<Run>,
+    /// The timestamp of each run's first timer.
+    firsts: VecDeque<i64>,
+}
+
+impl Group {
+    #[inline]
+    fn first(&self) -> Option<&Row> {
+        self.front.front()
+    }
+
+    /// Whether `row` belongs in the first run (the group is empty, or `row` is at or before
+    /// the first run's last timer).
+    #[inline]
+    fn in_front(&self, row: &Row) -> bool {
+        self.front.back().is_none_or(|last| row <= last)
+    }
+
+    /// The number of runs (after the first) whose first timer is at or before `row`.
+    #[inline]
+    fn runs_before(&self, row: &Row) -> usize {
+        let (mut lo, mut hi) = (0, self.runs.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let first = self.firsts.get(mid).copied().unwrap_or(i64::MAX);
+            let before = match first.cmp(&row.timestamp) {
+                Ordering::Less => true,
+                Ordering::Greater => false,
+                Ordering::Equal => self
+                    .runs
+                    .get(mid)
+                    .and_then(|r| r.rows.first())
+                    .is_some_and(|f| f <= row),
+            };
+            if before {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+
+    /// Splits the first run when it is full: its later half becomes the second run.
+    fn split_front(&mut self) {
+        if self.front.len() >= RUN_MAX {
+            let rows: Vec<Row> = self.front.drain(RUN_MAX / 2..).collect();
+            let stamps = rows.iter().map(Row::timestamp).collect();
+            self.add_run(0, Run { stamps, rows });
+        }
+    }
+
+    /// Puts a sorted, non-empty run at position `at` of the runs after the first.
+    fn add_run(&mut self, at: usize, run: Run) {
+        if let Some(&first) = run.stamps.first() {
+            self.firsts.insert(at, first);
+            self.runs.insert(at, run);
+        }
+    }
+
+    fn insert(&mut self, row: Row) -> bool {
+        if self.in_front(&row) {
+            let Err(at) = self.front.binary_search(&row) else {
+                return false;
+            };
+            self.front.insert(at, row);
+            self.split_front();
+            return true;
+        }
+        let before = self.runs_before(&row);
+        let Some(run) = before.checked_sub(1).and_then(|i| self.runs.get_mut(i)) else {
+            // After the first run, before every other: the first run's new last timer.
+            self.front.push_back(row);
+            self.split_front();
+            return true;
+        };
+        // The run's first timer is at or before `row`: `row` goes after it (or is it).
+        let Err(at) = run.search(&row) else {
+            return false;
+        };
+        run.stamps.insert(at, row.timestamp);
+        run.rows.insert(at, row);
+        if run.rows.len() >= RUN_MAX {
+            let later = Run {
+                stamps: run.stamps.split_off(RUN_MAX / 2),
+                rows: run.rows.split_off(RUN_MAX / 2),
+            };
+            self.add_run(before, later);
+        }
+        true
+    }
+
+    fn contains(&self, row: &Row) -> bool {
+        if self.in_front(row) {
+            return self.front.binary_search(row).is_ok();
+        }
+        let before = self.runs_before(row);
+        before
+            .checked_sub(1)
+            .and_then(|i| self.runs.get(i))
+            .is_some_and(|run| run.search(row).is_ok())
+    }
+
+    fn remove(&mut self, row: &Row) -> bool {
+        if self.in_front(row) {
+            let Ok(at) = self.front.binary_search(row) else {
+                return false;
+            };
+            self.front.remove(at);
+            self.refill();
+            return true;
+        }
+        let Some(i) = self.runs_before(row).checked_sub(1) else {
+            return false;
+        };
+        let Some(run) = self.runs.get_mut(i) else {
+            return false;
+        };
+        let Ok(at) = run.search(row) else {
+            return false;
+        };
+        run.stamps.remove(at);
+        run.rows.remove(at);
+        match run.stamps.first() {
+            None => {
+                self.runs.remove(i);
+                self.firsts.remove(i);
+            }
+            Some(&first) if at == 0 => {
+                if let Some(slot) = self.firsts.get_mut(i) {
+                    *slot = first;
+                }
+            }
+            Some(_) => {}
+        }
+        true
+    }
+
+    #[inline]
+    fn pop_first(&mut self) -> Option<Row> {
+        let row = self.front.pop_front()?;
+        if self.front.is_empty() {
+            self.refill();
+        }
+        // The group's next turn comes after the other groups' (the tree interleaves them), by
+        // then the timer after the new first, which becomes the first, is in the cache.
+        prefetch(self.front.get(1));
+        Some(row)
+    }
+
+    /// The next run becomes the first when the first emptied.
+    fn refill(&mut self) {
+        if self.front.is_empty()
+            && let Some(run) = self.runs.pop_front()
+        {
+            self.firsts.pop_front();
+            self.front = VecDeque::from(run.rows);
+        }
+    }
+
+    /// The group's timers in firing order.
+    fn iter(&self) -> impl Iterator<Item = &Row> {
+        self.front
+            .iter()
+            .chain(self.runs.iter().flat_map(|r| &r.rows))
+    }
+}
+
+/// A run of timers after a group's first, with their timestamps beside them: a search reads
+/// the timestamps (four cache lines for a full run) and at most the timers at the same time.
+#[derive(Debug, Default)]
+struct Run {
+    stamps: Vec<i64>,
+    rows: Vec<Row>,
+}
+
+impl Run {
+    /// Where `row` is, or would go.
+    #[inline]
+    fn search(&self, row: &Row) -> std::result::Result<usize, usize> {
+        let start = self.stamps.partition_point(|&t| t < row.timestamp);
+        let same = self
+            .stamps
+            .get(start..)
+            .map_or(0, |rest| rest.partition_point(|&t| t == row.timestamp));
+        match self.rows.get(start..start + same) {
+            Some(tied) => match tied.binary_search(row) {
+                Ok(i) => Ok(start + i),
+                Err(i) => Err(start + i),
+            },
+            None => Err(start),
+        }
+    }
+}
+
+/// Asks the processor to bring `row` into the cache without waiting for it.
+#[inline(always)]
+fn prefetch(row: Option<&Row>) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(row) = row {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let start = std::ptr::from_ref(row).cast::<i8>();
+        let end = start.wrapping_add(size_of::<Row>() - 1);
+        #[allow(unsafe_code)]
+        // SAFETY: a prefetch reads nothing the program sees and cannot fault; SSE, which it
+        // needs, is part of every x86-64 processor.
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T0>(start);
+            _mm_prefetch::<_MM_HINT_T0>(end);
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = row;
+}
+
+/// A node of the tournament: the group whose first timer wins below it, with that timer's
+/// timestamp, so that most matches compare two integers side by side.
+#[derive(Debug, Clone, Copy)]
+struct Node {
+    timestamp: i64,
+    group: u16,
+}
+
+/// A subtree without timers.
+const EMPTY: Node = Node {
+    timestamp: i64::MAX,
+    group: NONE,
+};
+
 /// The timers of one domain.
 #[derive(Debug, Default)]
 struct Queue {
     /// Per key group, its timers in firing order.
-    groups: Vec<BTreeSet<Row>>,
-    /// Per key group with timers, its first timer's timestamp (what the tree compares first).
-    first: Vec<i64>,
-    /// The tournament: `tree[1]` is the group with the earliest timer, node `n`'s children
-    /// are `2n` and `2n + 1`, group `g` is the leaf `leaves + g`; [`NONE`] for no timers.
-    tree: Vec<u16>,
+    groups: Vec<Group>,
+    /// The tournament: `tree[1]` names the group with the earliest timer, node `n`'s children
+    /// are `2n` and `2n + 1`, group `g` is the leaf `leaves + g`.
+    tree: Vec<Node>,
     leaves: usize,
     len: usize,
 }
@@ -119,60 +369,67 @@ impl Queue {
     fn init(&mut self, groups: usize) {
         if self.leaves == 0 {
             self.leaves = groups.max(1).next_power_of_two();
-            self.groups = (0..groups).map(|_| BTreeSet::new()).collect();
-            self.first = vec![0; groups];
-            self.tree = vec![NONE; 2 * self.leaves];
+            self.groups = (0..groups).map(|_| Group::default()).collect();
+            self.tree = vec![EMPTY; 2 * self.leaves];
         }
     }
 
-    fn group(&self, g: u16) -> Option<&BTreeSet<Row>> {
+    fn group(&self, g: u16) -> Option<&Group> {
         self.groups.get(usize::from(g))
     }
 
-    /// The group of `a` and `b` whose first timer fires first.
-    #[inline]
-    fn earlier(&self, a: u16, b: u16) -> u16 {
-        if a == NONE {
-            return b;
+    /// The node of `a` and `b` whose timer fires first.
+    #[inline(always)]
+    fn earlier(&self, a: Node, b: Node) -> Node {
+        if a.timestamp != b.timestamp {
+            // A select, not a branch: which of two groups fires first is a coin toss the
+            // processor cannot predict.
+            let a_first = a.timestamp < b.timestamp;
+            return Node {
+                timestamp: if a_first { a.timestamp } else { b.timestamp },
+                group: if a_first { a.group } else { b.group },
+            };
         }
-        if b == NONE {
+        self.tie(a, b)
+    }
+
+    /// [`earlier`](Self::earlier) of two nodes at the same time: by key and namespace.
+    #[cold]
+    #[inline(never)]
+    fn tie(&self, a: Node, b: Node) -> Node {
+        if b.group == NONE {
             return a;
         }
-        let at = |g: u16| self.first.get(usize::from(g)).copied().unwrap_or(i64::MAX);
-        match at(a).cmp(&at(b)) {
-            Ordering::Less => a,
-            Ordering::Greater => b,
-            Ordering::Equal => {
-                let first = |g: u16| self.group(g).and_then(BTreeSet::first);
-                match (first(a), first(b)) {
-                    (Some(x), Some(y)) if y < x => b,
-                    _ => a,
-                }
-            }
+        if a.group == NONE {
+            return b;
+        }
+        let first = |g: u16| self.group(g).and_then(Group::first);
+        match (first(a.group), first(b.group)) {
+            (Some(x), Some(y)) if y < x => b,
+            _ => a,
         }
     }
 
     /// Replays the tree from group `g`'s leaf after its first timer changed.
     fn replay(&mut self, g: u16) {
-        let head = self.group(g).and_then(BTreeSet::first).map(Row::timestamp);
-        if let (Some(ts), Some(slot)) = (head, self.first.get_mut(usize::from(g))) {
-            *slot = ts;
-        }
+        let mut winner = match self.group(g).and_then(Group::first) {
+            Some(row) => Node {
+                timestamp: row.timestamp,
+                group: g,
+            },
+            None => EMPTY,
+        };
         let mut node = self.leaves + usize::from(g);
         if let Some(leaf) = self.tree.get_mut(node) {
-            *leaf = if head.is_some() { g } else { NONE };
+            *leaf = winner;
         }
-        node /= 2;
-        while node >= 1 {
-            let (l, r) = (
-                self.tree.get(2 * node).copied().unwrap_or(NONE),
-                self.tree.get(2 * node + 1).copied().unwrap_or(NONE),
-            );
-            let winner = self.earlier(l, r);
+        while node > 1 {
+            let sibling = self.tree.get(node ^ 1).copied().unwrap_or(EMPTY);
+            winner = self.earlier(winner, sibling);
+            node /= 2;
             if let Some(slot) = self.tree.get_mut(node) {
                 *slot = winner;
             }
-            node /= 2;
         }
     }
 
@@ -206,13 +463,17 @@ impl Queue {
         true
     }
 
+    fn winner(&self) -> Option<u16> {
+        self.tree.get(1).map(|n| n.group).filter(|&g| g != NONE)
+    }
+
     fn earliest(&self) -> Option<(u16, &Row)> {
-        let g = self.tree.get(1).copied().filter(|&g| g != NONE)?;
+        let g = self.winner()?;
         Some((g, self.group(g)?.first()?))
     }
 
     fn pop_earliest(&mut self) -> Option<(u16, Row)> {
-        let g = self.tree.get(1).copied().filter(|&g| g != NONE)?;
+        let g = self.winner()?;
         let row = self.groups.get_mut(usize::from(g))?.pop_first()?;
         self.len -= 1;
         self.replay(g);
@@ -289,17 +550,28 @@ impl TimerTable {
 
     /// Checks a write of `(key, user_key, value)` before it is made (and recorded).
     pub(crate) fn check(&self, key: &[u8], user_key: &[u8], value: &[u8]) -> Result<()> {
-        self.checked(key)?;
-        if parse_user_key(user_key).is_none() {
+        self.parts(key, user_key, value).map(drop)
+    }
+
+    /// The key group, canonical key, domain and timestamp of a write, checked.
+    #[inline]
+    fn parts<'k>(
+        &self,
+        key: &'k [u8],
+        user_key: &[u8],
+        value: &[u8],
+    ) -> Result<(u16, &'k [u8], usize, i64)> {
+        let (g, canonical) = self.checked(key)?;
+        let Some((domain, ts)) = parse_user_key(user_key) else {
             return Err(not_a_timer(user_key));
-        }
+        };
         if !value.is_empty() {
             return Err(Error::Backend {
                 backend: "heap",
                 message: format!("a timer stores no value, not {} byte(s)", value.len()),
             });
         }
-        Ok(())
+        Ok((g, canonical, domain, ts))
     }
 
     /// The key group, canonical key and user key's parts of a lookup; `None` for a user key
@@ -313,10 +585,7 @@ impl TimerTable {
 
     /// Stores a timer; returns whether it is new.
     pub(crate) fn insert(&mut self, key: &[u8], user_key: &[u8], value: &[u8]) -> Result<bool> {
-        self.check(key, user_key, value)?;
-        let Some((g, canonical, domain, ts)) = self.locate(key, user_key) else {
-            return Err(not_a_timer(user_key));
-        };
+        let (g, canonical, domain, ts) = self.parts(key, user_key, value)?;
         let row = Row::new(canonical, user_key, ts)?;
         let groups = usize::from(self.max_parallelism);
         let Some(queue) = self.queues.get_mut(domain) else {
@@ -359,7 +628,7 @@ impl TimerTable {
         let canonical: SmallVec<[u8; 24]> = SmallVec::from_slice(key.get(2..).unwrap_or_default());
         self.queues
             .iter()
-            .flat_map(move |q| q.group(g).into_iter().flatten())
+            .flat_map(move |q| q.group(g).into_iter().flat_map(Group::iter))
             .filter(move |r| r.key() == canonical.as_slice())
             .map(Row::user_key)
     }
@@ -378,8 +647,8 @@ impl TimerTable {
     pub(crate) fn for_each(&self, mut visit: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()> {
         let mut key = Vec::new();
         for q in &self.queues {
-            for (g, set) in q.groups.iter().enumerate() {
-                for row in set {
+            for (g, group) in q.groups.iter().enumerate() {
+                for row in group.iter() {
                     key.clear();
                     key.extend_from_slice(&(g as u16).to_be_bytes());
                     key.extend_from_slice(row.key());
@@ -412,7 +681,7 @@ impl TimerTable {
                 .queues
                 .get(at / groups.max(1))
                 .and_then(|q| q.groups.get(at % groups.max(1)));
-            for row in set.into_iter().flatten() {
+            for row in set.into_iter().flat_map(Group::iter) {
                 key.clear();
                 key.extend_from_slice(&((at % groups.max(1)) as u16).to_be_bytes());
                 key.extend_from_slice(row.key());
@@ -455,6 +724,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use statewright_core::EncodeKey;
+    use std::collections::BTreeSet;
 
     const MAX: u16 = 8;
 

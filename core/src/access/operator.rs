@@ -346,14 +346,17 @@ impl<Op: StatefulOperator, B: StateBackend> Bound<Op, B> {
         if self.timers.column().is_none() {
             return Ok(0);
         }
+        if let Some(column) = self.timers.queue(domain) {
+            return self.fire_queued(column, domain, time, on_timer);
+        }
         let max = Op::DESCRIPTOR.max_parallelism;
         let mut fired = 0;
-        while let Some(due) = self.timers.first_due(&self.backend, domain, time)? {
+        while let Some(due) = self.timers.first_due(domain, time)? {
             let timestamp = due.timestamp;
             let key_bytes = due.key();
             let key = Op::Key::from_key_bytes(key_bytes)?;
             let namespace = Op::TimerNamespace::from_key_bytes(due.namespace())?;
-            let kg = due.key_group.unwrap_or_else(|| key_group(key_bytes, max));
+            let kg = key_group(key_bytes, max);
             self.key.clear();
             self.key.extend_from_slice(&kg.to_be_bytes());
             self.key.extend_from_slice(key_bytes);
@@ -362,6 +365,56 @@ impl<Op: StatefulOperator, B: StateBackend> Bound<Op, B> {
             // decode or whose deletion fails stays registered in both.
             self.timers
                 .take(&mut self.backend, domain, &due, &self.key)?;
+            let ctx = KeyContext::new(
+                &mut self.backend,
+                &self.key,
+                kg,
+                Op::DESCRIPTOR.name,
+                &mut self.scratch,
+                &mut self.timers,
+            );
+            let timer = Timer {
+                key,
+                namespace,
+                timestamp,
+                domain,
+            };
+            on_timer(timer, Op::__keyed(&self.op, &self.columns, ctx))?;
+            fired += 1;
+        }
+        Ok(fired)
+    }
+
+    /// [`fire`](Self::fire) from a backend that queues the timers itself: each timer is read
+    /// at the queue's front and popped, with nothing to keep in step beside it.
+    fn fire_queued<F>(
+        &mut self,
+        column: StateId,
+        domain: TimeDomain,
+        time: i64,
+        mut on_timer: F,
+    ) -> Result<usize>
+    where
+        F: FnMut(Timer<Op::Key, Op::TimerNamespace>, Op::Keyed<'_, B>) -> Result<()>,
+    {
+        let tag = domain.tag();
+        let mut fired = 0;
+        loop {
+            let Some(t) = self.backend.earliest_timer(column, tag)? else {
+                break;
+            };
+            if t.timestamp > time {
+                break;
+            }
+            // A timer whose key or namespace does not decode stays registered.
+            let key = Op::Key::from_key_bytes(t.key)?;
+            let namespace = Op::TimerNamespace::from_key_bytes(t.namespace)?;
+            let (timestamp, kg) = (t.timestamp, t.key_group);
+            self.key.clear();
+            self.key.extend_from_slice(&kg.to_be_bytes());
+            self.key.extend_from_slice(t.key);
+            self.backend.release_reads();
+            self.backend.pop_earliest_timer(column, tag)?;
             let ctx = KeyContext::new(
                 &mut self.backend,
                 &self.key,

@@ -137,8 +137,6 @@ pub(crate) struct Due {
     pub(crate) timestamp: i64,
     pub(crate) rest: SmallVec<[u8; 24]>,
     pub(crate) key_len: usize,
-    /// The key's group, when the backend's queue said it.
-    pub(crate) key_group: Option<u16>,
 }
 
 impl Due {
@@ -398,35 +396,20 @@ impl Timers {
         }
     }
 
-    /// The earliest timer of `domain` if it is due at `time`; it stays registered until
-    /// [`take`](Self::take).
-    ///
-    /// # Errors
-    ///
-    /// A backend failure of a backend that queues the timers.
-    pub(crate) fn first_due<B: StateBackend + ?Sized>(
-        &self,
-        backend: &B,
-        domain: TimeDomain,
-        time: i64,
-    ) -> Result<Option<Due>> {
-        if let (Index::Queued, Some(column)) = (self.index_ref(domain), self.column) {
-            let Some(t) = backend.earliest_timer(column, domain.tag())? else {
-                return Ok(None);
-            };
-            if t.timestamp > time {
-                return Ok(None);
-            }
-            let mut rest = SmallVec::with_capacity(t.key.len() + t.namespace.len());
-            rest.extend_from_slice(t.key);
-            rest.extend_from_slice(t.namespace);
-            return Ok(Some(Due {
-                timestamp: t.timestamp,
-                rest,
-                key_len: t.key.len(),
-                key_group: Some(t.key_group),
-            }));
+    /// The timer state's column when the backend queues the timers of `domain` itself
+    /// ([`StateBackend::queued_timers`]): then they fire from the backend's queue
+    /// ([`StateBackend::earliest_timer`], [`StateBackend::pop_earliest_timer`]), not from
+    /// [`first_due`](Self::first_due) and [`take`](Self::take).
+    pub(crate) fn queue(&self, domain: TimeDomain) -> Option<StateId> {
+        match self.index_ref(domain) {
+            Index::Queued => self.column,
+            _ => None,
         }
+    }
+
+    /// The earliest timer of `domain` in the index if it is due at `time`; it stays
+    /// registered until [`take`](Self::take).
+    pub(crate) fn first_due(&self, domain: TimeDomain, time: i64) -> Result<Option<Due>> {
         let Some(entry) = self.index_ref(domain).first() else {
             return Ok(None);
         };
@@ -437,7 +420,6 @@ impl Timers {
             timestamp: entry.timestamp,
             rest: entry.rest.clone(),
             key_len: (self.key_len)(&entry.rest).unwrap_or(0),
-            key_group: None,
         }))
     }
 
@@ -454,10 +436,6 @@ impl Timers {
         let Some(column) = self.column else {
             return Ok(());
         };
-        if let Index::Queued = self.index_ref(domain) {
-            backend.pop_earliest_timer(column, domain.tag())?;
-            return Ok(());
-        }
         let mut user_key = std::mem::take(&mut self.buf);
         Self::user_key(domain, due, &mut user_key);
         let r = backend.delete(column, key, &user_key);
