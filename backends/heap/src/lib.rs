@@ -5,6 +5,9 @@
 //! key and value of the state has one length (a `u64` key and an `i64` value), the rows hold
 //! them inline, so a lookup reads one row in place instead of following pointers. Map states
 //! keep one sorted map per key so that iteration is in key order and a put touches one entry.
+//! A timer state is a queue: per time domain and key group, its timers in sorted runs, under a
+//! tournament tree of the groups' first timers, so that a timer is stored once and fires by a
+//! pop ([`StateBackend::queued_timers`]).
 //! Nothing is written to disk except through snapshots and checkpoints. Reads return slices of
 //! the stored bytes, so values are read in place.
 //!

@@ -9,15 +9,17 @@
 //! inspect` and `dump` show them as the state of the field that declares them.
 //!
 //! Firing needs them in time order across keys, ordered by timestamp, then key bytes, then
-//! namespace bytes (Flink's order). A backend that keeps its timers in that order itself
-//! ([`StateBackend::ordered_timers`]: RocksDB) is asked for them: [`Bound`](crate::Bound) holds
+//! namespace bytes (Flink's order). A backend that keeps them as a queue in that order over
+//! all its key groups ([`StateBackend::queued_timers`]: the heap) is asked for the earliest
+//! and pops it: nothing is kept beside it. A backend that keeps each key group's timers in that
+//! order ([`StateBackend::ordered_timers`]: RocksDB) is asked for them: [`Bound`](crate::Bound) holds
 //! only the first [`CACHED_PER_GROUP`] timers of each key group and domain in memory, with an
 //! ordered set of each group's earliest, and reads a group's next timers from the backend when
 //! its cached ones are gone (Flink's `RocksDBCachingPriorityQueueSet` with its
 //! `KeyGroupPartitionedPriorityQueue`): memory does not grow with the number of timers. For
-//! any other backend (the heap, where the timers are in memory anyway) it keeps an index of
-//! every timer, one ordered set per time domain. Either is rebuilt from the backend whenever
-//! the backend's contents are replaced (binding, a restore, a new key-group range).
+//! any other backend (RocksDB with every timer in memory, a backend of one's own) it keeps an
+//! index of every timer, one ordered set per time domain. Either is rebuilt from the backend
+//! whenever the backend's contents are replaced (binding, a restore, a new key-group range).
 
 use std::collections::{BTreeSet, HashMap};
 use std::marker::PhantomData;
