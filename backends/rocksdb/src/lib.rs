@@ -210,6 +210,8 @@ pub(crate) fn rebuild_by_time(
     name: &str,
     by_time_name: &str,
 ) -> Result<()> {
+    // Pending rows in time order go to the column family before it is dropped.
+    backend.write_time_rows()?;
     if backend.db.cf_handle(by_time_name).is_some() {
         backend.db.drop_cf(by_time_name).map_err(|e| db_error(&e))?;
     }
@@ -626,6 +628,10 @@ pub struct RocksDbBackend {
     key_buf: RefCell<Vec<u8>>,
     /// A timer's key in its time-ordered column.
     time_key: Vec<u8>,
+    /// Rows of the time-ordered columns not yet written: written in key order, in one batch,
+    /// before anything reads those columns (a refill, a checkpoint, a write-back, a close)
+    /// or once they reach [`OUT_BATCH`] bytes.
+    time_rows: RefCell<OutRows>,
     // Written back in `Drop` while the database is open.
     rows: RefCell<RowCache>,
     /// Set when a write-back failed: rows the cache had may be missing from RocksDB, so every
@@ -730,6 +736,7 @@ impl RocksDbBackend {
             pins: RefCell::default(),
             key_buf: RefCell::default(),
             time_key: Vec::new(),
+            time_rows: RefCell::new(OutRows::default()),
             rows: RefCell::new(RowCache::new(
                 options.row_cache_size,
                 options.row_cache_dirty_limit,
@@ -956,6 +963,18 @@ impl OutRows {
         ));
     }
 
+    /// Adds a row without a value (a timer's row in time order, or its deletion).
+    fn push(&mut self, state: u32, row: Row, key: &[u8]) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(key);
+        self.rows
+            .push((state, row, start, key.len(), self.bytes.len()));
+    }
+
+    fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
     fn key(&self, start: usize, key_len: usize) -> &[u8] {
         self.bytes.get(start..start + key_len).unwrap_or_default()
     }
@@ -1104,10 +1123,38 @@ impl RocksDbBackend {
     /// as a whole: scans of write-back states, checkpoints, flushes.
     fn write_back_rows(&self) -> Result<()> {
         self.healthy()?;
+        self.write_time_rows()?;
         if self.rows_mut()?.stats().dirty_rows == 0 {
             return Ok(());
         }
         self.write_out(|rows, write| rows.write_back(write))
+    }
+
+    /// Writes the pending rows of the time-ordered columns, in key order; a failure poisons
+    /// the backend (the rows have left the buffer).
+    fn write_time_rows(&self) -> Result<()> {
+        let out = {
+            let mut pending = self
+                .time_rows
+                .try_borrow_mut()
+                .map_err(|_| Error::Backend {
+                    backend: "rocksdb",
+                    message: "re-entrant use of the timers' rows".into(),
+                })?;
+            if pending.is_empty() {
+                return Ok(());
+            }
+            std::mem::take(&mut *pending)
+        };
+        let result = out.write(&self.db, &self.columns, &mut |batch| {
+            self.db
+                .write_opt(batch, &self.write_opts)
+                .map_err(|e| db_error(&e))
+        });
+        if result.is_err() {
+            self.poisoned.set(true);
+        }
+        result
     }
 
     /// Evicts rows down to the cache's bound, writing the dirty ones back. Called only under
@@ -1266,6 +1313,8 @@ impl RocksDbBackend {
     /// Empties one column family.
     fn clear_column(&mut self, state: StateId) -> Result<()> {
         self.wrote();
+        // Pending rows in time order go to the column family before it is dropped.
+        self.write_time_rows()?;
         self.rows.get_mut().forget(Some(state.0));
         // Dropping and recreating the column family empties it at once and leaves no
         // tombstones behind (a restore clears its states first).
@@ -1288,24 +1337,23 @@ impl RocksDbBackend {
         let Some(by_time) = self.column(state)?.by_time else {
             return Ok(());
         };
-        let by_time = StateId(by_time);
+        self.healthy()?;
         let mut k = std::mem::take(&mut self.time_key);
-        let result = by_time_key(&mut k, key, user_key).and_then(|()| {
-            let cf = self.cf(by_time)?;
-            if self.row_cache_on() {
-                self.healthy()?;
-                let write_back = self.column(by_time)?.write_back;
-                self.write_at(by_time, cf, write_back, &k, row, &[])
-            } else {
-                match row {
-                    Row::Absent => self.db.delete_cf_opt(cf, &k, &self.write_opts),
-                    _ => self.db.put_cf_opt(cf, &k, [], &self.write_opts),
-                }
-                .map_err(|e| db_error(&e))
-            }
-        });
+        let result = by_time_key(&mut k, key, user_key);
+        if result.is_ok() {
+            let row = match row {
+                Row::Absent => Row::Absent,
+                _ => Row::Present,
+            };
+            self.time_rows.get_mut().push(by_time, row, &k);
+        }
         self.time_key = k;
         result?;
+        // Written in key order when the buffer is full (or before a read of the column):
+        // each of a memtable's inserts then starts where the one before it ended.
+        if self.time_rows.get_mut().bytes.len() >= OUT_BATCH {
+            self.write_time_rows()?;
+        }
         self.evict_rows()
     }
 }
@@ -1484,8 +1532,10 @@ impl StateBackend for RocksDbBackend {
             // A key of a state without user keys is one row.
             return self.write_row(state, key, &[], Row::Absent, &[]);
         }
-        // The key's rows in the cache reach RocksDB first, so the deletes below find them.
+        // The key's rows in the cache reach RocksDB first, so the deletes below find them
+        // (and its timers' pending rows in time order, so the deletes come after them).
         self.stored_in_rocksdb(state)?;
+        self.write_time_rows()?;
         self.wrote();
         let cf = self.cf(state)?;
         let by_time = match self.column(state)?.by_time {
@@ -1558,7 +1608,9 @@ impl StateBackend for RocksDbBackend {
             return Ok(true);
         }
         let by_time = StateId(by_time);
-        // The time-ordered column is written through: RocksDB holds every timer.
+        // The time-ordered column is not cached: once its pending rows are written, RocksDB
+        // holds every timer.
+        self.write_time_rows()?;
         self.stored_in_rocksdb(by_time)?;
         let cf = self.cf(by_time)?;
         self.reads.set(self.reads.get() + 1);

@@ -263,6 +263,7 @@ impl RocksDbBackend {
         self.release_reads();
         // The cached rows belong to the state being replaced.
         self.rows.get_mut().forget(None);
+        *self.time_rows.get_mut() = crate::OutRows::default();
         self.poisoned.set(false);
         let parent = self.path.parent().unwrap_or(&self.path).to_owned();
         let scratch = tempfile::Builder::new()
