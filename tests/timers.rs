@@ -637,6 +637,80 @@ mod rocksdb {
     }
 
     #[test]
+    fn timers_in_time_order_not_yet_read_survive_a_clean_close() {
+        // Rows in time order wait in a buffer until a refill reads them or it holds 4 MiB:
+        // 260,000 timers fill it more than once while they are registered, and the deletes
+        // and registrations after the last refill are still in it when the database closes.
+        // Opened again in the same mode, the database keeps its time order (no rebuild), so
+        // it must hold every one of those writes.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let mut heap = Plain::default().bind(HeapBackend::new()).unwrap();
+        {
+            let mut op = Plain::default()
+                .bind(RocksDbBackend::open(&path, RocksDbOptions::low_memory()).unwrap())
+                .unwrap();
+            for i in 0..260_000u64 {
+                let (key, ts) = (i % 40_000, ((i * 7_919) % 1_000_000) as i64);
+                op.key(&key)
+                    .unwrap()
+                    .timers()
+                    .register_event_time(ts)
+                    .unwrap();
+                heap.key(&key)
+                    .unwrap()
+                    .timers()
+                    .register_event_time(ts)
+                    .unwrap();
+            }
+            assert_eq!(
+                fire_and_chain(&mut op, 300_000),
+                fire_and_chain(&mut heap, 300_000)
+            );
+            for key in (0..40_000u64).step_by(11) {
+                for b in [&mut op as &mut dyn TimerOps, &mut heap] {
+                    b.delete(key, ((key * 7_919) % 1_000_000) as i64);
+                    b.register(key, 999_000 + key as i64);
+                }
+            }
+        }
+        let mut op = Plain::default()
+            .bind(RocksDbBackend::open(&path, RocksDbOptions::low_memory()).unwrap())
+            .unwrap();
+        assert_eq!(
+            op.timer_count(TimeDomain::EventTime).unwrap(),
+            heap.timer_count(TimeDomain::EventTime).unwrap()
+        );
+        let rest = fire_and_chain(&mut op, i64::MAX);
+        assert_eq!(rest, fire_and_chain(&mut heap, i64::MAX));
+        assert!(rest.len() > 150_000, "{}", rest.len());
+    }
+
+    /// Registering and deleting one key's event-time timer on either backend.
+    trait TimerOps {
+        fn register(&mut self, key: u64, ts: i64);
+        fn delete(&mut self, key: u64, ts: i64);
+    }
+
+    impl<B: AnyBackend + 'static> TimerOps for Bound<Plain, B> {
+        fn register(&mut self, key: u64, ts: i64) {
+            self.key(&key)
+                .unwrap()
+                .timers()
+                .register_event_time(ts)
+                .unwrap();
+        }
+
+        fn delete(&mut self, key: u64, ts: i64) {
+            self.key(&key)
+                .unwrap()
+                .timers()
+                .delete_event_time(ts)
+                .unwrap();
+        }
+    }
+
+    #[test]
     fn timers_restore_from_the_heap_into_rocksdb_and_back() {
         let dir = tempfile::tempdir().unwrap();
         let storage = CheckpointStorage::open(dir.path().join("heap")).unwrap();
