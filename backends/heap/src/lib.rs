@@ -54,8 +54,8 @@ enum Column {
     Flat(FlatTable),
     /// Map states: a sorted map of user keys per key.
     Nested(NestedTable),
-    /// Timer states: per time domain, an ordered set per key group and a tree of the
-    /// groups' earliest timers.
+    /// Timer states: per time domain, sorted runs per key group and a tree of the groups'
+    /// earliest timers.
     Timers(TimerTable),
 }
 
@@ -156,7 +156,7 @@ impl Registered {
 
 /// In-memory keyed state storage.
 ///
-/// With change tracking on ([`StateBackend::track_changes`], which the checkpointer turns on
+/// With change tracking on ([`Snapshots::track_changes`], which the checkpointer turns on
 /// for incremental checkpoints), every write also records its key in a set, so an incremental
 /// snapshot copies only what changed.
 ///

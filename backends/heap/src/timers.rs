@@ -1,9 +1,9 @@
-//! The table of a timer state: per time domain, the timers of each key group in an ordered set
-//! in firing order, and a tournament tree over the groups' earliest timers (Flink's
-//! `HeapPriorityQueueSet` per key group under its `KeyGroupPartitionedPriorityQueue`).
+//! The table of a timer state: per time domain, the timers of each key group in sorted runs
+//! ([`Group`]), and a tournament tree over the groups' earliest timers (the part Flink's
+//! `KeyGroupPartitionedPriorityQueue` plays over its per-group `HeapPriorityQueueSet`s).
 //!
-//! A timer is stored once. Registering it is one insertion into its key group's set, which
-//! gives the set semantics (the same timer twice is one timer); firing takes the first timer of
+//! A timer is stored once. Registering it is one insertion into its key group's runs, which
+//! gives the set semantics (the same timer twice is one timer); firing pops the first timer of
 //! the group at the tree's root and replays that group's path to the root. The order is
 //! Flink's: timestamp, then the canonical key bytes, then the canonical namespace bytes.
 //! Listing or deleting all timers of one key (`TimerView::list` and `clear`, rare next to

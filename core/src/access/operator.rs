@@ -351,7 +351,7 @@ impl<Op: StatefulOperator, B: StateBackend> Bound<Op, B> {
         }
         let max = Op::DESCRIPTOR.max_parallelism;
         let mut fired = 0;
-        while let Some(due) = self.timers.first_due(domain, time)? {
+        while let Some(due) = self.timers.first_due(domain, time) {
             let timestamp = due.timestamp;
             let key_bytes = due.key();
             let key = Op::Key::from_key_bytes(key_bytes)?;
@@ -365,21 +365,13 @@ impl<Op: StatefulOperator, B: StateBackend> Bound<Op, B> {
             // decode or whose deletion fails stays registered in both.
             self.timers
                 .take(&mut self.backend, domain, &due, &self.key)?;
-            let ctx = KeyContext::new(
-                &mut self.backend,
-                &self.key,
-                kg,
-                Op::DESCRIPTOR.name,
-                &mut self.scratch,
-                &mut self.timers,
-            );
             let timer = Timer {
                 key,
                 namespace,
                 timestamp,
                 domain,
             };
-            on_timer(timer, Op::__keyed(&self.op, &self.columns, ctx))?;
+            self.call(kg, timer, &mut on_timer)?;
             fired += 1;
         }
         Ok(fired)
@@ -415,24 +407,38 @@ impl<Op: StatefulOperator, B: StateBackend> Bound<Op, B> {
             self.key.extend_from_slice(t.key);
             self.backend.release_reads();
             self.backend.pop_earliest_timer(column, tag)?;
-            let ctx = KeyContext::new(
-                &mut self.backend,
-                &self.key,
-                kg,
-                Op::DESCRIPTOR.name,
-                &mut self.scratch,
-                &mut self.timers,
-            );
             let timer = Timer {
                 key,
                 namespace,
                 timestamp,
                 domain,
             };
-            on_timer(timer, Op::__keyed(&self.op, &self.columns, ctx))?;
+            self.call(kg, timer, &mut on_timer)?;
             fired += 1;
         }
         Ok(fired)
+    }
+
+    /// Calls `on_timer` with a fired timer and the view of its key's state (the key, with its
+    /// key group `kg`, is in `self.key`).
+    fn call<F>(
+        &mut self,
+        kg: u16,
+        timer: Timer<Op::Key, Op::TimerNamespace>,
+        on_timer: &mut F,
+    ) -> Result<()>
+    where
+        F: FnMut(Timer<Op::Key, Op::TimerNamespace>, Op::Keyed<'_, B>) -> Result<()>,
+    {
+        let ctx = KeyContext::new(
+            &mut self.backend,
+            &self.key,
+            kg,
+            Op::DESCRIPTOR.name,
+            &mut self.scratch,
+            &mut self.timers,
+        );
+        on_timer(timer, Op::__keyed(&self.op, &self.columns, ctx))
     }
 
     /// The operator (its plain fields).

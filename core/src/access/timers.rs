@@ -411,18 +411,16 @@ impl Timers {
 
     /// The earliest timer of `domain` in the index if it is due at `time`; it stays
     /// registered until [`take`](Self::take).
-    pub(crate) fn first_due(&self, domain: TimeDomain, time: i64) -> Result<Option<Due>> {
-        let Some(entry) = self.index_ref(domain).first() else {
-            return Ok(None);
-        };
+    pub(crate) fn first_due(&self, domain: TimeDomain, time: i64) -> Option<Due> {
+        let entry = self.index_ref(domain).first()?;
         if entry.timestamp > time {
-            return Ok(None);
+            return None;
         }
-        Ok(Some(Due {
+        Some(Due {
             timestamp: entry.timestamp,
             rest: entry.rest.clone(),
             key_len: (self.key_len)(&entry.rest).unwrap_or(0),
-        }))
+        })
     }
 
     /// Takes the timer [`first_due`](Self::first_due) returned out of the backend (its key
