@@ -1108,6 +1108,12 @@ impl RocksDbBackend {
     fn write_out(&self, take: impl FnOnce(&mut RowCache, &mut dyn FnMut(&Slot))) -> Result<()> {
         let mut out = OutRows::default();
         take(&mut *self.rows_mut()?, &mut |slot| out.add(slot));
+        self.write_rows(out)
+    }
+
+    /// Writes rows taken out of the cache or the timers' buffer, in key order; a failure
+    /// poisons the backend (the rows are gone from where they were kept).
+    fn write_rows(&self, out: OutRows) -> Result<()> {
         let result = out.write(&self.db, &self.columns, &mut |batch| {
             self.db
                 .write_opt(batch, &self.write_opts)
@@ -1130,8 +1136,7 @@ impl RocksDbBackend {
         self.write_out(|rows, write| rows.write_back(write))
     }
 
-    /// Writes the pending rows of the time-ordered columns, in key order; a failure poisons
-    /// the backend (the rows have left the buffer).
+    /// Writes the pending rows of the time-ordered columns, in key order.
     fn write_time_rows(&self) -> Result<()> {
         let out = {
             let mut pending = self
@@ -1146,15 +1151,7 @@ impl RocksDbBackend {
             }
             std::mem::take(&mut *pending)
         };
-        let result = out.write(&self.db, &self.columns, &mut |batch| {
-            self.db
-                .write_opt(batch, &self.write_opts)
-                .map_err(|e| db_error(&e))
-        });
-        if result.is_err() {
-            self.poisoned.set(true);
-        }
-        result
+        self.write_rows(out)
     }
 
     /// Evicts rows down to the cache's bound, writing the dirty ones back. Called only under
