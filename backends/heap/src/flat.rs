@@ -166,6 +166,24 @@ fn canonical_of(key: &[u8]) -> Option<&[u8]> {
     key.get(2..)
 }
 
+/// The key group and canonical bytes of a backend key whose prefix is the key group of its
+/// canonical bytes; an error for any other.
+pub(crate) fn checked_key(key: &[u8], max_parallelism: u16) -> Result<(u16, &[u8])> {
+    let canonical = canonical(key)?;
+    let expected = key_group(canonical, max_parallelism);
+    match key.first_chunk::<2>() {
+        Some(prefix) if *prefix == expected.to_be_bytes() => Ok((expected, canonical)),
+        prefix => Err(Error::Backend {
+            backend: "heap",
+            message: format!(
+                "a key's prefix names key group {}, but its canonical bytes belong to key \
+                 group {expected} (maximum parallelism {max_parallelism})",
+                prefix.map_or(0, |p| u16::from_be_bytes(*p)),
+            ),
+        }),
+    }
+}
+
 /// The canonical key of a backend key.
 #[inline]
 fn canonical(key: &[u8]) -> Result<&[u8]> {
@@ -414,20 +432,7 @@ impl FlatTable {
     /// and in-place replacements, the per-record path, do not hash the key a second time: with
     /// such a key they reach the entry of its canonical bytes.
     pub(crate) fn checked<'k>(&self, key: &'k [u8]) -> Result<&'k [u8]> {
-        let canonical = canonical(key)?;
-        let expected = key_group(canonical, self.max_parallelism);
-        match key.first_chunk::<2>() {
-            Some(prefix) if *prefix == expected.to_be_bytes() => Ok(canonical),
-            prefix => Err(Error::Backend {
-                backend: "heap",
-                message: format!(
-                    "a key's prefix names key group {}, but its canonical bytes belong to key \
-                     group {expected} (maximum parallelism {})",
-                    prefix.map_or(0, |p| u16::from_be_bytes(*p)),
-                    self.max_parallelism
-                ),
-            }),
-        }
+        checked_key(key, self.max_parallelism).map(|(_, canonical)| canonical)
     }
 
     /// The operator's maximum parallelism the table computes key groups with.

@@ -17,7 +17,6 @@ use std::cmp::Ordering;
 use std::collections::VecDeque;
 
 use smallvec::SmallVec;
-use statewright_core::keygroup::key_group;
 use statewright_core::{Error, Result, StateKey};
 
 /// The domain tag and the timestamp at the front of a timer's user key.
@@ -524,28 +523,7 @@ impl TimerTable {
 
     /// The key group and canonical bytes of a key, checked against the key's hash.
     pub(crate) fn checked<'k>(&self, key: &'k [u8]) -> Result<(u16, &'k [u8])> {
-        let (Some(prefix), Some(canonical)) = (key.first_chunk::<2>(), key.get(2..)) else {
-            return Err(Error::Backend {
-                backend: "heap",
-                message: format!(
-                    "a key of {} byte(s) has no key-group prefix (2 bytes)",
-                    key.len()
-                ),
-            });
-        };
-        let expected = key_group(canonical, self.max_parallelism);
-        if u16::from_be_bytes(*prefix) != expected {
-            return Err(Error::Backend {
-                backend: "heap",
-                message: format!(
-                    "a key's prefix names key group {}, but its canonical bytes belong to key \
-                     group {expected} (maximum parallelism {})",
-                    u16::from_be_bytes(*prefix),
-                    self.max_parallelism
-                ),
-            });
-        }
-        Ok((expected, canonical))
+        crate::flat::checked_key(key, self.max_parallelism)
     }
 
     /// Checks a write of `(key, user_key, value)` before it is made (and recorded).
@@ -724,6 +702,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use statewright_core::EncodeKey;
+    use statewright_core::keygroup::key_group;
     use std::collections::BTreeSet;
 
     const MAX: u16 = 8;
