@@ -573,12 +573,20 @@ impl TimerTable {
         Ok(queue.insert(g, row))
     }
 
+    /// The domain, key group and row a lookup of `(key, user_key)` searches for; `None` for a
+    /// user key that is no timer's (nothing is stored there).
+    fn probe(&self, key: &[u8], user_key: &[u8]) -> Result<Option<(usize, u16, Row)>> {
+        let Some((g, canonical, domain, ts)) = self.locate(key, user_key) else {
+            return Ok(None);
+        };
+        Ok(Some((domain, g, Row::new(canonical, user_key, ts)?)))
+    }
+
     /// Whether the timer is stored.
     pub(crate) fn contains(&self, key: &[u8], user_key: &[u8]) -> Result<bool> {
-        let Some((g, canonical, domain, ts)) = self.locate(key, user_key) else {
+        let Some((domain, g, row)) = self.probe(key, user_key)? else {
             return Ok(false);
         };
-        let row = Row::new(canonical, user_key, ts)?;
         Ok(self
             .queues
             .get(domain)
@@ -588,10 +596,9 @@ impl TimerTable {
 
     /// Removes a timer; returns whether it was stored.
     pub(crate) fn remove(&mut self, key: &[u8], user_key: &[u8]) -> Result<bool> {
-        let Some((g, canonical, domain, ts)) = self.locate(key, user_key) else {
+        let Some((domain, g, row)) = self.probe(key, user_key)? else {
             return Ok(false);
         };
-        let row = Row::new(canonical, user_key, ts)?;
         Ok(self
             .queues
             .get_mut(domain)
