@@ -427,10 +427,10 @@ impl FlatTable {
     /// The canonical key of `key`, when its prefix is the key group of its canonical bytes.
     ///
     /// The table stores no prefix, so every entry's group must follow from its canonical key:
-    /// a key with another prefix is refused wherever an entry is created, merged or removed
-    /// (and, by the backend, where a change is recorded for an incremental checkpoint). Reads
-    /// and in-place replacements, the per-record path, do not hash the key a second time: with
-    /// such a key they reach the entry of its canonical bytes.
+    /// a key with another prefix is refused wherever an entry is created or removed (and, by
+    /// the backend, where a change is recorded for an incremental checkpoint). Reads, in-place
+    /// replacements and appends to a stored value, the per-record path, do not hash the key a
+    /// second time: with such a key they reach the entry of its canonical bytes.
     pub(crate) fn checked<'k>(&self, key: &'k [u8]) -> Result<&'k [u8]> {
         checked_key(key, self.max_parallelism).map(|(_, canonical)| canonical)
     }
@@ -442,6 +442,17 @@ impl FlatTable {
 
     /// Appends `operand` to the value (or stores it when absent).
     pub(crate) fn merge(&mut self, key: &[u8], operand: &[u8]) -> Result<()> {
+        // An append to a stored list, the per-record path, is an in-place write: it finds the
+        // entry by its canonical bytes without hashing the key group again (a tenth of a list
+        // append's instructions, measured in `bench/ANALYSIS.md`).
+        if let Rows::General(g) = &mut self.rows {
+            let canonical = canonical(key)?;
+            let h = hash(&self.hasher, canonical);
+            if let Some((_, v)) = g.find_mut(h, |(k, _)| same(k, canonical)) {
+                v.extend_from_slice(operand);
+                return Ok(());
+            }
+        }
         let canonical = self.checked(key)?;
         if self.layout != Layout::General {
             if self.get(key)?.is_none() {
@@ -716,14 +727,28 @@ mod tests {
             assert!(t.merge(&misplaced(&other), b"x").is_err());
             // A key of another length, which would move fixed rows to general ones.
             assert!(t.put(&misplaced(&key(b"long key")), b"v").is_err());
-            // The stored key, by merge and remove.
-            assert!(t.merge(&misplaced(&good), b"x").is_err());
+            // The stored key, by remove.
             assert!(t.remove(&misplaced(&good)).is_err());
 
             assert_eq!(t.layout, layout);
             assert_eq!(t.len(), 1);
             assert_eq!(t.get(&good).unwrap(), Some(&1u64.to_le_bytes()[..]));
-            assert_eq!(entries(&t), vec![(good, 1u64.to_le_bytes().to_vec())]);
+            assert_eq!(
+                entries(&t),
+                vec![(good.clone(), 1u64.to_le_bytes().to_vec())]
+            );
+
+            // An append to the stored key: fixed rows refuse it (it would change their
+            // layout); general rows append in place, to the entry of the canonical bytes.
+            let appended = t.merge(&misplaced(&good), b"x");
+            let mut value = 1u64.to_le_bytes().to_vec();
+            if fixed {
+                assert!(appended.is_err());
+            } else {
+                appended.unwrap();
+                value.push(b'x');
+            }
+            assert_eq!(entries(&t), vec![(good, value)]);
         }
     }
 

@@ -72,8 +72,8 @@ pub type EntryVisitor<'v> = dyn FnMut(&[u8], &[u8], &[u8]) -> Result<()> + 'v;
 /// maximum parallelism (as [`Bound::key`](crate::Bound::key) builds every key), so a backend
 /// may compute the prefix from the canonical key instead of storing it. A key with another
 /// prefix is a caller's error: a backend may refuse it or treat it as the key with the right
-/// prefix (the heap refuses it wherever it creates, merges or removes an entry or records a
-/// change, and reads and replaces in place by the canonical bytes), and never panics. The user
+/// prefix (the heap refuses it wherever it creates or removes an entry or records a change,
+/// and reads, replaces and appends in place by the canonical bytes), and never panics. The user
 /// key is empty except for map states, where it is the canonical user key. Values are opaque bytes. Canonical encodings are prefix-free, so no key
 /// is a prefix of another key of the same state: a backend may store `key ++ user_key` as one
 /// byte string and serve [`scan`](Self::scan) as a prefix scan.
