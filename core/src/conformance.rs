@@ -57,6 +57,21 @@ const BYTES: &Schema = <Vec<u8> as StateSchema>::SCHEMA;
 pub const VALUE: StateDescriptor = desc("value", StateKind::Value);
 pub const LIST: StateDescriptor = desc("list", StateKind::List);
 pub const MAP: StateDescriptor = desc("map", StateKind::Map);
+/// A value state per namespace: the namespace is the user key.
+pub const NS_VALUE: StateDescriptor = namespaced(desc("ns_value", StateKind::Value));
+/// A list state per namespace.
+pub const NS_LIST: StateDescriptor = namespaced(desc("ns_list", StateKind::List));
+
+const fn namespaced(d: StateDescriptor) -> StateDescriptor {
+    StateDescriptor {
+        user_key_type: Some("bytes"),
+        namespace_type: Some("bytes"),
+        validate_user_key: any_key,
+        user_key_schema: Some(BYTES),
+        ..d
+    }
+}
+
 pub const TTL_VALUE: StateDescriptor = StateDescriptor {
     ttl: Some(TtlConfig::new(Duration::from_secs(60))),
     ..desc("ttl_value", StateKind::Value)
@@ -69,7 +84,7 @@ pub const OPERATOR: OperatorDescriptor = OperatorDescriptor {
     key_schema: BYTES,
     key_fingerprint: Schema::fingerprint(BYTES),
     operator_states: &[],
-    states: &[VALUE, LIST, MAP, TTL_VALUE],
+    states: &[VALUE, LIST, MAP, TTL_VALUE, NS_VALUE, NS_LIST],
 };
 
 const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -95,6 +110,8 @@ pub const OPERATOR_TTL: OperatorDescriptor = OperatorDescriptor {
         with_ttl(LIST),
         with_ttl(MAP),
         with_ttl(TTL_VALUE),
+        with_ttl(NS_VALUE),
+        with_ttl(NS_LIST),
     ],
 };
 
@@ -415,6 +432,73 @@ pub fn delete_key_removes_every_user_key<B: StateBackend>(
     assert_eq!(b.get(c[0], &k, &[]).unwrap(), None);
 }
 
+/// Namespaced value and list states: one value per key and namespace, listed by `scan` in
+/// namespace byte order, counted, merged, and removed one by one and with their key.
+pub fn namespaced_states_keep_a_value_per_namespace<B: StateBackend>(
+    mut b: B,
+    op: &'static OperatorDescriptor,
+) {
+    let c = register_all(&mut b, op);
+    let (value, list) = (c[4], c[5]);
+    let (k, other) = (key(b"k"), key(b"other"));
+    // Namespaces of several lengths, written out of order.
+    let spaces: [&[u8]; 3] = [b"w2", b"w10", b"w1!"];
+    for (i, ns) in spaces.iter().enumerate() {
+        b.put(value, &k, ns, &[i as u8; 8]).unwrap();
+        b.merge(list, &k, ns, &frames(&[&[i as u8]])).unwrap();
+    }
+    b.put(value, &other, b"w2", b"other").unwrap();
+    for (i, ns) in spaces.iter().enumerate() {
+        assert_eq!(b.get(value, &k, ns).unwrap(), Some(&[i as u8; 8][..]));
+    }
+    b.merge(list, &k, b"w2", &frames(&[b"again"])).unwrap();
+    let mut list_bytes = Vec::new();
+    b.read(list, &k, b"w2", &mut |v| {
+        list_bytes = v.unwrap_or_default().to_vec();
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(list_bytes, frames(&[&[0], b"again"]));
+
+    let listed = |b: &B, k: &[u8]| -> Vec<(Vec<u8>, Vec<u8>)> {
+        b.scan(value, k)
+            .unwrap()
+            .map(|e| e.map(|(n, v)| (n.to_vec(), v.to_vec())).unwrap())
+            .collect()
+    };
+    let mut want: Vec<(Vec<u8>, Vec<u8>)> = spaces
+        .iter()
+        .enumerate()
+        .map(|(i, ns)| (ns.to_vec(), vec![i as u8; 8]))
+        .collect();
+    want.sort();
+    assert_eq!(listed(&b, &k), want);
+    assert_eq!(b.count(value, &k).unwrap(), 3);
+    assert_eq!(b.count(value, &other).unwrap(), 1);
+    assert_eq!(b.count(list, &k).unwrap(), 3);
+
+    // One namespace, then the whole key.
+    b.delete(value, &k, b"w10").unwrap();
+    assert_eq!(b.get(value, &k, b"w10").unwrap(), None);
+    want.retain(|(ns, _)| ns != b"w10");
+    assert_eq!(listed(&b, &k), want);
+    b.delete_key(value, &k).unwrap();
+    assert_eq!(listed(&b, &k), vec![]);
+    assert_eq!(b.get(value, &k, b"w2").unwrap(), None);
+    assert_eq!(b.get(value, &other, b"w2").unwrap(), Some(&b"other"[..]));
+    // The key's lists are another state: untouched.
+    assert_eq!(b.count(list, &k).unwrap(), 3);
+
+    // Written again after the delete, the key lists what it holds now.
+    b.put(value, &k, b"w3", b"new").unwrap();
+    assert_eq!(listed(&b, &k), vec![(b"w3".to_vec(), b"new".to_vec())]);
+    let mut entries = BTreeMap::new();
+    entries.insert((other.clone(), b"w2".to_vec()), b"other".to_vec());
+    entries.insert((k.clone(), b"w3".to_vec()), b"new".to_vec());
+    assert_eq!(dump(&b, value), entries);
+    assert_eq!(dump(&b, list).len(), 3);
+}
+
 pub fn for_each_entry_visits_every_entry_once<B: StateBackend>(
     mut b: B,
     op: &'static OperatorDescriptor,
@@ -524,6 +608,11 @@ pub fn snapshot_roundtrips<B: Snapshots, F: Snapshots>(
                 b.put(c[2], &k, &[u], &[u; 9]).unwrap();
             }
         }
+        if i % 7 == 0 {
+            b.put(c[4], &k, b"ns-1", &i.to_le_bytes()).unwrap();
+            b.put(c[4], &k, b"ns-2", &[7; 8]).unwrap();
+            b.merge(c[5], &k, b"ns-1", &frames(&[b"xy", b"z"])).unwrap();
+        }
     }
     let mut bytes = Vec::new();
     let path = std::path::Path::new("conformance.snap");
@@ -542,7 +631,7 @@ pub fn snapshot_roundtrips<B: Snapshots, F: Snapshots>(
     )
     .unwrap();
     assert_eq!(summary.bytes, bytes.len() as u64);
-    assert_eq!(summary.entries, 2_000 + 667 + 400 * 4);
+    assert_eq!(summary.entries, 2_000 + 667 + 400 * 4 + 286 * 3);
     let reader = SnapshotReader::parse(path, &bytes).unwrap();
     let cf = register_all(&mut fresh, op);
     fresh
@@ -596,6 +685,7 @@ macro_rules! conformance_suite {
             scan_of_a_value_state_yields_its_value,
             count_and_read_agree_with_scan_and_get,
             delete_key_removes_every_user_key,
+            namespaced_states_keep_a_value_per_namespace,
             for_each_entry_visits_every_entry_once,
             visitor_error_stops_the_visit,
             clear_state_removes_only_that_state,

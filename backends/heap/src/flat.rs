@@ -44,6 +44,7 @@ enum Rows {
     R16(HashTable<[u8; 16]>),
     R24(HashTable<[u8; 24]>),
     R32(HashTable<[u8; 32]>),
+    R40(HashTable<[u8; 40]>),
     R48(HashTable<[u8; 48]>),
     R64(HashTable<[u8; 64]>),
     /// Canonical key (inline up to 16 bytes: a lookup compares it in the slot, not behind a
@@ -58,6 +59,7 @@ macro_rules! with_rows {
             Rows::R16($t) => $fixed,
             Rows::R24($t) => $fixed,
             Rows::R32($t) => $fixed,
+            Rows::R40($t) => $fixed,
             Rows::R48($t) => $fixed,
             Rows::R64($t) => $fixed,
             Rows::General($g) => $general,
@@ -79,7 +81,7 @@ enum Layout {
     General,
 }
 
-const WIDTHS: [usize; 5] = [16, 24, 32, 48, 64];
+const WIDTHS: [usize; 6] = [16, 24, 32, 40, 48, 64];
 
 impl Layout {
     fn rows(self) -> Rows {
@@ -87,6 +89,7 @@ impl Layout {
             Layout::Fixed { width: 16, .. } => Rows::R16(HashTable::new()),
             Layout::Fixed { width: 24, .. } => Rows::R24(HashTable::new()),
             Layout::Fixed { width: 32, .. } => Rows::R32(HashTable::new()),
+            Layout::Fixed { width: 40, .. } => Rows::R40(HashTable::new()),
             Layout::Fixed { width: 48, .. } => Rows::R48(HashTable::new()),
             Layout::Fixed { width: 64, .. } => Rows::R64(HashTable::new()),
             _ => Rows::General(HashTable::new()),
@@ -120,8 +123,24 @@ impl<const W: usize> Row for [u8; W] {
 fn same(a: &[u8], b: &[u8]) -> bool {
     match (a.first_chunk::<8>(), b.first_chunk::<8>()) {
         (Some(x), Some(y)) if a.len() == 8 && b.len() == 8 => x == y,
+        (Some(_), Some(_)) if a.len() == b.len() && a.len() <= 64 => same_words(a, b),
         _ => a == b,
     }
+}
+
+/// `a == b` for slices of one length, compared as 8-byte words and then byte by byte. A row
+/// key just built ([`RowKey::build`]) is read with loads of the sizes and places it was
+/// written with, so each load takes its bytes from the store before it; a `memcmp`'s wider
+/// loads over several stores wait for all of them to reach the cache.
+#[inline(always)]
+fn same_words(a: &[u8], b: &[u8]) -> bool {
+    let (mut x, mut y) = (a.chunks_exact(8), b.chunks_exact(8));
+    for (p, q) in x.by_ref().zip(y.by_ref()) {
+        if p.first_chunk::<8>() != q.first_chunk::<8>() {
+            return false;
+        }
+    }
+    x.remainder() == y.remainder()
 }
 
 /// The table hash of a canonical key. An 8-byte key (`u64`, `i64`, ...) is hashed as one word,
@@ -133,11 +152,30 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 /// bytes; read little-endian, those land in the word's high bits, which foldhash's one
 /// multiply spreads poorly into the low bits that pick a bucket: with keys 0 to 99,999 a lookup
 /// probed 2.1 bucket groups on average instead of 1.0.
+///
+/// A key of 9 to 64 bytes (a key and a namespace: 25 bytes for a `u64` and a window) is hashed
+/// as its 8-byte words, then the bytes after the last whole word and the length: a few
+/// multiplies, where foldhash's byte-string hash of a key over 16 bytes took a tenth of a
+/// windowed add's instructions. The loads are those of [`same_words`], for the same reason.
 #[inline]
 fn hash(hasher: &Hasher, canonical: &[u8]) -> u64 {
     let mut h = hasher.build_hasher();
+    let len = canonical.len();
     match canonical.first_chunk::<8>() {
-        Some(word) if canonical.len() == 8 => h.write_u64(u64::from_be_bytes(*word)),
+        Some(word) if len == 8 => h.write_u64(u64::from_be_bytes(*word)),
+        Some(_) if len <= 64 => {
+            let mut words = canonical.chunks_exact(8);
+            for word in words.by_ref() {
+                if let Some(word) = word.first_chunk::<8>() {
+                    h.write_u64(u64::from_be_bytes(*word));
+                }
+            }
+            let tail = words
+                .remainder()
+                .iter()
+                .fold(len as u64, |acc, &b| (acc << 8) | u64::from(b));
+            h.write_u64(tail);
+        }
         _ => h.write(canonical),
     }
     h.finish()
@@ -162,7 +200,7 @@ fn hinted_bucket(hint: EntryHint) -> Option<usize> {
 
 /// The canonical key of a backend key (after its 2-byte key-group prefix), if it has a prefix.
 #[inline(always)]
-fn canonical_of(key: &[u8]) -> Option<&[u8]> {
+pub(crate) fn canonical_of(key: &[u8]) -> Option<&[u8]> {
     key.get(2..)
 }
 
@@ -170,7 +208,18 @@ fn canonical_of(key: &[u8]) -> Option<&[u8]> {
 /// canonical bytes; an error for any other.
 pub(crate) fn checked_key(key: &[u8], max_parallelism: u16) -> Result<(u16, &[u8])> {
     let canonical = canonical(key)?;
-    let expected = key_group(canonical, max_parallelism);
+    checked_group(key, canonical, canonical, max_parallelism)
+}
+
+/// `(key group, canonical)` when `key`'s prefix is the key group of `group_bytes` (the canonical
+/// key, or its part that names the group); an error otherwise.
+fn checked_group<'k>(
+    key: &[u8],
+    canonical: &'k [u8],
+    group_bytes: &[u8],
+    max_parallelism: u16,
+) -> Result<(u16, &'k [u8])> {
+    let expected = key_group(group_bytes, max_parallelism);
     match key.first_chunk::<2>() {
         Some(prefix) if *prefix == expected.to_be_bytes() => Ok((expected, canonical)),
         prefix => Err(Error::Backend {
@@ -214,6 +263,9 @@ pub(crate) struct FlatTable {
     /// The operator's maximum parallelism: an entry's key group is the key group of its
     /// canonical key under it.
     max_parallelism: u16,
+    /// Whether the rows are keyed by a key and a namespace ([`RowKey::build`]): the key group
+    /// is then the key group of the key's part.
+    spaced: bool,
     rows: Rows,
 }
 
@@ -224,8 +276,39 @@ impl FlatTable {
             layout: Layout::Open,
             fixed_rows,
             max_parallelism,
+            spaced: false,
             rows: Rows::General(HashTable::new()),
         }
+    }
+
+    /// A table whose row keys are [`RowKey::build`]s: `(key, namespace)` pairs, grouped by
+    /// the key.
+    pub(crate) fn namespaced(mut self) -> Self {
+        self.spaced = true;
+        self
+    }
+
+    /// The bytes of a canonical row key that name its key group.
+    #[inline]
+    fn group_bytes<'k>(&self, canonical: &'k [u8]) -> &'k [u8] {
+        if self.spaced {
+            split_spaced(canonical).map_or(canonical, |(key, _)| key)
+        } else {
+            canonical
+        }
+    }
+
+    /// Calls `visit(canonical row key, value)` for every entry, in the table's order.
+    pub(crate) fn for_each_row(&self, mut visit: impl FnMut(&[u8], &[u8])) {
+        let (kl, vl) = self.layout.lens();
+        with_rows!(&self.rows,
+            t => for r in t {
+                visit(&r[..kl], &r[kl..kl + vl]);
+            },
+            g => for (k, v) in g {
+                visit(k, v);
+            },
+        );
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -432,7 +515,16 @@ impl FlatTable {
     /// replacements and appends to a stored value, the per-record path, do not hash the key a
     /// second time: with such a key they reach the entry of its canonical bytes.
     pub(crate) fn checked<'k>(&self, key: &'k [u8]) -> Result<&'k [u8]> {
-        checked_key(key, self.max_parallelism).map(|(_, canonical)| canonical)
+        let canonical = canonical(key)?;
+        let group = if self.spaced {
+            match split_spaced(canonical) {
+                Some((key, _)) => key,
+                None => return Err(malformed_row_key(canonical)),
+            }
+        } else {
+            canonical
+        };
+        checked_group(key, canonical, group, self.max_parallelism).map(|(_, canonical)| canonical)
     }
 
     /// The operator's maximum parallelism the table computes key groups with.
@@ -506,11 +598,11 @@ impl FlatTable {
         let mp = self.max_parallelism;
         with_rows!(&self.rows,
             t => for r in t {
-                full_key(&mut key, mp, &r[..kl]);
+                full_key(&mut key, mp, self.group_bytes(&r[..kl]), &r[..kl]);
                 visit(&key, &r[kl..kl + vl])?;
             },
             g => for (k, v) in g {
-                full_key(&mut key, mp, k);
+                full_key(&mut key, mp, self.group_bytes(k), k);
                 visit(&key, v)?;
             },
         );
@@ -545,12 +637,12 @@ impl FlatTable {
             budget -= 1;
             with_rows!(&self.rows,
                 t => if let Some(r) = t.get_bucket(at) {
-                    full_key(&mut key, mp, &r[..kl]);
+                    full_key(&mut key, mp, self.group_bytes(&r[..kl]), &r[..kl]);
                     visit(&key, &r[kl..kl + vl])?;
                     visited += 1;
                 },
                 g => if let Some((k, v)) = g.get_bucket(at) {
-                    full_key(&mut key, mp, k);
+                    full_key(&mut key, mp, self.group_bytes(k), k);
                     visit(&key, v)?;
                     visited += 1;
                 },
@@ -613,7 +705,18 @@ fn copy(dst: &mut [u8], src: &[u8]) {
         (Some(d), Some(s)) if src.len() == 8 => *d = *s,
         _ => {
             if let Some(d) = dst.get_mut(..src.len()) {
-                d.copy_from_slice(src);
+                if src.len() <= 64 {
+                    // Word by word: the loads of [`same_words`], for a row key just built.
+                    let (mut to, mut from) = (d.chunks_exact_mut(8), src.chunks_exact(8));
+                    for (t, f) in to.by_ref().zip(from.by_ref()) {
+                        t.copy_from_slice(f);
+                    }
+                    for (t, f) in to.into_remainder().iter_mut().zip(from.remainder()) {
+                        *t = *f;
+                    }
+                } else {
+                    d.copy_from_slice(src);
+                }
             }
         }
     }
@@ -625,11 +728,128 @@ fn key_buffer(key_len: usize) -> Vec<u8> {
     Vec::with_capacity(2 + key_len.max(30))
 }
 
-/// Writes the backend key of `canonical` (its key-group prefix, then the canonical bytes).
-fn full_key(key: &mut Vec<u8>, max_parallelism: u16, canonical: &[u8]) {
+/// Writes the backend key of `canonical` (the key-group prefix of `group_bytes`, then the
+/// canonical bytes).
+fn full_key(key: &mut Vec<u8>, max_parallelism: u16, group_bytes: &[u8], canonical: &[u8]) {
     key.clear();
-    key.extend_from_slice(&key_group(canonical, max_parallelism).to_be_bytes());
+    key.extend_from_slice(&key_group(group_bytes, max_parallelism).to_be_bytes());
     key.extend_from_slice(canonical);
+}
+
+/// Where a namespaced table's row keys are built: on the stack up to 48 bytes.
+pub(crate) struct RowKey {
+    inline: [u8; 48],
+    long: Vec<u8>,
+}
+
+impl RowKey {
+    #[inline(always)]
+    pub(crate) fn new() -> Self {
+        Self {
+            inline: [0; 48],
+            long: Vec::new(),
+        }
+    }
+
+    /// The row key of `(key, namespace)` in a namespaced table, as a backend key: the key's
+    /// key-group prefix, then the canonical key, the namespace bytes and the canonical key's
+    /// length (one byte below 255; otherwise 255 after the length as 4 bytes, little endian).
+    /// The length makes the pair one byte string that splits again ([`split_spaced`])
+    /// whatever the namespace's encoding; at the end, it leaves the key and the namespace where
+    /// word loads of the row key meet the stores that wrote them.
+    #[inline(always)]
+    pub(crate) fn build(&mut self, key: &[u8], namespace: &[u8]) -> Result<&[u8]> {
+        let (Some(prefix), Some(canonical)) = (key.first_chunk::<2>(), canonical_of(key)) else {
+            return Err(no_prefix(key));
+        };
+        let klen = canonical.len();
+        let mut trailer = [0u8; 5];
+        let trailer = match u8::try_from(klen) {
+            Ok(short) if short < u8::MAX => {
+                trailer[0] = short;
+                &trailer[..1]
+            }
+            _ => {
+                let long = u32::try_from(klen).map_err(|_| too_long(klen))?;
+                trailer[..4].copy_from_slice(&long.to_le_bytes());
+                trailer[4] = u8::MAX;
+                &trailer[..]
+            }
+        };
+        let total = 2 + klen + namespace.len() + trailer.len();
+        let parts: [&[u8]; 4] = [prefix, canonical, namespace, trailer];
+        let Some(buf) = self.inline.get_mut(..total) else {
+            self.long = parts.concat();
+            return Ok(&self.long);
+        };
+        let mut at = 0;
+        for part in parts {
+            if let Some(dst) = buf.get_mut(at..at + part.len()) {
+                copy_small(dst, part);
+            }
+            at += part.len();
+        }
+        Ok(buf)
+    }
+}
+
+#[cold]
+fn too_long(len: usize) -> Error {
+    Error::Backend {
+        backend: "heap",
+        message: format!("a key of {len} bytes is too long for a namespaced state"),
+    }
+}
+
+/// `dst.copy_from_slice(src)` for slices of one length, without a call to `memcpy` for 1 to 16
+/// bytes (a key, a namespace): two overlapping word copies.
+#[inline(always)]
+fn copy_small(dst: &mut [u8], src: &[u8]) {
+    let n = src.len();
+    if dst.len() != n {
+        return;
+    }
+    match (src.first_chunk::<8>(), src.last_chunk::<8>()) {
+        (Some(first), Some(last)) if n <= 16 => {
+            if let Some(d) = dst.first_chunk_mut::<8>() {
+                *d = *first;
+            }
+            if let Some(d) = dst.last_chunk_mut::<8>() {
+                *d = *last;
+            }
+        }
+        _ if n < 8 => {
+            for (d, s) in dst.iter_mut().zip(src) {
+                *d = *s;
+            }
+        }
+        _ => dst.copy_from_slice(src),
+    }
+}
+
+/// The canonical key and the namespace of a namespaced table's canonical row key (without its
+/// prefix); `None` when the bytes are not one.
+#[inline]
+pub(crate) fn split_spaced(row_key: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (&last, rest) = row_key.split_last()?;
+    let (klen, body) = if last < u8::MAX {
+        (usize::from(last), rest)
+    } else {
+        let (body, long) = rest.split_last_chunk::<4>()?;
+        (usize::try_from(u32::from_le_bytes(*long)).ok()?, body)
+    };
+    Some((body.get(..klen)?, body.get(klen..)?))
+}
+
+#[cold]
+fn malformed_row_key(canonical: &[u8]) -> Error {
+    Error::Backend {
+        backend: "heap",
+        message: format!(
+            "a namespaced row key of {} byte(s) does not end with its key's length",
+            canonical.len()
+        ),
+    }
 }
 
 #[cfg(test)]

@@ -3,8 +3,11 @@
 //! State lives in the process's memory. A value, list, reducing or aggregating state keeps one
 //! hash table, keyed by the canonical key (the key-group prefix follows from it); when every
 //! key and value of the state has one length (a `u64` key and an `i64` value), the rows hold
-//! them inline, so a lookup reads one row in place instead of following pointers. Map states
-//! keep one sorted map per key so that iteration is in key order and a put touches one entry.
+//! them inline, so a lookup reads one row in place instead of following pointers. A
+//! namespaced value, list, reducing or aggregating state (a window's sum) keeps one such row
+//! per key and namespace, with an index of each key's namespaces built at the first listing.
+//! Map states keep one sorted map per key so that iteration is in key order and a put touches
+//! one entry.
 //! A timer state is a queue: per time domain and key group, its timers in sorted runs, under a
 //! tournament tree of the groups' first timers, so that a timer is stored once and fires by a
 //! pop ([`StateBackend::queued_timers`]).
@@ -33,9 +36,11 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 mod entries;
 mod flat;
 mod nested;
+mod spaced;
 mod timers;
 use flat::FlatTable;
 use nested::NestedTable;
+use spaced::SpacedTable;
 use timers::TimerTable;
 
 use statewright_core::backend::{
@@ -54,6 +59,8 @@ enum Column {
     Flat(FlatTable),
     /// Map states: a sorted map of user keys per key.
     Nested(NestedTable),
+    /// Namespaced value, list, reducing and aggregating states: one row per key and namespace.
+    Spaced(SpacedTable),
     /// Timer states: per time domain, sorted runs per key group and a tree of the groups'
     /// earliest timers.
     Timers(TimerTable),
@@ -78,7 +85,7 @@ impl Changes {
     fn new(column: &Column, hasher: &Hasher) -> Self {
         match column {
             Column::Flat(_) => Changes::Flat(HashSet::with_hasher(hasher.clone())),
-            Column::Nested(_) | Column::Timers(_) => {
+            Column::Nested(_) | Column::Spaced(_) | Column::Timers(_) => {
                 Changes::Nested(HashMap::with_hasher(hasher.clone()))
             }
         }
@@ -146,6 +153,9 @@ impl Registered {
                 Column::Timers(t) => {
                     t.checked(key)?;
                 }
+                Column::Spaced(t) => {
+                    t.checked(key)?;
+                }
                 Column::Nested(_) => {}
             }
             changes.entry(key, user_key);
@@ -209,6 +219,7 @@ impl HeapBackend {
             .map(|r| match &r.column {
                 Column::Flat(t) => t.len(),
                 Column::Nested(m) => m.iter().map(|(_, e)| e.len()).sum(),
+                Column::Spaced(t) => t.len(),
                 Column::Timers(t) => t.len(),
             })
             .sum()
@@ -281,6 +292,7 @@ impl HeapBackend {
                 Some(entries) => entries.set(user_key, value),
                 None => m.entries_mut(key).set(user_key, value),
             },
+            Column::Spaced(t) => t.put(key, user_key, value)?,
             // Stored above.
             Column::Timers(_) => {}
         }
@@ -325,6 +337,7 @@ impl StateBackend for HeapBackend {
             let max_parallelism = match &r.column {
                 Column::Flat(t) => Some(t.max_parallelism()),
                 Column::Timers(t) => Some(t.max_parallelism()),
+                Column::Spaced(t) => Some(t.max_parallelism()),
                 Column::Nested(_) => None,
             };
             if let Some(max_parallelism) = max_parallelism
@@ -346,6 +359,13 @@ impl StateBackend for HeapBackend {
         })?;
         let column = if state.kind == StateKind::Timers {
             Column::Timers(TimerTable::new(operator.max_parallelism))
+        } else if state.namespace_type.is_some() && !state.kind.has_user_key() {
+            // A list's value grows with every merge, so its rows are never fixed.
+            Column::Spaced(SpacedTable::new(
+                state.kind != StateKind::List,
+                operator.max_parallelism,
+                self.hasher.clone(),
+            ))
         } else if state.has_user_key() {
             Column::Nested(NestedTable::new(self.hasher.clone()))
         } else {
@@ -372,6 +392,7 @@ impl StateBackend for HeapBackend {
             Column::Flat(t) if user_key.is_empty() => t.get(key)?,
             Column::Flat(_) => return Err(user_key_on_flat(state)),
             Column::Nested(m) => m.get(key).and_then(|entries| entries.get(user_key)),
+            Column::Spaced(t) => t.get(key, user_key)?,
             Column::Timers(t) => t.contains(key, user_key)?.then_some(&[][..]),
         })
     }
@@ -386,6 +407,7 @@ impl StateBackend for HeapBackend {
     ) -> Result<Option<&[u8]>> {
         match self.column(state)? {
             Column::Flat(t) if user_key.is_empty() => t.get_hinted(key, hint),
+            Column::Spaced(t) => t.get_hinted(key, user_key, hint),
             _ => {
                 *hint = EntryHint::NONE;
                 self.get(state, key, user_key)
@@ -403,10 +425,12 @@ impl StateBackend for HeapBackend {
         hint: EntryHint,
     ) -> Result<()> {
         let r = self.registered_mut(state)?;
-        if let (Column::Flat(t), None) = (&mut r.column, &r.changes)
-            && user_key.is_empty()
-        {
-            return t.put_hinted(key, value, hint);
+        match (&mut r.column, &r.changes) {
+            (Column::Flat(t), None) if user_key.is_empty() => {
+                return t.put_hinted(key, value, hint);
+            }
+            (Column::Spaced(t), None) => return t.put_hinted(key, user_key, value, hint),
+            _ => {}
         }
         self.put_tracked(state, key, user_key, value)
     }
@@ -436,6 +460,7 @@ impl StateBackend for HeapBackend {
             Column::Flat(t) if user_key.is_empty() => t.merge(key, operand)?,
             Column::Flat(_) => return Err(user_key_on_flat(state)),
             Column::Nested(m) => m.entries_mut(key).append(user_key, operand),
+            Column::Spaced(t) => t.merge(key, user_key, operand)?,
             // Refused above.
             Column::Timers(_) => {}
         }
@@ -458,6 +483,7 @@ impl StateBackend for HeapBackend {
                     }
                 }
             }
+            Column::Spaced(t) => t.remove(key, user_key)?,
             Column::Timers(t) => {
                 t.remove(key, user_key)?;
             }
@@ -472,8 +498,24 @@ impl StateBackend for HeapBackend {
                 Some(entries) => Box::new(entries.iter().map(Ok)),
                 None => Box::new(std::iter::empty()),
             },
+            Column::Spaced(t) => Box::new(t.scan(key)?),
             Column::Timers(t) => Box::new(t.scan(key).map(|u| Ok((u, &[][..])))),
         })
+    }
+
+    fn count(&self, state: StateId, key: &[u8]) -> Result<usize> {
+        match self.column(state)? {
+            Column::Spaced(t) => t.count(key),
+            Column::Nested(m) => Ok(m.get(key).map_or(0, |entries| entries.len())),
+            _ => {
+                let mut n = 0;
+                for entry in self.scan(state, key)? {
+                    entry?;
+                    n += 1;
+                }
+                Ok(n)
+            }
+        }
     }
 
     fn delete_key(&mut self, state: StateId, key: &[u8]) -> Result<()> {
@@ -486,6 +528,9 @@ impl StateBackend for HeapBackend {
                 Column::Timers(t) => {
                     t.checked(key)?;
                 }
+                Column::Spaced(t) => {
+                    t.checked(key)?;
+                }
                 Column::Nested(_) => {}
             }
             changes.whole_key(key);
@@ -495,6 +540,7 @@ impl StateBackend for HeapBackend {
                 t.remove(key)?;
             }
             Column::Nested(m) => m.remove(key),
+            Column::Spaced(t) => t.remove_key(key)?,
             Column::Timers(t) => t.remove_key(key),
         }
         Ok(())
@@ -510,6 +556,7 @@ impl StateBackend for HeapBackend {
                     }
                 }
             }
+            Column::Spaced(t) => t.for_each(|k, n, v| visit(k, n, v))?,
             Column::Timers(t) => t.for_each(|k, u| visit(k, u, &[]))?,
         }
         Ok(())
@@ -524,6 +571,10 @@ impl StateBackend for HeapBackend {
                     Ok(())
                 })?,
                 Column::Nested(m) => m.iter().for_each(|(k, _)| changes.whole_key(k)),
+                Column::Spaced(t) => t.for_each(|k, _, _| {
+                    changes.whole_key(k);
+                    Ok(())
+                })?,
                 Column::Timers(t) => t.for_each(|k, _| {
                     changes.whole_key(k);
                     Ok(())
@@ -533,6 +584,7 @@ impl StateBackend for HeapBackend {
         match &mut r.column {
             Column::Flat(t) => t.clear(),
             Column::Nested(m) => m.clear(),
+            Column::Spaced(t) => t.clear(),
             Column::Timers(t) => t.clear(),
         }
         Ok(())
@@ -675,6 +727,24 @@ impl Snapshots for HeapBackend {
                     }
                 }
             }
+            (Changes::Nested(keys), Column::Spaced(t)) => {
+                for (key, changed) in keys {
+                    if changed.deleted {
+                        visit(&key, &[], Change::DeleteKey)?;
+                        for entry in t.scan(&key)? {
+                            let (n, v) = entry?;
+                            visit(&key, n, Change::Put(v))?;
+                        }
+                        continue;
+                    }
+                    for n in changed.user_keys {
+                        match t.get(&key, &n)? {
+                            Some(v) => visit(&key, &n, Change::Put(v))?,
+                            None => visit(&key, &n, Change::Delete)?,
+                        }
+                    }
+                }
+            }
             (Changes::Nested(keys), Column::Nested(m)) => {
                 for (key, changed) in keys {
                     let entries = m.get(&key);
@@ -722,6 +792,7 @@ impl ExpiryHooks for HeapBackend {
                 }
                 Ok(())
             })?,
+            Column::Spaced(t) => t.visit_some(cursor, limit, |k, n, v| visit(k, n, v))?,
             Column::Timers(t) => t.visit_some(cursor, limit, |k, u| visit(k, u, &[]))?,
         }
         Ok(true)
@@ -754,6 +825,41 @@ mod tests {
         .unwrap();
         let put = format!("{:?}", Change::Put(&2u64.to_le_bytes()));
         assert_eq!(changed, vec![(k, put)]);
+    }
+
+    #[test]
+    fn namespaced_writes_are_tracked_per_namespace() {
+        use statewright_core::conformance::NS_VALUE;
+        let mut b = HeapBackend::new();
+        let state = b.register(&OPERATOR, &NS_VALUE).unwrap();
+        let (k, j) = (key(&1u64.to_be_bytes()), key(&2u64.to_be_bytes()));
+        b.put(state, &k, b"w1", b"a").unwrap();
+        b.put(state, &k, b"w2", b"b").unwrap();
+        b.put(state, &j, b"w1", b"c").unwrap();
+        assert!(b.track_changes(true));
+        let mut hint = EntryHint::NONE;
+        assert!(b.get_hinted(state, &k, b"w1", &mut hint).unwrap().is_some());
+        b.put_hinted(state, &k, b"w1", b"A", hint).unwrap();
+        b.delete(state, &k, b"w2").unwrap();
+        b.delete_key(state, &j).unwrap();
+        b.put(state, &j, b"w3", b"d").unwrap();
+        let mut changed = Vec::new();
+        b.drain_changes(state, &mut |key, ns, change| {
+            changed.push((key.to_vec(), ns.to_vec(), format!("{change:?}")));
+            Ok(())
+        })
+        .unwrap();
+        changed.sort();
+        let put = |v: &[u8]| format!("{:?}", Change::Put(v));
+        let mut want = vec![
+            (k.clone(), b"w1".to_vec(), put(b"A")),
+            (k.clone(), b"w2".to_vec(), format!("{:?}", Change::Delete)),
+            (j.clone(), Vec::new(), format!("{:?}", Change::DeleteKey)),
+            (j.clone(), b"w3".to_vec(), put(b"d")),
+        ];
+        want.sort();
+        assert_eq!(changed, want);
+        assert_eq!(b.entries(), 2);
     }
 
     #[test]

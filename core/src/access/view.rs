@@ -317,17 +317,25 @@ impl<'a, T: StateValue, B: StateBackend + ?Sized> ValueView<'a, T, B> {
     ///
     /// As [`get_owned`](Self::get_owned) and [`set`](Self::set).
     pub fn update(&mut self, f: impl FnOnce(Option<T>) -> T) -> Result<()> {
+        let old = self.read_for_write()?;
+        self.set(&f(old))
+    }
+
+    /// The stored value, deserialised, leaving where it is for the [`set`](Self::set) that
+    /// follows (a read-modify-write).
+    fn read_for_write(&mut self) -> Result<Option<T>> {
         let r = self.ctx.backend.get_hinted(
             self.slot.id,
             self.ctx.key,
             &self.ctx.scratch.namespace,
             &mut self.ctx.scratch.hint,
         );
-        let old = match r.map_err(|e| self.ctx.wrap(self.slot.name, e))? {
-            None => None,
-            Some(b) => Some(codec::decode::<T>(b).map_err(|e| self.ctx.wrap(self.slot.name, e))?),
-        };
-        self.set(&f(old))
+        match r.map_err(|e| self.ctx.wrap(self.slot.name, e))? {
+            None => Ok(None),
+            Some(b) => Ok(Some(
+                codec::decode::<T>(b).map_err(|e| self.ctx.wrap(self.slot.name, e))?,
+            )),
+        }
     }
 
     const PREFIXED: bool = false;
@@ -834,7 +842,7 @@ impl<'a, T: StateValue, B: StateBackend + ?Sized> ReducingView<'a, T, B> {
     ///
     /// A codec or backend failure.
     pub fn add(&mut self, value: &T) -> Result<()> {
-        match self.inner.get_owned()? {
+        match self.inner.read_for_write()? {
             None => self.inner.set(value),
             Some(old) => {
                 let new = (self.reduce)(&old, value);
@@ -892,7 +900,7 @@ impl<'a, A: Aggregate, B: StateBackend + ?Sized> AggregatingView<'a, A, B> {
     ///
     /// A codec or backend failure.
     pub fn add(&mut self, value: &A::In) -> Result<()> {
-        let mut acc = self.inner.get_owned()?.unwrap_or_else(A::create);
+        let mut acc = self.inner.read_for_write()?.unwrap_or_else(A::create);
         A::add(&mut acc, value);
         self.inner.set(&acc)
     }
