@@ -132,7 +132,7 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 /// key just built ([`RowKey::build`]) is read with loads of the sizes and places it was
 /// written with, so each load takes its bytes from the store before it; a `memcmp`'s wider
 /// loads over several stores wait for all of them to reach the cache.
-#[inline(always)]
+#[inline(never)]
 fn same_words(a: &[u8], b: &[u8]) -> bool {
     let (mut x, mut y) = (a.chunks_exact(8), b.chunks_exact(8));
     for (p, q) in x.by_ref().zip(y.by_ref()) {
@@ -157,26 +157,39 @@ fn same_words(a: &[u8], b: &[u8]) -> bool {
 /// as its 8-byte words, then the bytes after the last whole word and the length: a few
 /// multiplies, where foldhash's byte-string hash of a key over 16 bytes took a tenth of a
 /// windowed add's instructions. The loads are those of [`same_words`], for the same reason.
-#[inline]
+#[inline(always)]
 fn hash(hasher: &Hasher, canonical: &[u8]) -> u64 {
-    let mut h = hasher.build_hasher();
     let len = canonical.len();
     match canonical.first_chunk::<8>() {
-        Some(word) if len == 8 => h.write_u64(u64::from_be_bytes(*word)),
-        Some(_) if len <= 64 => {
-            let mut words = canonical.chunks_exact(8);
-            for word in words.by_ref() {
-                if let Some(word) = word.first_chunk::<8>() {
-                    h.write_u64(u64::from_be_bytes(*word));
-                }
-            }
-            let tail = words
-                .remainder()
-                .iter()
-                .fold(len as u64, |acc, &b| (acc << 8) | u64::from(b));
-            h.write_u64(tail);
+        Some(word) if len == 8 => {
+            let mut h = hasher.build_hasher();
+            h.write_u64(u64::from_be_bytes(*word));
+            h.finish()
         }
-        _ => h.write(canonical),
+        _ => hash_long(hasher, canonical),
+    }
+}
+
+/// [`hash`] of a key of any length but 8, out of line: the 8-byte form stays small enough to
+/// inline into every lookup.
+#[inline(never)]
+fn hash_long(hasher: &Hasher, canonical: &[u8]) -> u64 {
+    let mut h = hasher.build_hasher();
+    let len = canonical.len();
+    if (9..=64).contains(&len) {
+        let mut words = canonical.chunks_exact(8);
+        for word in words.by_ref() {
+            if let Some(word) = word.first_chunk::<8>() {
+                h.write_u64(u64::from_be_bytes(*word));
+            }
+        }
+        let tail = words
+            .remainder()
+            .iter()
+            .fold(len as u64, |acc, &b| (acc << 8) | u64::from(b));
+        h.write_u64(tail);
+    } else {
+        h.write(canonical);
     }
     h.finish()
 }

@@ -265,6 +265,23 @@ impl HeapBackend {
             .sum()
     }
 
+    /// [`StateBackend::put_hinted`] for every column but an untracked value state's.
+    #[inline(never)]
+    fn put_hinted_other(
+        &mut self,
+        state: StateId,
+        key: &[u8],
+        user_key: &[u8],
+        value: &[u8],
+        hint: EntryHint,
+    ) -> Result<()> {
+        let r = self.registered_mut(state)?;
+        if let (Column::Spaced(t), None) = (&mut r.column, &r.changes) {
+            return t.put_hinted(key, user_key, value, hint);
+        }
+        self.put_tracked(state, key, user_key, value)
+    }
+
     /// [`StateBackend::put`] for map states and with change tracking on.
     #[inline(never)]
     fn put_tracked(
@@ -306,6 +323,41 @@ fn unknown_state(state: StateId) -> Error {
         backend: "heap",
         id: state.0,
     }
+}
+
+/// [`StateBackend::get`] in `column`.
+#[inline]
+fn get_in<'a>(
+    column: &'a Column,
+    state: StateId,
+    key: &[u8],
+    user_key: &[u8],
+) -> Result<Option<&'a [u8]>> {
+    Ok(match column {
+        Column::Flat(t) if user_key.is_empty() => t.get(key)?,
+        Column::Flat(_) => return Err(user_key_on_flat(state)),
+        Column::Nested(m) => m.get(key).and_then(|entries| entries.get(user_key)),
+        Column::Spaced(t) => t.get(key, user_key)?,
+        Column::Timers(t) => t.contains(key, user_key)?.then_some(&[][..]),
+    })
+}
+
+/// [`StateBackend::get_hinted`] in every column but a value state's, out of line so that the
+/// value state's read stays small: a namespaced state leaves its row's bucket, the others no
+/// hint.
+#[inline(never)]
+fn get_hinted_other<'a>(
+    column: &'a Column,
+    state: StateId,
+    key: &[u8],
+    user_key: &[u8],
+    hint: &mut EntryHint,
+) -> Result<Option<&'a [u8]>> {
+    if let Column::Spaced(t) = column {
+        return t.get_hinted(key, user_key, hint);
+    }
+    *hint = EntryHint::NONE;
+    get_in(column, state, key, user_key)
 }
 
 fn user_key_on_flat(state: StateId) -> Error {
@@ -388,13 +440,7 @@ impl StateBackend for HeapBackend {
 
     #[inline]
     fn get(&self, state: StateId, key: &[u8], user_key: &[u8]) -> Result<Option<&[u8]>> {
-        Ok(match self.column(state)? {
-            Column::Flat(t) if user_key.is_empty() => t.get(key)?,
-            Column::Flat(_) => return Err(user_key_on_flat(state)),
-            Column::Nested(m) => m.get(key).and_then(|entries| entries.get(user_key)),
-            Column::Spaced(t) => t.get(key, user_key)?,
-            Column::Timers(t) => t.contains(key, user_key)?.then_some(&[][..]),
-        })
+        get_in(self.column(state)?, state, key, user_key)
     }
 
     #[inline(always)]
@@ -407,11 +453,7 @@ impl StateBackend for HeapBackend {
     ) -> Result<Option<&[u8]>> {
         match self.column(state)? {
             Column::Flat(t) if user_key.is_empty() => t.get_hinted(key, hint),
-            Column::Spaced(t) => t.get_hinted(key, user_key, hint),
-            _ => {
-                *hint = EntryHint::NONE;
-                self.get(state, key, user_key)
-            }
+            column => get_hinted_other(column, state, key, user_key, hint),
         }
     }
 
@@ -425,14 +467,12 @@ impl StateBackend for HeapBackend {
         hint: EntryHint,
     ) -> Result<()> {
         let r = self.registered_mut(state)?;
-        match (&mut r.column, &r.changes) {
-            (Column::Flat(t), None) if user_key.is_empty() => {
-                return t.put_hinted(key, value, hint);
-            }
-            (Column::Spaced(t), None) => return t.put_hinted(key, user_key, value, hint),
-            _ => {}
+        if let (Column::Flat(t), None) = (&mut r.column, &r.changes)
+            && user_key.is_empty()
+        {
+            return t.put_hinted(key, value, hint);
         }
-        self.put_tracked(state, key, user_key, value)
+        self.put_hinted_other(state, key, user_key, value, hint)
     }
 
     #[inline]

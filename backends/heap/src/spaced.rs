@@ -60,12 +60,12 @@ impl SpacedTable {
         crate::flat::checked_key(key, self.rows.max_parallelism()).map(|(_, canonical)| canonical)
     }
 
-    #[inline]
+    #[inline(never)]
     pub(crate) fn get(&self, key: &[u8], namespace: &[u8]) -> Result<Option<&[u8]>> {
         self.rows.get(RowKey::new().build(key, namespace)?)
     }
 
-    #[inline]
+    #[inline(never)]
     pub(crate) fn get_hinted(
         &self,
         key: &[u8],
@@ -76,7 +76,7 @@ impl SpacedTable {
             .get_hinted(RowKey::new().build(key, namespace)?, hint)
     }
 
-    #[inline]
+    #[inline(never)]
     pub(crate) fn put_hinted(
         &mut self,
         key: &[u8],
@@ -90,7 +90,7 @@ impl SpacedTable {
         Ok(())
     }
 
-    #[inline]
+    #[inline(never)]
     pub(crate) fn put(&mut self, key: &[u8], namespace: &[u8], value: &[u8]) -> Result<()> {
         self.rows.put(RowKey::new().build(key, namespace)?, value)?;
         self.indexed(key, namespace);

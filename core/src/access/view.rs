@@ -323,6 +323,7 @@ impl<'a, T: StateValue, B: StateBackend + ?Sized> ValueView<'a, T, B> {
 
     /// The stored value, deserialised, leaving where it is for the [`set`](Self::set) that
     /// follows (a read-modify-write).
+    #[inline(always)]
     fn read_for_write(&mut self) -> Result<Option<T>> {
         let r = self.ctx.backend.get_hinted(
             self.slot.id,
