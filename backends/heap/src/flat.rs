@@ -44,7 +44,6 @@ enum Rows {
     R16(HashTable<[u8; 16]>),
     R24(HashTable<[u8; 24]>),
     R32(HashTable<[u8; 32]>),
-    R40(HashTable<[u8; 40]>),
     R48(HashTable<[u8; 48]>),
     R64(HashTable<[u8; 64]>),
     /// Canonical key (inline up to 16 bytes: a lookup compares it in the slot, not behind a
@@ -59,7 +58,6 @@ macro_rules! with_rows {
             Rows::R16($t) => $fixed,
             Rows::R24($t) => $fixed,
             Rows::R32($t) => $fixed,
-            Rows::R40($t) => $fixed,
             Rows::R48($t) => $fixed,
             Rows::R64($t) => $fixed,
             Rows::General($g) => $general,
@@ -81,7 +79,7 @@ enum Layout {
     General,
 }
 
-const WIDTHS: [usize; 6] = [16, 24, 32, 40, 48, 64];
+const WIDTHS: [usize; 5] = [16, 24, 32, 48, 64];
 
 impl Layout {
     fn rows(self) -> Rows {
@@ -89,7 +87,6 @@ impl Layout {
             Layout::Fixed { width: 16, .. } => Rows::R16(HashTable::new()),
             Layout::Fixed { width: 24, .. } => Rows::R24(HashTable::new()),
             Layout::Fixed { width: 32, .. } => Rows::R32(HashTable::new()),
-            Layout::Fixed { width: 40, .. } => Rows::R40(HashTable::new()),
             Layout::Fixed { width: 48, .. } => Rows::R48(HashTable::new()),
             Layout::Fixed { width: 64, .. } => Rows::R64(HashTable::new()),
             _ => Rows::General(HashTable::new()),
@@ -123,8 +120,17 @@ impl<const W: usize> Row for [u8; W] {
 fn same(a: &[u8], b: &[u8]) -> bool {
     match (a.first_chunk::<8>(), b.first_chunk::<8>()) {
         (Some(x), Some(y)) if a.len() == 8 && b.len() == 8 => x == y,
-        (Some(_), Some(_)) if a.len() == b.len() && a.len() <= 64 => same_words(a, b),
-        _ => a == b,
+        _ => same_long(a, b),
+    }
+}
+
+/// [`same`] for keys of any length but 8, out of line: the 8-byte form stays small.
+#[inline(never)]
+fn same_long(a: &[u8], b: &[u8]) -> bool {
+    if a.len() == b.len() && (9..=64).contains(&a.len()) {
+        same_words(a, b)
+    } else {
+        a == b
     }
 }
 
@@ -132,7 +138,7 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 /// key just built ([`RowKey::build`]) is read with loads of the sizes and places it was
 /// written with, so each load takes its bytes from the store before it; a `memcmp`'s wider
 /// loads over several stores wait for all of them to reach the cache.
-#[inline(never)]
+#[inline(always)]
 fn same_words(a: &[u8], b: &[u8]) -> bool {
     let (mut x, mut y) = (a.chunks_exact(8), b.chunks_exact(8));
     for (p, q) in x.by_ref().zip(y.by_ref()) {
@@ -682,7 +688,7 @@ fn put_fixed<R: Row>(t: &mut HashTable<R>, hasher: &Hasher, canonical: &[u8], va
         Entry::Occupied(mut e) => copy(&mut e.get_mut().as_mut()[kl..], value),
         Entry::Vacant(e) => {
             let mut r = R::zeroed();
-            copy(&mut r.as_mut()[..], canonical);
+            copy_key(&mut r.as_mut()[..], canonical);
             copy(&mut r.as_mut()[kl..], value);
             e.insert(r);
         }
@@ -718,20 +724,27 @@ fn copy(dst: &mut [u8], src: &[u8]) {
         (Some(d), Some(s)) if src.len() == 8 => *d = *s,
         _ => {
             if let Some(d) = dst.get_mut(..src.len()) {
-                if src.len() <= 64 {
-                    // Word by word: the loads of [`same_words`], for a row key just built.
-                    let (mut to, mut from) = (d.chunks_exact_mut(8), src.chunks_exact(8));
-                    for (t, f) in to.by_ref().zip(from.by_ref()) {
-                        t.copy_from_slice(f);
-                    }
-                    for (t, f) in to.into_remainder().iter_mut().zip(from.remainder()) {
-                        *t = *f;
-                    }
-                } else {
-                    d.copy_from_slice(src);
-                }
+                d.copy_from_slice(src);
             }
         }
+    }
+}
+
+/// [`copy`] of a key into a new row: word by word up to 64 bytes, the loads of
+/// [`same_words`], for a row key just built.
+#[inline]
+fn copy_key(dst: &mut [u8], src: &[u8]) {
+    match dst.get_mut(..src.len()) {
+        Some(d) if src.len() != 8 && src.len() <= 64 => {
+            let (mut to, mut from) = (d.chunks_exact_mut(8), src.chunks_exact(8));
+            for (t, f) in to.by_ref().zip(from.by_ref()) {
+                t.copy_from_slice(f);
+            }
+            for (t, f) in to.into_remainder().iter_mut().zip(from.remainder()) {
+                *t = *f;
+            }
+        }
+        _ => copy(dst, src),
     }
 }
 

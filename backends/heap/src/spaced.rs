@@ -5,7 +5,7 @@
 //! The rows are a [`FlatTable`] keyed by the pair ([`RowKey::build`]), so a windowed add is
 //! the read-modify-write of value state: one probe finds the row, and the write replaces the
 //! value in place (fixed rows when every key, namespace and value has one length: a `u64` key,
-//! a [`TimeWindow`] and an `i64` sum make 33 bytes in rows of 40). Kept as a map state, a key's
+//! a [`TimeWindow`] and an `i64` sum make 33 bytes in rows of 48). Kept as a map state, a key's
 //! windows were records in one buffer behind the key's slot: the slot, then the buffer, then a
 //! search of it, and a reallocation for every new window.
 //!
