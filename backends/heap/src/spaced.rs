@@ -19,7 +19,6 @@
 
 use std::sync::OnceLock;
 
-use statewright_core::keygroup::key_group;
 use statewright_core::{EntryHint, Result};
 
 use crate::flat::{FlatTable, RowKey, canonical_of, split_spaced};
@@ -155,10 +154,7 @@ impl SpacedTable {
         key: &[u8],
     ) -> Result<impl Iterator<Item = Result<(&'a [u8], &'a [u8])>> + 'a> {
         let canonical = self.checked(key)?;
-        let prefix = key.get(..2).unwrap_or_default();
-        let mut full = Vec::with_capacity(key.len());
-        full.extend_from_slice(prefix);
-        full.extend_from_slice(canonical);
+        let full = key.to_vec();
         let namespaces = self.index().get(canonical).into_iter().flatten();
         Ok(namespaces.filter_map(move |(namespace, _)| {
             match self.get(&full, namespace) {
@@ -213,7 +209,7 @@ impl SpacedTable {
     ) -> Result<()> {
         let mut key = Vec::new();
         self.rows.for_each(|row_key, value| {
-            let (full, namespace) = split_row(&mut key, row_key, self.max_parallelism());
+            let (full, namespace) = split_row(&mut key, row_key);
             visit(full, namespace, value)
         })
     }
@@ -227,28 +223,27 @@ impl SpacedTable {
     ) -> Result<()> {
         let mut key = Vec::new();
         self.rows.visit_some(cursor, limit, |row_key, value| {
-            let (full, namespace) = split_row(&mut key, row_key, self.max_parallelism());
+            let (full, namespace) = split_row(&mut key, row_key);
             visit(full, namespace, value)
         })
     }
 }
 
 /// The backend key (in `key`) and the namespace of a row key with its prefix, as the table
-/// lists it. A row key that does not split (the table writes none) is listed whole, with an
-/// empty namespace.
-fn split_row<'r>(
-    key: &'r mut Vec<u8>,
-    row_key: &'r [u8],
-    max_parallelism: u16,
-) -> (&'r [u8], &'r [u8]) {
-    match canonical_of(row_key).and_then(split_spaced) {
-        Some((canonical, namespace)) => {
+/// lists it (the prefix is the key's key group, computed by the listing). A row key that does
+/// not split (the table writes none) is listed whole, with an empty namespace.
+fn split_row<'r>(key: &'r mut Vec<u8>, row_key: &'r [u8]) -> (&'r [u8], &'r [u8]) {
+    match (
+        row_key.get(..2),
+        canonical_of(row_key).and_then(split_spaced),
+    ) {
+        (Some(prefix), Some((canonical, namespace))) => {
             key.clear();
-            key.extend_from_slice(&key_group(canonical, max_parallelism).to_be_bytes());
+            key.extend_from_slice(prefix);
             key.extend_from_slice(canonical);
             (key.as_slice(), namespace)
         }
-        None => (row_key, &[]),
+        _ => (row_key, &[]),
     }
 }
 
@@ -259,6 +254,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use proptest::prelude::*;
+    use statewright_core::keygroup::key_group;
 
     use super::*;
 
