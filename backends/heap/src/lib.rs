@@ -45,7 +45,7 @@ use timers::TimerTable;
 
 use statewright_core::backend::{
     Change, ChangeVisitor, DetachedState, EntryHint, EntryIter, EntryVisitor, ExpiryHooks,
-    NativeFiles, NativeRestore, QueuedTimer, Snapshots, StateBackend, StateId,
+    NativeFiles, NativeRestore, QueuedTimer, Snapshots, StateBackend, StateId, count_scanned,
 };
 use statewright_core::ttl::ExpiryFilter;
 use statewright_core::{Error, OperatorDescriptor, Result, StateDescriptor, StateKind};
@@ -547,14 +547,7 @@ impl StateBackend for HeapBackend {
         match self.column(state)? {
             Column::Spaced(t) => t.count(key),
             Column::Nested(m) => Ok(m.get(key).map_or(0, |entries| entries.len())),
-            _ => {
-                let mut n = 0;
-                for entry in self.scan(state, key)? {
-                    entry?;
-                    n += 1;
-                }
-                Ok(n)
-            }
+            _ => count_scanned(self.scan(state, key)?),
         }
     }
 

@@ -238,6 +238,12 @@ impl<Op: StatefulOperator, B: StateBackend> Bound<Op, B> {
         self.key[..2].copy_from_slice(&kg.to_be_bytes());
         // The previous key's view is gone (we hold `&mut self`), so are its reads.
         self.backend.release_reads();
+        Ok(self.keyed(kg))
+    }
+
+    /// The view of the state of the key in `self.key`, whose key group is `kg`.
+    #[inline(always)]
+    fn keyed(&mut self, kg: u16) -> Op::Keyed<'_, B> {
         let ctx = KeyContext::new(
             &mut self.backend,
             &self.key,
@@ -246,7 +252,7 @@ impl<Op: StatefulOperator, B: StateBackend> Bound<Op, B> {
             &mut self.scratch,
             &mut self.timers,
         );
-        Ok(Op::__keyed(&self.op, &self.columns, ctx))
+        Op::__keyed(&self.op, &self.columns, ctx)
     }
 
     /// The current watermark (event time, in milliseconds), once one was set or restored.
@@ -430,15 +436,7 @@ impl<Op: StatefulOperator, B: StateBackend> Bound<Op, B> {
     where
         F: FnMut(Timer<Op::Key, Op::TimerNamespace>, Op::Keyed<'_, B>) -> Result<()>,
     {
-        let ctx = KeyContext::new(
-            &mut self.backend,
-            &self.key,
-            kg,
-            Op::DESCRIPTOR.name,
-            &mut self.scratch,
-            &mut self.timers,
-        );
-        on_timer(timer, Op::__keyed(&self.op, &self.columns, ctx))
+        on_timer(timer, self.keyed(kg))
     }
 
     /// The operator (its plain fields).

@@ -47,8 +47,13 @@ impl EntryHint {
 /// after which the iterator ends.
 pub type EntryIter<'a> = Box<dyn Iterator<Item = Result<(&'a [u8], &'a [u8])>> + 'a>;
 
-/// The number of entries of a scan, or its first failure.
-pub(crate) fn count_scanned(entries: EntryIter<'_>) -> Result<usize> {
+/// The number of entries of a scan, or its first failure: what [`StateBackend::count`] does by
+/// default, for a backend that counts some states another way and the others by scanning.
+///
+/// # Errors
+///
+/// The first failure the scan reports.
+pub fn count_scanned(entries: EntryIter<'_>) -> Result<usize> {
     let mut n = 0;
     for entry in entries {
         entry?;
