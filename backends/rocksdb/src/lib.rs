@@ -13,6 +13,9 @@
 //!   never reach RocksDB, and writes to every state but maps and namespaced states stay in the
 //!   cache until eviction, a checkpoint, a flush, a scan or a clean close writes them back.
 //!   Reads handed out from the cache are as zero-copy as pinned ones.
+//! - Timers are stored in time order, one row per timer, in a column family of their own
+//!   (`<operator>.<state>#by-time`; see the `timers` module): firing reads each key group's
+//!   next timers in order and deletes each fired one once, as Flink's RocksDB timer service.
 //! - The write-ahead log is off by default, as in Flink: checkpoints make state durable.
 //!
 //! # Examples
@@ -40,6 +43,7 @@ mod native;
 mod options;
 mod rows;
 mod stats;
+mod timers;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -197,99 +201,152 @@ struct Column {
     write_back: bool,
     /// Whether a key has many rows (user keys: map, namespaced and timer states).
     user_keys: bool,
-    /// For a timer state: the column of its timers in time order (`<name>#by-time`, keys
-    /// `[key group][domain][timestamp][key][namespace]`), written with every timer.
+    /// For a timer state kept in time order: the column that holds its timers
+    /// (`<name>#by-time`, one row per timer; see [`timers`]). The state's own column family
+    /// stays empty.
     by_time: Option<u32>,
+    /// Whether this is a timer state.
+    timers: bool,
 }
 
-/// Fills a timer state's time-ordered column family from the timer state's own (emptied or
-/// created first): after a restore of files that may not have held it, or when a database that
-/// kept its timers in memory starts keeping them in order.
-pub(crate) fn rebuild_by_time(
+/// Moves the timers a timer state holds in its own column family (a database that kept
+/// them in memory, or files of an earlier layout) into its time-ordered column family
+/// (created when missing), one row per timer, and empties its own.
+pub(crate) fn settle_in_time_order(
     backend: &mut RocksDbBackend,
     name: &str,
     by_time_name: &str,
 ) -> Result<()> {
-    // Pending rows in time order go to the column family before it is dropped.
     backend.write_time_rows()?;
-    if backend.db.cf_handle(by_time_name).is_some() {
-        backend.db.drop_cf(by_time_name).map_err(|e| db_error(&e))?;
+    if backend.db.cf_handle(by_time_name).is_none() {
+        let opts = cf_options(
+            &backend.options,
+            &backend.cache,
+            &mut backend.filters,
+            by_time_name,
+        );
+        backend
+            .db
+            .create_cf(by_time_name, &opts)
+            .map_err(|e| db_error(&e))?;
     }
-    let opts = cf_options(
-        &backend.options,
-        &backend.cache,
-        &mut backend.filters,
-        by_time_name,
-    );
-    backend
-        .db
-        .create_cf(by_time_name, &opts)
-        .map_err(|e| db_error(&e))?;
-    let db = &backend.db;
-    let missing = |n: &str| Error::Backend {
-        backend: "rocksdb",
-        message: format!("column family `{n}` is missing"),
-    };
-    let cf = db.cf_handle(name).ok_or_else(|| missing(name))?;
-    let time_cf = db
-        .cf_handle(by_time_name)
-        .ok_or_else(|| missing(by_time_name))?;
-    let mut batch = WriteBatch::default();
-    let mut it = db.raw_iterator_cf_opt(cf, scan_options());
-    it.seek_to_first();
-    let (mut key, mut time_key) = (Vec::new(), Vec::new());
-    while let Some(k) = it.key() {
-        let at = split_internal(k, &mut key).ok_or_else(|| Error::Backend {
-            backend: "rocksdb",
-            message: format!("malformed key in column family `{name}`"),
-        })?;
-        by_time_key(&mut time_key, &key, k.get(at..).unwrap_or_default())?;
-        batch.put_cf(time_cf, &time_key, []);
-        if batch.size_in_bytes() >= OUT_BATCH {
-            db.write_opt(std::mem::take(&mut batch), &backend.write_opts)
-                .map_err(|e| db_error(&e))?;
+    let moved = {
+        let db = &backend.db;
+        let cf = db.cf_handle(name).ok_or_else(|| missing_cf(name))?;
+        let time_cf = db
+            .cf_handle(by_time_name)
+            .ok_or_else(|| missing_cf(by_time_name))?;
+        let mut batch = WriteBatch::default();
+        let mut it = db.raw_iterator_cf_opt(cf, scan_options());
+        it.seek_to_first();
+        let (mut key, mut row, mut value) = (Vec::new(), Vec::new(), Vec::new());
+        let mut moved = false;
+        while let Some(k) = it.key() {
+            let at = split_internal(k, &mut key).ok_or_else(|| Error::Backend {
+                backend: "rocksdb",
+                message: format!("malformed key in column family `{name}`"),
+            })?;
+            timers::row_key(&mut row, &key, k.get(at..).unwrap_or_default())?;
+            timers::row_value(&mut value, &key);
+            batch.put_cf(time_cf, &row, &value);
+            moved = true;
+            if batch.size_in_bytes() >= OUT_BATCH {
+                db.write_opt(std::mem::take(&mut batch), &backend.write_opts)
+                    .map_err(|e| db_error(&e))?;
+            }
+            it.next();
         }
-        it.next();
-    }
-    it.status().map_err(|e| db_error(&e))?;
-    db.write_opt(batch, &backend.write_opts)
-        .map_err(|e| db_error(&e))
-}
-
-/// Rebuilds the time-ordered column of every timer state (after a native restore).
-pub(crate) fn rebuild_time_orders(backend: &mut RocksDbBackend) -> Result<()> {
-    let pairs: Vec<(String, String)> = backend
-        .columns
-        .iter()
-        .filter_map(|c| {
-            let by_time = backend.columns.get(c.by_time? as usize)?;
-            Some((c.name.clone(), by_time.name.clone()))
-        })
-        .collect();
-    for (name, by_time_name) in pairs {
-        rebuild_by_time(backend, &name, &by_time_name)?;
+        it.status().map_err(|e| db_error(&e))?;
+        db.write_opt(batch, &backend.write_opts)
+            .map_err(|e| db_error(&e))?;
+        moved
+    };
+    if moved {
+        recreate_cf(backend, name)?;
     }
     Ok(())
 }
 
-/// The key of a timer in its state's time-ordered column: the key group, the domain tag and
-/// the timestamp (the first 9 bytes of the stored user key), the canonical key, the namespace.
-/// Canonical keys and namespaces are prefix-free, so the byte order is (domain, timestamp, key,
-/// namespace) within a key group: Flink's timer order.
-fn by_time_key(out: &mut Vec<u8>, key: &[u8], user_key: &[u8]) -> Result<()> {
-    let (Some((kg, canonical)), Some((head, namespace))) =
-        (key.split_first_chunk::<2>(), user_key.split_at_checked(9))
-    else {
-        return Err(Error::Backend {
-            backend: "rocksdb",
-            message: "a timer's user key holds a domain and a timestamp (9 bytes)".into(),
-        });
-    };
-    out.clear();
-    out.extend_from_slice(kg);
-    out.extend_from_slice(head);
-    out.extend_from_slice(canonical);
-    out.extend_from_slice(namespace);
+/// Moves the timers of a timer state's time-ordered column family under their keys, in the
+/// state's own column family, and drops the time-ordered one: a database that kept its
+/// timers in time order now keeps them in memory. Rows of an earlier layout (an empty value:
+/// the timer was under its key as well) are left out.
+pub(crate) fn settle_under_keys(
+    backend: &mut RocksDbBackend,
+    name: &str,
+    by_time_name: &str,
+) -> Result<()> {
+    backend.write_time_rows()?;
+    {
+        let db = &backend.db;
+        let Some(time_cf) = db.cf_handle(by_time_name) else {
+            return Ok(());
+        };
+        let cf = db.cf_handle(name).ok_or_else(|| missing_cf(name))?;
+        let mut batch = WriteBatch::default();
+        let mut it = db.raw_iterator_cf_opt(time_cf, scan_options());
+        it.seek_to_first();
+        let (mut key, mut user_key, mut internal) = (Vec::new(), Vec::new(), Vec::new());
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            if !v.is_empty() {
+                let p = timers::parts(k, v).ok_or_else(|| Error::Backend {
+                    backend: "rocksdb",
+                    message: format!("malformed timer row in column family `{by_time_name}`"),
+                })?;
+                p.state_key(&mut key);
+                p.user_key(&mut user_key);
+                RocksDbBackend::internal_key(&mut internal, &key, &user_key)?;
+                batch.put_cf(cf, &internal, []);
+                if batch.size_in_bytes() >= OUT_BATCH {
+                    db.write_opt(std::mem::take(&mut batch), &backend.write_opts)
+                        .map_err(|e| db_error(&e))?;
+                }
+            }
+            it.next();
+        }
+        it.status().map_err(|e| db_error(&e))?;
+        db.write_opt(batch, &backend.write_opts)
+            .map_err(|e| db_error(&e))?;
+    }
+    backend.db.drop_cf(by_time_name).map_err(|e| db_error(&e))
+}
+
+fn missing_cf(name: &str) -> Error {
+    Error::Backend {
+        backend: "rocksdb",
+        message: format!("column family `{name}` is missing"),
+    }
+}
+
+/// Empties a column family by dropping and creating it again: at once, without tombstones.
+fn recreate_cf(backend: &mut RocksDbBackend, name: &str) -> Result<()> {
+    backend.db.drop_cf(name).map_err(|e| db_error(&e))?;
+    let opts = cf_options(&backend.options, &backend.cache, &mut backend.filters, name);
+    backend.db.create_cf(name, &opts).map_err(|e| db_error(&e))
+}
+
+/// Puts every timer state's timers where this backend's options keep them (after a native
+/// restore, whose files may come from a backend that kept them the other way, or from an
+/// earlier layout).
+pub(crate) fn settle_timers(backend: &mut RocksDbBackend) -> Result<()> {
+    let states: Vec<(String, Option<String>)> = backend
+        .columns
+        .iter()
+        .filter(|c| c.timers)
+        .map(|c| {
+            let by_time = c
+                .by_time
+                .and_then(|i| backend.columns.get(i as usize))
+                .map(|b| b.name.clone());
+            (c.name.clone(), by_time)
+        })
+        .collect();
+    for (name, by_time) in states {
+        match by_time {
+            Some(by_time) => settle_in_time_order(backend, &name, &by_time)?,
+            None => settle_under_keys(backend, &name, &format!("{name}#by-time"))?,
+        }
+    }
     Ok(())
 }
 
@@ -443,6 +500,9 @@ struct Detached {
     // Declared before the directory: the database closes before its files are deleted.
     db: RefCell<Option<DB>>,
     names: Vec<String>,
+    /// For each state, the index of its time-ordered column when it is a timer state kept
+    /// in time order.
+    time_orders: Vec<Option<u32>>,
     options: RocksDbOptions,
     target: PathBuf,
     _dir: tempfile::TempDir,
@@ -487,10 +547,20 @@ impl DetachedState for Detached {
         let Some(db) = slot.as_ref() else {
             return Ok(());
         };
+        let time_order = self
+            .time_orders
+            .get(state.0 as usize)
+            .copied()
+            .flatten()
+            .and_then(|i| self.names.get(i as usize));
+        let name = time_order.unwrap_or(name);
         let cf = db.cf_handle(name).ok_or_else(|| Error::Backend {
             backend: "rocksdb",
             message: format!("no column family `{name}` in the detached view"),
         })?;
+        if time_order.is_some() {
+            return timers::visit_canonical(db, cf, name, visit);
+        }
         visit_canonical(db, cf, name, visit)
     }
 }
@@ -626,8 +696,9 @@ pub struct RocksDbBackend {
     // Declared before `db`: fields drop in order, and pinned slices must go before the database.
     pins: RefCell<Pins>,
     key_buf: RefCell<Vec<u8>>,
-    /// A timer's key in its time-ordered column.
+    /// A timer's row key and value in its time-ordered column.
     time_key: Vec<u8>,
+    time_value: Vec<u8>,
     /// Rows of the time-ordered columns not yet written: written in key order, in one batch,
     /// before anything reads those columns (a refill, a checkpoint, a write-back, a close)
     /// or once they reach [`OUT_BATCH`] bytes.
@@ -736,6 +807,7 @@ impl RocksDbBackend {
             pins: RefCell::default(),
             key_buf: RefCell::default(),
             time_key: Vec::new(),
+            time_value: Vec::new(),
             time_rows: RefCell::new(OutRows::default()),
             rows: RefCell::new(RowCache::new(
                 options.row_cache_size,
@@ -963,10 +1035,11 @@ impl OutRows {
         ));
     }
 
-    /// Adds a row without a value (a timer's row in time order, or its deletion).
-    fn push(&mut self, state: u32, row: Row, key: &[u8]) {
+    /// Adds a timer's row in time order, or its deletion.
+    fn push(&mut self, state: u32, row: Row, key: &[u8], value: &[u8]) {
         let start = self.bytes.len();
         self.bytes.extend_from_slice(key);
+        self.bytes.extend_from_slice(value);
         self.rows
             .push((state, row, start, key.len(), self.bytes.len()));
     }
@@ -1328,30 +1401,84 @@ impl RocksDbBackend {
         self.db.create_cf(&name, &opts).map_err(|e| db_error(&e))
     }
 
-    /// Writes (or deletes) a timer's row in its state's time-ordered column, when `state` is a
-    /// timer state.
-    fn index_timer(&mut self, state: StateId, key: &[u8], user_key: &[u8], row: Row) -> Result<()> {
-        let Some(by_time) = self.column(state)?.by_time else {
-            return Ok(());
-        };
+    /// The time-ordered column of `state` when it is a timer state kept in time order.
+    fn time_order(&self, state: StateId) -> Result<Option<StateId>> {
+        Ok(self.column(state)?.by_time.map(StateId))
+    }
+
+    /// Writes (or deletes) a timer's row in its state's time-ordered column `by_time`: into
+    /// the buffer of pending rows, written in key order before anything reads the column (or
+    /// when it is full); through at once when the write-ahead log is on, so that a timer is as
+    /// durable as every other write when the call returns.
+    fn timer_row(&mut self, by_time: StateId, key: &[u8], user_key: &[u8], row: Row) -> Result<()> {
         self.healthy()?;
-        let mut k = std::mem::take(&mut self.time_key);
-        let result = by_time_key(&mut k, key, user_key);
-        if result.is_ok() {
-            let row = match row {
-                Row::Absent => Row::Absent,
-                _ => Row::Present,
-            };
-            self.time_rows.get_mut().push(by_time, row, &k);
-        }
-        self.time_key = k;
+        self.wrote();
+        let (mut k, mut v) = (
+            std::mem::take(&mut self.time_key),
+            std::mem::take(&mut self.time_value),
+        );
+        let result = timers::row_key(&mut k, key, user_key).and_then(|()| {
+            timers::row_value(&mut v, key);
+            let present = row != Row::Absent;
+            if self.options.write_ahead_log {
+                let cf = self.cf(by_time)?;
+                if present {
+                    self.db.put_cf_opt(cf, &k, &v, &self.write_opts)
+                } else {
+                    self.db.delete_cf_opt(cf, &k, &self.write_opts)
+                }
+                .map_err(|e| db_error(&e))
+            } else {
+                let (row, value) = if present {
+                    (Row::Present, v.as_slice())
+                } else {
+                    (Row::Absent, &[][..])
+                };
+                self.time_rows.get_mut().push(by_time.0, row, &k, value);
+                Ok(())
+            }
+        });
+        (self.time_key, self.time_value) = (k, v);
         result?;
         // Written in key order when the buffer is full (or before a read of the column):
         // each of a memtable's inserts then starts where the one before it ended.
         if self.time_rows.get_mut().bytes.len() >= OUT_BATCH {
             self.write_time_rows()?;
         }
-        self.evict_rows()
+        Ok(())
+    }
+
+    /// Whether the timer `(key, user_key)` of a timer state kept in time order is registered.
+    fn timer_registered(&self, by_time: StateId, key: &[u8], user_key: &[u8]) -> Result<bool> {
+        self.healthy()?;
+        self.write_time_rows()?;
+        let cf = self.cf(by_time)?;
+        self.reads.set(self.reads.get() + 1);
+        let mut row = self.key_buf.try_borrow_mut().map_err(|_| Error::Backend {
+            backend: "rocksdb",
+            message: "re-entrant key buffer use".into(),
+        })?;
+        timers::row_key(&mut row, key, user_key)?;
+        let found = self
+            .db
+            .get_pinned_cf_opt(cf, row.as_slice(), &self.read_opts)
+            .map_err(|e| db_error(&e))?;
+        Ok(found.is_some())
+    }
+
+    /// Visits the timers of `key` of a timer state kept in time order, in user-key order.
+    fn key_timers(
+        &self,
+        by_time: StateId,
+        key: &[u8],
+        visit: &mut dyn FnMut(&[u8], &timers::Parts<'_>) -> Result<()>,
+    ) -> Result<()> {
+        self.healthy()?;
+        self.write_time_rows()?;
+        let cf = self.cf(by_time)?;
+        self.reads.set(self.reads.get() + 1);
+        let name = self.column(by_time)?.name.as_str();
+        timers::for_each_of_key(&self.db, cf, name, key, visit)
     }
 }
 
@@ -1379,24 +1506,22 @@ impl StateBackend for RocksDbBackend {
             backend: "rocksdb",
             message: "too many states".into(),
         })?;
-        // Timers are written back too: a job registers and deletes them all the time and lists
-        // a key's timers rarely (a list writes the cache back first, as any scan of a
-        // write-back state does), and a firing's delete then costs no RocksDB write of its own.
+        // Timers kept in memory are written back too: a job registers and deletes them all the
+        // time and lists a key's timers rarely (a list writes the cache back first, as any scan
+        // of a write-back state does). Timers in time order never reach the row cache.
         let user_keys = state.has_user_key();
         let timers = state.kind == StateKind::Timers;
         let write_back = !self.options.write_ahead_log && (!user_keys || timers);
         let by_time_name = format!("{name}#by-time");
         let by_time = if timers && !self.options.timers_in_memory {
-            if self.db.cf_handle(&by_time_name).is_none() {
-                // A database that held these timers without the time order (kept in memory
-                // before) gets it now.
-                rebuild_by_time(self, &name, &by_time_name)?;
-            }
+            // Timers under their keys (a database that kept them in memory, or an earlier
+            // layout) move into the time order.
+            settle_in_time_order(self, &name, &by_time_name)?;
             Some((id + 1, by_time_name))
         } else {
-            if self.db.cf_handle(&by_time_name).is_some() {
-                // Timers kept in memory leave the time order behind: it would be stale.
-                self.db.drop_cf(&by_time_name).map_err(|e| db_error(&e))?;
+            if timers {
+                // Timers kept in time order move under their keys.
+                settle_under_keys(self, &name, &by_time_name)?;
             }
             None
         };
@@ -1405,6 +1530,7 @@ impl StateBackend for RocksDbBackend {
             write_back,
             user_keys,
             by_time: by_time.as_ref().map(|(i, _)| *i),
+            timers,
         });
         if let Some((_, name)) = by_time {
             // Written through: a refill reads RocksDB at once, without writing the cache back
@@ -1414,12 +1540,19 @@ impl StateBackend for RocksDbBackend {
                 write_back: false,
                 user_keys: false,
                 by_time: None,
+                timers: false,
             });
         }
         Ok(StateId(id))
     }
 
     fn get(&self, state: StateId, key: &[u8], user_key: &[u8]) -> Result<Option<&[u8]>> {
+        if let Some(by_time) = self.time_order(state)? {
+            // A timer stores no value.
+            return Ok(self
+                .timer_registered(by_time, key, user_key)?
+                .then_some(&[][..]));
+        }
         if self.row_cache_on() {
             let value = self.cached(state, key, user_key)?;
             // SAFETY: the pointer is into a cached row's byte buffer. A row's buffer is
@@ -1452,8 +1585,10 @@ impl StateBackend for RocksDbBackend {
     }
 
     fn put(&mut self, state: StateId, key: &[u8], user_key: &[u8], value: &[u8]) -> Result<()> {
-        self.put_row(state, key, user_key, value)?;
-        self.index_timer(state, key, user_key, Row::Present)
+        if let Some(by_time) = self.time_order(state)? {
+            return self.timer_row(by_time, key, user_key, Row::Present);
+        }
+        self.put_row(state, key, user_key, value)
     }
 
     fn merge(&mut self, state: StateId, key: &[u8], user_key: &[u8], operand: &[u8]) -> Result<()> {
@@ -1470,11 +1605,35 @@ impl StateBackend for RocksDbBackend {
     }
 
     fn delete(&mut self, state: StateId, key: &[u8], user_key: &[u8]) -> Result<()> {
-        self.delete_row(state, key, user_key)?;
-        self.index_timer(state, key, user_key, Row::Absent)
+        if let Some(by_time) = self.time_order(state)? {
+            return self.timer_row(by_time, key, user_key, Row::Absent);
+        }
+        self.delete_row(state, key, user_key)
     }
 
     fn scan<'a>(&'a self, state: StateId, key: &[u8]) -> Result<EntryIter<'a>> {
+        if let Some(by_time) = self.time_order(state)? {
+            // A key's timers are few: copied out at once, into a chunk kept in the pins.
+            let mut chunk = Vec::new();
+            let mut entries: Vec<(*const [u8], *const [u8])> = Vec::new();
+            let mut user_key = Vec::new();
+            self.key_timers(by_time, key, &mut |_, p| {
+                p.user_key(&mut user_key);
+                entries.push(copy_entry(self, &mut chunk, &user_key, &[])?);
+                Ok(())
+            })?;
+            if !chunk.is_empty() {
+                self.pins()?.scanned.push(chunk);
+            }
+            // SAFETY: the pointers are into chunks' heap buffers, which `copy_entry` never
+            // reallocates once a slice into them exists and which now sit in the backend's pins
+            // (moving a `Vec` does not move its buffer). Pins are freed only by `release_reads`
+            // (under `&mut self`, when no borrow for `'a` is alive) or when the backend drops.
+            #[allow(unsafe_code)]
+            return Ok(Box::new(
+                entries.into_iter().map(|(k, v)| Ok(unsafe { (&*k, &*v) })),
+            ));
+        }
         self.stored_in_rocksdb(state)?;
         let cf = self.cf(state)?;
         self.reads.set(self.reads.get() + 1);
@@ -1497,6 +1656,10 @@ impl StateBackend for RocksDbBackend {
         user_key: &[u8],
         reader: &mut ValueReader<'_>,
     ) -> Result<()> {
+        if let Some(by_time) = self.time_order(state)? {
+            let registered = self.timer_registered(by_time, key, user_key)?;
+            return reader(registered.then_some(&[][..]));
+        }
         if self.row_cache_on() {
             let value = self.cached(state, key, user_key)?;
             // SAFETY: as in `get`; the bytes are only used during the call.
@@ -1508,6 +1671,14 @@ impl StateBackend for RocksDbBackend {
     }
 
     fn count(&self, state: StateId, key: &[u8]) -> Result<usize> {
+        if let Some(by_time) = self.time_order(state)? {
+            let mut n = 0;
+            self.key_timers(by_time, key, &mut |_, _| {
+                n += 1;
+                Ok(())
+            })?;
+            return Ok(n);
+        }
         self.stored_in_rocksdb(state)?;
         let cf = self.cf(state)?;
         self.reads.set(self.reads.get() + 1);
@@ -1524,22 +1695,28 @@ impl StateBackend for RocksDbBackend {
     }
 
     fn delete_key(&mut self, state: StateId, key: &[u8]) -> Result<()> {
+        if let Some(by_time) = self.time_order(state)? {
+            self.wrote();
+            let cf = self.cf(by_time)?;
+            let mut batch = WriteBatch::default();
+            self.key_timers(by_time, key, &mut |row, _| {
+                batch.delete_cf(cf, row);
+                Ok(())
+            })?;
+            return self
+                .db
+                .write_opt(batch, &self.write_opts)
+                .map_err(|e| db_error(&e));
+        }
         let column = self.column(state)?;
         if self.row_cache_on() && column.write_back && !column.user_keys {
             // A key of a state without user keys is one row.
             return self.write_row(state, key, &[], Row::Absent, &[]);
         }
-        // The key's rows in the cache reach RocksDB first, so the deletes below find them
-        // (and its timers' pending rows in time order, so the deletes come after them).
+        // The key's rows in the cache reach RocksDB first, so the deletes below find them.
         self.stored_in_rocksdb(state)?;
-        self.write_time_rows()?;
         self.wrote();
         let cf = self.cf(state)?;
-        let by_time = match self.column(state)?.by_time {
-            Some(id) => Some((StateId(id), self.cf(StateId(id))?)),
-            None => None,
-        };
-        let mut time_key = Vec::new();
         // Point deletes of the key's entries, not a range delete: range tombstones pile up in
         // memtables and slow every later read until compaction removes them.
         self.with_key(key, &[], |prefix| {
@@ -1551,12 +1728,6 @@ impl StateBackend for RocksDbBackend {
                 }
                 batch.delete_cf(cf, k);
                 self.forget_row(state, k)?;
-                // A timer leaves the time-ordered column with it.
-                if let (Some((id, time_cf)), Some((_, user_key))) = (by_time, internal_parts(k)) {
-                    by_time_key(&mut time_key, key, user_key)?;
-                    batch.delete_cf(time_cf, &time_key);
-                    self.forget_row(id, &time_key)?;
-                }
                 it.next();
             }
             it.status().map_err(|e| db_error(&e))?;
@@ -1567,6 +1738,13 @@ impl StateBackend for RocksDbBackend {
     }
 
     fn for_each_entry(&self, state: StateId, visit: &mut EntryVisitor<'_>) -> Result<()> {
+        if let Some(by_time) = self.time_order(state)? {
+            self.healthy()?;
+            self.write_time_rows()?;
+            let cf = self.cf(by_time)?;
+            let name = self.column(by_time)?.name.as_str();
+            return timers::visit_all(&self.db, cf, ReadOptions::default(), name, visit);
+        }
         self.stored_in_rocksdb(state)?;
         let cf = self.cf(state)?;
         let name = self.column_family_name(state).unwrap_or("?");
@@ -1707,6 +1885,7 @@ impl Snapshots for RocksDbBackend {
         Ok(Some(Box::new(Detached {
             db: RefCell::new(None),
             names: self.columns.iter().map(|c| c.name.clone()).collect(),
+            time_orders: self.columns.iter().map(|c| c.by_time).collect(),
             options: self.options.clone(),
             target,
             _dir: dir,

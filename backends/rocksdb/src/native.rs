@@ -326,9 +326,9 @@ impl RocksDbBackend {
                 restore.progress,
             )?;
         }
-        // The files may come from a backend that kept its timers in memory, or from parts cut
-        // and copied together: the time order is made again from the timers themselves.
-        crate::rebuild_time_orders(self)
+        // The files may come from a backend that kept its timers the other way (in memory, or
+        // in time order), or from an earlier layout.
+        crate::settle_timers(self)
     }
 
     /// Opens the database at this backend's path again (creating it when missing), with a

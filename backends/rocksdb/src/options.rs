@@ -74,8 +74,10 @@ pub struct RocksDbOptions {
     /// order from a column family of their own with only the first
     /// [`CACHED_PER_GROUP`](statewright_core::timers::CACHED_PER_GROUP) of each key group in
     /// memory (`ROCKSDB`, the default). Timers are stored and checkpointed in RocksDB either
-    /// way; in memory, registering and firing are faster (no second row per timer, no reads
-    /// of the next ones), and memory grows with the number of timers.
+    /// way: in time order, one row per timer (`<state>#by-time`); in memory, under their keys
+    /// through the row cache, with an index of every timer in the operator instance, so
+    /// memory grows with the number of timers. A database opened with the other setting
+    /// moves its timers when the state is registered.
     pub timers_in_memory: bool,
 }
 
