@@ -1017,8 +1017,12 @@ impl RocksDbBackend {
 #[derive(Default)]
 struct OutRows {
     bytes: Vec<u8>,
-    /// State, what the row is, where its key starts, the key's length, where the row ends.
-    rows: Vec<(u32, Row, usize, usize, usize)>,
+    /// State, the key's first 16 bytes ([`key_head`]), what the row is, where its key starts,
+    /// the key's length, where the row ends.
+    rows: Vec<(u32, u128, Row, usize, usize, usize)>,
+    /// For timer rows ([`push`](Self::push)): the greatest pending row key of each state and
+    /// key group.
+    greatest: HashMap<(u32, [u8; 2]), Vec<u8>>,
 }
 
 impl OutRows {
@@ -1028,6 +1032,7 @@ impl OutRows {
         self.bytes.extend_from_slice(slot.value());
         self.rows.push((
             slot.state(),
+            key_head(slot.key()),
             slot.row(),
             start,
             slot.key().len(),
@@ -1040,8 +1045,32 @@ impl OutRows {
         let start = self.bytes.len();
         self.bytes.extend_from_slice(key);
         self.bytes.extend_from_slice(value);
-        self.rows
-            .push((state, row, start, key.len(), self.bytes.len()));
+        self.rows.push((
+            state,
+            key_head(key),
+            row,
+            start,
+            key.len(),
+            self.bytes.len(),
+        ));
+        if let Some(kg) = key.first_chunk::<2>() {
+            let greatest = self.greatest.entry((state, *kg)).or_default();
+            if key > greatest.as_slice() {
+                greatest.clear();
+                greatest.extend_from_slice(key);
+            }
+        }
+    }
+
+    /// Whether a timer row pending for `state` is in the key group `from` starts with and
+    /// sorts after `from` (a read from `from` skips `from` itself, or starts at a key group's
+    /// prefix, which no row equals).
+    fn pending_after(&self, state: u32, from: &[u8]) -> bool {
+        from.first_chunk::<2>().is_none_or(|kg| {
+            self.greatest
+                .get(&(state, *kg))
+                .is_some_and(|g| g.as_slice() > from)
+        })
     }
 
     fn is_empty(&self) -> bool {
@@ -1061,13 +1090,16 @@ impl OutRows {
         write: &mut dyn FnMut(WriteBatch) -> Result<()>,
     ) -> Result<()> {
         let mut rows = std::mem::take(&mut self.rows);
+        // Stable: of two writes of one key, the later one is applied last. Most comparisons
+        // end at the state and the keys' first 16 bytes.
         rows.sort_by(|a, b| {
-            a.0.cmp(&b.0)
-                .then_with(|| self.key(a.2, a.3).cmp(self.key(b.2, b.3)))
+            (a.0, a.1)
+                .cmp(&(b.0, b.1))
+                .then_with(|| self.key(a.3, a.4).cmp(self.key(b.3, b.4)))
         });
         let mut batch = WriteBatch::default();
         let mut current: Option<(u32, &ColumnFamily)> = None;
-        for (state, row, start, key_len, end) in rows {
+        for (state, _, row, start, key_len, end) in rows {
             let cf = match current {
                 Some((s, cf)) if s == state => cf,
                 _ => {
@@ -1093,6 +1125,16 @@ impl OutRows {
             write(batch)
         }
     }
+}
+
+/// The first 16 bytes of `key` as a big-endian number, zeros after a shorter key: keys whose
+/// heads differ are in the order of their heads. (A timer's row begins with its key group,
+/// domain and timestamp: 11 bytes.)
+fn key_head(key: &[u8]) -> u128 {
+    let mut head = [0u8; 16];
+    let n = key.len().min(16);
+    head[..n].copy_from_slice(&key[..n]);
+    u128::from_be_bytes(head)
 }
 
 /// The size of one write batch of a bulk write: rows written back, copied or migrated in, a
@@ -1783,12 +1825,6 @@ impl StateBackend for RocksDbBackend {
             return Ok(true);
         }
         let by_time = StateId(by_time);
-        // The time-ordered column is not cached: once its pending rows are written, RocksDB
-        // holds every timer.
-        self.write_time_rows()?;
-        self.stored_in_rocksdb(by_time)?;
-        let cf = self.cf(by_time)?;
-        self.reads.set(self.reads.get() + 1);
         let mut prefix = key_group.to_be_bytes().to_vec();
         prefix.push(domain);
         // One seek, straight past `after`: the deletions of the timers fired before it lie
@@ -1796,6 +1832,19 @@ impl StateBackend for RocksDbBackend {
         // every one of them on every refill.
         let mut from = prefix.clone();
         from.extend_from_slice(after.unwrap_or_default());
+        // The time-ordered column is not cached: once its pending rows are written, RocksDB
+        // holds every timer. Only rows after `from` can change what this reads: the
+        // deletions of fired timers (all before it) stay pending, and go to RocksDB later in
+        // larger batches, where each key group's deletions follow one another in key order.
+        let pending = self
+            .time_rows
+            .try_borrow()
+            .map_or(true, |rows| rows.pending_after(by_time.0, &from));
+        if pending {
+            self.write_time_rows()?;
+        }
+        let cf = self.cf(by_time)?;
+        self.reads.set(self.reads.get() + 1);
         let mut it = self.prefix_iter_from(cf, &prefix, &from);
         if after.is_some() && it.key() == Some(from.as_slice()) {
             it.next();
@@ -1957,6 +2006,35 @@ mod tests {
             assert_eq!(&buf[at..], b"user");
         }
         assert!(split_internal(&[0, 1, 0x85], &mut key).is_none());
+    }
+
+    #[test]
+    fn key_heads_order_keys_as_their_bytes_do() {
+        let keys: [&[u8]; 11] = [
+            b"",
+            b"\0",
+            b"a",
+            b"a\0",
+            b"a\0\0\0\0\0\0\0\x01",
+            b"a\0x",
+            b"abcdefgh",
+            b"abcdefgh\0",
+            b"abcdefgi",
+            b"abcdefghabcdefgh",
+            b"abcdefghabcdefgh\0",
+        ];
+        for a in keys {
+            for b in keys {
+                // Heads that differ order as the keys; equal heads leave it to the bytes.
+                if key_head(a) != key_head(b) {
+                    assert_eq!(key_head(a).cmp(&key_head(b)), a.cmp(b), "{a:?} {b:?}");
+                }
+            }
+        }
+        assert_eq!(
+            key_head(b"abcdefghabcdefgh"),
+            key_head(b"abcdefghabcdefgh\xff")
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@
 //! index of every timer, one ordered set per time domain. Either is rebuilt from the backend
 //! whenever the backend's contents are replaced (binding, a restore, a new key-group range).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::marker::PhantomData;
 
 use smallvec::SmallVec;
@@ -158,12 +158,60 @@ pub const CACHED_PER_GROUP: usize = 128;
 /// The first timers of one key group and domain, when the backend holds them all in order.
 #[derive(Debug, Default)]
 struct GroupCache {
-    entries: BTreeSet<Entry>,
+    entries: Sorted,
     /// `None` when `entries` holds every timer of the group. `Some(bound)` when it holds every
     /// timer up to `bound` and the backend may hold more after it: a registration after the
     /// bound goes to the backend only, and when the cache empties, it is refilled from the
     /// backend's timers after the bound (past the deletions of the fired ones).
     limit: Option<Entry>,
+}
+
+/// A key group's cached timers, in order, without duplicates: at most the cache size, fired
+/// from the front, refilled at the back, so a double-ended queue moves less than a tree.
+#[derive(Debug, Default)]
+struct Sorted(VecDeque<Entry>);
+
+impl Sorted {
+    fn first(&self) -> Option<&Entry> {
+        self.0.front()
+    }
+
+    fn last(&self) -> Option<&Entry> {
+        self.0.back()
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Adds `entry` unless it is there; a refill's entries come in order and go to the back.
+    fn insert(&mut self, entry: Entry) {
+        if self.0.back().is_none_or(|last| *last < entry) {
+            self.0.push_back(entry);
+        } else if let Err(at) = self.0.binary_search(&entry) {
+            self.0.insert(at, entry);
+        }
+    }
+
+    /// Removes `entry` when it is there; a fired timer is the first.
+    fn remove(&mut self, entry: &Entry) -> bool {
+        if self.0.front() == Some(entry) {
+            self.0.pop_front();
+            return true;
+        }
+        match self.0.binary_search(entry) {
+            Ok(at) => self.0.remove(at).is_some(),
+            Err(_) => false,
+        }
+    }
+
+    fn pop_last(&mut self) -> Option<Entry> {
+        self.0.pop_back()
+    }
 }
 
 /// The timers of one domain, in time order.
