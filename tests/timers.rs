@@ -434,6 +434,21 @@ fn incremental_checkpoints_hold_registered_and_deleted_timers() {
 
 #[test]
 fn pending_timers_rescale_with_their_key_groups_and_fire_once() {
+    rescale_pending_timers(&HeapBackend::new);
+}
+
+/// The same on RocksDB, whose instances hold only the first timers of each of their key
+/// groups (ranges that start past 0, of 21 and 22 groups), with a cache of two per group.
+#[cfg(feature = "rocksdb")]
+#[test]
+fn pending_timers_rescale_with_their_key_groups_and_fire_once_on_rocksdb() {
+    rescale_pending_timers(&|| {
+        statewright::RocksDbBackend::open_temporary(statewright::RocksDbOptions::low_memory())
+            .unwrap()
+    });
+}
+
+fn rescale_pending_timers<B: AnyBackend + 'static>(backend: &dyn Fn() -> B) {
     for (from, to) in [(2u16, 3u16), (3, 1)] {
         let dir = tempfile::tempdir().unwrap();
         let storage = CheckpointStorage::open(dir.path()).unwrap();
@@ -446,9 +461,11 @@ fn pending_timers_rescale_with_their_key_groups_and_fire_once() {
         for i in 0..from {
             let range = KeyGroupRange::for_instance(64, from, i).unwrap();
             let mut op = Timed::default()
-                .bind(HeapBackend::new())
+                .bind(backend())
                 .unwrap()
                 .with_key_groups(range)
+                .unwrap()
+                .with_timer_cache_size(2)
                 .unwrap();
             fill(&mut op, Some(range));
             op.advance_watermark(40, |_, _| Ok(())).unwrap();
@@ -460,15 +477,25 @@ fn pending_timers_rescale_with_their_key_groups_and_fire_once() {
         for i in 0..to {
             let range = KeyGroupRange::for_instance(64, to, i).unwrap();
             let mut op = Timed::default()
-                .bind(HeapBackend::new())
+                .bind(backend())
                 .unwrap()
                 .with_key_groups(range)
+                .unwrap()
+                .with_timer_cache_size(2)
                 .unwrap();
             op.restore_from(&storage, RestorePoint::Latest).unwrap();
             let mine = fire_all(&mut op);
             for (k, ..) in &mine {
                 assert!(range.contains(key_group(&k.to_key_bytes(), 64)), "{k}");
             }
+            // Fired in time order, then key, then namespace.
+            let order: Vec<_> = mine
+                .iter()
+                .map(|(k, ns, ts, _)| (*ts, k.to_key_bytes(), *ns))
+                .collect();
+            let mut in_order = order.clone();
+            in_order.sort();
+            assert_eq!(order, in_order);
             fired.extend(mine);
         }
         // Each pending timer fired exactly once, on the instance that owns its key.

@@ -21,7 +21,7 @@
 //! index of every timer, one ordered set per time domain. Either is rebuilt from the backend
 //! whenever the backend's contents are replaced (binding, a restore, a new key-group range).
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::marker::PhantomData;
 
 use smallvec::SmallVec;
@@ -220,48 +220,106 @@ enum Index {
     /// Every timer, in memory.
     Full(BTreeSet<Entry>),
     /// The backend keeps them in order; memory holds the first ones of each key group.
-    Cached {
-        groups: HashMap<u16, GroupCache>,
-        /// The earliest cached timer of every group that has one.
-        heads: BTreeSet<(Entry, u16)>,
-    },
+    Cached(Groups),
     /// The backend keeps them as a queue in firing order
     /// ([`StateBackend::queued_timers`]): nothing here.
     Queued,
 }
 
 impl Index {
-    fn new(cached: bool) -> Self {
-        if cached {
-            Index::Cached {
-                groups: HashMap::new(),
-                heads: BTreeSet::new(),
-            }
-        } else {
-            Index::Full(BTreeSet::new())
-        }
+    fn new() -> Self {
+        Index::Full(BTreeSet::new())
     }
 
     fn first(&self) -> Option<&Entry> {
         match self {
             Index::Full(set) => set.first(),
-            Index::Cached { heads, .. } => heads.first().map(|(e, _)| e),
+            Index::Cached(groups) => groups.first().map(|(e, _)| e),
             Index::Queued => None,
         }
     }
 }
 
-/// Keeps group `kg`'s entry in `heads` current after its cache changed from `old` to `new` first
-/// entry.
-fn move_head(heads: &mut BTreeSet<(Entry, u16)>, kg: u16, old: Option<Entry>, new: Option<&Entry>) {
-    if new == old.as_ref() {
-        return;
+/// The cached first timers of each key group of the instance, and a tournament tree over
+/// the groups' earliest timers that names the group to fire from (Flink's
+/// `KeyGroupPartitionedPriorityQueue`): a change to one group replays its path to the root,
+/// without allocating or cloning a timer.
+#[derive(Debug)]
+struct Groups {
+    /// The first key group: group `i` is key group `first + i`.
+    first: u16,
+    groups: Vec<GroupCache>,
+    /// Node `j`'s winner (a group index) for `j` in `1..leaves`; the leaves are
+    /// `leaves..2 * leaves`, leaf `leaves + i` being group `i` (a group index past the groups
+    /// is a leaf that never wins).
+    tree: Vec<u32>,
+    leaves: usize,
+}
+
+impl Groups {
+    fn new(range: KeyGroupRange) -> Self {
+        let n = usize::from(range.last().saturating_sub(range.first())) + 1;
+        let leaves = n.next_power_of_two();
+        let mut groups = Self {
+            first: range.first(),
+            groups: (0..n).map(|_| GroupCache::default()).collect(),
+            tree: vec![0; 2 * leaves],
+            leaves,
+        };
+        for (i, leaf) in groups.tree.iter_mut().skip(leaves).enumerate() {
+            *leaf = u32::try_from(i).unwrap_or(u32::MAX);
+        }
+        for j in (1..leaves).rev() {
+            groups.play(j);
+        }
+        groups
     }
-    if let Some(h) = old {
-        heads.remove(&(h, kg));
+
+    fn head(&self, group: u32) -> Option<&Entry> {
+        self.groups.get(group as usize)?.entries.first()
     }
-    if let Some(h) = new {
-        heads.insert((h.clone(), kg));
+
+    /// Sets node `j`'s winner from its two children: the group with the earlier first timer
+    /// (an empty group never wins).
+    fn play(&mut self, j: usize) {
+        let (Some(&a), Some(&b)) = (self.tree.get(2 * j), self.tree.get(2 * j + 1)) else {
+            return;
+        };
+        let winner = match (self.head(a), self.head(b)) {
+            (Some(x), Some(y)) if y < x => b,
+            (None, Some(_)) => b,
+            _ => a,
+        };
+        if let Some(node) = self.tree.get_mut(j) {
+            *node = winner;
+        }
+    }
+
+    /// Replays the path of group `i` after its first timer changed.
+    fn replay(&mut self, i: usize) {
+        let mut j = (self.leaves + i) / 2;
+        while j >= 1 {
+            self.play(j);
+            j /= 2;
+        }
+    }
+
+    /// The earliest cached timer and its key group.
+    fn first(&self) -> Option<(&Entry, u16)> {
+        let winner = *self.tree.get(1)?;
+        let entry = self.head(winner)?;
+        let kg = self.first.wrapping_add(u16::try_from(winner).ok()?);
+        Some((entry, kg))
+    }
+
+    /// The index of key group `kg`, when it is one of the instance's.
+    fn index(&self, kg: u16) -> Option<usize> {
+        let i = usize::from(kg.checked_sub(self.first)?);
+        (i < self.groups.len()).then_some(i)
+    }
+
+    fn len(&self) -> usize {
+        self.groups.iter().map(|g| g.entries.len()).sum()
     }
 }
 
@@ -345,8 +403,8 @@ impl Timers {
     pub(crate) fn new(column: Option<StateId>, key_len: fn(&[u8]) -> Option<usize>) -> Self {
         Self {
             column,
-            event: Index::new(false),
-            processing: Index::new(false),
+            event: Index::new(),
+            processing: Index::new(),
             range: KeyGroupRange::all(1),
             cache_size: CACHED_PER_GROUP,
             key_len,
@@ -389,7 +447,7 @@ impl Timers {
     ) -> usize {
         match self.index_ref(domain) {
             Index::Full(set) => set.len(),
-            Index::Cached { groups, .. } => groups.values().map(|g| g.entries.len()).sum(),
+            Index::Cached(groups) => groups.len(),
             Index::Queued => self.queued(backend, domain).ok().flatten().unwrap_or(0),
         }
     }
@@ -416,7 +474,7 @@ impl Timers {
         if let Index::Queued = self.index_ref(domain) {
             return Ok(self.queued(backend, domain)?.unwrap_or(0));
         }
-        let (Index::Cached { .. }, Some(column)) = (self.index_ref(domain), self.column) else {
+        let (Index::Cached(_), Some(column)) = (self.index_ref(domain), self.column) else {
             return Ok(self.in_memory(backend, domain));
         };
         let mut n = 0usize;
@@ -494,7 +552,7 @@ impl Timers {
                 set.pop_first();
                 return Ok(());
             }
-            Index::Cached { heads, .. } => heads.first().cloned(),
+            Index::Cached(groups) => groups.first().map(|(e, kg)| (e.clone(), kg)),
             Index::Queued => None,
         };
         if let Some((entry, kg)) = first {
@@ -513,13 +571,15 @@ impl Timers {
         entry: &Entry,
     ) -> Result<()> {
         let (column, size) = (self.column, self.cache_size);
-        let Index::Cached { groups, heads } = self.index(domain) else {
+        let Index::Cached(groups) = self.index(domain) else {
             return Ok(());
         };
-        let Some(group) = groups.get_mut(&kg) else {
+        let Some(i) = groups.index(kg) else {
             return Ok(());
         };
-        let old_head = group.entries.first().cloned();
+        let Some(group) = groups.groups.get_mut(i) else {
+            return Ok(());
+        };
         if !group.entries.remove(entry) {
             return Ok(());
         }
@@ -529,7 +589,7 @@ impl Timers {
             }
             _ => Ok(()),
         };
-        move_head(heads, kg, old_head, group.entries.first());
+        groups.replay(i);
         r
     }
 
@@ -538,20 +598,28 @@ impl Timers {
     /// (it stays in the backend) and the limit moves before it.
     fn add_cached(&mut self, domain: TimeDomain, kg: u16, entry: Entry) {
         let size = self.cache_size;
-        let Index::Cached { groups, heads } = self.index(domain) else {
+        let Index::Cached(groups) = self.index(domain) else {
             return;
         };
-        let group = groups.entry(kg).or_default();
+        // A key of another instance's key group is refused before its timers change.
+        let Some(i) = groups.index(kg) else {
+            return;
+        };
+        let Some(group) = groups.groups.get_mut(i) else {
+            return;
+        };
         if group.limit.as_ref().is_some_and(|limit| &entry > limit) {
             return;
         }
-        let old_head = group.entries.first().cloned();
+        let was_first = group.entries.first().is_none_or(|first| &entry < first);
         group.entries.insert(entry);
         if group.entries.len() > size {
             group.entries.pop_last();
             group.limit = group.entries.last().cloned();
         }
-        move_head(heads, kg, old_head, group.entries.first());
+        if was_first {
+            groups.replay(i);
+        }
     }
 
     /// Replaces the index with the timers the backend holds for the key groups of `range`.
@@ -562,8 +630,8 @@ impl Timers {
     ) -> Result<()> {
         self.range = range;
         let Some(column) = self.column else {
-            self.event = Index::new(false);
-            self.processing = Index::new(false);
+            self.event = Index::new();
+            self.processing = Index::new();
             return Ok(());
         };
         if backend.queued_timers(column, 0)?.is_some() {
@@ -572,21 +640,18 @@ impl Timers {
             return Ok(());
         }
         let cached = backend.ordered_timers(column, range.first(), 0, None, 0, &mut |_| Ok(()))?;
-        self.event = Index::new(cached);
-        self.processing = Index::new(cached);
+        self.event = Index::new();
+        self.processing = Index::new();
         if cached {
             for domain in [TimeDomain::EventTime, TimeDomain::ProcessingTime] {
-                let mut groups = HashMap::new();
-                let mut heads = BTreeSet::new();
-                for kg in range.first()..=range.last() {
-                    let mut group = GroupCache::default();
-                    refill(backend, column, (kg, domain), self.cache_size, &mut group)?;
-                    if let Some(h) = group.entries.first() {
-                        heads.insert((h.clone(), kg));
-                    }
-                    groups.insert(kg, group);
+                let mut groups = Groups::new(range);
+                for (kg, group) in (range.first()..=range.last()).zip(groups.groups.iter_mut()) {
+                    refill(backend, column, (kg, domain), self.cache_size, group)?;
                 }
-                *self.index(domain) = Index::Cached { groups, heads };
+                for j in (1..groups.leaves).rev() {
+                    groups.play(j);
+                }
+                *self.index(domain) = Index::Cached(groups);
             }
             return Ok(());
         }
@@ -663,8 +728,8 @@ impl Timers {
             (Index::Full(set), false) => {
                 set.remove(&entry);
             }
-            (Index::Cached { .. }, true) => self.add_cached(domain, kg, entry),
-            (Index::Cached { .. }, false) => self.remove_cached(&*backend, domain, kg, &entry)?,
+            (Index::Cached(_), true) => self.add_cached(domain, kg, entry),
+            (Index::Cached(_), false) => self.remove_cached(&*backend, domain, kg, &entry)?,
             (Index::Queued, _) => {}
         }
         Ok(())
