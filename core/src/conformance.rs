@@ -72,6 +72,22 @@ const fn namespaced(d: StateDescriptor) -> StateDescriptor {
     }
 }
 
+/// A timer state: user keys are a domain tag, a timestamp and a namespace; values are empty.
+pub const TIMERS: StateDescriptor = StateDescriptor {
+    user_key_type: Some("(TimeDomain, i64, bytes)"),
+    validate_user_key: any_key,
+    user_key_schema: Some(BYTES),
+    ..desc("timers", StateKind::Timers)
+};
+
+/// An operator with a value state and a timer state, for
+/// [`timer_states_hold_a_set_of_timers_per_key`].
+pub const TIMER_OPERATOR: OperatorDescriptor = OperatorDescriptor {
+    name: "conformance_timers",
+    states: &[VALUE, TIMERS],
+    ..OPERATOR
+};
+
 pub const TTL_VALUE: StateDescriptor = StateDescriptor {
     ttl: Some(TtlConfig::new(Duration::from_secs(60))),
     ..desc("ttl_value", StateKind::Value)
@@ -659,6 +675,110 @@ pub fn snapshot_roundtrips<B: Snapshots, F: Snapshots>(
     assert_eq!(bytes, again);
 }
 
+/// A timer state through the backend contract: a set of `(domain, timestamp, namespace)` per
+/// key (registering twice leaves one), listed per key in user-key order, counted, read,
+/// deleted one by one and per key, visited whole, beside other states and keys. Backends that
+/// store timers in a layout of their own (RocksDB in time order, the heap as a queue) must
+/// still keep this contract.
+pub fn timer_states_hold_a_set_of_timers_per_key<B: StateBackend>(
+    mut b: B,
+    _: &'static OperatorDescriptor,
+) {
+    use crate::model::key::EncodeKey;
+    use std::collections::BTreeSet;
+
+    let c = register_all(&mut b, &TIMER_OPERATOR);
+    let (value, timers) = (c[0], c[1]);
+    let timer = |tag: u8, ts: i64, ns: &[u8]| {
+        let mut u = vec![tag];
+        ts.encode_key(&mut u);
+        u.extend_from_slice(ns);
+        u
+    };
+    // A key whose length takes two bytes in a length prefix, and two short ones.
+    let keys = [key(b"k"), key(b"other"), key(&[7u8; 300])];
+    let mut model: BTreeMap<Vec<u8>, BTreeSet<Vec<u8>>> = BTreeMap::new();
+    for (i, k) in keys.iter().enumerate() {
+        let at: [(u8, i64, &[u8]); 6] = [
+            (0, 50, b"a"),
+            (0, -3, b""),
+            (1, 7, b"zz"),
+            (0, 50, b"b"),
+            (0, 1 << 40, b"a"),
+            (1, -(1 << 40), b"a"),
+        ];
+        for (tag, ts, ns) in at {
+            let u = timer(tag, ts + i as i64, ns);
+            b.put(timers, k, &u, &[]).unwrap();
+            // A second registration leaves one timer.
+            b.put(timers, k, &u, &[]).unwrap();
+            model.entry(k.clone()).or_default().insert(u);
+        }
+    }
+    b.put(value, &keys[0], &[], b"v").unwrap();
+    let check = |b: &B, model: &BTreeMap<Vec<u8>, BTreeSet<Vec<u8>>>| {
+        for k in &keys {
+            let want: Vec<Vec<u8>> = model
+                .get(k)
+                .map(|s| s.iter().cloned().collect())
+                .unwrap_or_default();
+            let listed: Vec<Vec<u8>> = b
+                .scan(timers, k)
+                .unwrap()
+                .map(|e| {
+                    let (u, v) = e.unwrap();
+                    assert!(v.is_empty());
+                    u.to_vec()
+                })
+                .collect();
+            assert_eq!(listed, want, "the timers of {k:?} in user-key order");
+            assert_eq!(b.count(timers, k).unwrap(), want.len());
+            for u in &want {
+                assert_eq!(b.get(timers, k, u).unwrap(), Some(&[][..]));
+            }
+        }
+        let mut all = BTreeSet::new();
+        b.for_each_entry(timers, &mut |k, u, v| {
+            assert!(v.is_empty());
+            assert!(all.insert((k.to_vec(), u.to_vec())), "visited twice");
+            Ok(())
+        })
+        .unwrap();
+        let want_all: BTreeSet<(Vec<u8>, Vec<u8>)> = model
+            .iter()
+            .flat_map(|(k, s)| s.iter().map(move |u| (k.clone(), u.clone())))
+            .collect();
+        assert_eq!(all, want_all);
+    };
+    check(&b, &model);
+    assert_eq!(b.get(timers, &keys[0], &timer(0, 51, b"a")).unwrap(), None);
+    b.release_reads();
+
+    // One timer out; deleting a timer that is not there does nothing.
+    let gone = timer(0, 50, b"a");
+    b.delete(timers, &keys[0], &gone).unwrap();
+    b.delete(timers, &keys[0], &timer(0, 999, b"q")).unwrap();
+    if let Some(s) = model.get_mut(&keys[0]) {
+        s.remove(&gone);
+    }
+    check(&b, &model);
+    assert_eq!(b.get(timers, &keys[0], &gone).unwrap(), None);
+    b.release_reads();
+
+    // A key's timers out: the other keys' timers and the other state stay.
+    b.delete_key(timers, &keys[2]).unwrap();
+    model.remove(&keys[2]);
+    check(&b, &model);
+    assert_eq!(b.get(value, &keys[0], &[]).unwrap(), Some(&b"v"[..]));
+    b.release_reads();
+
+    // Registered again after the key's timers were deleted.
+    let again = timer(1, 5, b"x");
+    b.put(timers, &keys[2], &again, &[]).unwrap();
+    model.entry(keys[2].clone()).or_default().insert(again);
+    check(&b, &model);
+}
+
 /// Expands to one `#[test]` per behaviour of the [`StateBackend`] contract, each on a backend
 /// made by `$make`. With `ttl:` in front, every state declares a (one-year) TTL: for backends
 /// that stamp values, such as [`TtlBackend`](crate::data::ttl::TtlBackend).
@@ -692,6 +812,7 @@ macro_rules! conformance_suite {
             register_is_idempotent,
             unknown_state_is_an_error,
             large_values_roundtrip,
+            timer_states_hold_a_set_of_timers_per_key,
         );
         #[test]
         fn snapshot_roundtrips() {

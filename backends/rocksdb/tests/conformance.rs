@@ -40,3 +40,15 @@ mod no_row_cache {
 
     statewright_core::conformance_suite!(backend());
 }
+
+/// The write-ahead log on: every state is written through, timers in time order included.
+mod write_ahead_log {
+    fn backend() -> statewright_rocksdb::RocksDbBackend {
+        statewright_rocksdb::RocksDbBackend::open_temporary(
+            statewright_rocksdb::RocksDbOptions::low_memory().write_ahead_log(true),
+        )
+        .unwrap()
+    }
+
+    statewright_core::conformance_suite!(backend());
+}
