@@ -198,7 +198,10 @@ impl Group {
             self.split_front();
             return true;
         };
-        // The run's first timer is at or before `row`: `row` goes after it (or is it).
+        // The run's first timer is at or before `row`: `row` goes after it (or is it). The
+        // insertion moves the run's later rows, from its last one back: that load starts now,
+        // beside the search's.
+        prefetch(run.rows.last());
         let Err(at) = run.search(&row) else {
             return false;
         };
