@@ -250,10 +250,7 @@ pub(crate) fn settle_in_time_order(
             timers::row_value(&mut value, &key);
             batch.put_cf(time_cf, &row, &value);
             moved = true;
-            if batch.size_in_bytes() >= OUT_BATCH {
-                db.write_opt(std::mem::take(&mut batch), &backend.write_opts)
-                    .map_err(|e| db_error(&e))?;
-            }
+            write_when_full(db, &mut batch, &backend.write_opts)?;
             it.next();
         }
         it.status().map_err(|e| db_error(&e))?;
@@ -297,10 +294,7 @@ pub(crate) fn settle_under_keys(
                 p.user_key(&mut user_key);
                 RocksDbBackend::internal_key(&mut internal, &key, &user_key)?;
                 batch.put_cf(cf, &internal, []);
-                if batch.size_in_bytes() >= OUT_BATCH {
-                    db.write_opt(std::mem::take(&mut batch), &backend.write_opts)
-                        .map_err(|e| db_error(&e))?;
-                }
+                write_when_full(db, &mut batch, &backend.write_opts)?;
             }
             it.next();
         }
@@ -309,6 +303,15 @@ pub(crate) fn settle_under_keys(
             .map_err(|e| db_error(&e))?;
     }
     backend.db.drop_cf(by_time_name).map_err(|e| db_error(&e))
+}
+
+/// Writes a bulk write's batch once it holds [`OUT_BATCH`] bytes, and starts the next one.
+pub(crate) fn write_when_full(db: &DB, batch: &mut WriteBatch, opts: &WriteOptions) -> Result<()> {
+    if batch.size_in_bytes() >= OUT_BATCH {
+        db.write_opt(std::mem::take(batch), opts)
+            .map_err(|e| db_error(&e))?;
+    }
+    Ok(())
 }
 
 fn missing_cf(name: &str) -> Error {
@@ -1428,19 +1431,9 @@ impl RocksDbBackend {
         // Pending rows in time order go to the column family before it is dropped.
         self.write_time_rows()?;
         self.rows.get_mut().forget(Some(state.0));
-        // Dropping and recreating the column family empties it at once and leaves no
-        // tombstones behind (a restore clears its states first).
-        let name = self
-            .columns
-            .get(state.0 as usize)
-            .map(|c| c.name.clone())
-            .ok_or(Error::UnknownState {
-                backend: "rocksdb",
-                id: state.0,
-            })?;
-        self.db.drop_cf(&name).map_err(|e| db_error(&e))?;
-        let opts = cf_options(&self.options, &self.cache, &mut self.filters, &name);
-        self.db.create_cf(&name, &opts).map_err(|e| db_error(&e))
+        // A restore clears its states first: no tombstones are left behind.
+        let name = self.column(state)?.name.clone();
+        recreate_cf(self, &name)
     }
 
     /// The time-ordered column of `state` when it is a timer state kept in time order.

@@ -403,10 +403,7 @@ fn migrate_column(
         })?;
         batch.put_cf(cf, k, &out);
         entries += 1;
-        if batch.size_in_bytes() >= crate::OUT_BATCH {
-            db.write_opt(std::mem::take(&mut batch), &backend.write_opts)
-                .map_err(|e| db_error(&e))?;
-        }
+        crate::write_when_full(db, &mut batch, &backend.write_opts)?;
         if entries.is_multiple_of(10_000) {
             report(entries, false);
         }
@@ -503,10 +500,7 @@ fn copy_in(
         let mut batch = WriteBatch::default();
         while let (Some(k), Some(v)) = (it.key(), it.value()) {
             batch.put_cf(dst, k, v);
-            if batch.size_in_bytes() >= crate::OUT_BATCH {
-                db.write_opt(std::mem::take(&mut batch), &target.write_opts)
-                    .map_err(|e| db_error(&e))?;
-            }
+            crate::write_when_full(db, &mut batch, &target.write_opts)?;
             it.next();
         }
         it.status().map_err(|e| db_error(&e))?;
