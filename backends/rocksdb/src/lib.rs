@@ -1778,7 +1778,7 @@ impl StateBackend for RocksDbBackend {
             self.write_time_rows()?;
             let cf = self.cf(by_time)?;
             let name = self.column(by_time)?.name.as_str();
-            return timers::visit_all(&self.db, cf, ReadOptions::default(), name, visit);
+            return timers::visit_all(&self.db, cf, name, visit);
         }
         self.stored_in_rocksdb(state)?;
         let cf = self.cf(state)?;

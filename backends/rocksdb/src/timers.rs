@@ -149,11 +149,10 @@ pub(crate) fn for_each_of_key(
 pub(crate) fn visit_all(
     db: &DB,
     cf: &ColumnFamily,
-    read: ReadOptions,
     name: &str,
     visit: &mut EntryVisitor<'_>,
 ) -> Result<()> {
-    let mut it = db.raw_iterator_cf_opt(cf, read);
+    let mut it = db.raw_iterator_cf(cf);
     it.seek_to_first();
     let (mut key, mut user_key) = (Vec::new(), Vec::new());
     while let (Some(k), Some(v)) = (it.key(), it.value()) {

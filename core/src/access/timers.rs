@@ -269,10 +269,15 @@ impl Groups {
         for (i, leaf) in groups.tree.iter_mut().skip(leaves).enumerate() {
             *leaf = u32::try_from(i).unwrap_or(u32::MAX);
         }
-        for j in (1..leaves).rev() {
-            groups.play(j);
-        }
+        groups.play_all();
         groups
+    }
+
+    /// Plays every node, from the leaves up (after the groups were filled).
+    fn play_all(&mut self) {
+        for j in (1..self.leaves).rev() {
+            self.play(j);
+        }
     }
 
     fn head(&self, group: u32) -> Option<&Entry> {
@@ -648,9 +653,7 @@ impl Timers {
                 for (kg, group) in (range.first()..=range.last()).zip(groups.groups.iter_mut()) {
                     refill(backend, column, (kg, domain), self.cache_size, group)?;
                 }
-                for j in (1..groups.leaves).rev() {
-                    groups.play(j);
-                }
+                groups.play_all();
                 *self.index(domain) = Index::Cached(groups);
             }
             return Ok(());
