@@ -302,6 +302,97 @@ pub fn hints_never_reach_another_entry<B: StateBackend>(mut b: B, op: &'static O
     assert_eq!(dump(&b, c[0]), model);
 }
 
+/// `read_modify_write` hands the update the stored value (`None` for a new entry), calls it
+/// exactly once, stores what it wrote whatever its length, and stores nothing when it fails,
+/// on plain and namespaced states alike.
+pub fn read_modify_write_updates_in_one_call<B: StateBackend>(
+    mut b: B,
+    op: &'static OperatorDescriptor,
+) {
+    let c = register_all(&mut b, op);
+    let (value, spaced) = (c[0], c[4]);
+    let mut model: BTreeMap<(StateId, Vec<u8>, Vec<u8>), Vec<u8>> = BTreeMap::new();
+    let mut out = b"left over".to_vec();
+    let mut calls = 0;
+    // Counters of a fixed length: new entries, then each entry again, on many keys (a heap
+    // backend keeps them in fixed rows and grows its table on the way).
+    for round in 0..3u64 {
+        for i in 0..3000u64 {
+            let k = key(&i.to_be_bytes());
+            let (state, ns) = if i % 3 == 0 {
+                (value, Vec::new())
+            } else {
+                // 16 bytes, as a time window's.
+                (
+                    spaced,
+                    [(i % 7 + round).to_be_bytes(), i.to_be_bytes()].concat(),
+                )
+            };
+            let seen = model.get(&(state, k.clone(), ns.clone())).cloned();
+            b.read_modify_write(state, &k, &ns, &mut out, &mut |old, out| {
+                calls += 1;
+                assert_eq!(old.map(<[u8]>::to_vec), seen, "the stored value");
+                assert!(out.is_empty(), "the output starts empty");
+                let n = old.map_or(0, |o| u64::from_le_bytes(o.try_into().unwrap()));
+                out.extend_from_slice(&(n + 1).to_le_bytes());
+                Ok(())
+            })
+            .unwrap();
+            let n = seen.map_or(0, |o| u64::from_le_bytes(o.try_into().unwrap()));
+            model.insert((state, k, ns), (n + 1).to_le_bytes().to_vec());
+        }
+    }
+    assert_eq!(calls, 9000, "one call of the update per read_modify_write");
+    // A value of another length, for a stored entry and for a new one.
+    for (state, ns) in [(value, &b""[..]), (spaced, &b"window"[..])] {
+        for canonical in [&3u64.to_be_bytes()[..], b"a new key"] {
+            let k = key(canonical);
+            b.read_modify_write(state, &k, ns, &mut out, &mut |old, out| {
+                out.extend_from_slice(old.unwrap_or(b"new"));
+                out.extend_from_slice(b" and more");
+                Ok(())
+            })
+            .unwrap();
+            let entry = model
+                .entry((state, k, ns.to_vec()))
+                .or_insert(b"new".to_vec());
+            entry.extend_from_slice(b" and more");
+        }
+    }
+    // A failing update: its error comes back as it is, and nothing changes.
+    for (state, ns) in [(value, &b""[..]), (spaced, &1u64.to_be_bytes()[..])] {
+        for canonical in [&4u64.to_be_bytes()[..], b"never stored"] {
+            let err = b
+                .read_modify_write(state, &key(canonical), ns, &mut out, &mut |_, out| {
+                    out.extend_from_slice(b"half written");
+                    Err(Error::Backend {
+                        backend: "update",
+                        message: "refused".into(),
+                    })
+                })
+                .unwrap_err();
+            assert!(
+                matches!(
+                    &err,
+                    Error::Backend {
+                        backend: "update",
+                        ..
+                    }
+                ),
+                "{err}"
+            );
+        }
+    }
+    for state in [value, spaced] {
+        let want: BTreeMap<_, _> = model
+            .iter()
+            .filter(|((s, _, _), _)| *s == state)
+            .map(|((_, k, u), v)| ((k.clone(), u.clone()), v.clone()))
+            .collect();
+        assert_eq!(dump(&b, state), want);
+    }
+}
+
 pub fn merge_appends_and_creates<B: StateBackend>(mut b: B, op: &'static OperatorDescriptor) {
     let c = register_all(&mut b, op);
     b.merge(c[1], &key(b"k"), &[], &frames(&[b"ab"])).unwrap();
@@ -798,6 +889,7 @@ macro_rules! conformance_suite {
             empty_values_are_stored,
             delete_removes_and_missing_delete_is_ok,
             hints_never_reach_another_entry,
+            read_modify_write_updates_in_one_call,
             merge_appends_and_creates,
             states_are_independent,
             keys_that_prefix_each_other_are_distinct,

@@ -30,6 +30,7 @@ use std::hash::{BuildHasher, Hasher as _};
 use hashbrown::HashTable;
 use hashbrown::hash_table::Entry;
 
+use statewright_core::backend::ValueUpdate;
 use statewright_core::keygroup::key_group;
 use statewright_core::{EntryHint, Error, Result};
 
@@ -103,12 +104,57 @@ impl Layout {
     }
 }
 
-/// A fixed-size row: canonical key, then value, then zero padding.
+/// A fixed-size row: canonical key, then value, then zero padding. When the padding has 8
+/// bytes to spare, the row's last 8 bytes hold its key's hash ([`Row::keeps_hash`]), so that a
+/// table that grows moves its rows without hashing their keys again: a windowed add, which
+/// creates a row per record, hashed each key about three times (its own lookup and two
+/// moves), each a fifth of its instructions for a 25-byte key and namespace.
 trait Row: AsRef<[u8]> + AsMut<[u8]> {
+    /// The row's width.
+    const WIDTH: usize;
+
     fn zeroed() -> Self;
+
+    /// Whether rows of these lengths keep their key's hash in their last 8 bytes.
+    #[inline(always)]
+    fn keeps_hash(key_len: usize, value_len: usize) -> bool {
+        key_len + value_len + 8 <= Self::WIDTH
+    }
+
+    /// The hash a row keeps ([`keeps_hash`](Self::keeps_hash)), or its key's hash.
+    #[inline(always)]
+    fn hash_of(&self, hasher: &RowHasher, key_len: usize, value_len: usize) -> u64 {
+        let r = self.as_ref();
+        match r.last_chunk::<8>() {
+            Some(kept) if Self::keeps_hash(key_len, value_len) => u64::from_ne_bytes(*kept),
+            _ => hash(hasher, r.get(..key_len).unwrap_or(r)),
+        }
+    }
+
+    /// A new row of `key` and `value`, keeping `hash` when it has room for it.
+    #[inline(always)]
+    fn new_row(key: &[u8], value: &[u8], hash: u64) -> Self
+    where
+        Self: Sized,
+    {
+        let mut r = Self::zeroed();
+        let row = r.as_mut();
+        copy_key(row, key);
+        if let Some(dst) = row.get_mut(key.len()..) {
+            copy(dst, value);
+        }
+        if Self::keeps_hash(key.len(), value.len())
+            && let Some(kept) = row.last_chunk_mut::<8>()
+        {
+            *kept = hash.to_ne_bytes();
+        }
+        r
+    }
 }
 
 impl<const W: usize> Row for [u8; W] {
+    const WIDTH: usize = W;
+
     fn zeroed() -> Self {
         [0; W]
     }
@@ -160,15 +206,16 @@ fn same_words(a: &[u8], b: &[u8]) -> bool {
 /// probed 2.1 bucket groups on average instead of 1.0.
 ///
 /// A key of 9 to 64 bytes (a key and a namespace: 25 bytes for a `u64` and a window) is hashed
-/// as its 8-byte words, then the bytes after the last whole word and the length: a few
-/// multiplies, where foldhash's byte-string hash of a key over 16 bytes took a tenth of a
-/// windowed add's instructions. The loads are those of [`same_words`], for the same reason.
+/// as its 8-byte words, two at a time, and then the bytes after the last whole word and the
+/// length ([`hash_words`]): two multiplies for 25 bytes, where foldhash's byte-string hash of a
+/// key over 16 bytes took a tenth of a windowed add's instructions and its word hash one
+/// multiply per word. The loads are those of [`same_words`], for the same reason.
 #[inline(always)]
-fn hash(hasher: &Hasher, canonical: &[u8]) -> u64 {
+fn hash(hasher: &RowHasher, canonical: &[u8]) -> u64 {
     let len = canonical.len();
     match canonical.first_chunk::<8>() {
         Some(word) if len == 8 => {
-            let mut h = hasher.build_hasher();
+            let mut h = hasher.words.build_hasher();
             h.write_u64(u64::from_be_bytes(*word));
             h.finish()
         }
@@ -179,25 +226,60 @@ fn hash(hasher: &Hasher, canonical: &[u8]) -> u64 {
 /// [`hash`] of a key of any length but 8, out of line: the 8-byte form stays small enough to
 /// inline into every lookup.
 #[inline(never)]
-fn hash_long(hasher: &Hasher, canonical: &[u8]) -> u64 {
-    let mut h = hasher.build_hasher();
-    let len = canonical.len();
-    if (9..=64).contains(&len) {
-        let mut words = canonical.chunks_exact(8);
-        for word in words.by_ref() {
-            if let Some(word) = word.first_chunk::<8>() {
-                h.write_u64(u64::from_be_bytes(*word));
-            }
-        }
-        let tail = words
-            .remainder()
-            .iter()
-            .fold(len as u64, |acc, &b| (acc << 8) | u64::from(b));
-        h.write_u64(tail);
+fn hash_long(hasher: &RowHasher, canonical: &[u8]) -> u64 {
+    if (9..=64).contains(&canonical.len()) {
+        hash_words(&hasher.seeds, canonical)
     } else {
-        h.write(canonical);
+        hasher.words.hash_one(canonical)
     }
-    h.finish()
+}
+
+/// The hash of a key of 9 to 64 bytes: each pair of 8-byte words (big-endian, as [`hash`]
+/// reads a word) folded into the accumulator with one 64 x 64 -> 128-bit multiply, the
+/// remaining word (or a seed) with the bytes after the last whole word and the length in one
+/// more: foldhash's folded multiply, over two words at a time.
+#[inline(always)]
+fn hash_words(seeds: &[u64; 4], key: &[u8]) -> u64 {
+    let words = key.chunks_exact(8);
+    let tail = words
+        .remainder()
+        .iter()
+        .fold(key.len() as u64, |acc, &b| (acc << 8) | u64::from(b));
+    let mut acc = seeds[0];
+    let mut pending = None;
+    for word in words {
+        let w = word
+            .first_chunk::<8>()
+            .map_or(0, |w| u64::from_be_bytes(*w));
+        match pending.take() {
+            None => pending = Some(w),
+            Some(first) => acc = folded_multiply(acc ^ first, w ^ seeds[1]),
+        }
+    }
+    folded_multiply(acc ^ pending.unwrap_or(seeds[2]), tail ^ seeds[3])
+}
+
+/// The 128-bit product of `x` and `y`, its halves xor-ed (foldhash's and wyhash's mixing step).
+#[inline(always)]
+fn folded_multiply(x: u64, y: u64) -> u64 {
+    let full = u128::from(x) * u128::from(y);
+    // The halves of the product, each 64 bits by construction.
+    (full as u64) ^ ((full >> 64) as u64)
+}
+
+/// A table's hasher: foldhash for 8-byte keys and longer byte strings, and the seeds of
+/// [`hash_words`], drawn from it when the table is made.
+#[derive(Debug, Clone)]
+pub(crate) struct RowHasher {
+    words: Hasher,
+    seeds: [u64; 4],
+}
+
+impl RowHasher {
+    fn new(words: Hasher) -> Self {
+        let seeds = [1u64, 2, 3, 4].map(|i| words.hash_one(i));
+        Self { words, seeds }
+    }
 }
 
 /// The hint of a read that found no entry.
@@ -232,6 +314,7 @@ pub(crate) fn checked_key(key: &[u8], max_parallelism: u16) -> Result<(u16, &[u8
 
 /// `(key group, canonical)` when `key`'s prefix is the key group of `group_bytes` (the canonical
 /// key, or its part that names the group); an error otherwise.
+#[inline(always)]
 fn checked_group<'k>(
     key: &[u8],
     canonical: &'k [u8],
@@ -241,14 +324,20 @@ fn checked_group<'k>(
     let expected = key_group(group_bytes, max_parallelism);
     match key.first_chunk::<2>() {
         Some(prefix) if *prefix == expected.to_be_bytes() => Ok((expected, canonical)),
-        prefix => Err(Error::Backend {
-            backend: "heap",
-            message: format!(
-                "a key's prefix names key group {}, but its canonical bytes belong to key \
-                 group {expected} (maximum parallelism {max_parallelism})",
-                prefix.map_or(0, |p| u16::from_be_bytes(*p)),
-            ),
-        }),
+        _ => Err(wrong_group(key, expected, max_parallelism)),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn wrong_group(key: &[u8], expected: u16, max_parallelism: u16) -> Error {
+    Error::Backend {
+        backend: "heap",
+        message: format!(
+            "a key's prefix names key group {}, but its canonical bytes belong to key \
+             group {expected} (maximum parallelism {max_parallelism})",
+            key.first_chunk::<2>().map_or(0, |p| u16::from_be_bytes(*p)),
+        ),
     }
 }
 
@@ -275,7 +364,7 @@ fn no_prefix(key: &[u8]) -> Error {
 /// The entries of one state.
 #[derive(Debug)]
 pub(crate) struct FlatTable {
-    hasher: Hasher,
+    hasher: RowHasher,
     layout: Layout,
     /// Whether fixed rows may be chosen: not for list states, whose values grow by merges.
     fixed_rows: bool,
@@ -291,7 +380,7 @@ pub(crate) struct FlatTable {
 impl FlatTable {
     pub(crate) fn new(fixed_rows: bool, max_parallelism: u16, hasher: Hasher) -> Self {
         Self {
-            hasher,
+            hasher: RowHasher::new(hasher),
             layout: Layout::Open,
             fixed_rows,
             max_parallelism,
@@ -456,7 +545,7 @@ impl FlatTable {
     /// The rows and the hasher, when the column keeps fixed rows of these key and value
     /// lengths: where a write can replace a value in place.
     #[inline(always)]
-    fn fixed_rows(&mut self, key_len: usize, value_len: usize) -> Option<(&mut Rows, &Hasher)> {
+    fn fixed_rows(&mut self, key_len: usize, value_len: usize) -> Option<(&mut Rows, &RowHasher)> {
         match self.layout {
             Layout::Fixed {
                 key_len: kl,
@@ -534,18 +623,63 @@ impl FlatTable {
     /// replacements and appends to a stored value, the per-record path, do not hash the key a
     /// second time: with such a key they reach the entry of its canonical bytes.
     pub(crate) fn checked<'k>(&self, key: &'k [u8]) -> Result<&'k [u8]> {
-        let canonical = canonical(key)?;
-        let group = if self.spaced {
-            match split_spaced(canonical) {
-                Some((key, _)) => key,
-                None => return Err(malformed_row_key(canonical)),
-            }
-        } else {
-            canonical
-        };
-        checked_group(key, canonical, group, self.max_parallelism).map(|(_, canonical)| canonical)
+        checked_in(key, self.spaced, self.max_parallelism)
     }
 
+    /// [`StateBackend::read_modify_write`]. In fixed rows of the key's length (the common
+    /// case), one probe finds the entry or the bucket for a new one, and a new value of the
+    /// row's length is written there: a new key costs one lookup, where a read and then an
+    /// insert took two. Anything else (another length, general rows) reads, then writes.
+    ///
+    /// [`StateBackend::read_modify_write`]: statewright_core::StateBackend::read_modify_write
+    #[inline]
+    pub(crate) fn read_modify_write(
+        &mut self,
+        key: &[u8],
+        value: &mut Vec<u8>,
+        update: ValueUpdate<'_>,
+    ) -> Result<()> {
+        let canonical = canonical(key)?;
+        if let Layout::Fixed {
+            key_len, value_len, ..
+        } = self.layout
+            && key_len == canonical.len()
+        {
+            let (hasher, spaced, max_parallelism) =
+                (&self.hasher, self.spaced, self.max_parallelism);
+            let check = |key| checked_in(key, spaced, max_parallelism).map(|_| ());
+            let stored = with_rows!(&mut self.rows,
+                t => update_fixed(t, hasher, canonical, value_len, value, update, || check(key))?,
+                _g => false,
+            );
+            if !stored {
+                // `update` wrote a value of another length: the general write stores it.
+                self.put(key, value)?;
+            }
+            return Ok(());
+        }
+        value.clear();
+        update(self.get(key)?, value)?;
+        self.put(key, value)
+    }
+}
+
+/// [`FlatTable::checked`] for a table of this kind.
+#[inline(always)]
+fn checked_in(key: &[u8], spaced: bool, max_parallelism: u16) -> Result<&[u8]> {
+    let canonical = canonical(key)?;
+    let group = if spaced {
+        match split_spaced(canonical) {
+            Some((key, _)) => key,
+            None => return Err(malformed_row_key(canonical)),
+        }
+    } else {
+        canonical
+    };
+    checked_group(key, canonical, group, max_parallelism).map(|(_, canonical)| canonical)
+}
+
+impl FlatTable {
     /// The operator's maximum parallelism the table computes key groups with.
     pub(crate) fn max_parallelism(&self) -> u16 {
         self.max_parallelism
@@ -677,20 +811,63 @@ impl FlatTable {
 /// missed, so the key is usually absent: one probe finds the slot either way (`entry`),
 /// instead of a lookup and then an insert.
 #[inline]
-fn put_fixed<R: Row>(t: &mut HashTable<R>, hasher: &Hasher, canonical: &[u8], value: &[u8]) {
-    let kl = canonical.len();
+fn put_fixed<R: Row>(t: &mut HashTable<R>, hasher: &RowHasher, canonical: &[u8], value: &[u8]) {
+    let (kl, vl) = (canonical.len(), value.len());
     let h = hash(hasher, canonical);
     match t.entry(
         h,
         |r| same(&r.as_ref()[..kl], canonical),
-        |r| hash(hasher, &r.as_ref()[..kl]),
+        |r| r.hash_of(hasher, kl, vl),
     ) {
         Entry::Occupied(mut e) => copy(&mut e.get_mut().as_mut()[kl..], value),
         Entry::Vacant(e) => {
-            let mut r = R::zeroed();
-            copy_key(&mut r.as_mut()[..], canonical);
-            copy(&mut r.as_mut()[kl..], value);
-            e.insert(r);
+            e.insert(R::new_row(canonical, value, h));
+        }
+    }
+}
+
+/// [`FlatTable::read_modify_write`] in fixed rows whose keys have `canonical`'s length: the
+/// value `update` writes is stored in place (a stored key) or in a new row (a new key, after
+/// `check`) when it has the rows' value length `value_len`. `false` when it has another: the
+/// caller stores it.
+#[inline]
+fn update_fixed<R: Row>(
+    t: &mut HashTable<R>,
+    hasher: &RowHasher,
+    canonical: &[u8],
+    value_len: usize,
+    value: &mut Vec<u8>,
+    update: ValueUpdate<'_>,
+    check: impl FnOnce() -> Result<()>,
+) -> Result<bool> {
+    let kl = canonical.len();
+    let h = hash(hasher, canonical);
+    value.clear();
+    match t.entry(
+        h,
+        |r| same(&r.as_ref()[..kl], canonical),
+        |r| r.hash_of(hasher, kl, value_len),
+    ) {
+        Entry::Occupied(mut e) => {
+            let row = e.get_mut().as_mut();
+            update(row.get(kl..kl + value_len), value)?;
+            match row.get_mut(kl..) {
+                Some(dst) if value.len() == value_len => {
+                    copy(dst, value);
+                    Ok(true)
+                }
+                _ => Ok(false),
+            }
+        }
+        Entry::Vacant(e) => {
+            // Checked before anything is stored, so a refused key changes nothing.
+            check()?;
+            update(None, value)?;
+            if value.len() != value_len {
+                return Ok(false);
+            }
+            e.insert(R::new_row(canonical, value, h));
+            Ok(true)
         }
     }
 }
@@ -785,37 +962,41 @@ impl RowKey {
     /// word loads of the row key meet the stores that wrote them.
     #[inline(always)]
     pub(crate) fn build(&mut self, key: &[u8], namespace: &[u8]) -> Result<&[u8]> {
-        let (Some(prefix), Some(canonical)) = (key.first_chunk::<2>(), canonical_of(key)) else {
+        let Some(canonical) = canonical_of(key) else {
             return Err(no_prefix(key));
         };
-        let klen = canonical.len();
-        let mut trailer = [0u8; 5];
-        let trailer = match u8::try_from(klen) {
-            Ok(short) if short < u8::MAX => {
-                trailer[0] = short;
-                &trailer[..1]
-            }
-            _ => {
-                let long = u32::try_from(klen).map_err(|_| too_long(klen))?;
-                trailer[..4].copy_from_slice(&long.to_le_bytes());
-                trailer[4] = u8::MAX;
-                &trailer[..]
-            }
+        let total = key.len() + namespace.len() + 1;
+        let short = u8::try_from(canonical.len()).ok().filter(|&l| l < u8::MAX);
+        let (Some(klen), true) = (short, total <= self.inline.len()) else {
+            return self.build_long(key, namespace);
         };
-        let total = 2 + klen + namespace.len() + trailer.len();
-        let parts: [&[u8]; 4] = [prefix, canonical, namespace, trailer];
-        let Some(buf) = self.inline.get_mut(..total) else {
-            self.long = parts.concat();
-            return Ok(&self.long);
-        };
-        let mut at = 0;
-        for part in parts {
-            if let Some(dst) = buf.get_mut(at..at + part.len()) {
-                copy_small(dst, part);
-            }
-            at += part.len();
+        let buf = &mut self.inline[..total];
+        // The key with its prefix, then the namespace, each in overlapping words.
+        let (head, rest) = buf.split_at_mut(key.len());
+        copy_small(head, key);
+        if let Some((last, body)) = rest.split_last_mut() {
+            copy_small(body, namespace);
+            *last = klen;
         }
         Ok(buf)
+    }
+
+    /// [`build`](Self::build) of a row key over 48 bytes or of a key over 254 bytes.
+    #[inline(never)]
+    fn build_long(&mut self, key: &[u8], namespace: &[u8]) -> Result<&[u8]> {
+        let klen = key.len().saturating_sub(2);
+        self.long.clear();
+        self.long.extend_from_slice(key);
+        self.long.extend_from_slice(namespace);
+        match u8::try_from(klen) {
+            Ok(short) if short < u8::MAX => self.long.push(short),
+            _ => {
+                let long = u32::try_from(klen).map_err(|_| too_long(klen))?;
+                self.long.extend_from_slice(&long.to_le_bytes());
+                self.long.push(u8::MAX);
+            }
+        }
+        Ok(&self.long)
     }
 }
 

@@ -45,7 +45,8 @@ use timers::TimerTable;
 
 use statewright_core::backend::{
     Change, ChangeVisitor, DetachedState, EntryHint, EntryIter, EntryVisitor, ExpiryHooks,
-    NativeFiles, NativeRestore, QueuedTimer, Snapshots, StateBackend, StateId, count_scanned,
+    NativeFiles, NativeRestore, QueuedTimer, Snapshots, StateBackend, StateId, ValueUpdate,
+    count_scanned, read_then_write,
 };
 use statewright_core::ttl::ExpiryFilter;
 use statewright_core::{Error, OperatorDescriptor, Result, StateDescriptor, StateKind};
@@ -473,6 +474,28 @@ impl StateBackend for HeapBackend {
             return t.put_hinted(key, value, hint);
         }
         self.put_hinted_other(state, key, user_key, value, hint)
+    }
+
+    #[inline]
+    fn read_modify_write(
+        &mut self,
+        state: StateId,
+        key: &[u8],
+        user_key: &[u8],
+        value: &mut Vec<u8>,
+        update: ValueUpdate<'_>,
+    ) -> Result<()> {
+        let r = self.registered_mut(state)?;
+        if r.changes.is_none() {
+            match &mut r.column {
+                Column::Spaced(t) => return t.read_modify_write(key, user_key, value, update),
+                Column::Flat(t) if user_key.is_empty() => {
+                    return t.read_modify_write(key, value, update);
+                }
+                _ => {}
+            }
+        }
+        read_then_write(self, state, key, user_key, value, update)
     }
 
     #[inline]

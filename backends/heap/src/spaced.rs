@@ -19,6 +19,7 @@
 
 use std::sync::OnceLock;
 
+use statewright_core::backend::ValueUpdate;
 use statewright_core::{EntryHint, Result};
 
 use crate::flat::{FlatTable, RowKey, canonical_of, split_spaced};
@@ -89,6 +90,21 @@ impl SpacedTable {
         Ok(())
     }
 
+    /// [`FlatTable::read_modify_write`] of `(key, namespace)`.
+    #[inline(never)]
+    pub(crate) fn read_modify_write(
+        &mut self,
+        key: &[u8],
+        namespace: &[u8],
+        value: &mut Vec<u8>,
+        update: ValueUpdate<'_>,
+    ) -> Result<()> {
+        self.rows
+            .read_modify_write(RowKey::new().build(key, namespace)?, value, update)?;
+        self.indexed(key, namespace);
+        Ok(())
+    }
+
     #[inline(never)]
     pub(crate) fn put(&mut self, key: &[u8], namespace: &[u8], value: &[u8]) -> Result<()> {
         self.rows.put(RowKey::new().build(key, namespace)?, value)?;
@@ -121,8 +137,16 @@ impl SpacedTable {
     }
 
     /// Notes a stored `(key, namespace)` in the index, when there is one.
-    #[inline]
+    #[inline(always)]
     fn indexed(&mut self, key: &[u8], namespace: &[u8]) {
+        if self.index.get().is_some() {
+            self.index_entry(key, namespace);
+        }
+    }
+
+    /// [`indexed`](Self::indexed) for a table with an index, out of line.
+    #[inline(never)]
+    fn index_entry(&mut self, key: &[u8], namespace: &[u8]) {
         if let (Some(index), Some(canonical)) = (self.index.get_mut(), canonical_of(key)) {
             match index.get_mut(canonical) {
                 Some(entries) => {

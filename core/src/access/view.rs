@@ -339,6 +339,22 @@ impl<'a, T: StateValue, B: StateBackend + ?Sized> ValueView<'a, T, B> {
         }
     }
 
+    /// Stores what `update` encodes from the stored bytes (`None` when there are none), with
+    /// one backend call ([`StateBackend::read_modify_write`]): one lookup on the heap, where a
+    /// read and then a write looked a new entry up twice.
+    #[inline(always)]
+    fn modify(&mut self, update: crate::backend::ValueUpdate<'_>) -> Result<()> {
+        let ctx = &mut self.ctx;
+        let r = ctx.backend.read_modify_write(
+            self.slot.id,
+            ctx.key,
+            &ctx.scratch.namespace,
+            &mut ctx.scratch.value,
+            update,
+        );
+        r.map_err(|e| ctx.wrap(self.slot.name, e))
+    }
+
     const PREFIXED: bool = false;
 
     common!();
@@ -843,13 +859,14 @@ impl<'a, T: StateValue, B: StateBackend + ?Sized> ReducingView<'a, T, B> {
     ///
     /// A codec or backend failure.
     pub fn add(&mut self, value: &T) -> Result<()> {
-        match self.inner.read_for_write()? {
-            None => self.inner.set(value),
-            Some(old) => {
-                let new = (self.reduce)(&old, value);
-                self.inner.set(&new)
+        let reduce = self.reduce;
+        self.inner.modify(&mut |old, out| {
+            match old {
+                None => codec::encode_into(value, out)?,
+                Some(b) => codec::encode_into(&reduce(&codec::decode::<T>(b)?, value), out)?,
             }
-        }
+            Ok(())
+        })
     }
 
     /// The reduced value, read in place.
@@ -901,9 +918,15 @@ impl<'a, A: Aggregate, B: StateBackend + ?Sized> AggregatingView<'a, A, B> {
     ///
     /// A codec or backend failure.
     pub fn add(&mut self, value: &A::In) -> Result<()> {
-        let mut acc = self.inner.read_for_write()?.unwrap_or_else(A::create);
-        A::add(&mut acc, value);
-        self.inner.set(&acc)
+        self.inner.modify(&mut |old, out| {
+            let mut acc = match old {
+                None => A::create(),
+                Some(b) => codec::decode::<A::Acc>(b)?,
+            };
+            A::add(&mut acc, value);
+            codec::encode_into(&acc, out)?;
+            Ok(())
+        })
     }
 
     /// The aggregate's result; `None` when nothing was added.

@@ -9,6 +9,10 @@ pub use crate::data::capture::{
     NativeMigration, NativePart, NativeRestore, NativeSource, Snapshots,
 };
 
+/// The update of a [`StateBackend::read_modify_write`]: given the stored value (`None` when
+/// there is none), it writes the new value into the buffer.
+pub type ValueUpdate<'u> = &'u mut dyn FnMut(Option<&[u8]>, &mut Vec<u8>) -> Result<()>;
+
 /// A backend's handle for one registered state (one column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StateId(pub u32);
@@ -161,6 +165,29 @@ pub trait StateBackend {
     ) -> Result<()> {
         let _ = hint;
         self.put(state, key, user_key, value)
+    }
+
+    /// A read-modify-write in one call: `update` is given the value stored at
+    /// `(key, user_key)` (`None` when there is none) and writes the new value into `value`
+    /// (cleared first), which is then stored there. A backend may find the entry once for
+    /// both, where [`get_hinted`](Self::get_hinted) and [`put_hinted`](Self::put_hinted)
+    /// find it twice when it is new (an add to a reducing or aggregating state in a window
+    /// nobody wrote yet). `update` runs exactly once; when it fails, nothing is stored. The
+    /// default reads, then writes ([`read_then_write`]).
+    ///
+    /// # Errors
+    ///
+    /// Unknown state, a backend failure, or `update`'s error, as it returned it.
+    #[inline]
+    fn read_modify_write(
+        &mut self,
+        state: StateId,
+        key: &[u8],
+        user_key: &[u8],
+        value: &mut Vec<u8>,
+        update: ValueUpdate<'_>,
+    ) -> Result<()> {
+        read_then_write(self, state, key, user_key, value, update)
     }
 
     /// Appends `operand` to the bytes at `(key, user_key)`.
@@ -365,6 +392,27 @@ pub trait ExpiryHooks: StateBackend {
     fn install_expiry_filter(&mut self, state: StateId, filter: ExpiryFilter) -> Result<bool>;
 }
 
+/// [`StateBackend::read_modify_write`] as a read ([`get_hinted`](StateBackend::get_hinted))
+/// and a write ([`put_hinted`](StateBackend::put_hinted)): the default, and what a backend's
+/// own version falls back to for the states it keeps another way.
+///
+/// # Errors
+///
+/// As [`StateBackend::read_modify_write`].
+pub fn read_then_write<B: StateBackend + ?Sized>(
+    backend: &mut B,
+    state: StateId,
+    key: &[u8],
+    user_key: &[u8],
+    value: &mut Vec<u8>,
+    update: ValueUpdate<'_>,
+) -> Result<()> {
+    let mut hint = EntryHint::NONE;
+    value.clear();
+    update(backend.get_hinted(state, key, user_key, &mut hint)?, value)?;
+    backend.put_hinted(state, key, user_key, value, hint)
+}
+
 /// Every capability of a backend in one trait object: for choosing the backend at run time,
 /// as `Box<dyn AnyBackend>`, which is a [`StateBackend`], [`Snapshots`] and [`ExpiryHooks`]
 /// (so it can be wrapped in a [`TtlBackend`](crate::data::ttl::TtlBackend) and checkpointed).
@@ -408,6 +456,16 @@ impl<B: StateBackend + ?Sized> StateBackend for Box<B> {
         hint: EntryHint,
     ) -> Result<()> {
         (**self).put_hinted(state, key, user_key, value, hint)
+    }
+    fn read_modify_write(
+        &mut self,
+        state: StateId,
+        key: &[u8],
+        user_key: &[u8],
+        value: &mut Vec<u8>,
+        update: ValueUpdate<'_>,
+    ) -> Result<()> {
+        (**self).read_modify_write(state, key, user_key, value, update)
     }
     fn merge(&mut self, state: StateId, key: &[u8], user_key: &[u8], operand: &[u8]) -> Result<()> {
         (**self).merge(state, key, user_key, operand)
