@@ -322,10 +322,10 @@ pub fn read_modify_write_updates_in_one_call<B: StateBackend>(
             let (state, ns) = if i % 3 == 0 {
                 (value, Vec::new())
             } else {
-                // 16 bytes, as a time window's.
+                // 16 bytes, as a time window's: new in rounds 0 and 1, stored in round 2.
                 (
                     spaced,
-                    [(i % 7 + round).to_be_bytes(), i.to_be_bytes()].concat(),
+                    [(round % 2).to_be_bytes(), i.to_be_bytes()].concat(),
                 )
             };
             let seen = model.get(&(state, k.clone(), ns.clone())).cloned();
