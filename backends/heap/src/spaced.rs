@@ -3,9 +3,11 @@
 //! `(key, namespace)`.
 //!
 //! The rows are a [`FlatTable`] keyed by the pair ([`RowKey::build`]), so a windowed add is
-//! the read-modify-write of value state: one probe finds the row, and the write replaces the
-//! value in place (fixed rows when every key, namespace and value has one length: a `u64` key,
-//! a [`TimeWindow`] and an `i64` sum make 33 bytes in rows of 48). Kept as a map state, a key's
+//! the read-modify-write of value state ([`read_modify_write`](SpacedTable::read_modify_write)):
+//! one probe finds the row or the bucket of a new one, and the value is written there (fixed
+//! rows when every key, namespace and value has one length: a `u64` key, a [`TimeWindow`] and
+//! an `i64` sum make 32 bytes, the row key's last byte, the key's length, being kept once for
+//! the table). Kept as a map state, a key's
 //! windows were records in one buffer behind the key's slot: the slot, then the buffer, then a
 //! search of it, and a reallocation for every new window.
 //!
