@@ -201,9 +201,11 @@ aligned_row!(Aligned64, 64);
 
 /// A fixed-size row: canonical key, then value, then zero padding. When the padding has 8
 /// bytes to spare, the row's last 8 bytes hold its key's hash ([`Row::keeps_hash`]), so that a
-/// table that grows moves its rows without hashing their keys again: a windowed add, which
-/// creates a row per record, hashed each key about three times (its own lookup and two
-/// moves), each a fifth of its instructions for a 25-byte key and namespace.
+/// table that grows moves its rows without hashing their keys again: a state that creates a
+/// row per record (a windowed add in a new window) hashes each key about three times over the
+/// row's life (its own lookup and two moves), each a fifth of the add's instructions for a
+/// 25-byte key and namespace in rows of 48 bytes. A row with no bytes to spare (a `u64` key, a
+/// window and an `i64` sum in 32) hashes its key again when it moves.
 trait Row: AsRef<[u8]> + AsMut<[u8]> {
     /// The row's width.
     const WIDTH: usize;
