@@ -9,7 +9,7 @@ use std::borrow::Borrow;
 use std::marker::PhantomData;
 
 use crate::access::timers::Timers;
-use crate::data::backend::{EntryHint, EntryIter, StateBackend, StateId};
+use crate::data::backend::{EntryHint, EntryIter, StateBackend, StateId, ValueUpdate};
 use crate::model::codec::{self, Frames, StateValue};
 use crate::model::error::{Error, Result};
 use crate::model::key::{EncodeKey, StateKey};
@@ -343,7 +343,7 @@ impl<'a, T: StateValue, B: StateBackend + ?Sized> ValueView<'a, T, B> {
     /// one backend call ([`StateBackend::read_modify_write`]): one lookup on the heap, where a
     /// read and then a write looked a new entry up twice.
     #[inline(always)]
-    fn modify(&mut self, update: crate::backend::ValueUpdate<'_>) -> Result<()> {
+    fn modify(&mut self, update: ValueUpdate<'_>) -> Result<()> {
         let ctx = &mut self.ctx;
         let r = ctx.backend.read_modify_write(
             self.slot.id,
