@@ -311,32 +311,29 @@ impl<'a, T: StateValue, B: StateBackend + ?Sized> ValueView<'a, T, B> {
         r.map_err(|e| self.ctx.wrap(self.slot.name, e))
     }
 
-    /// Stores `f(old)`, where `old` is the current value (if any).
+    /// Stores `f(old)`, where `old` is the current value (if any): one backend call
+    /// ([`StateBackend::read_modify_write`]), which finds the entry once on the heap, a new
+    /// key's included.
     ///
     /// # Errors
     ///
     /// As [`get_owned`](Self::get_owned) and [`set`](Self::set).
     pub fn update(&mut self, f: impl FnOnce(Option<T>) -> T) -> Result<()> {
-        let old = self.read_for_write()?;
-        self.set(&f(old))
-    }
-
-    /// The stored value, deserialised, leaving where it is for the [`set`](Self::set) that
-    /// follows (a read-modify-write).
-    #[inline(always)]
-    fn read_for_write(&mut self) -> Result<Option<T>> {
-        let r = self.ctx.backend.get_hinted(
-            self.slot.id,
-            self.ctx.key,
-            &self.ctx.scratch.namespace,
-            &mut self.ctx.scratch.hint,
-        );
-        match r.map_err(|e| self.ctx.wrap(self.slot.name, e))? {
-            None => Ok(None),
-            Some(b) => Ok(Some(
-                codec::decode::<T>(b).map_err(|e| self.ctx.wrap(self.slot.name, e))?,
-            )),
-        }
+        let mut f = Some(f);
+        self.modify(&mut |old, out| {
+            let old = match old {
+                None => None,
+                Some(b) => Some(codec::decode::<T>(b)?),
+            };
+            // `read_modify_write` calls its update once; a backend that called it again would
+            // get an error here, not a second application of `f`.
+            let f = f.take().ok_or_else(|| Error::Backend {
+                backend: "statewright",
+                message: "a backend called a read-modify-write's update twice".into(),
+            })?;
+            codec::encode_into(&f(old), out)?;
+            Ok(())
+        })
     }
 
     /// Stores what `update` encodes from the stored bytes (`None` when there are none), with
