@@ -71,11 +71,11 @@ macro_rules! with_rows {
 enum Layout {
     /// Nothing stored since the column was created or last emptied: the next put chooses.
     Open,
-    /// Fixed rows of `width` bytes: the canonical key (`key_len` bytes), then the value.
+    /// Fixed rows of `width` bytes: the canonical key (`key_len` bytes stored), then the value.
     ///
     /// A namespaced table's row keys end with their key's length ([`RowKey::build`]), the
     /// same byte in every row of a state whose keys have one length: the rows leave it out
-    /// (`tail`), so that a `u64` key, a window and an `i64` sum make rows of 32 bytes instead
+    /// (`tail`; `key_len` counts the bytes before it), so that a `u64` key, a window and an `i64` sum make rows of 32 bytes instead
     /// of 48, a third less memory to fill and to move as the table grows, and a row that never
     /// straddles two cache lines.
     Fixed {
@@ -206,7 +206,7 @@ aligned_row!(Aligned64, 64);
 /// row's life (its own lookup and two moves), each a fifth of the add's instructions for a
 /// 25-byte key and namespace in rows of 48 bytes. A row with no bytes to spare (a `u64` key, a
 /// window and an `i64` sum in 32) hashes its key again when it moves.
-trait Row: AsRef<[u8]> + AsMut<[u8]> {
+trait Row: AsRef<[u8]> + AsMut<[u8]> + Sized {
     /// The row's width.
     const WIDTH: usize;
 
@@ -230,10 +230,7 @@ trait Row: AsRef<[u8]> + AsMut<[u8]> {
 
     /// A new row of `key` and `value`, keeping `hash` when it has room for it.
     #[inline(always)]
-    fn new_row(key: &[u8], value: &[u8], hash: u64) -> Self
-    where
-        Self: Sized,
-    {
+    fn new_row(key: &[u8], value: &[u8], hash: u64) -> Self {
         let mut r = Self::zeroed();
         let row = r.as_mut();
         copy_key(row, key);
