@@ -691,16 +691,15 @@ impl StateBackend for HeapBackend {
         let Column::Timers(t) = &mut r.column else {
             return Ok(false);
         };
-        let Some((g, row)) = t.pop_earliest(domain) else {
-            return Ok(false);
-        };
-        if let Some(changes) = &mut r.changes {
-            let mut key = Vec::with_capacity(2 + row.key().len());
-            key.extend_from_slice(&g.to_be_bytes());
-            key.extend_from_slice(row.key());
-            changes.entry(&key, row.user_key());
-        }
-        Ok(true)
+        let changes = &mut r.changes;
+        Ok(t.pop_earliest(domain, |g, row| {
+            if let Some(changes) = changes {
+                let mut key = Vec::with_capacity(2 + row.key().len());
+                key.extend_from_slice(&g.to_be_bytes());
+                key.extend_from_slice(row.key());
+                changes.entry(&key, row.user_key());
+            }
+        }))
     }
 }
 

@@ -109,19 +109,23 @@ impl PartialEq for Row {
 impl Eq for Row {}
 
 /// The timers of one key group and domain, in firing order, as sorted runs of at most
-/// [`RUN_MAX`] timers: the first run in a double-ended queue (firing pops its front), the others
-/// in a queue of vectors, with the timestamp of each one's first timer in an array of their
-/// own (a lookup's binary search reads 8 bytes a run, contiguous). A timer goes into the last
-/// run whose first timer is at or before it; a full run splits in two; when the first run
-/// empties, the next one takes its place whole. Firing moves no timer and frees one
-/// allocation per run, where popping an ordered set's first element moves the rest of its
-/// leaf and rebalances the tree.
+/// [`RUN_MAX`] timers ([`Run`]): the first run, which firing consumes from a cursor, and the
+/// others in a queue, with the timestamp of each one's first timer in an array of their own (a
+/// lookup's binary search reads 8 bytes a run, contiguous). A timer goes into the last run
+/// whose first timer is at or before it; a full run splits in two; when the first run is
+/// consumed, the next one takes its place whole. Firing moves no timer and frees one run per
+/// run's worth of timers, where popping an ordered set's first element moves the rest of
+/// its leaf and rebalances the tree.
 ///
-/// Every timer of the first run comes before every other, and it is empty only when the group
-/// is; the other runs are non-empty, sorted, and each one's timers come before the next's.
+/// Every timer of the first run (from the cursor on) comes before every other, and there is
+/// none only when the group is empty; the other runs are non-empty, sorted, and each one's
+/// timers come before the next's.
 #[derive(Debug, Default)]
 struct Group {
-    front: VecDeque<Row>,
+    front: Run,
+    /// The first run's positions before this one were fired (their timers stay in their
+    /// slots until the run is dropped or split).
+    head: usize,
     runs: VecDeque<Run>,
     /// The timestamp of each run's first timer.
     firsts: VecDeque<i64>,
@@ -130,14 +134,18 @@ struct Group {
 impl Group {
     #[inline]
     fn first(&self) -> Option<&Row> {
-        self.front.front()
+        self.front.get(self.head)
     }
 
     /// Whether `row` belongs in the first run (the group is empty, or `row` is at or before
     /// the first run's last timer).
     #[inline]
     fn in_front(&self, row: &Row) -> bool {
-        self.front.back().is_none_or(|last| row <= last)
+        self.front.len() <= self.head
+            || self
+                .front
+                .get(self.front.len() - 1)
+                .is_none_or(|last| row <= last)
     }
 
     /// The number of runs (after the first) whose first timer is at or before `row`.
@@ -153,7 +161,7 @@ impl Group {
                 Ordering::Equal => self
                     .runs
                     .get(mid)
-                    .and_then(|r| r.rows.first())
+                    .and_then(Run::first)
                     .is_some_and(|f| f <= row),
             };
             if before {
@@ -165,12 +173,16 @@ impl Group {
         lo
     }
 
-    /// Splits the first run when it is full: its later half becomes the second run.
+    /// Drops the fired timers of the first run when it is full, and splits it when it still
+    /// is: its later half becomes the second run.
     fn split_front(&mut self) {
         if self.front.len() >= RUN_MAX {
-            let rows: Vec<Row> = self.front.drain(RUN_MAX / 2..).collect();
-            let stamps = rows.iter().map(Row::timestamp).collect();
-            self.add_run(0, Run { stamps, rows });
+            self.front.forget_before(self.head);
+            self.head = 0;
+            if self.front.len() >= RUN_MAX {
+                let later = self.front.split_off(RUN_MAX / 2);
+                self.add_run(0, later);
+            }
         }
     }
 
@@ -184,7 +196,7 @@ impl Group {
 
     fn insert(&mut self, row: Row) -> bool {
         if self.in_front(&row) {
-            let Err(at) = self.front.binary_search(&row) else {
+            let Err(at) = self.front.search(self.head, &row) else {
                 return false;
             };
             self.front.insert(at, row);
@@ -194,24 +206,21 @@ impl Group {
         let before = self.runs_before(&row);
         let Some(run) = before.checked_sub(1).and_then(|i| self.runs.get_mut(i)) else {
             // After the first run, before every other: the first run's new last timer.
-            self.front.push_back(row);
+            let at = self.front.len();
+            self.front.insert(at, row);
             self.split_front();
             return true;
         };
         // The run's first timer is at or before `row`: `row` goes after it (or is it). The
-        // insertion moves the run's later rows, from its last one back: that load starts now,
-        // beside the search's.
-        prefetch(run.rows.last());
-        let Err(at) = run.search(&row) else {
+        // insertion writes the timer after the run's last one to come: that line's load starts
+        // now, beside the search's.
+        prefetch(run.next_slot());
+        let Err(at) = run.search(0, &row) else {
             return false;
         };
-        run.stamps.insert(at, row.timestamp);
-        run.rows.insert(at, row);
-        if run.rows.len() >= RUN_MAX {
-            let later = Run {
-                stamps: run.stamps.split_off(RUN_MAX / 2),
-                rows: run.rows.split_off(RUN_MAX / 2),
-            };
+        run.insert(at, row);
+        if run.len() >= RUN_MAX {
+            let later = run.split_off(RUN_MAX / 2);
             self.add_run(before, later);
         }
         true
@@ -219,18 +228,18 @@ impl Group {
 
     fn contains(&self, row: &Row) -> bool {
         if self.in_front(row) {
-            return self.front.binary_search(row).is_ok();
+            return self.front.search(self.head, row).is_ok();
         }
         let before = self.runs_before(row);
         before
             .checked_sub(1)
             .and_then(|i| self.runs.get(i))
-            .is_some_and(|run| run.search(row).is_ok())
+            .is_some_and(|run| run.search(0, row).is_ok())
     }
 
     fn remove(&mut self, row: &Row) -> bool {
         if self.in_front(row) {
-            let Ok(at) = self.front.binary_search(row) else {
+            let Ok(at) = self.front.search(self.head, row) else {
                 return false;
             };
             self.front.remove(at);
@@ -243,11 +252,10 @@ impl Group {
         let Some(run) = self.runs.get_mut(i) else {
             return false;
         };
-        let Ok(at) = run.search(row) else {
+        let Ok(at) = run.search(0, row) else {
             return false;
         };
-        run.stamps.remove(at);
-        run.rows.remove(at);
+        run.remove(at);
         match run.stamps.first() {
             None => {
                 self.runs.remove(i);
@@ -263,75 +271,219 @@ impl Group {
         true
     }
 
+    /// Fires the first timer: `fired` sees it, then it is gone.
     #[inline]
-    fn pop_first(&mut self) -> Option<Row> {
-        let row = self.front.pop_front()?;
-        if self.front.is_empty() {
-            self.refill();
-        }
+    fn pop_first(&mut self, fired: impl FnOnce(&Row)) -> bool {
+        let Some(row) = self.front.get(self.head) else {
+            return false;
+        };
+        fired(row);
+        // The row stays in its slot until its run is dropped: nothing moves.
+        self.head += 1;
+        self.refill();
         // The group's next turn comes after the other groups' (the tree interleaves them), by
         // then the timer after the new first, which becomes the first, is in the cache.
-        prefetch(self.front.get(1));
-        Some(row)
+        prefetch(self.front.get(self.head + 1));
+        true
     }
 
-    /// The next run becomes the first when the first emptied.
+    /// The next run becomes the first when the first was consumed.
+    #[inline]
     fn refill(&mut self) {
-        if self.front.is_empty()
-            && let Some(run) = self.runs.pop_front()
-        {
-            self.firsts.pop_front();
-            self.front = VecDeque::from(run.rows);
+        if self.front.len() <= self.head {
+            self.head = 0;
+            match self.runs.pop_front() {
+                Some(run) => {
+                    self.firsts.pop_front();
+                    self.front = run;
+                    // Its timers fire in an order of their own, not that of their slots: all
+                    // of them are fetched now, together, for the turns to come.
+                    for row in &self.front.rows {
+                        prefetch(Some(row));
+                    }
+                }
+                None => self.front.clear(),
+            }
         }
     }
 
     /// The group's timers in firing order.
     fn iter(&self) -> impl Iterator<Item = &Row> {
-        self.front
-            .iter()
-            .chain(self.runs.iter().flat_map(|r| &r.rows))
+        (self.head..self.front.len())
+            .filter_map(|i| self.front.get(i))
+            .chain(self.runs.iter().flat_map(Run::iter))
     }
 }
 
-/// A run of timers after a group's first, with their timestamps beside them: a search reads
-/// the timestamps (four cache lines for a full run) and at most the timers at the same time.
+/// A run of timers: their timestamps in order, and the timers themselves in the order they
+/// came, with each position's slot among them. A search reads the timestamps (four cache lines
+/// for a full run) and at most the timers at the same time; an insertion shifts timestamps and
+/// one-byte slots and writes its timer after the others, where keeping the timers themselves
+/// in order moved half a run of them (48 bytes each) on every insertion.
 #[derive(Debug, Default)]
 struct Run {
     stamps: Vec<i64>,
+    /// `order[i]` is the slot in `rows` of the run's `i`-th timer; kept in the run itself, so
+    /// that a run is two allocations (firing frees them, one run in [`RUN_MAX`] timers or so).
+    order: SmallVec<[u8; RUN_MAX]>,
     rows: Vec<Row>,
 }
 
+// A slot is one byte.
+const _: () = assert!(RUN_MAX <= 256);
+
 impl Run {
-    /// Where `row` is, or would go.
+    /// An empty run with room for [`RUN_MAX`] timers (a run fills before it splits).
+    fn with_room() -> Self {
+        Self {
+            stamps: Vec::with_capacity(RUN_MAX),
+            order: SmallVec::new(),
+            rows: Vec::with_capacity(RUN_MAX),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    fn clear(&mut self) {
+        self.stamps.clear();
+        self.order.clear();
+        self.rows.clear();
+    }
+
+    /// The `i`-th timer.
     #[inline]
-    fn search(&self, row: &Row) -> std::result::Result<usize, usize> {
+    fn get(&self, i: usize) -> Option<&Row> {
+        self.rows.get(usize::from(*self.order.get(i)?))
+    }
+
+    #[inline]
+    fn first(&self) -> Option<&Row> {
+        self.get(0)
+    }
+
+    /// Where the next timer to come goes.
+    #[inline]
+    fn next_slot(&mut self) -> Option<&std::mem::MaybeUninit<Row>> {
+        self.rows
+            .spare_capacity_mut()
+            .first()
+            .map(|slot| slot as &_)
+    }
+
+    /// The timers in order.
+    fn iter(&self) -> impl Iterator<Item = &Row> {
+        self.order
+            .iter()
+            .filter_map(|&slot| self.rows.get(usize::from(slot)))
+    }
+
+    /// Where `row` is, or would go, among the positions from `from` on.
+    #[inline]
+    fn search(&self, from: usize, row: &Row) -> std::result::Result<usize, usize> {
+        let stamps = self.stamps.get(from..).unwrap_or_default();
         // The timestamps are sorted, so those before `row`'s are counted: a scan of at most
         // four cache lines whose loads do not wait for each other, where a binary search's
         // loads each wait for the one before (a registration at a random time misses the
         // cache on them).
-        let start = self.stamps.iter().filter(|&&t| t < row.timestamp).count();
-        let same = self
-            .stamps
-            .get(start..)
+        let before = stamps.iter().filter(|&&t| t < row.timestamp).count();
+        let same = stamps
+            .get(before..)
             .map_or(0, |rest| rest.partition_point(|&t| t == row.timestamp));
-        match self.rows.get(start..start + same) {
-            Some(tied) => match tied.binary_search(row) {
-                Ok(i) => Ok(start + i),
-                Err(i) => Err(start + i),
-            },
-            None => Err(start),
+        // Among the timers at the same time, by key and namespace.
+        let (mut lo, mut hi) = (from + before, from + before + same);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.get(mid).map_or(Ordering::Greater, |r| r.cmp(row)) {
+                Ordering::Less => lo = mid + 1,
+                Ordering::Greater => hi = mid,
+                Ordering::Equal => return Ok(mid),
+            }
         }
+        Err(lo)
+    }
+
+    /// Puts `row` at position `at` (from [`search`](Self::search)).
+    #[inline]
+    fn insert(&mut self, at: usize, row: Row) {
+        self.stamps.insert(at, row.timestamp);
+        self.order.insert(at, self.rows.len() as u8);
+        self.rows.push(row);
+    }
+
+    /// Removes the timer at position `at`: the last slot's timer moves into its slot.
+    fn remove(&mut self, at: usize) {
+        if at >= self.order.len() {
+            return;
+        }
+        let slot = self.order.remove(at);
+        self.stamps.remove(at);
+        let moved = self.rows.len().saturating_sub(1) as u8;
+        self.rows.swap_remove(usize::from(slot));
+        if slot != moved
+            && let Some(o) = self.order.iter_mut().find(|o| **o == moved)
+        {
+            *o = slot;
+        }
+    }
+
+    /// Puts the timers in order where they are (each cycle of the order followed with swaps,
+    /// without an allocation); the order becomes the identity.
+    fn sort_rows(&mut self) {
+        let Self { order, rows, .. } = self;
+        for i in 0..order.len() {
+            // Position `i` wants the timer in slot `order[i]`; each slot visited is marked
+            // with its own position.
+            let mut j = i;
+            while let Some(slot) = order.get_mut(j) {
+                let k = usize::from(*slot);
+                *slot = j as u8;
+                // `k == j`: a slot already visited (an order that is no permutation ends here
+                // too instead of going round).
+                if k == i || k == j || k >= rows.len() {
+                    break;
+                }
+                rows.swap(j, k);
+                j = k;
+            }
+        }
+    }
+
+    /// Drops the positions before `at` (fired timers).
+    fn forget_before(&mut self, at: usize) {
+        if at > 0 {
+            self.sort_rows();
+            let at = at.min(self.rows.len());
+            self.rows.drain(..at);
+            self.stamps.drain(..at);
+            self.order.truncate(self.rows.len());
+        }
+    }
+
+    /// Splits off the timers from position `at` on as a run of their own.
+    fn split_off(&mut self, at: usize) -> Run {
+        self.sort_rows();
+        let at = at.min(self.rows.len());
+        let mut later = Run::with_room();
+        later.rows.extend(self.rows.drain(at..));
+        later.stamps.extend(self.stamps.drain(at..));
+        later
+            .order
+            .extend((0..later.rows.len()).map(|slot| slot as u8));
+        self.order.truncate(at);
+        later
     }
 }
 
 /// Asks the processor to bring `row` into the cache without waiting for it.
 #[inline(always)]
-fn prefetch(row: Option<&Row>) {
+fn prefetch<T>(row: Option<&T>) {
     #[cfg(target_arch = "x86_64")]
     if let Some(row) = row {
         use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
         let start = std::ptr::from_ref(row).cast::<i8>();
-        let end = start.wrapping_add(size_of::<Row>() - 1);
+        let end = start.wrapping_add(size_of::<T>().saturating_sub(1));
         #[allow(unsafe_code)]
         // SAFETY: a prefetch reads nothing the program sees and cannot fault; SSE, which it
         // needs, is part of every x86-64 processor.
@@ -478,12 +630,19 @@ impl Queue {
         Some((g, self.group(g)?.first()?))
     }
 
-    fn pop_earliest(&mut self) -> Option<(u16, Row)> {
-        let g = self.winner()?;
-        let row = self.groups.get_mut(usize::from(g))?.pop_first()?;
-        self.len -= 1;
-        self.replay(g);
-        Some((g, row))
+    fn pop_earliest(&mut self, fired: impl FnOnce(u16, &Row)) -> bool {
+        let Some(g) = self.winner() else {
+            return false;
+        };
+        let popped = self
+            .groups
+            .get_mut(usize::from(g))
+            .is_some_and(|group| group.pop_first(|row| fired(g, row)));
+        if popped {
+            self.len -= 1;
+            self.replay(g);
+        }
+        popped
     }
 }
 
@@ -706,8 +865,10 @@ impl TimerTable {
     }
 
     /// Removes the earliest timer of a domain.
-    pub(crate) fn pop_earliest(&mut self, domain: u8) -> Option<(u16, Row)> {
-        self.queues.get_mut(usize::from(domain))?.pop_earliest()
+    pub(crate) fn pop_earliest(&mut self, domain: u8, fired: impl FnOnce(u16, &Row)) -> bool {
+        self.queues
+            .get_mut(usize::from(domain))
+            .is_some_and(|q| q.pop_earliest(fired))
     }
 }
 
@@ -718,6 +879,36 @@ mod tests {
     use statewright_core::EncodeKey;
     use statewright_core::keygroup::key_group;
     use std::collections::BTreeSet;
+
+    impl TimerTable {
+        /// Whether every run is within [`RUN_MAX`] timers, its order a permutation of its
+        /// slots and its timestamps those of its timers in order.
+        fn runs_hold(&self) -> bool {
+            let run_holds = |run: &Run| {
+                let mut slots: Vec<u8> = run.order.to_vec();
+                slots.sort_unstable();
+                run.len() < RUN_MAX
+                    && slots.iter().copied().eq(0..run.rows.len() as u8)
+                    && run
+                        .stamps
+                        .iter()
+                        .copied()
+                        .eq(run.iter().map(Row::timestamp))
+            };
+            self.queues.iter().flat_map(|q| &q.groups).all(|g| {
+                run_holds(&g.front)
+                    && g.head <= g.front.len()
+                    && g.runs.iter().all(|r| run_holds(r) && r.len() > 0)
+            })
+        }
+
+        /// The earliest timer of a domain, fired, with its key group.
+        fn pop(&mut self, domain: u8) -> Option<(u16, Row)> {
+            let mut popped = None;
+            self.pop_earliest(domain, |g, row| popped = Some((g, row.clone())));
+            popped
+        }
+    }
 
     const MAX: u16 = 8;
 
@@ -750,7 +941,7 @@ mod tests {
         let listed: Vec<_> = t.scan(&key(3)).map(<[u8]>::to_vec).collect();
         assert_eq!(listed, vec![user_key(0, 10, &[1]), user_key(0, 10, &[2])]);
         let mut fired = Vec::new();
-        while let Some((g, row)) = t.pop_earliest(0) {
+        while let Some((g, row)) = t.pop(0) {
             assert_eq!(g, key_group(row.key(), MAX));
             fired.push((
                 row.timestamp(),
@@ -807,7 +998,7 @@ mod tests {
                     2 => prop_assert_eq!(t.remove(&key(k), &u).unwrap(), model.remove(&item)),
                     3 => {
                         let first = model.iter().find(|i| i.0 == domain).cloned();
-                        let popped = t.pop_earliest(domain).map(|(_, r)| {
+                        let popped = t.pop(domain).map(|(_, r)| {
                             (domain, r.timestamp(), r.key().try_into().unwrap(), r.namespace().to_vec())
                         });
                         if let Some(f) = &first {
@@ -821,6 +1012,7 @@ mod tests {
                     }
                 }
                 prop_assert_eq!(t.len(), model.len());
+                prop_assert!(t.runs_hold());
                 for d in 0..2 {
                     let first = model.iter().find(|i| i.0 == d).map(|i| (i.1, i.2.to_vec(), i.3.clone()));
                     let earliest = t.earliest(d).map(|(_, r)| (r.timestamp(), r.key().to_vec(), r.namespace().to_vec()));
