@@ -224,7 +224,8 @@ trait Row: AsRef<[u8]> + AsMut<[u8]> + Sized {
         let r = self.as_ref();
         match r.last_chunk::<8>() {
             Some(kept) if Self::keeps_hash(key_len, value_len) => u64::from_ne_bytes(*kept),
-            _ => hash(hasher, r.get(..key_len).unwrap_or(r)),
+            // Inline, as a table that grows calls this for every row it moves.
+            _ => hash_inline(hasher, r.get(..key_len).unwrap_or(r)),
         }
     }
 
@@ -314,6 +315,21 @@ fn hash(hasher: &RowHasher, canonical: &[u8]) -> u64 {
             h.finish()
         }
         _ => hash_long(hasher, canonical),
+    }
+}
+
+/// [`hash`], inline for every length.
+#[inline(always)]
+fn hash_inline(hasher: &RowHasher, canonical: &[u8]) -> u64 {
+    let len = canonical.len();
+    match canonical.first_chunk::<8>() {
+        Some(word) if len == 8 => {
+            let mut h = hasher.words.build_hasher();
+            h.write_u64(u64::from_be_bytes(*word));
+            h.finish()
+        }
+        _ if (9..=64).contains(&len) => hash_words(&hasher.seeds, canonical),
+        _ => hasher.words.hash_one(canonical),
     }
 }
 
@@ -871,6 +887,233 @@ impl FlatTable {
     }
 }
 
+impl FlatTable {
+    /// [`read_modify_write`](Self::read_modify_write) of the row key of `(key, namespace)` in
+    /// a namespaced table ([`RowKey::build`]).
+    ///
+    /// A windowed add creates a row per record. The common shape of such a row (an 8-byte key,
+    /// a namespace of 8, 16 or 24 bytes, an 8-byte value) takes a path that never builds the
+    /// row key: it is hashed and compared from its two parts, and the new row is written
+    /// into its bucket as whole words. The row key built on the stack was read back with loads
+    /// wider than the stores that wrote it, and such a load waits until every store before it
+    /// has reached the cache, the last record's new row among them: the records ran one after
+    /// the other instead of overlapping their cache misses. Any other shape builds the row
+    /// key. Measured in `bench/ANALYSIS.md`.
+    #[inline(always)]
+    pub(crate) fn read_modify_write_spaced(
+        &mut self,
+        key: &[u8],
+        namespace: &[u8],
+        value: &mut Vec<u8>,
+        update: ValueUpdate<'_>,
+    ) -> Result<()> {
+        if let Layout::Fixed {
+            key_len,
+            value_len: 8,
+            tail: Some(8),
+            ..
+        } = self.layout
+            && key_len == 8 + namespace.len()
+            && let Some((_, word)) = key.split_first_chunk::<2>()
+            && let Ok(word) = <&[u8; 8]>::try_from(word)
+        {
+            let (hasher, mp) = (&self.hasher, self.max_parallelism);
+            let anchor = &mut self.anchor;
+            let stored = match (&mut self.rows, namespace.len()) {
+                (Rows::R24(t), 8) => {
+                    let parts = Parts::<1>::new(word, namespace);
+                    update_parts(t, hasher, anchor, key, parts, value, update, mp)?
+                }
+                (Rows::R32(t), 16) => {
+                    let parts = Parts::<2>::new(word, namespace);
+                    update_parts(t, hasher, anchor, key, parts, value, update, mp)?
+                }
+                (Rows::R48(t), 24) => {
+                    let parts = Parts::<3>::new(word, namespace);
+                    update_parts(t, hasher, anchor, key, parts, value, update, mp)?
+                }
+                _ => return self.read_modify_write_built(key, namespace, value, update),
+            };
+            if !stored {
+                // `update` wrote a value of another length: the general write stores it.
+                self.put_built(key, namespace, value)?;
+            }
+            return Ok(());
+        }
+        self.read_modify_write_built(key, namespace, value, update)
+    }
+
+    /// [`read_modify_write_spaced`](Self::read_modify_write_spaced) of any other shape, out of
+    /// line: the common one keeps a small frame.
+    #[inline(never)]
+    fn read_modify_write_built(
+        &mut self,
+        key: &[u8],
+        namespace: &[u8],
+        value: &mut Vec<u8>,
+        update: ValueUpdate<'_>,
+    ) -> Result<()> {
+        self.read_modify_write(RowKey::new().build(key, namespace)?, value, update)
+    }
+
+    /// [`put`](Self::put) of the row key of `(key, namespace)`, out of line.
+    #[inline(never)]
+    fn put_built(&mut self, key: &[u8], namespace: &[u8], value: &[u8]) -> Result<()> {
+        self.put(RowKey::new().build(key, namespace)?, value)
+    }
+}
+
+/// The stored key of a namespaced row of the common shape as its parts, 8-byte words: the
+/// canonical key, then `N` words of namespace (the row key's last byte, the key's length, is
+/// the table's `tail`).
+#[derive(Clone, Copy)]
+struct Parts<const N: usize> {
+    words: [u64; 4],
+}
+
+impl<const N: usize> Parts<N> {
+    /// The parts of `key` and `namespace` (`N` words long; missing words read as zero, which
+    /// the caller's length check rules out).
+    #[inline(always)]
+    fn new(key: &[u8; 8], namespace: &[u8]) -> Self {
+        let mut words = [u64::from_ne_bytes(*key), 0, 0, 0];
+        for (i, w) in words.iter_mut().skip(1).take(N).enumerate() {
+            if let Some(b) = namespace.get(i * 8..).and_then(<[u8]>::first_chunk::<8>) {
+                *w = u64::from_ne_bytes(*b);
+            }
+        }
+        Self { words }
+    }
+
+    /// [`hash`] of the stored key the parts make (the same value, from the words).
+    #[inline(always)]
+    fn hash(&self, seeds: &[u64; 4]) -> u64 {
+        let be = |i: usize| u64::from_be(self.words[i]);
+        let acc = folded_multiply(seeds[0] ^ be(0), be(1) ^ seeds[1]);
+        match N {
+            1 => folded_multiply(acc ^ seeds[2], 16 ^ seeds[3]),
+            2 => folded_multiply(acc ^ be(2), 24 ^ seeds[3]),
+            _ => {
+                let acc = folded_multiply(acc ^ be(2), be(3) ^ seeds[1]);
+                folded_multiply(acc ^ seeds[2], 32 ^ seeds[3])
+            }
+        }
+    }
+
+    /// The `i`-th 8-byte word of `row`.
+    #[inline(always)]
+    fn row_word(row: &[u8], i: usize) -> Option<u64> {
+        row.get(i * 8..)
+            .and_then(<[u8]>::first_chunk::<8>)
+            .map(|b| u64::from_ne_bytes(*b))
+    }
+
+    /// The parts of a row's stored key (a row of a table whose stored keys are `N + 1` words).
+    #[inline(always)]
+    fn of_row(row: &[u8]) -> Self {
+        let mut words = [0; 4];
+        for (i, w) in words.iter_mut().take(N + 1).enumerate() {
+            *w = Self::row_word(row, i).unwrap_or(0);
+        }
+        Self { words }
+    }
+
+    /// Whether a row's stored key is this one.
+    #[inline(always)]
+    fn is_in(&self, row: &[u8]) -> bool {
+        (0..=N).all(|i| Self::row_word(row, i) == Some(self.words[i]))
+    }
+
+    /// A new row of these parts and the 8-byte `value` (and the key's hash when the row keeps
+    /// it), as whole words.
+    #[inline(always)]
+    fn row<R: Row>(&self, value: [u8; 8], hash: u64) -> R {
+        let mut r = R::zeroed();
+        let row = r.as_mut();
+        for (i, w) in self.words.iter().take(N + 1).enumerate() {
+            if let Some(d) = row.get_mut(i * 8..).and_then(<[u8]>::first_chunk_mut::<8>) {
+                *d = w.to_ne_bytes();
+            }
+        }
+        let kl = 8 * (N + 1);
+        if let Some(d) = row.get_mut(kl..).and_then(<[u8]>::first_chunk_mut::<8>) {
+            *d = value;
+        }
+        if R::keeps_hash(kl, 8)
+            && let Some(kept) = row.last_chunk_mut::<8>()
+        {
+            *kept = hash.to_ne_bytes();
+        }
+        r
+    }
+}
+
+/// [`FlatTable::read_modify_write_spaced`] in fixed rows with 8-byte values: [`update_fixed`]
+/// for a row key given as its parts. `key` is the backend key (its prefix is checked before a
+/// row is created). `false` when `update` wrote a value of another length: the caller stores it.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn update_parts<R: Row, const N: usize>(
+    t: &mut HashTable<R>,
+    hasher: &RowHasher,
+    anchor: &mut Anchor,
+    key: &[u8],
+    parts: Parts<N>,
+    value: &mut Vec<u8>,
+    update: ValueUpdate<'_>,
+    max_parallelism: u16,
+) -> Result<bool> {
+    let kl = 8 * (N + 1);
+    let h = parts.hash(&hasher.seeds);
+    let buckets = t.num_buckets();
+    anchor.fetch::<R>(h, buckets);
+    value.clear();
+    // Every row of the table has a stored key of this shape, so a table that grows hashes
+    // the rows it moves as parts too (the same hash as `hash_of`, in a third of the
+    // instructions).
+    let seeds = &hasher.seeds;
+    let rehash = |r: &R| match R::keeps_hash(kl, 8) {
+        true => r.hash_of(hasher, kl, 8),
+        false => Parts::<N>::of_row(r.as_ref()).hash(seeds),
+    };
+    match t.entry(h, |r| parts.is_in(r.as_ref()), rehash) {
+        Entry::Occupied(mut e) => {
+            let index = e.bucket_index();
+            anchor.note(buckets, index, e.get());
+            let row = e.get_mut().as_mut();
+            update(row.get(kl..kl + 8), value)?;
+            match (
+                row.get_mut(kl..).and_then(<[u8]>::first_chunk_mut::<8>),
+                value.first_chunk::<8>(),
+            ) {
+                (Some(dst), Some(v)) if value.len() == 8 => {
+                    *dst = *v;
+                    Ok(true)
+                }
+                _ => Ok(false),
+            }
+        }
+        Entry::Vacant(e) => {
+            // Checked before anything is stored, so a refused key changes nothing.
+            checked_group(key, key, &parts.words[0].to_ne_bytes(), max_parallelism)?;
+            update(None, value)?;
+            let v = match value.first_chunk::<8>() {
+                Some(v) if value.len() == 8 => *v,
+                _ => return Ok(false),
+            };
+            let e = e.insert(parts.row(v, h));
+            let (index, addr) = (e.bucket_index(), std::ptr::from_ref(e.get()) as usize);
+            let buckets = e.into_table().num_buckets();
+            *anchor = Anchor {
+                buckets,
+                index,
+                addr,
+            };
+            Ok(true)
+        }
+    }
+}
+
 /// [`FlatTable::checked`] for a table of this kind.
 #[inline(always)]
 fn checked_in(key: &[u8], spaced: bool, max_parallelism: u16) -> Result<&[u8]> {
@@ -1324,6 +1567,125 @@ mod tests {
         let mut other = bytes[..24].to_vec();
         other[20] ^= 1;
         assert_ne!(hash_words(&seeds, &bytes[..24]), hash_words(&seeds, &other));
+    }
+
+    /// Pseudo-random bytes, different for each `seed`.
+    fn bytes(seed: u64, len: usize) -> Vec<u8> {
+        (0..len as u64)
+            .map(|i| {
+                (seed
+                    .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                    .wrapping_add(i * 131)
+                    >> 17) as u8
+            })
+            .collect()
+    }
+
+    /// A row key's parts against the same stored key side by side: hash, comparison, and the
+    /// new row, for each of the three shapes.
+    fn parts_agree<R: Row, const N: usize>(hasher: &RowHasher) {
+        for seed in 0..200u64 {
+            let key = bytes(seed, 8);
+            let key: [u8; 8] = key.as_slice().try_into().unwrap();
+            let namespace = bytes(seed ^ 0xabc, 8 * N);
+            let stored = [&key[..], &namespace].concat();
+            let parts = Parts::<N>::new(&key, &namespace);
+            let h = hash(hasher, &stored);
+            assert_eq!(parts.hash(&hasher.seeds), h, "{N} words, seed {seed}");
+            let value = seed.to_le_bytes();
+            let row: R = parts.row(value, h);
+            let built = R::new_row(&stored, &value, h);
+            assert_eq!(row.as_ref(), built.as_ref(), "{N} words, seed {seed}");
+            assert!(parts.is_in(row.as_ref()));
+            assert_eq!(Parts::<N>::of_row(row.as_ref()).hash(&hasher.seeds), h);
+            assert_eq!(row.hash_of(hasher, stored.len(), 8), h);
+            // A row of another key is not this one.
+            let mut other = stored.clone();
+            other[8 * N] ^= 1;
+            assert!(!parts.is_in(R::new_row(&other, &value, h).as_ref()));
+        }
+    }
+
+    #[test]
+    fn a_row_key_s_parts_hash_compare_and_write_as_the_built_key() {
+        let hasher = RowHasher::new(Hasher::fixed());
+        parts_agree::<[u8; 24], 1>(&hasher);
+        parts_agree::<Aligned32, 2>(&hasher);
+        // Rows of 48 bytes keep their key's hash.
+        assert!(<[u8; 48]>::keeps_hash(32, 8));
+        parts_agree::<[u8; 48], 3>(&hasher);
+    }
+
+    #[test]
+    fn windowed_adds_of_every_shape_keep_their_sums() {
+        let add = |t: &mut FlatTable, key: &[u8], namespace: &[u8], by: u64| {
+            let mut value = Vec::new();
+            t.read_modify_write_spaced(key, namespace, &mut value, &mut |old, out| {
+                let old = old.map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap()));
+                out.extend_from_slice(&(old + by).to_le_bytes());
+                Ok(())
+            })
+        };
+        // Namespaces of 8, 16 and 24 bytes take the parts path (rows of 24, 32 and 48 bytes:
+        // the row key's parts and the value, without the length byte the row key ends with);
+        // 5 and 40 bytes build the row key.
+        for (ns_len, width) in [(8, 24), (16, 32), (24, 48), (5, 24), (40, 64)] {
+            let mut t = FlatTable::new(true, MP, Hasher::fixed()).namespaced();
+            let mut model = std::collections::HashMap::new();
+            // Enough rows for the table to grow several times.
+            for i in 0..30_000u64 {
+                let k = key(&(i % 3_001).to_be_bytes());
+                let namespace = bytes(i % 7, ns_len);
+                add(&mut t, &k, &namespace, i).unwrap();
+                *model.entry((k, namespace)).or_insert(0) += i;
+            }
+            assert_eq!(t.len(), model.len(), "{ns_len}");
+            let rows = match &t.rows {
+                Rows::R24(_) => 24,
+                Rows::R32(_) => 32,
+                Rows::R48(_) => 48,
+                Rows::R64(_) => 64,
+                _ => 0,
+            };
+            assert_eq!(rows, width, "{ns_len}");
+            for ((k, namespace), sum) in &model {
+                let got = t.get(RowKey::new().build(k, namespace).unwrap()).unwrap();
+                assert_eq!(got, Some(&sum.to_le_bytes()[..]), "{ns_len}");
+            }
+            // Every row lists under its own key group.
+            let mut listed = 0;
+            t.for_each(|k, v| {
+                let (key, namespace) = split_spaced(canonical_of(k).unwrap()).unwrap();
+                let full = [&k[..2], key].concat();
+                assert_eq!(full, self::key(key));
+                let sum = model[&(full, namespace.to_vec())];
+                assert_eq!(v, sum.to_le_bytes());
+                listed += 1;
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(listed, model.len());
+
+            // A key whose prefix names another group is refused and stores nothing.
+            let mut misplaced = key(&5_000u64.to_be_bytes());
+            misplaced[1] = misplaced[1].wrapping_add(1);
+            let err = add(&mut t, &misplaced, &bytes(1, ns_len), 1).unwrap_err();
+            assert!(err.to_string().contains("key group"), "{err}");
+            assert_eq!(t.len(), model.len());
+
+            // A value of another length moves the rows to general ones, losing none.
+            let (k, namespace) = model.keys().next().unwrap().clone();
+            let mut value = Vec::new();
+            t.read_modify_write_spaced(&k, &namespace, &mut value, &mut |_, out| {
+                out.extend_from_slice(b"longer value");
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(t.layout, Layout::General);
+            assert_eq!(t.len(), model.len());
+            let got = t.get(RowKey::new().build(&k, &namespace).unwrap()).unwrap();
+            assert_eq!(got, Some(&b"longer value"[..]));
+        }
     }
 
     fn entries(t: &FlatTable) -> Vec<(Vec<u8>, Vec<u8>)> {

@@ -102,7 +102,7 @@ impl SpacedTable {
         update: ValueUpdate<'_>,
     ) -> Result<()> {
         self.rows
-            .read_modify_write(RowKey::new().build(key, namespace)?, value, update)?;
+            .read_modify_write_spaced(key, namespace, value, update)?;
         self.indexed(key, namespace);
         Ok(())
     }
