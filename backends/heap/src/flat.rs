@@ -1223,43 +1223,86 @@ impl FlatTable {
         &self,
         cursor: &mut u64,
         limit: usize,
-        mut visit: impl FnMut(&[u8], &[u8]) -> Result<()>,
+        visit: impl FnMut(&[u8], &[u8]) -> Result<()>,
     ) -> Result<()> {
+        let mut at = usize::try_from(*cursor).unwrap_or(0);
+        self.visit_buckets(&mut at, limit, true, visit)?;
+        *cursor = at as u64;
+        Ok(())
+    }
+
+    /// [`visit_some`](Self::visit_some) from bucket `*at` without wrapping: the number of
+    /// entries visited, and whether the walk reached the table's end (`*at` is then the bucket
+    /// count).
+    pub(crate) fn visit_to_end(
+        &self,
+        at: &mut usize,
+        limit: usize,
+        visit: impl FnMut(&[u8], &[u8]) -> Result<()>,
+    ) -> Result<(usize, bool)> {
+        let visited = self.visit_buckets(at, limit, false, visit)?;
+        let buckets = with_rows!(&self.rows, t => t.num_buckets(), g => g.num_buckets());
+        Ok((visited, *at >= buckets))
+    }
+
+    /// Visits up to `limit` entries from bucket `*at`, looking at `limit * 8` buckets at most
+    /// and, when `wrap`, going on from the first bucket after the last.
+    fn visit_buckets(
+        &self,
+        at: &mut usize,
+        limit: usize,
+        wrap: bool,
+        mut visit: impl FnMut(&[u8], &[u8]) -> Result<()>,
+    ) -> Result<usize> {
         let len = self.len();
+        let buckets = with_rows!(&self.rows, t => t.num_buckets(), g => g.num_buckets());
         if len == 0 {
-            *cursor = 0;
-            return Ok(());
+            *at = if wrap { 0 } else { buckets };
+            return Ok(0);
         }
         let (kl, vl) = self.layout.lens();
         let mp = self.max_parallelism;
         let mut key = key_buffer(kl);
         let mut row_key = key_buffer(kl);
-        let buckets = with_rows!(&self.rows, t => t.num_buckets(), g => g.num_buckets());
         let mut visited = 0;
         let mut budget = limit.saturating_mul(8).max(1);
-        let mut at = usize::try_from(*cursor).unwrap_or(0);
         while visited < limit.min(len) && budget > 0 {
-            if at >= buckets {
-                at = 0;
+            if *at >= buckets {
+                if !wrap {
+                    break;
+                }
+                *at = 0;
             }
             budget -= 1;
             with_rows!(&self.rows,
-                t => if let Some(r) = t.get_bucket(at) {
+                t => if let Some(r) = t.get_bucket(*at) {
                     let canonical = self.layout.row_key(&r[..kl], &mut row_key);
                     full_key(&mut key, mp, self.group_bytes(canonical), canonical);
                     visit(&key, &r[kl..kl + vl])?;
                     visited += 1;
                 },
-                g => if let Some((k, v)) = g.get_bucket(at) {
+                g => if let Some((k, v)) = g.get_bucket(*at) {
                     full_key(&mut key, mp, self.group_bytes(k), k);
                     visit(&key, v)?;
                     visited += 1;
                 },
             );
-            at += 1;
+            *at += 1;
         }
-        *cursor = at as u64;
-        Ok(())
+        Ok(visited)
+    }
+
+    /// Keeps the rows whose canonical row key `keep` accepts and removes the others.
+    pub(crate) fn retain_rows(&mut self, mut keep: impl FnMut(&[u8]) -> bool) {
+        let (kl, layout) = (self.layout.lens().0, self.layout);
+        let mut buf = key_buffer(kl);
+        with_rows!(&mut self.rows,
+            t => t.retain(|r| keep(layout.row_key(&r[..kl], &mut buf))),
+            g => g.retain(|(k, _)| keep(k)),
+        );
+        if self.len() == 0 {
+            self.clear();
+        }
     }
 }
 

@@ -2,26 +2,41 @@
 //! namespace (a window of a key), as Flink's heap backend keys its state map by
 //! `(key, namespace)`.
 //!
-//! The rows are a [`FlatTable`] keyed by the pair ([`RowKey::build`]), so a windowed add is
-//! the read-modify-write of value state ([`read_modify_write`](SpacedTable::read_modify_write)):
-//! one probe finds the row or the bucket of a new one, and the value is written there (fixed
-//! rows when every key, namespace and value has one length: a `u64` key, a [`TimeWindow`] and
-//! an `i64` sum make 32 bytes, the row key's last byte, the key's length, being kept once for
-//! the table). Kept as a map state, a key's
-//! windows were records in one buffer behind the key's slot: the slot, then the buffer, then a
-//! search of it, and a reallocation for every new window.
+//! Rows live in one of two places. A namespace that many keys write (a tumbling or sliding
+//! window, which every key of the stream fills while it is open) gets a table of its own,
+//! keyed by the key alone as a value state's table is ([`Wide`]). Every other namespace (a
+//! session window, which belongs to one key) keeps its rows in one shared table keyed by the
+//! pair ([`RowKey::build`]; fixed rows when every key, namespace and value has one length: a
+//! `u64` key, a [`TimeWindow`] and an `i64` sum make 32 bytes, the row key's last byte, the
+//! key's length, being kept once for the table).
+//!
+//! A stream's records come roughly in time order, so the records of one window come
+//! together. In one shared table, the rows of the open window were spread over all of it, and
+//! at a million keys every new row was a cache miss and a page-table walk in a table of
+//! hundreds of megabytes; in a table of its own, a window's rows lie together in a table of
+//! its size, which the processor's caches hold while the window is filled, and the window's
+//! cleanup frees it in one piece. A namespace moves to a table of its own once it has taken
+//! [`PROMOTE_AT`] new rows while it stayed among the recent namespaces ([`Counts`]); its rows
+//! in the shared table move with it, and the table is dropped when its last row goes. A
+//! session window never gets that many rows, so session state stays in the shared table.
+//! Measured in `bench/ANALYSIS.md`.
 //!
 //! Listing a key's namespaces ([`scan`](SpacedTable::scan), and with it
 //! `<field>_namespaces().list()`, merging session windows, removing every namespace of a key)
 //! reads an index of each key's namespaces. A table builds that index the first time a listing
-//! asks for it, from its rows, and keeps it up to date from then on; a job that never lists (tumbling
-//! and sliding windows, whose timers clear each window by its namespace) never pays for it.
+//! asks for it, from its rows, and keeps it up to date from then on; a job that never lists
+//! (tumbling and sliding windows, whose timers clear each window by its namespace) never pays
+//! for it.
 //!
 //! [`TimeWindow`]: statewright_core::window::TimeWindow
 
+use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use statewright_core::backend::ValueUpdate;
+use statewright_core::keygroup::key_group;
 use statewright_core::{EntryHint, Result};
 
 use crate::flat::{FlatTable, RowKey, canonical_of, split_spaced};
@@ -29,28 +44,104 @@ use crate::nested::NestedTable;
 
 type Hasher = foldhash::fast::SeedableRandomState;
 
+/// The new rows a namespace takes in the shared table, while it stays among the recent
+/// namespaces, before it gets a table of its own.
+#[cfg(not(test))]
+const PROMOTE_AT: u32 = 64;
+/// Small under test, so that the property test moves namespaces to tables of their own and
+/// back.
+#[cfg(test)]
+const PROMOTE_AT: u32 = 3;
+
+/// The slots of [`Counts`].
+const COUNTED: usize = 64;
+
+/// No place in [`SpacedTable::wide`].
+const NOWHERE: usize = usize::MAX;
+
+/// Where a cursor of [`SpacedTable::visit_some`] keeps its table (its bucket below).
+const PART_SHIFT: u32 = 40;
+
 /// The rows of a namespaced state and, once something listed them, an index of each key's
 /// namespaces.
 #[derive(Debug)]
 pub(crate) struct SpacedTable {
+    /// The rows of every namespace without a table of its own, keyed by key and namespace.
     rows: FlatTable,
+    /// The namespaces with a table of their own.
+    wide: Vec<Wide>,
+    /// Each namespace of `wide` and its place there.
+    wide_at: HashMap<Box<[u8]>, usize, Hasher>,
+    /// The place in `wide` of the last namespace found there ([`NOWHERE`]: none): the records
+    /// of a window come together, so most accesses find their namespace here without a lookup.
+    last: AtomicUsize,
+    /// New rows in `rows` per recent namespace.
+    counts: Counts,
     /// Per canonical key (without its prefix), its namespaces, as user keys with empty values:
     /// built at the first listing, then kept with every write.
     index: OnceLock<NestedTable>,
     hasher: Hasher,
+    fixed_rows: bool,
+}
+
+/// A namespace with a table of its own: its rows, keyed by the key alone.
+#[derive(Debug)]
+struct Wide {
+    namespace: Box<[u8]>,
+    rows: FlatTable,
+}
+
+/// How many new rows each recent namespace took in the shared table: a slot per hash of a
+/// namespace, taken over by the next namespace that lands on it. A namespace that many keys
+/// write keeps its slot and counts up; session windows, one key each, only pass through.
+#[derive(Debug)]
+struct Counts {
+    slots: Box<[(u64, u32); COUNTED]>,
+}
+
+impl Counts {
+    fn new() -> Self {
+        Self {
+            slots: Box::new([(0, 0); COUNTED]),
+        }
+    }
+
+    /// Counts a new row of the namespace of hash `h`; whether it has now taken
+    /// [`PROMOTE_AT`] (its count starts again).
+    #[inline]
+    fn count(&mut self, h: u64) -> bool {
+        let Some(slot) = self.slots.get_mut((h % COUNTED as u64) as usize) else {
+            return false;
+        };
+        if slot.0 == h {
+            slot.1 += 1;
+        } else {
+            *slot = (h, 1);
+        }
+        if slot.1 >= PROMOTE_AT {
+            *slot = (0, 0);
+            return true;
+        }
+        false
+    }
 }
 
 impl SpacedTable {
     pub(crate) fn new(fixed_rows: bool, max_parallelism: u16, hasher: Hasher) -> Self {
         Self {
             rows: FlatTable::new(fixed_rows, max_parallelism, hasher.clone()).namespaced(),
+            wide: Vec::new(),
+            wide_at: HashMap::with_hasher(hasher.clone()),
+            last: AtomicUsize::new(NOWHERE),
+            counts: Counts::new(),
             index: OnceLock::new(),
             hasher,
+            fixed_rows,
         }
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.rows.len()
+        self.rows.len() + self.wide.iter().map(|w| w.rows.len()).sum::<usize>()
     }
 
     pub(crate) fn max_parallelism(&self) -> u16 {
@@ -62,9 +153,42 @@ impl SpacedTable {
         crate::flat::checked_key(key, self.rows.max_parallelism()).map(|(_, canonical)| canonical)
     }
 
+    /// The place in `wide` of `namespace`'s table, if it has one.
+    #[inline(always)]
+    fn wide_of(&self, namespace: &[u8]) -> Option<usize> {
+        let last = self.last.load(Ordering::Relaxed);
+        if let Some(w) = self.wide.get(last)
+            && *w.namespace == *namespace
+        {
+            return Some(last);
+        }
+        if self.wide.is_empty() {
+            return None;
+        }
+        self.wide_of_listed(namespace)
+    }
+
+    /// [`wide_of`](Self::wide_of) for a namespace other than the last one, out of line.
+    #[inline(never)]
+    fn wide_of_listed(&self, namespace: &[u8]) -> Option<usize> {
+        let at = *self.wide_at.get(namespace)?;
+        self.last.store(at, Ordering::Relaxed);
+        Some(at)
+    }
+
+    /// The table of `namespace`'s own, if it has one.
+    #[inline(always)]
+    fn wide_mut(&mut self, namespace: &[u8]) -> Option<&mut FlatTable> {
+        let at = self.wide_of(namespace)?;
+        self.wide.get_mut(at).map(|w| &mut w.rows)
+    }
+
     #[inline(never)]
     pub(crate) fn get(&self, key: &[u8], namespace: &[u8]) -> Result<Option<&[u8]>> {
-        self.rows.get(RowKey::new().build(key, namespace)?)
+        match self.wide_of(namespace).and_then(|at| self.wide.get(at)) {
+            Some(w) => w.rows.get(key),
+            None => self.rows.get(RowKey::new().build(key, namespace)?),
+        }
     }
 
     #[inline(never)]
@@ -74,8 +198,12 @@ impl SpacedTable {
         namespace: &[u8],
         hint: &mut EntryHint,
     ) -> Result<Option<&[u8]>> {
-        self.rows
-            .get_hinted(RowKey::new().build(key, namespace)?, hint)
+        match self.wide_of(namespace).and_then(|at| self.wide.get(at)) {
+            Some(w) => w.rows.get_hinted(key, hint),
+            None => self
+                .rows
+                .get_hinted(RowKey::new().build(key, namespace)?, hint),
+        }
     }
 
     #[inline(never)]
@@ -86,8 +214,14 @@ impl SpacedTable {
         value: &[u8],
         hint: EntryHint,
     ) -> Result<()> {
-        self.rows
-            .put_hinted(RowKey::new().build(key, namespace)?, value, hint)?;
+        if let Some(rows) = self.wide_mut(namespace) {
+            rows.put_hinted(key, value, hint)?;
+        } else {
+            let before = self.rows.len();
+            self.rows
+                .put_hinted(RowKey::new().build(key, namespace)?, value, hint)?;
+            self.counted(before, namespace)?;
+        }
         self.indexed(key, namespace);
         Ok(())
     }
@@ -101,28 +235,116 @@ impl SpacedTable {
         value: &mut Vec<u8>,
         update: ValueUpdate<'_>,
     ) -> Result<()> {
-        self.rows
-            .read_modify_write_spaced(key, namespace, value, update)?;
+        if let Some(rows) = self.wide_mut(namespace) {
+            rows.read_modify_write(key, value, update)?;
+        } else {
+            let before = self.rows.len();
+            self.rows
+                .read_modify_write_spaced(key, namespace, value, update)?;
+            self.counted(before, namespace)?;
+        }
         self.indexed(key, namespace);
         Ok(())
     }
 
     #[inline(never)]
     pub(crate) fn put(&mut self, key: &[u8], namespace: &[u8], value: &[u8]) -> Result<()> {
-        self.rows.put(RowKey::new().build(key, namespace)?, value)?;
+        if let Some(rows) = self.wide_mut(namespace) {
+            rows.put(key, value)?;
+        } else {
+            let before = self.rows.len();
+            self.rows.put(RowKey::new().build(key, namespace)?, value)?;
+            self.counted(before, namespace)?;
+        }
         self.indexed(key, namespace);
         Ok(())
     }
 
     pub(crate) fn merge(&mut self, key: &[u8], namespace: &[u8], operand: &[u8]) -> Result<()> {
-        self.rows
-            .merge(RowKey::new().build(key, namespace)?, operand)?;
+        if let Some(rows) = self.wide_mut(namespace) {
+            rows.merge(key, operand)?;
+        } else {
+            let before = self.rows.len();
+            self.rows
+                .merge(RowKey::new().build(key, namespace)?, operand)?;
+            self.counted(before, namespace)?;
+        }
         self.indexed(key, namespace);
         Ok(())
     }
 
+    /// Counts a new row of `namespace` in the shared table (when it has more rows than
+    /// `before`), and gives the namespace a table of its own when it has taken enough.
+    #[inline(always)]
+    fn counted(&mut self, before: usize, namespace: &[u8]) -> Result<()> {
+        if self.rows.len() > before && self.counts.count(self.hasher.hash_one(namespace)) {
+            return self.promote(namespace);
+        }
+        Ok(())
+    }
+
+    /// Moves `namespace`'s rows from the shared table to a table of its own. Nothing changes
+    /// when it fails.
+    #[cold]
+    #[inline(never)]
+    fn promote(&mut self, namespace: &[u8]) -> Result<()> {
+        let mp = self.rows.max_parallelism();
+        let mut own = FlatTable::new(self.fixed_rows, mp, self.hasher.clone());
+        let mut full = Vec::new();
+        let mut failed = None;
+        self.rows.for_each_row(|row_key, value| {
+            if failed.is_none()
+                && let Some((canonical, ns)) = split_spaced(row_key)
+                && ns == namespace
+            {
+                full.clear();
+                full.extend_from_slice(&key_group(canonical, mp).to_be_bytes());
+                full.extend_from_slice(canonical);
+                if let Err(e) = own.put(&full, value) {
+                    failed = Some(e);
+                }
+            }
+        });
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        self.rows
+            .retain_rows(|row_key| split_spaced(row_key).is_none_or(|(_, ns)| ns != namespace));
+        let namespace: Box<[u8]> = namespace.into();
+        self.wide_at.insert(namespace.clone(), self.wide.len());
+        self.last.store(self.wide.len(), Ordering::Relaxed);
+        self.wide.push(Wide {
+            namespace,
+            rows: own,
+        });
+        Ok(())
+    }
+
+    /// Removes the row of `(key, namespace)`, without the index; whether there was one.
+    fn remove_row(&mut self, key: &[u8], namespace: &[u8]) -> Result<bool> {
+        let Some(at) = self.wide_of(namespace) else {
+            return self.rows.remove(RowKey::new().build(key, namespace)?);
+        };
+        let Some(w) = self.wide.get_mut(at) else {
+            return Ok(false);
+        };
+        let removed = w.rows.remove(key)?;
+        if w.rows.len() == 0 {
+            // The namespace's last row: its table goes, and the last one takes its place.
+            let gone = self.wide.swap_remove(at);
+            self.wide_at.remove(&gone.namespace);
+            if let Some(moved) = self.wide.get(at)
+                && let Some(place) = self.wide_at.get_mut(&moved.namespace)
+            {
+                *place = at;
+            }
+            self.last.store(NOWHERE, Ordering::Relaxed);
+        }
+        Ok(removed)
+    }
+
     pub(crate) fn remove(&mut self, key: &[u8], namespace: &[u8]) -> Result<()> {
-        let removed = self.rows.remove(RowKey::new().build(key, namespace)?)?;
+        let removed = self.remove_row(key, namespace)?;
         if removed
             && let (Some(index), Some(canonical)) = (self.index.get_mut(), canonical_of(key))
             && let Some(entries) = index.get_mut(canonical)
@@ -132,7 +354,7 @@ impl SpacedTable {
                 index.remove(canonical);
             }
         }
-        if self.rows.len() == 0 {
+        if self.len() == 0 {
             self.index = OnceLock::new();
         }
         Ok(())
@@ -170,6 +392,11 @@ impl SpacedTable {
                     index.entries_mut(key).set(namespace, &[]);
                 }
             });
+            for w in &self.wide {
+                w.rows.for_each_row(|key, _| {
+                    index.entries_mut(key).set(&w.namespace, &[]);
+                });
+            }
             index
         })
     }
@@ -214,9 +441,9 @@ impl SpacedTable {
         let namespaces: Vec<Vec<u8>> = entries.iter().map(|(n, _)| n.to_vec()).collect();
         index.remove(canonical);
         for namespace in namespaces {
-            self.rows.remove(RowKey::new().build(key, &namespace)?)?;
+            self.remove_row(key, &namespace)?;
         }
-        if self.rows.len() == 0 {
+        if self.len() == 0 {
             self.index = OnceLock::new();
         }
         Ok(())
@@ -224,11 +451,15 @@ impl SpacedTable {
 
     pub(crate) fn clear(&mut self) {
         self.rows.clear();
+        self.wide.clear();
+        self.wide_at.clear();
+        self.last.store(NOWHERE, Ordering::Relaxed);
+        self.counts = Counts::new();
         self.index = OnceLock::new();
     }
 
-    /// Calls `visit(key, namespace, value)` for every entry, in the table's order; the key has
-    /// its key-group prefix.
+    /// Calls `visit(key, namespace, value)` for every entry: the shared table's rows, then
+    /// each namespace's own; the key has its key-group prefix.
     pub(crate) fn for_each(
         &self,
         mut visit: impl FnMut(&[u8], &[u8], &[u8]) -> Result<()>,
@@ -237,21 +468,56 @@ impl SpacedTable {
         self.rows.for_each(|row_key, value| {
             let (full, namespace) = split_row(&mut key, row_key);
             visit(full, namespace, value)
-        })
+        })?;
+        for w in &self.wide {
+            w.rows
+                .for_each(|key, value| visit(key, &w.namespace, value))?;
+        }
+        Ok(())
     }
 
-    /// [`FlatTable::visit_some`], with each row split into its key and namespace.
+    /// [`FlatTable::visit_some`] over the shared table and then each namespace's own, with
+    /// each row split into its key and namespace; a call ends at the end of the last table,
+    /// with the cursor back at 0. The cursor holds the table (above bit [`PART_SHIFT`]; 0 is
+    /// the shared one) and the bucket in it. A namespace whose table goes between two calls
+    /// moves the last one into its place, whose rows the pass then skips; the next pass
+    /// visits them.
     pub(crate) fn visit_some(
         &self,
         cursor: &mut u64,
         limit: usize,
         mut visit: impl FnMut(&[u8], &[u8], &[u8]) -> Result<()>,
     ) -> Result<()> {
+        let tables = 1 + self.wide.len();
+        let mut part = usize::try_from(*cursor >> PART_SHIFT).unwrap_or(0);
+        let mut at = usize::try_from(*cursor & ((1 << PART_SHIFT) - 1)).unwrap_or(0);
+        if part >= tables {
+            (part, at) = (0, 0);
+        }
+        let mut left = limit;
         let mut key = Vec::new();
-        self.rows.visit_some(cursor, limit, |row_key, value| {
-            let (full, namespace) = split_row(&mut key, row_key);
-            visit(full, namespace, value)
-        })
+        for _ in 0..tables {
+            let (visited, ended) = match part.checked_sub(1).and_then(|w| self.wide.get(w)) {
+                Some(w) => w
+                    .rows
+                    .visit_to_end(&mut at, left, |k, v| visit(k, &w.namespace, v))?,
+                None => self.rows.visit_to_end(&mut at, left, |row_key, value| {
+                    let (full, namespace) = split_row(&mut key, row_key);
+                    visit(full, namespace, value)
+                })?,
+            };
+            left = left.saturating_sub(visited);
+            if !ended {
+                break;
+            }
+            // The last table's end ends the pass, and the call.
+            (part, at) = ((part + 1) % tables, 0);
+            if left == 0 || part == 0 {
+                break;
+            }
+        }
+        *cursor = ((part as u64) << PART_SHIFT) | at as u64;
+        Ok(())
     }
 }
 
@@ -390,6 +656,103 @@ mod tests {
             let all: Vec<_> = model.into_iter().map(|((k, n), v)| (k, n, v)).collect();
             prop_assert_eq!(t.len(), all.len());
             prop_assert_eq!(entries(&t), all);
+        }
+    }
+
+    /// A window's sum for key `k`.
+    fn add(t: &mut SpacedTable, k: &[u8], window: &[u8], by: i64) {
+        let mut value = Vec::new();
+        t.read_modify_write(k, window, &mut value, &mut |old, out| {
+            let old = old.map_or(0, |b| i64::from_le_bytes(b.try_into().unwrap()));
+            out.extend_from_slice(&(old + by).to_le_bytes());
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn a_window_many_keys_write_gets_a_table_of_its_own_until_it_is_empty() {
+        let mut t = SpacedTable::new(true, MP, Hasher::fixed());
+        let (window, session) = ([1u8; 16], [2u8; 16]);
+        // One key's session stays in the shared table.
+        let k = key(&500u64.to_be_bytes());
+        t.put(&k, &session, &5i64.to_le_bytes()).unwrap();
+        for i in 0..100u64 {
+            add(&mut t, &key(&i.to_be_bytes()), &window, 1);
+            add(&mut t, &key(&i.to_be_bytes()), &window, 2);
+        }
+        assert_eq!(t.wide.len(), 1, "the window has a table of its own");
+        assert_eq!(t.rows.len(), 1, "only the session is shared");
+        assert_eq!(t.len(), 101);
+        for i in 0..100u64 {
+            let got = t.get(&key(&i.to_be_bytes()), &window).unwrap();
+            assert_eq!(got, Some(&3i64.to_le_bytes()[..]), "key {i}");
+        }
+        // Listing sees both tables.
+        add(&mut t, &k, &window, 7);
+        let listed: Vec<_> = t.scan(&k).unwrap().map(|e| e.unwrap().0.to_vec()).collect();
+        assert_eq!(listed, vec![window.to_vec(), session.to_vec()]);
+        assert_eq!(t.count(&k).unwrap(), 2);
+        // Every entry once.
+        let all = entries(&t);
+        assert_eq!(all.len(), 102);
+        assert!(all.contains(&(k.clone(), session.to_vec(), 5i64.to_le_bytes().to_vec())));
+
+        // The window's cleanup, key by key: its table goes with its last row.
+        t.remove_key(&k).unwrap();
+        for i in 0..100u64 {
+            t.remove(&key(&i.to_be_bytes()), &window).unwrap();
+        }
+        assert!(t.wide.is_empty());
+        assert_eq!(t.len(), 0);
+        // Written again, the window starts in the shared table.
+        add(&mut t, &key(&1u64.to_be_bytes()), &window, 4);
+        assert_eq!((t.wide.len(), t.rows.len()), (0, 1));
+        assert_eq!(
+            t.get(&key(&1u64.to_be_bytes()), &window).unwrap(),
+            Some(&4i64.to_le_bytes()[..])
+        );
+    }
+
+    #[test]
+    fn session_windows_one_key_each_stay_in_the_shared_table() {
+        let mut t = SpacedTable::new(true, MP, Hasher::fixed());
+        for i in 0..5_000u64 {
+            let session = [i.to_be_bytes(), (i + 30).to_be_bytes()].concat();
+            add(&mut t, &key(&i.to_be_bytes()), &session, 1);
+        }
+        assert!(t.wide.is_empty());
+        assert_eq!(t.len(), 5_000);
+    }
+
+    #[test]
+    fn visit_some_sees_every_entry_of_every_table_in_a_pass() {
+        let mut t = SpacedTable::new(true, MP, Hasher::fixed());
+        let mut expected = Vec::new();
+        for w in 0..4u8 {
+            for i in 0..(20 * u64::from(w) + 1) {
+                let k = key(&i.to_be_bytes());
+                t.put(&k, &[w; 16], &i.to_le_bytes()).unwrap();
+                expected.push((k, vec![w; 16], i.to_le_bytes().to_vec()));
+            }
+        }
+        assert_eq!(t.wide.len(), 3, "windows 1 to 3 have tables of their own");
+        expected.sort();
+        for limit in [1, 3, 50, 1_000] {
+            let (mut cursor, mut seen) = (0, Vec::new());
+            // Calls until the cursor is back at the start: one pass.
+            for _ in 0..10_000 {
+                t.visit_some(&mut cursor, limit, |k, n, v| {
+                    seen.push((k.to_vec(), n.to_vec(), v.to_vec()));
+                    Ok(())
+                })
+                .unwrap();
+                if cursor == 0 {
+                    break;
+                }
+            }
+            seen.sort();
+            assert_eq!(seen, expected, "limit {limit}");
         }
     }
 
