@@ -44,7 +44,7 @@ MILLION_K, MILLION_N = (100_000, 500_000) if QUICK else (1_000_000, 5_000_000)
 MILLION_BACKENDS = ["heap", "raw-hashmap", "rocksdb", "raw-rocksdb"]
 # Timers and windows: N timers (or windowed adds) over a million keys, with the same run's
 # value_rmw for the window target.
-TIMER_WORKLOADS = "timer_register,timer_fire,window_add,value_rmw"
+TIMER_WORKLOADS = "timer_register,timer_fire,window_add,window_add_spread,value_rmw"
 TIMER_K, TIMER_N = (100_000, 200_000) if QUICK else (1_000_000, 2_000_000)
 # value_rmw as a timely-dataflow job (1 and 2 workers) against a plain Bound loop.
 JOB_K, JOB_N = (100_000, 200_000) if QUICK else (1_000_000, 5_000_000)
@@ -474,7 +474,9 @@ def main():
       f"median of {ROUNDS} runs)\n")
     w("`timer_register`: N event-time timers at spread times over K keys; `timer_fire`: N "
       "timers registered, then all fired in order (the timed part); `window_add`: a windowed "
-      "`ReducingState` add, the window moving on every 1,000 records; `value_rmw` of the same "
+      "`ReducingState` add, the window moving on every 1,000 records (records in time order); "
+      "`window_add_spread`: the same add, each record's window drawn at random from 2,000 "
+      "(windows open by the thousand); `value_rmw` of the same "
       "run for comparison. The raw baselines: `raw-hashmap` is a `BTreeSet<(i64, u64)>` for "
       "timers and a `HashMap<(u64, i64), i64>` for windows; `raw-rocksdb` stores the same "
       "timer bytes in time order (and fires by iterating and deleting) and reads and writes "

@@ -1,6 +1,7 @@
 //! The timer and window workloads: `timer_register` (N event-time timers over K keys),
-//! `timer_fire` (N timers, then every one fired in order) and `window_add` (a windowed
-//! `ReducingState` add, the window moving on every 1,000 records), on the heap and RocksDB
+//! `timer_fire` (N timers, then every one fired in order), `window_add` (a windowed
+//! `ReducingState` add, the window moving on every 1,000 records) and `window_add_spread`
+//! (the same add, each record's window drawn at random from 2,000), on the heap and RocksDB
 //! against raw baselines in the same run: for timers a `BTreeSet<(i64, u64)>`
 //! (`raw-hashmap`, the plain Rust structure) and raw RocksDB on the same key and timestamp
 //! bytes in time order (`raw-rocksdb`); for `window_add` a `HashMap<(u64, i64), i64>` and raw
@@ -16,7 +17,12 @@ use statewright::{RocksDbBackend, RocksDbOptions, StateKey};
 use crate::{Line, Params};
 
 /// The workloads of this module.
-pub const TIMER_WORKLOADS: &[&str] = &["timer_register", "timer_fire", "window_add"];
+pub const TIMER_WORKLOADS: &[&str] = &[
+    "timer_register",
+    "timer_fire",
+    "window_add",
+    "window_add_spread",
+];
 
 #[derive(StatefulOperator, Default)]
 #[operator(name = "timers", key = u64)]
@@ -36,9 +42,16 @@ fn timestamp(p: &Params, i: u64) -> i64 {
     ((p.r(i) >> 16) % 1_000_000_000) as i64
 }
 
-/// The `i`-th record's window: the window moves on every 1,000 records.
-fn window(i: u64) -> TimeWindow {
-    let start = (i / 1_000 * 1_000) as i64;
+/// The `i`-th record's window: the window moves on every 1,000 records (`window_add`), as
+/// records in time order fill one window after the other, or is one of 2,000 drawn at random
+/// (`window_add_spread`), as many windows open at once (records far out of order, or sliding
+/// windows that overlap by the thousand) spread them.
+fn window(p: &Params, spread: bool, i: u64) -> TimeWindow {
+    let start = if spread {
+        (p.r(i | 1 << 62) % 2_000 * 1_000) as i64
+    } else {
+        (i / 1_000 * 1_000) as i64
+    };
     TimeWindow::new(start, start + 1_000)
 }
 
@@ -133,6 +146,7 @@ pub fn run(backend: &str, workload: &str, p: Params) -> statewright::Result<Vec<
         vs_raw: None,
     };
     let mut lines = Vec::new();
+    let spread = workload == "window_add_spread";
     let (secs, checksum, verify) = match (workload, backend) {
         ("timer_register" | "timer_fire", "heap") => timers(
             TimerOp::default().bind(HeapBackend::new())?,
@@ -229,26 +243,33 @@ pub fn run(backend: &str, workload: &str, p: Params) -> statewright::Result<Vec<
                 (start.elapsed().as_secs_f64(), sum, fired)
             }
         }
-        ("window_add", "heap") => windows(WindowOp::default().bind(HeapBackend::new())?, p)?,
-        ("window_add", "rocksdb") => windows(
+        ("window_add" | "window_add_spread", "heap") => {
+            windows(WindowOp::default().bind(HeapBackend::new())?, p, spread)?
+        }
+        ("window_add" | "window_add_spread", "rocksdb") => windows(
             WindowOp::default().bind(RocksDbBackend::open_temporary(RocksDbOptions::default())?)?,
             p,
+            spread,
         )?,
-        ("window_add", "raw-hashmap") => {
+        ("window_add" | "window_add_spread", "raw-hashmap") => {
             let mut map: HashMap<(u64, i64), i64, foldhash::fast::RandomState> = HashMap::default();
             let start = Instant::now();
             for i in 0..p.n {
-                *map.entry((p.key(i), window(i).start)).or_insert(0) += 1;
+                *map.entry((p.key(i), window(&p, spread, i).start))
+                    .or_insert(0) += 1;
             }
             let secs = start.elapsed().as_secs_f64();
             let mut verify = 0u64;
             for i in 0..p.n.min(10_000) {
-                let v = map.get(&(p.key(i), window(i).start)).copied().unwrap_or(0);
+                let v = map
+                    .get(&(p.key(i), window(&p, spread, i).start))
+                    .copied()
+                    .unwrap_or(0);
                 verify = verify.wrapping_add(v as u64);
             }
             (secs, 0, verify)
         }
-        ("window_add", "raw-rocksdb") => {
+        ("window_add" | "window_add_spread", "raw-rocksdb") => {
             let raw = Raw::open()?;
             let cf = raw.cf()?;
             let mut k = Vec::new();
@@ -259,7 +280,7 @@ pub fn run(backend: &str, workload: &str, p: Params) -> statewright::Result<Vec<
             };
             let start = Instant::now();
             for i in 0..p.n {
-                window_key(p.key(i), &window(i), &mut k);
+                window_key(p.key(i), &window(&p, spread, i), &mut k);
                 let c = get(&raw, &k)? + 1;
                 raw.db
                     .put_cf_opt(cf, &k, c.to_le_bytes(), &raw.write)
@@ -268,7 +289,7 @@ pub fn run(backend: &str, workload: &str, p: Params) -> statewright::Result<Vec<
             let secs = start.elapsed().as_secs_f64();
             let mut verify = 0u64;
             for i in 0..p.n.min(10_000) {
-                window_key(p.key(i), &window(i), &mut k);
+                window_key(p.key(i), &window(&p, spread, i), &mut k);
                 verify = verify.wrapping_add(get(&raw, &k)? as u64);
             }
             (secs, 0, verify)
@@ -317,19 +338,24 @@ fn timers<B: StateBackend + 'static>(
     Ok((start.elapsed().as_secs_f64(), sum, fired as u64))
 }
 
-/// `window_add` on a bound operator.
+/// `window_add` (or, `spread`, `window_add_spread`) on a bound operator.
 fn windows<B: StateBackend>(
     mut op: Bound<WindowOp, B>,
     p: Params,
+    spread: bool,
 ) -> statewright::Result<(f64, u64, u64)> {
     let start = Instant::now();
     for i in 0..p.n {
-        op.key(&p.key(i))?.sum(&window(i)).add(&1)?;
+        op.key(&p.key(i))?.sum(&window(&p, spread, i)).add(&1)?;
     }
     let secs = start.elapsed().as_secs_f64();
     let mut verify = 0u64;
     for i in 0..p.n.min(10_000) {
-        let v = op.key(&p.key(i))?.sum(&window(i)).get_owned()?.unwrap_or(0);
+        let v = op
+            .key(&p.key(i))?
+            .sum(&window(&p, spread, i))
+            .get_owned()?
+            .unwrap_or(0);
         verify = verify.wrapping_add(v as u64);
     }
     Ok((secs, 0, verify))

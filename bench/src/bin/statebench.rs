@@ -40,7 +40,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--zero-copy" => zero_copy_only = true,
             "--help" | "-h" => {
                 println!(
-                    "statebench [--backend {},rocksdb-timers-in-memory (timer workloads)] [--workload {},timer_register,timer_fire,window_add,job_value_rmw,snapshot,snapshot_store,large_state] [--K keys] [--N ops] [--seed s] [--M map-keys] [--dir scratch-dir] [--store URL (snapshot_store: s3://..., redis://...)] | --read-path | --zero-copy [--N reads]",
+                    "statebench [--backend {},rocksdb-timers-in-memory (timer workloads)] [--workload {},timer_register,timer_fire,window_add,window_add_spread,job_value_rmw,snapshot,snapshot_store,large_state] [--K keys] [--N ops] [--seed s] [--M map-keys] [--dir scratch-dir] [--store URL (snapshot_store: s3://..., redis://...)] | --read-path | --zero-copy [--N reads]",
                     BACKENDS.join(","),
                     WORKLOADS.join(",")
                 );
