@@ -17,8 +17,10 @@
 //! its size, which the processor's caches hold while the window is filled, and the window's
 //! cleanup frees it in one piece. A namespace moves to a table of its own once it has taken
 //! [`PROMOTE_AT`] new rows while it stayed among the recent namespaces ([`Counts`]); its rows
-//! in the shared table move with it, and the table is dropped when its last row goes. A
-//! session window never gets that many rows, so session state stays in the shared table.
+//! in the shared table move with it (a read of every shared row, so a move waits until an
+//! eighth as many rows are new since the last one), and the table is dropped when its last row
+//! goes. A session window never gets that many rows, so session state stays in the shared
+//! table.
 //! Measured in `bench/ANALYSIS.md`.
 //!
 //! Listing a key's namespaces ([`scan`](SpacedTable::scan), and with it
@@ -77,6 +79,10 @@ pub(crate) struct SpacedTable {
     last: AtomicUsize,
     /// New rows in `rows` per recent namespace.
     counts: Counts,
+    /// New rows in `rows` since a namespace last moved out of it: a move reads every row of
+    /// `rows`, and waits until there have been an eighth as many new ones, so that its cost
+    /// stays a few row visits per new row however large `rows` grows.
+    since_move: usize,
     /// Per canonical key (without its prefix), its namespaces, as user keys with empty values:
     /// built at the first listing, then kept with every write.
     index: OnceLock<NestedTable>,
@@ -134,6 +140,7 @@ impl SpacedTable {
             wide_at: HashMap::with_hasher(hasher.clone()),
             last: AtomicUsize::new(NOWHERE),
             counts: Counts::new(),
+            since_move: 0,
             index: OnceLock::new(),
             hasher,
             fixed_rows,
@@ -277,8 +284,15 @@ impl SpacedTable {
     /// `before`), and gives the namespace a table of its own when it has taken enough.
     #[inline(always)]
     fn counted(&mut self, before: usize, namespace: &[u8]) -> Result<()> {
-        if self.rows.len() > before && self.counts.count(self.hasher.hash_one(namespace)) {
-            return self.promote(namespace);
+        let shared = self.rows.len();
+        if shared > before {
+            self.since_move += 1;
+            if self.counts.count(self.hasher.hash_one(namespace))
+                && self.since_move.saturating_mul(8) >= shared
+            {
+                self.since_move = 0;
+                return self.promote(namespace);
+            }
         }
         Ok(())
     }
@@ -455,6 +469,7 @@ impl SpacedTable {
         self.wide_at.clear();
         self.last.store(NOWHERE, Ordering::Relaxed);
         self.counts = Counts::new();
+        self.since_move = 0;
         self.index = OnceLock::new();
     }
 
@@ -723,6 +738,42 @@ mod tests {
         }
         assert!(t.wide.is_empty());
         assert_eq!(t.len(), 5_000);
+    }
+
+    #[test]
+    fn a_window_among_many_sessions_moves_once_the_new_rows_pay_for_the_move() {
+        let mut t = SpacedTable::new(true, MP, Hasher::fixed());
+        for i in 0..8_000u64 {
+            let session = [i.to_be_bytes(), (i + 30).to_be_bytes()].concat();
+            add(&mut t, &key(&i.to_be_bytes()), &session, 1);
+        }
+        let window = |w: u8, i: u64, t: &mut SpacedTable| {
+            add(t, &key(&(100_000 + i).to_be_bytes()), &[w; 16], 1);
+        };
+        // The 8,000 new session rows pay for the first move (a read of every shared row).
+        for i in 0..10 {
+            window(1, i, &mut t);
+        }
+        assert_eq!(t.wide.len(), 1);
+        // The next one waits for an eighth of the shared rows to be new since.
+        for i in 0..1_000 {
+            window(2, i, &mut t);
+        }
+        assert_eq!(
+            t.wide.len(),
+            1,
+            "1,000 new rows of 9,000 do not pay for a move"
+        );
+        for i in 1_000..1_200 {
+            window(2, i, &mut t);
+        }
+        assert_eq!(t.wide.len(), 2);
+        assert_eq!(t.rows.len(), 8_000);
+        assert_eq!(t.len(), 9_210);
+        for i in 0..1_200u64 {
+            let got = t.get(&key(&(100_000 + i).to_be_bytes()), &[2; 16]).unwrap();
+            assert_eq!(got, Some(&1i64.to_le_bytes()[..]));
+        }
     }
 
     #[test]
