@@ -4,8 +4,10 @@
 //! hash table, keyed by the canonical key (the key-group prefix follows from it); when every
 //! key and value of the state has one length (a `u64` key and an `i64` value), the rows hold
 //! them inline, so a lookup reads one row in place instead of following pointers. A
-//! namespaced value, list, reducing or aggregating state (a window's sum) keeps one such row
-//! per key and namespace, with an index of each key's namespaces built at the first listing.
+//! namespaced value, list, reducing or aggregating state (a window's sum) gives a namespace that
+//! many keys write (a window) a table of its own, keyed by the key, and keeps the rows of the
+//! other namespaces (sessions) in one table keyed by key and namespace, with an index of each
+//! key's namespaces built at the first listing.
 //! Map states keep one sorted map per key so that iteration is in key order and a put touches
 //! one entry.
 //! A timer state is a queue: per time domain and key group, its timers in sorted runs, under a
@@ -60,7 +62,8 @@ enum Column {
     Flat(FlatTable),
     /// Map states: a sorted map of user keys per key.
     Nested(NestedTable),
-    /// Namespaced value, list, reducing and aggregating states: one row per key and namespace.
+    /// Namespaced value, list, reducing and aggregating states: a table per namespace many keys
+    /// write, one row per key and namespace for the others.
     Spaced(SpacedTable),
     /// Timer states: per time domain, sorted runs per key group and a tree of the groups'
     /// earliest timers.
