@@ -1266,7 +1266,9 @@ impl FlatTable {
         let mut row_key = key_buffer(kl);
         let mut visited = 0;
         let mut budget = limit.saturating_mul(8).max(1);
-        while visited < limit.min(len) && budget > 0 {
+        // Wrapping, a call visits each entry once at most; otherwise it goes on to the end.
+        let most = if wrap { limit.min(len) } else { limit };
+        while visited < most && budget > 0 {
             if *at >= buckets {
                 if !wrap {
                     break;
@@ -1612,14 +1614,12 @@ mod tests {
         assert_ne!(hash_words(&seeds, &bytes[..24]), hash_words(&seeds, &other));
     }
 
-    /// Pseudo-random bytes, different for each `seed`.
+    /// Pseudo-random bytes, different for each `seed` and each position.
     fn bytes(seed: u64, len: usize) -> Vec<u8> {
         (0..len as u64)
             .map(|i| {
-                (seed
-                    .wrapping_mul(0x9e37_79b9_7f4a_7c15)
-                    .wrapping_add(i * 131)
-                    >> 17) as u8
+                let x = ((seed << 8) | i).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                ((x ^ (x >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9) >> 56) as u8
             })
             .collect()
     }

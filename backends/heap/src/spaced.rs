@@ -227,7 +227,7 @@ impl SpacedTable {
             let before = self.rows.len();
             self.rows
                 .put_hinted(RowKey::new().build(key, namespace)?, value, hint)?;
-            self.counted(before, namespace)?;
+            self.counted(before, namespace);
         }
         self.indexed(key, namespace);
         Ok(())
@@ -248,7 +248,7 @@ impl SpacedTable {
             let before = self.rows.len();
             self.rows
                 .read_modify_write_spaced(key, namespace, value, update)?;
-            self.counted(before, namespace)?;
+            self.counted(before, namespace);
         }
         self.indexed(key, namespace);
         Ok(())
@@ -261,7 +261,7 @@ impl SpacedTable {
         } else {
             let before = self.rows.len();
             self.rows.put(RowKey::new().build(key, namespace)?, value)?;
-            self.counted(before, namespace)?;
+            self.counted(before, namespace);
         }
         self.indexed(key, namespace);
         Ok(())
@@ -274,7 +274,7 @@ impl SpacedTable {
             let before = self.rows.len();
             self.rows
                 .merge(RowKey::new().build(key, namespace)?, operand)?;
-            self.counted(before, namespace)?;
+            self.counted(before, namespace);
         }
         self.indexed(key, namespace);
         Ok(())
@@ -282,8 +282,13 @@ impl SpacedTable {
 
     /// Counts a new row of `namespace` in the shared table (when it has more rows than
     /// `before`), and gives the namespace a table of its own when it has taken enough.
+    ///
+    /// The write that called it has succeeded, and where a namespace's rows are is not part of
+    /// what the state holds: a move that fails (it cannot for rows the shared table accepted,
+    /// whose keys it checked) leaves the namespace in the shared table, unchanged, and the
+    /// write is not reported as failed.
     #[inline(always)]
-    fn counted(&mut self, before: usize, namespace: &[u8]) -> Result<()> {
+    fn counted(&mut self, before: usize, namespace: &[u8]) {
         let shared = self.rows.len();
         if shared > before {
             self.since_move += 1;
@@ -291,10 +296,9 @@ impl SpacedTable {
                 && self.since_move.saturating_mul(8) >= shared
             {
                 self.since_move = 0;
-                return self.promote(namespace);
+                let _unchanged_on_failure = self.promote(namespace);
             }
         }
-        Ok(())
     }
 
     /// Moves `namespace`'s rows from the shared table to a table of its own. Nothing changes
@@ -588,6 +592,8 @@ mod tests {
     #[derive(Debug, Clone)]
     enum Op {
         Put(u8, u8, u64),
+        Add(u8, u8, u64),
+        Hinted(u8, u8, u64),
         Merge(u8, u8, u8),
         Remove(u8, u8),
         RemoveKey(u8),
@@ -597,6 +603,8 @@ mod tests {
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
             (0u8..6, 0u8..5, any::<u64>()).prop_map(|(k, n, v)| Op::Put(k, n, v)),
+            (0u8..6, 0u8..5, any::<u64>()).prop_map(|(k, n, v)| Op::Add(k, n, v)),
+            (0u8..6, 0u8..5, any::<u64>()).prop_map(|(k, n, v)| Op::Hinted(k, n, v)),
             (0u8..6, 0u8..5, any::<u8>()).prop_map(|(k, n, v)| Op::Merge(k, n, v)),
             (0u8..6, 0u8..5).prop_map(|(k, n)| Op::Remove(k, n)),
             (0u8..6).prop_map(Op::RemoveKey),
@@ -630,6 +638,30 @@ mod tests {
                     Op::Put(k, n, v) => {
                         let (k, n) = (key(&canonical(k)), namespace(n));
                         t.put(&k, &n, &v.to_le_bytes()).unwrap();
+                        model.insert((k, n), v.to_le_bytes().to_vec());
+                    }
+                    Op::Add(k, n, v) => {
+                        // A sum of 8-byte values; any other stored value counts as none.
+                        let sum = |old: Option<&[u8]>| {
+                            old.and_then(|b| <[u8; 8]>::try_from(b).ok())
+                                .map_or(v, |b| u64::from_le_bytes(b).wrapping_add(v))
+                        };
+                        let (k, n) = (key(&canonical(k)), namespace(n));
+                        let mut value = Vec::new();
+                        t.read_modify_write(&k, &n, &mut value, &mut |old, out| {
+                            out.extend_from_slice(&sum(old).to_le_bytes());
+                            Ok(())
+                        })
+                        .unwrap();
+                        let new = sum(model.get(&(k.clone(), n.clone())).map(Vec::as_slice));
+                        model.insert((k, n), new.to_le_bytes().to_vec());
+                    }
+                    Op::Hinted(k, n, v) => {
+                        let (k, n) = (key(&canonical(k)), namespace(n));
+                        let mut hint = EntryHint::NONE;
+                        let old = t.get_hinted(&k, &n, &mut hint).unwrap().map(<[u8]>::to_vec);
+                        prop_assert_eq!(old.as_ref(), model.get(&(k.clone(), n.clone())));
+                        t.put_hinted(&k, &n, &v.to_le_bytes(), hint).unwrap();
                         model.insert((k, n), v.to_le_bytes().to_vec());
                     }
                     Op::Merge(k, n, v) => {
@@ -670,7 +702,21 @@ mod tests {
             }
             let all: Vec<_> = model.into_iter().map(|((k, n), v)| (k, n, v)).collect();
             prop_assert_eq!(t.len(), all.len());
-            prop_assert_eq!(entries(&t), all);
+            prop_assert_eq!(entries(&t), all.clone());
+            // One pass of `visit_some`, two entries a call, sees every entry once.
+            let (mut cursor, mut visited) = (0, Vec::new());
+            for _ in 0..10_000 {
+                t.visit_some(&mut cursor, 2, |k, n, v| {
+                    visited.push((k.to_vec(), n.to_vec(), v.to_vec()));
+                    Ok(())
+                })
+                .unwrap();
+                if cursor == 0 {
+                    break;
+                }
+            }
+            visited.sort();
+            prop_assert_eq!(visited, all);
         }
     }
 
@@ -727,6 +773,40 @@ mod tests {
             t.get(&key(&1u64.to_be_bytes()), &window).unwrap(),
             Some(&4i64.to_le_bytes()[..])
         );
+    }
+
+    #[test]
+    fn a_window_s_table_refuses_a_misplaced_key_and_keeps_its_place_when_another_goes() {
+        let mut t = SpacedTable::new(true, MP, Hasher::fixed());
+        for w in 1..=3u8 {
+            for i in 0..10u64 {
+                add(&mut t, &key(&i.to_be_bytes()), &[w; 16], i64::from(w));
+            }
+        }
+        assert_eq!(t.wide.len(), 3);
+        // A key whose prefix names another key group, into a window's own table.
+        let mut misplaced = key(&77u64.to_be_bytes());
+        misplaced[1] = misplaced[1].wrapping_add(1);
+        let err = t
+            .put(&misplaced, &[2; 16], &1i64.to_le_bytes())
+            .unwrap_err();
+        assert!(err.to_string().contains("key group"), "{err}");
+        assert_eq!(t.len(), 30);
+        // The first window's table goes; the last one takes its place.
+        for i in 0..10u64 {
+            t.remove(&key(&i.to_be_bytes()), &[1; 16]).unwrap();
+        }
+        assert_eq!(t.wide.len(), 2);
+        for w in 2..=3u8 {
+            add(&mut t, &key(&50u64.to_be_bytes()), &[w; 16], 1);
+            for i in (0..10u64).chain([50]) {
+                let got = t.get(&key(&i.to_be_bytes()), &[w; 16]).unwrap();
+                let sum = if i == 50 { 1 } else { i64::from(w) };
+                assert_eq!(got, Some(&sum.to_le_bytes()[..]), "window {w}, key {i}");
+            }
+        }
+        assert_eq!(t.len(), 22);
+        assert!(t.wide.iter().all(|w| w.rows.len() == 11));
     }
 
     #[test]
