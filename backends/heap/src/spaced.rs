@@ -15,12 +15,13 @@
 //! at a million keys every new row was a cache miss and a page-table walk in a table of
 //! hundreds of megabytes; in a table of its own, a window's rows lie together in a table of
 //! its size, which the processor's caches hold while the window is filled, and the window's
-//! cleanup frees it in one piece. A namespace moves to a table of its own once it has taken
-//! [`PROMOTE_AT`] new rows while it stayed among the recent namespaces ([`Counts`]); its rows
-//! in the shared table move with it (a read of every shared row, so a move waits until an
-//! eighth as many rows are new since the last one), and the table is dropped when its last row
-//! goes. A session window never gets that many rows, so session state stays in the shared
-//! table.
+//! cleanup frees it in one piece. A namespace moves to a table of its own once it takes a large
+//! share of the shared table's new rows ([`Counts`]: more than one in nine, as the window that
+//! time-ordered records fill does, or each of up to eight overlapping sliding windows); its rows
+//! in the shared table move with it (a read of every shared row: up to [`FREE_MOVES`] shared
+//! rows at once, beyond that once an eighth as many rows are new since the last move), and the
+//! table is dropped when its last row goes. Session windows, one key each, and windows open by
+//! the dozen or the thousand, where no namespace takes such a share, stay in the shared table.
 //! Measured in `bench/ANALYSIS.md`.
 //!
 //! Listing a key's namespaces ([`scan`](SpacedTable::scan), and with it
@@ -33,7 +34,6 @@
 //! [`TimeWindow`]: statewright_core::window::TimeWindow
 
 use std::collections::HashMap;
-use std::hash::BuildHasher;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -46,8 +46,7 @@ use crate::nested::NestedTable;
 
 type Hasher = foldhash::fast::SeedableRandomState;
 
-/// The new rows a namespace takes in the shared table, while it stays among the recent
-/// namespaces, before it gets a table of its own.
+/// The count ([`Counts`]) at which a namespace gets a table of its own.
 #[cfg(not(test))]
 const PROMOTE_AT: u32 = 64;
 /// Small under test, so that the property test moves namespaces to tables of their own and
@@ -55,8 +54,17 @@ const PROMOTE_AT: u32 = 64;
 #[cfg(test)]
 const PROMOTE_AT: u32 = 3;
 
+/// Up to this many shared rows, a move reads them without waiting for new ones
+/// ([`SpacedTable::since_move`]): windows that open together (a sliding window's overlaps) move
+/// one after the other while the shared table still holds only their first rows.
+#[cfg(not(test))]
+const FREE_MOVES: usize = 1 << 16;
+/// Small under test, so that a test reaches the wait with a few thousand rows.
+#[cfg(test)]
+const FREE_MOVES: usize = 1 << 10;
+
 /// The slots of [`Counts`].
-const COUNTED: usize = 64;
+const COUNTED: usize = 8;
 
 /// No place in [`SpacedTable::wide`].
 const NOWHERE: usize = usize::MAX;
@@ -80,8 +88,9 @@ pub(crate) struct SpacedTable {
     /// New rows in `rows` per recent namespace.
     counts: Counts,
     /// New rows in `rows` since a namespace last moved out of it: a move reads every row of
-    /// `rows`, and waits until there have been an eighth as many new ones, so that its cost
-    /// stays a few row visits per new row however large `rows` grows.
+    /// `rows`, and once `rows` holds more than [`FREE_MOVES`] it waits until there have been an
+    /// eighth as many new ones, so that its cost stays a few row visits per new row however
+    /// large `rows` grows.
     since_move: usize,
     /// Per canonical key (without its prefix), its namespaces, as user keys with empty values:
     /// built at the first listing, then kept with every write.
@@ -97,39 +106,67 @@ struct Wide {
     rows: FlatTable,
 }
 
-/// How many new rows each recent namespace took in the shared table: a slot per hash of a
-/// namespace, taken over by the next namespace that lands on it. A namespace that many keys
-/// write keeps its slot and counts up; session windows, one key each, only pass through.
+/// The namespaces that take a large share of the shared table's new rows, found as Misra and
+/// Gries find frequent items: [`COUNTED`] namespaces (by a hash) with a count each. A new row of
+/// one of them counts it up; a new row of another takes a slot whose count is down to zero or,
+/// with none, counts every slot down. A namespace that takes more than one new row in
+/// `COUNTED + 1` keeps counting up; when many namespaces take new rows at once (session
+/// windows, windows open by the dozen), every count stays near zero.
 #[derive(Debug)]
 struct Counts {
-    slots: Box<[(u64, u32); COUNTED]>,
+    slots: Box<CountSlots>,
+}
+
+/// The namespaces' hashes and their counts.
+#[derive(Debug, Default)]
+struct CountSlots {
+    hashes: [u32; COUNTED],
+    counts: [u32; COUNTED],
 }
 
 impl Counts {
     fn new() -> Self {
         Self {
-            slots: Box::new([(0, 0); COUNTED]),
+            slots: Box::default(),
         }
     }
 
-    /// Counts a new row of the namespace of hash `h`; whether it has now taken
+    /// Counts a new row of the namespace of hash `h`; whether it has now counted up to
     /// [`PROMOTE_AT`] (its count starts again).
     #[inline]
-    fn count(&mut self, h: u64) -> bool {
-        let Some(slot) = self.slots.get_mut((h % COUNTED as u64) as usize) else {
-            return false;
-        };
-        if slot.0 == h {
-            slot.1 += 1;
+    fn count(&mut self, h: u32) -> bool {
+        let CountSlots { hashes, counts } = &mut *self.slots;
+        let hit = (0..COUNTED).find(|&i| hashes[i] == h && counts[i] > 0);
+        if let Some(i) = hit {
+            counts[i] += 1;
+            if counts[i] >= PROMOTE_AT {
+                counts[i] = 0;
+                return true;
+            }
+        } else if let Some(i) = (0..COUNTED).find(|&i| counts[i] == 0) {
+            (hashes[i], counts[i]) = (h, 1);
         } else {
-            *slot = (h, 1);
-        }
-        if slot.1 >= PROMOTE_AT {
-            *slot = (0, 0);
-            return true;
+            for c in counts.iter_mut() {
+                *c -= 1;
+            }
         }
         false
     }
+}
+
+/// A hash of a namespace for [`Counts`]: its first and last 8 bytes (or all of a shorter one)
+/// and its length, mixed. Two namespaces that collide count together, which at worst gives one
+/// of them a table of its own early.
+#[inline(always)]
+fn namespace_hash(namespace: &[u8]) -> u32 {
+    let fold = |b: &[u8]| b.iter().fold(0u64, |a, &x| (a << 8) | u64::from(x));
+    let (first, last) = match (namespace.first_chunk::<8>(), namespace.last_chunk::<8>()) {
+        (Some(f), Some(l)) => (u64::from_le_bytes(*f), u64::from_le_bytes(*l)),
+        _ => (fold(namespace), 0),
+    };
+    let x =
+        (first ^ last.rotate_left(29) ^ namespace.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (x >> 32) as u32
 }
 
 impl SpacedTable {
@@ -292,8 +329,8 @@ impl SpacedTable {
         let shared = self.rows.len();
         if shared > before {
             self.since_move += 1;
-            if self.counts.count(self.hasher.hash_one(namespace))
-                && self.since_move.saturating_mul(8) >= shared
+            if self.counts.count(namespace_hash(namespace))
+                && (shared <= FREE_MOVES || self.since_move.saturating_mul(8) >= shared)
             {
                 self.since_move = 0;
                 let _unchanged_on_failure = self.promote(namespace);
@@ -807,6 +844,21 @@ mod tests {
         }
         assert_eq!(t.len(), 22);
         assert!(t.wide.iter().all(|w| w.rows.len() == 11));
+    }
+
+    #[test]
+    fn eight_windows_open_at_once_move_and_twenty_stay_shared() {
+        // Every record adds to each open window in turn, as overlapping sliding windows do.
+        for (open, moved) in [(8u8, 8), (20, 0)] {
+            let mut t = SpacedTable::new(true, MP, Hasher::fixed());
+            for i in 0..50u64 {
+                for w in 0..open {
+                    add(&mut t, &key(&i.to_be_bytes()), &[w; 16], 1);
+                }
+            }
+            assert_eq!(t.wide.len(), moved, "{open} windows open");
+            assert_eq!(t.len(), 50 * usize::from(open));
+        }
     }
 
     #[test]
