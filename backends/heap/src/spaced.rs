@@ -63,6 +63,13 @@ const FREE_MOVES: usize = 1 << 16;
 #[cfg(test)]
 const FREE_MOVES: usize = 1 << 10;
 
+/// The most new rows [`Counts`] leaves uncounted between two counts.
+#[cfg(not(test))]
+const MAX_GAP: u32 = 63;
+/// Small under test, so that a few rows of a new window are counted after many sessions.
+#[cfg(test)]
+const MAX_GAP: u32 = 3;
+
 /// The slots of [`Counts`].
 const COUNTED: usize = 8;
 
@@ -112,16 +119,24 @@ struct Wide {
 /// with none, counts every slot down. A namespace that takes more than one new row in
 /// `COUNTED + 1` keeps counting up; when many namespaces take new rows at once (session
 /// windows, windows open by the dozen), every count stays near zero.
+///
+/// While no namespace takes such a share, counting every new row is wasted: each count that
+/// finds no slot of its own doubles the number of new rows left uncounted before the next one
+/// (up to [`MAX_GAP`]), and a count that finds its namespace counts every row again.
 #[derive(Debug)]
 struct Counts {
     slots: Box<CountSlots>,
 }
 
-/// The namespaces' hashes and their counts.
+/// The namespaces' hashes and their counts, and the gap between counted rows.
 #[derive(Debug, Default)]
 struct CountSlots {
     hashes: [u32; COUNTED],
     counts: [u32; COUNTED],
+    /// New rows to leave uncounted before the next count.
+    skip: u32,
+    /// `skip` after each count.
+    gap: u32,
 }
 
 impl Counts {
@@ -135,9 +150,15 @@ impl Counts {
     /// [`PROMOTE_AT`] (its count starts again).
     #[inline]
     fn count(&mut self, h: u32) -> bool {
-        let CountSlots { hashes, counts } = &mut *self.slots;
+        let CountSlots {
+            hashes,
+            counts,
+            skip,
+            gap,
+        } = &mut *self.slots;
         let hit = (0..COUNTED).find(|&i| hashes[i] == h && counts[i] > 0);
         if let Some(i) = hit {
+            *gap = 0;
             counts[i] += 1;
             if counts[i] >= PROMOTE_AT {
                 counts[i] = 0;
@@ -149,6 +170,19 @@ impl Counts {
             for c in counts.iter_mut() {
                 *c -= 1;
             }
+            *gap = (*gap * 2 + 1).min(MAX_GAP);
+        }
+        *skip = *gap;
+        false
+    }
+
+    /// Whether the next new row goes uncounted ([`Counts`]' gap).
+    #[inline(always)]
+    fn skips(&mut self) -> bool {
+        let skip = &mut self.slots.skip;
+        if *skip > 0 {
+            *skip -= 1;
+            return true;
         }
         false
     }
@@ -329,7 +363,8 @@ impl SpacedTable {
         let shared = self.rows.len();
         if shared > before {
             self.since_move += 1;
-            if self.counts.count(namespace_hash(namespace))
+            if !self.counts.skips()
+                && self.counts.count(namespace_hash(namespace))
                 && (shared <= FREE_MOVES || self.since_move.saturating_mul(8) >= shared)
             {
                 self.since_move = 0;
