@@ -307,13 +307,8 @@ fn same_words(a: &[u8], b: &[u8]) -> bool {
 /// multiply per word. The loads are those of [`same_words`], for the same reason.
 #[inline(always)]
 fn hash(hasher: &RowHasher, canonical: &[u8]) -> u64 {
-    let len = canonical.len();
     match canonical.first_chunk::<8>() {
-        Some(word) if len == 8 => {
-            let mut h = hasher.words.build_hasher();
-            h.write_u64(u64::from_be_bytes(*word));
-            h.finish()
-        }
+        Some(word) if canonical.len() == 8 => hash_word(hasher, word),
         _ => hash_long(hasher, canonical),
     }
 }
@@ -321,22 +316,30 @@ fn hash(hasher: &RowHasher, canonical: &[u8]) -> u64 {
 /// [`hash`], inline for every length.
 #[inline(always)]
 fn hash_inline(hasher: &RowHasher, canonical: &[u8]) -> u64 {
-    let len = canonical.len();
     match canonical.first_chunk::<8>() {
-        Some(word) if len == 8 => {
-            let mut h = hasher.words.build_hasher();
-            h.write_u64(u64::from_be_bytes(*word));
-            h.finish()
-        }
-        _ if (9..=64).contains(&len) => hash_words(&hasher.seeds, canonical),
-        _ => hasher.words.hash_one(canonical),
+        Some(word) if canonical.len() == 8 => hash_word(hasher, word),
+        _ => hash_bytes(hasher, canonical),
     }
+}
+
+/// [`hash`] of an 8-byte key.
+#[inline(always)]
+fn hash_word(hasher: &RowHasher, word: &[u8; 8]) -> u64 {
+    let mut h = hasher.words.build_hasher();
+    h.write_u64(u64::from_be_bytes(*word));
+    h.finish()
 }
 
 /// [`hash`] of a key of any length but 8, out of line: the 8-byte form stays small enough to
 /// inline into every lookup.
 #[inline(never)]
 fn hash_long(hasher: &RowHasher, canonical: &[u8]) -> u64 {
+    hash_bytes(hasher, canonical)
+}
+
+/// [`hash`] of a key of any length but 8.
+#[inline(always)]
+fn hash_bytes(hasher: &RowHasher, canonical: &[u8]) -> u64 {
     if (9..=64).contains(&canonical.len()) {
         hash_words(&hasher.seeds, canonical)
     } else {

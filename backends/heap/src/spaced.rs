@@ -661,6 +661,24 @@ mod tests {
         all
     }
 
+    /// The entries `visit_some` visits, `limit` a call, until its cursor is back at the start:
+    /// one pass; sorted.
+    fn one_pass(t: &SpacedTable, limit: usize) -> Vec<(Vec<u8>, Vec<u8>, Vec<u8>)> {
+        let (mut cursor, mut seen) = (0, Vec::new());
+        for _ in 0..10_000 {
+            t.visit_some(&mut cursor, limit, |k, n, v| {
+                seen.push((k.to_vec(), n.to_vec(), v.to_vec()));
+                Ok(())
+            })
+            .unwrap();
+            if cursor == 0 {
+                break;
+            }
+        }
+        seen.sort();
+        seen
+    }
+
     #[derive(Debug, Clone)]
     enum Op {
         Put(u8, u8, u64),
@@ -776,19 +794,7 @@ mod tests {
             prop_assert_eq!(t.len(), all.len());
             prop_assert_eq!(entries(&t), all.clone());
             // One pass of `visit_some`, two entries a call, sees every entry once.
-            let (mut cursor, mut visited) = (0, Vec::new());
-            for _ in 0..10_000 {
-                t.visit_some(&mut cursor, 2, |k, n, v| {
-                    visited.push((k.to_vec(), n.to_vec(), v.to_vec()));
-                    Ok(())
-                })
-                .unwrap();
-                if cursor == 0 {
-                    break;
-                }
-            }
-            visited.sort();
-            prop_assert_eq!(visited, all);
+            prop_assert_eq!(one_pass(&t, 2), all);
         }
     }
 
@@ -957,20 +963,7 @@ mod tests {
         assert_eq!(t.wide.len(), 3, "windows 1 to 3 have tables of their own");
         expected.sort();
         for limit in [1, 3, 50, 1_000] {
-            let (mut cursor, mut seen) = (0, Vec::new());
-            // Calls until the cursor is back at the start: one pass.
-            for _ in 0..10_000 {
-                t.visit_some(&mut cursor, limit, |k, n, v| {
-                    seen.push((k.to_vec(), n.to_vec(), v.to_vec()));
-                    Ok(())
-                })
-                .unwrap();
-                if cursor == 0 {
-                    break;
-                }
-            }
-            seen.sort();
-            assert_eq!(seen, expected, "limit {limit}");
+            assert_eq!(one_pass(&t, limit), expected, "limit {limit}");
         }
     }
 
