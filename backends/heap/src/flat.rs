@@ -28,7 +28,7 @@
 use std::hash::{BuildHasher, Hasher as _};
 
 use hashbrown::HashTable;
-use hashbrown::hash_table::Entry;
+use hashbrown::hash_table::{Entry, OccupiedEntry};
 
 use statewright_core::backend::ValueUpdate;
 use statewright_core::keygroup::key_group;
@@ -560,6 +560,18 @@ impl Anchor {
                 prefetch_addr(addr.wrapping_sub(line * 64));
             }
         }
+    }
+
+    /// Notes the row an insert just wrote. The bucket count is read after the insert: the
+    /// probe may have grown the table.
+    #[inline(always)]
+    fn inserted<R>(&mut self, e: OccupiedEntry<'_, R>) {
+        let (index, addr) = (e.bucket_index(), std::ptr::from_ref(e.get()) as usize);
+        *self = Self {
+            buckets: e.into_table().num_buckets(),
+            index,
+            addr,
+        };
     }
 
     #[inline(always)]
@@ -1104,14 +1116,7 @@ fn update_parts<R: Row, const N: usize>(
                 Some(v) if value.len() == 8 => *v,
                 _ => return Ok(false),
             };
-            let e = e.insert(parts.row(v, h));
-            let (index, addr) = (e.bucket_index(), std::ptr::from_ref(e.get()) as usize);
-            let buckets = e.into_table().num_buckets();
-            *anchor = Anchor {
-                buckets,
-                index,
-                addr,
-            };
+            anchor.inserted(e.insert(parts.row(v, h)));
             Ok(true)
         }
     }
@@ -1377,15 +1382,7 @@ fn update_fixed<R: Row>(
             if value.len() != value_len {
                 return Ok(false);
             }
-            let e = e.insert(R::new_row(canonical, value, h));
-            let (index, addr) = (e.bucket_index(), std::ptr::from_ref(e.get()) as usize);
-            // Read after the insert: the probe may have grown the table.
-            let buckets = e.into_table().num_buckets();
-            *anchor = Anchor {
-                buckets,
-                index,
-                addr,
-            };
+            anchor.inserted(e.insert(R::new_row(canonical, value, h)));
             Ok(true)
         }
     }

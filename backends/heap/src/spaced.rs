@@ -902,13 +902,18 @@ mod tests {
         }
     }
 
+    /// Adds to `n` session windows, one per key.
+    fn sessions(t: &mut SpacedTable, n: u64) {
+        for i in 0..n {
+            let session = [i.to_be_bytes(), (i + 30).to_be_bytes()].concat();
+            add(t, &key(&i.to_be_bytes()), &session, 1);
+        }
+    }
+
     #[test]
     fn session_windows_one_key_each_stay_in_the_shared_table() {
         let mut t = SpacedTable::new(true, MP, Hasher::fixed());
-        for i in 0..5_000u64 {
-            let session = [i.to_be_bytes(), (i + 30).to_be_bytes()].concat();
-            add(&mut t, &key(&i.to_be_bytes()), &session, 1);
-        }
+        sessions(&mut t, 5_000);
         assert!(t.wide.is_empty());
         assert_eq!(t.len(), 5_000);
     }
@@ -916,10 +921,7 @@ mod tests {
     #[test]
     fn a_window_among_many_sessions_moves_once_the_new_rows_pay_for_the_move() {
         let mut t = SpacedTable::new(true, MP, Hasher::fixed());
-        for i in 0..8_000u64 {
-            let session = [i.to_be_bytes(), (i + 30).to_be_bytes()].concat();
-            add(&mut t, &key(&i.to_be_bytes()), &session, 1);
-        }
+        sessions(&mut t, 8_000);
         let window = |w: u8, i: u64, t: &mut SpacedTable| {
             add(t, &key(&(100_000 + i).to_be_bytes()), &[w; 16], 1);
         };
